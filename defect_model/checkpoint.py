@@ -1,0 +1,53 @@
+"""Checkpoints: a state_dict plus JSON-able metadata, written atomically, read with weights_only=True."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def save_checkpoint(path: str | Path, model_state: dict, meta: dict, training_state: dict | None = None) -> None:
+    """Write {model, meta, training} to `path` via a temp file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    json.dumps(meta)  # metadata must stay plain data, never pickled objects
+    payload = {"format_version": FORMAT_VERSION, "model": model_state, "meta": meta}
+    if training_state is not None:
+        payload["training"] = training_state
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint without unpickling anything but tensors and plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there. Train a model first or pick another run.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise CheckpointError(f"{path}: not a readable defect_model checkpoint ({type(exc).__name__}: {exc}). "
+                              "Use a checkpoint.pt written by this tool.") from None
+    if not isinstance(payload, dict) or "model" not in payload or "meta" not in payload:
+        raise CheckpointError(f"{path}: this file is not a defect_model checkpoint (no model/meta). "
+                              "Use a checkpoint.pt written by this tool.")
+    meta = payload["meta"]
+    for key in ("classes", "config", "preprocessing"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: the checkpoint metadata lacks {key!r}. Retrain the model with this tool.")
+    return payload

@@ -1,0 +1,272 @@
+"""Command line: `python -m defect_model {train,resume,evaluate,predict,demo-data}`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import sys
+import typing
+from pathlib import Path
+
+from .config import TrainConfig
+
+FIELD_HELP = {
+    "backbone": "network: resnet50 (reference), resnet34 or resnet18 (smaller, for quick trials)",
+    "dropout": "dropout probability before the linear head",
+    "image_size": "photos are resized to image_size x image_size pixels",
+    "mean": "per-channel normalisation mean (R G B)",
+    "std": "per-channel normalisation standard deviation (R G B)",
+    "resize_mode": "stretch (reference), pad (keep aspect, letterbox) or crop (keep aspect, centre crop)",
+    "batch_size": "photos per optimizer step",
+    "epochs": "passes over the training photos",
+    "optimizer": "adamw (reference) or sgd (momentum 0.9)",
+    "lr": "peak learning rate",
+    "weight_decay": "weight decay (0 = off)",
+    "schedule": "cosine (decay to 0 over all steps, no warm-up) or constant",
+    "grad_clip": "clip the gradient norm to this value (0 = off)",
+    "augment": "random flips and 90-degree rotations of training photos",
+    "val_fraction": "share of each class held out for validation when no split CSV is given",
+    "seed": "random seed for the split, the initial weights and the photo order",
+    "channels_last": "use the channels_last memory layout (faster on CPU)",
+    "good_classes": "classes that mean a good part (used for pass/reject verdicts)",
+    "pretrained": "pretrained weights (not available offline; must stay off)",
+}
+CLI_SKIPPED_FIELDS = {"data_dir", "split_csv"}
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field; defaults come from the dataclass (the reference recipe)."""
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training settings (defaults: the reference recipe)")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in CLI_SKIPPED_FIELDS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = f"{FIELD_HELP.get(field.name, field.name)} (default: {default})"
+        hint = hints[field.name]
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(hint) is tuple:
+            group.add_argument(flag, type=float, nargs=3, default=None, metavar=("R", "G", "B"), help=help_text)
+        elif typing.get_origin(hint) is list:
+            group.add_argument(flag, nargs="*", default=None, metavar="CLASS", help=help_text)
+        else:
+            group.add_argument(flag, type=hint, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            base[field.name] = value
+    base["data_dir"] = str(Path(args.data).resolve())
+    base["split_csv"] = str(Path(args.split).resolve()) if args.split else ""
+    return TrainConfig.from_dict(base)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m defect_model",
+        description="Train, evaluate and run ResNet defect classifiers on folders of photos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model on a class-per-folder photo dataset",
+                           description="Train on DIR (one sub-folder per class). Writes a run directory with "
+                                       "config.yaml, events.jsonl, checkpoint.pt, metrics.json, val_predictions.csv.")
+    train.add_argument("--data", required=True, metavar="DIR", help="dataset folder, one sub-folder per class")
+    train.add_argument("--split", metavar="CSV", help="optional path,label,split CSV (train/val); "
+                                                      "default: a seeded stratified 80/20 split")
+    train.add_argument("--run-dir", metavar="DIR", help="write the run here (default: a new folder under --runs-root)")
+    train.add_argument("--runs-root", metavar="DIR", help="where new runs are created (default: $DEFECT_RUNS_DIR or ./runs)")
+    train.add_argument("--config", metavar="YAML", help="start from these settings instead of the reference recipe")
+    _add_config_arguments(train)
+
+    resume = sub.add_parser("resume", help="continue an interrupted, cancelled or crashed run from its last checkpoint")
+    resume.add_argument("run", metavar="RUN", help="run directory or run id")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its validation photos")
+    evaluate.add_argument("run", metavar="RUN", help="run directory or run id")
+
+    predict = sub.add_parser("predict", help="classify photos with a trained run")
+    predict.add_argument("--run", required=True, metavar="RUN", help="run directory or run id")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="photo files")
+    predict.add_argument("--cam-dir", metavar="DIR", help="also write a Grad-CAM overlay PNG per photo here")
+    predict.add_argument("--csv", metavar="OUT", help="write the results table to this CSV")
+
+    demo = sub.add_parser("demo-data", help="write the synthetic demo dataset (ok + 4 defect classes)")
+    demo.add_argument("out", metavar="OUT", help="folder to create")
+    demo.add_argument("--per-class", type=int, default=60, help="photos per class (default: 60)")
+    demo.add_argument("--size", type=int, default=128, help="photo size in pixels (default: 128)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    return parser
+
+
+class TerminalProgress:
+    """Draws training events: a progress bar on a terminal, one line per epoch in a log file."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.bar = None
+        self.interactive = stream.isatty()
+
+    def __call__(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self._line(f"run {event['run_id']}: {event['train_images']} train / {event['val_images']} val photos, "
+                       f"{len(event['classes'])} classes, {event['epochs']} epochs x {event['steps_per_epoch']} steps"
+                       + (f", {event['unreadable']} unreadable photo(s) skipped" if event["unreadable"] else ""))
+            if self.interactive:
+                from tqdm import tqdm
+                done = (event["start_epoch"] - 1) * event["steps_per_epoch"] + event["skip_steps"]
+                self.bar = tqdm(total=event["total_steps"], initial=done, file=self.stream, unit="step")
+        elif kind == "step" and self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}",
+                                 img_s=f"{event['images_per_s']:.1f}")
+        elif kind == "epoch":
+            eta = event["eta_s"]
+            self._line(f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.4f}, "
+                       f"val loss {event['val_loss']:.4f}, val accuracy {event['val_accuracy']:.4f}, "
+                       f"macro-F1 {event['val_macro_f1']:.4f}, {event['epoch_seconds']:.0f} s"
+                       + (f", ETA {eta / 60:.1f} min" if eta else ""))
+        elif kind == "end":
+            if self.bar is not None:
+                self.bar.close()
+            self._line(f"finished: {event['state']}" + (f" ({event['error']})" if event.get("error") else ""))
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+
+def cmd_train(args) -> int:
+    from .engine import fit
+    from .runs import RunDir, new_run_dir
+
+    cfg = config_from_args(args)
+    if args.run_dir:
+        run = RunDir(Path(args.run_dir))
+        run.path.mkdir(parents=True, exist_ok=True)
+        if run.checkpoint.exists():
+            raise SystemExit(f"{run.path}: this run already has a checkpoint. "
+                             f"Use `python -m defect_model resume {run.path}` or choose a new --run-dir.")
+    else:
+        run = new_run_dir(args.runs_root, cfg.backbone)
+    print(f"run directory: {run.path}", file=sys.stderr, flush=True)
+    metrics = fit(cfg, run, callbacks=[TerminalProgress()])
+    return 0 if metrics else 1
+
+
+def cmd_resume(args) -> int:
+    from .engine import fit
+    from .runs import resolve_run
+
+    run = resolve_run(args.run)
+    state = run.status()["state"]
+    if state == "done":
+        print(f"{run.path}: the run already finished; nothing to resume.", file=sys.stderr)
+        return 0
+    if state == "running":
+        raise SystemExit(f"{run.path}: the run is still running (pid {run.status().get('pid')}); cancel it first.")
+    fit(TrainConfig.from_yaml(run.config), run, callbacks=[TerminalProgress()], resume=True)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import pandas as pd
+
+    from .images import ImageError
+    from .inference import Predictor
+    from .metrics import metrics_from_predictions
+    from .runs import resolve_run
+
+    run = resolve_run(args.run)
+    cfg = TrainConfig.from_yaml(run.config)
+    predictor = Predictor.from_checkpoint(run.checkpoint)
+    split = pd.read_csv(run.split)
+    val = split[split["split"] == "val"]
+    rows = []
+    for rel, label in zip(val["path"], val["label"]):
+        try:
+            probs = predictor.predict(Path(cfg.data_dir) / rel, names=None)
+        except ImageError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
+        rows.append({"path": rel, "true_label": label, "pred_label": predictor.classes[int(probs.argmax())]})
+    metrics = metrics_from_predictions(pd.DataFrame(rows), predictor.classes)
+    print(f"run {run.run_id}: {len(rows)} validation photos")
+    print(f"accuracy {metrics['accuracy']:.4f}  micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
+    print(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, m in metrics["per_class"].items():
+        print(f"{name:<20}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9d}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .explain import explain, overlay
+    from .images import ImageError
+    from .inference import Predictor
+    from .runs import resolve_run
+
+    run = resolve_run(args.run)
+    predictor = Predictor.from_checkpoint(run.checkpoint)
+    cam_dir = Path(args.cam_dir) if args.cam_dir else None
+    if cam_dir:
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], 0
+    for image in args.images:
+        path = Path(image)
+        row = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""}
+        try:
+            result = explain(predictor, path) if cam_dir else None
+            probs = result.probabilities if result else predictor.predict(path)
+        except ImageError as exc:
+            failures += 1
+            row.update(predicted="", error=str(exc))
+            print(f"error  {exc}", file=sys.stderr)
+            rows.append(row)
+            continue
+        label = predictor.classes[int(probs.argmax())]
+        row.update(predicted=label, confidence=float(probs.max()), error="")
+        row.update({f"prob_{c}": float(p) for c, p in zip(predictor.classes, probs)})
+        if result:
+            overlay(result.photo, result.heatmap).save(cam_dir / f"{path.stem}_cam.png")
+        print(f"{label:<20} {probs.max():.3f}  {path}")
+        rows.append(row)
+    if args.csv:
+        columns = ["file", "sha256", "predicted", "confidence"] + [f"prob_{c}" for c in predictor.classes] + ["error"]
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 1 if failures == len(rows) else 0
+
+
+def cmd_demo_data(args) -> int:
+    from .synthetic import generate
+
+    out = generate(args.out, per_class=args.per_class, size=args.size, seed=args.seed)
+    print(f"wrote the demo dataset to {out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "demo-data": cmd_demo_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

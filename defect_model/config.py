@@ -1,0 +1,113 @@
+"""Training configuration: one dataclass whose defaults are the reference recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+BACKBONES = ("resnet50", "resnet34", "resnet18")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+RESIZE_MODES = ("stretch", "pad", "crop")
+
+# ImageNet statistics: the per-channel normalisation of the reference recipe.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a run trains. Defaults = the reference recipe."""
+
+    data_dir: str = ""
+    split_csv: str = ""
+    backbone: str = "resnet50"
+    pretrained: bool = False
+    dropout: float = 0.2
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize_mode: str = "stretch"
+    batch_size: int = 32
+    epochs: int = 5
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    grad_clip: float = 0.0
+    augment: bool = False
+    val_fraction: float = 0.2
+    seed: int = 0
+    channels_last: bool = True
+    good_classes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        self.good_classes = list(self.good_classes)
+        problems = self.problems()
+        if problems:
+            raise ValueError("Invalid training settings: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Plain-words list of settings that cannot work."""
+        found = []
+        if self.backbone not in BACKBONES:
+            found.append(f"backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if self.pretrained:
+            found.append("pretrained weights are not available offline; use pretrained=false")
+        if self.optimizer not in OPTIMIZERS:
+            found.append(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            found.append(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if self.resize_mode not in RESIZE_MODES:
+            found.append(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
+        if not 0.0 <= self.dropout < 1.0:
+            found.append("dropout must be in [0, 1)")
+        if self.image_size < 32:
+            found.append("image_size must be at least 32")
+        if self.batch_size < 1 or self.epochs < 1:
+            found.append("batch_size and epochs must be at least 1")
+        if self.lr <= 0:
+            found.append("lr must be positive")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            found.append("weight_decay and grad_clip must be >= 0 (grad_clip 0 means off)")
+        if not 0.0 < self.val_fraction < 1.0:
+            found.append("val_fraction must be between 0 and 1")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            found.append("mean and std need three values (R, G, B)")
+        return found
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown training settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.from_dict(data)
+
+    def preprocessing(self) -> dict:
+        """What inference needs to prepare a photo exactly as training did."""
+        return {
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize_mode": self.resize_mode,
+        }

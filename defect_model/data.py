@@ -1,0 +1,211 @@
+"""Labelled photo folders: scan, validate, split, decode once, and load in batches."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+from .images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
+
+SPLITS = ("train", "val")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on; the message says which and what to do."""
+
+
+@dataclass
+class DatasetScan:
+    """What an ImageFolder holds: one sub-folder per class."""
+
+    root: Path
+    classes: list[str]
+    items: list[tuple[str, str]]  # (path relative to root, label)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(label for _, label in self.items)
+        return {name: found.get(name, 0) for name in self.classes}
+
+
+def scan_image_folder(root: str | Path) -> DatasetScan:
+    """List the photos of a class-per-folder dataset; files that are not photos are reported."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: the folder does not exist. Check the path.")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: this is a file, not a folder. Give the folder that holds one sub-folder per class.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    items: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for class_dir in class_dirs:
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_dir() or path.name.startswith("."):
+                continue
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                skipped.append((rel, "symbolic link, not followed"))
+            elif is_image_name(path):
+                items.append((rel, class_dir.name))
+            else:
+                skipped.append((rel, f"not a photo (extension not one of {', '.join(IMAGE_EXTENSIONS)})"))
+    classes = [d.name for d in class_dirs if any(label == d.name for _, label in items)]
+    scan = DatasetScan(root=root, classes=classes, items=items, skipped=skipped)
+    check_trainable(scan.counts(), str(root))
+    return scan
+
+
+def check_trainable(counts: dict[str, int], where: str) -> None:
+    """Refuse a dataset with fewer than 2 classes or a class with fewer than 2 photos."""
+    if len(counts) < 2:
+        found = ", ".join(counts) or "none"
+        raise DatasetError(
+            f"{where}: found {len(counts)} class folder(s) with photos ({found}); training needs at least 2. "
+            "Put each class's photos in its own sub-folder, e.g. scratch/001.jpg, ok/002.jpg.")
+    small = [f"{name} ({n})" for name, n in counts.items() if n < 2]
+    if small:
+        raise DatasetError(
+            f"{where}: these classes have fewer than 2 photos: {', '.join(small)}. "
+            "Add photos to them or remove their folders.")
+
+
+def read_split_csv(path: str | Path, scan: DatasetScan) -> list[tuple[str, str, str]]:
+    """Rows (path, label, split) from a `path,label,split` CSV, checked against the folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: the split file does not exist. Check the path or leave it out for an 80/20 split.")
+    known = set(scan.classes)
+    on_disk = {rel for rel, _ in scan.items}
+    rows = []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+                               "the split file needs the header path,label,split.")
+        for line, row in enumerate(reader, start=2):
+            rel, label, split = row["path"].strip(), row["label"].strip(), row["split"].strip().lower()
+            if split not in SPLITS:
+                raise DatasetError(f"{path}, line {line}: split {split!r} must be train or val.")
+            if label not in known:
+                raise DatasetError(f"{path}, line {line}: label {label!r} is not a class folder "
+                                   f"of {scan.root} ({', '.join(scan.classes)}).")
+            if rel in on_disk:
+                rows.append((rel, label, split))
+    if not any(split == "val" for _, _, split in rows) or not any(split == "train" for _, _, split in rows):
+        raise DatasetError(f"{path}: the split needs both train and val photos that exist under {scan.root}.")
+    return rows
+
+
+def stratified_split(items: list[tuple[str, str]], val_fraction: float, seed: int) -> list[tuple[str, str, str]]:
+    """Seeded per-class split; every class keeps at least one train and one val photo."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {}
+    for rel, label in items:
+        by_label.setdefault(label, []).append(rel)
+    rows = []
+    for label in sorted(by_label):
+        paths = sorted(by_label[label])
+        rng.shuffle(paths)
+        n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
+        rows += [(rel, label, "val") for rel in paths[:n_val]]
+        rows += [(rel, label, "train") for rel in paths[n_val:]]
+    return sorted(rows)
+
+
+def write_split_csv(path: str | Path, rows: list[tuple[str, str, str]]) -> None:
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
+
+
+@dataclass
+class DecodedImages:
+    """Photos decoded once into uint8 (N, 3, H, W), with the files that failed."""
+
+    paths: list[str]
+    labels: torch.Tensor
+    pixels: torch.Tensor
+    failed: list[tuple[str, str]]
+
+
+def decode_images(root: Path, rows: list[tuple[str, str]], classes: list[str], size: int,
+                  resize_mode: str, threads: int = 2) -> DecodedImages:
+    """Decode each photo once; unreadable ones are listed in `failed`, never raised."""
+    index = {name: i for i, name in enumerate(classes)}
+
+    def decode(row):
+        rel, _ = row
+        try:
+            return prepare_array(root / rel, size, resize_mode, name=rel), None
+        except ImageError as exc:
+            return None, f"{exc.problem}"
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(decode, rows))
+    keep = [(row, array) for row, (array, _) in zip(rows, results) if array is not None]
+    failed = [(row[0], reason) for row, (_, reason) in zip(rows, results) if reason is not None]
+    if keep:
+        pixels = torch.from_numpy(np.stack([array for _, array in keep])).permute(0, 3, 1, 2).contiguous()
+    else:
+        pixels = torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    labels = torch.tensor([index[label] for (_, label), _ in keep], dtype=torch.long)
+    return DecodedImages([rel for (rel, _), _ in keep], labels, pixels, failed)
+
+
+class DecodedDataset(Dataset):
+    """Indexes into decoded photos; returns (uint8 image, label, index)."""
+
+    def __init__(self, decoded: DecodedImages):
+        self.decoded = decoded
+
+    def __len__(self) -> int:
+        return len(self.decoded.paths)
+
+    def __getitem__(self, i: int):
+        return self.decoded.pixels[i], self.decoded.labels[i], i
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, seed: int, epoch: int = 0,
+                world_size: int = 1, rank: int = 0) -> DataLoader:
+    """The one place the sampler is chosen: distributed, shuffled or in order."""
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
+        sampler.set_epoch(epoch)
+    elif train:
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        sampler = RandomSampler(dataset, generator=generator)
+    else:
+        sampler = SequentialSampler(dataset)
+    # Photos are already decoded in memory: worker processes would only add copying.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0,
+                      drop_last=train and len(dataset) > batch_size)
+
+
+def augment_batch(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per photo: random horizontal and vertical flips and 90-degree turns.
+
+    These keep the class of a surface defect (a scratch turned is still a scratch).
+    """
+    out = pixels.clone()
+    flips = torch.rand(len(pixels), 2, generator=generator) < 0.5
+    turns = torch.randint(0, 4, (len(pixels),), generator=generator)
+    for i in range(len(pixels)):
+        image = out[i]
+        if flips[i, 0]:
+            image = image.flip(-1)
+        if flips[i, 1]:
+            image = image.flip(-2)
+        if turns[i] and image.shape[-1] == image.shape[-2]:
+            image = torch.rot90(image, int(turns[i]), dims=(-2, -1))
+        out[i] = image
+    return out

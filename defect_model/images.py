@@ -1,0 +1,141 @@
+"""Reading photos safely and shaping them for the network (no torch here).
+
+Every failure a user can cause becomes an ImageError that names the file and
+says what to do.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# A photo larger than this is refused before it is decoded (decompression bombs).
+MAX_PIXELS = 64_000_000
+
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+
+class ImageError(ValueError):
+    """A photo that cannot be used; the message names it and says what to do."""
+
+    def __init__(self, name: str, problem: str, advice: str):
+        self.name = name
+        self.problem = problem
+        self.advice = advice
+        super().__init__(f"{name}: {problem}. {advice}")
+
+
+def is_image_name(name: str | Path) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def describe_source(source: ImageSource, name: str | None = None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Return the photo as an 8-bit RGB PIL image with EXIF orientation applied."""
+    label = describe_source(source, name)
+    if isinstance(source, Image.Image):
+        return _to_rgb(source, label)
+    if isinstance(source, np.ndarray):
+        return _to_rgb(_array_to_image(source, label), label)
+    if isinstance(source, (bytes, bytearray)):
+        stream = io.BytesIO(source)
+    elif isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise ImageError(label, "the file does not exist", "Check the path and try again.")
+        stream = source
+    else:
+        raise ImageError(label, f"cannot read a photo from {type(source).__name__}",
+                         "Pass a file path, bytes, a PIL image or an array.")
+    try:
+        with Image.open(stream) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(label, f"the photo is {width}x{height} pixels, too large to inspect safely",
+                                 f"Resize it below {MAX_PIXELS // 1_000_000} megapixels and upload it again.")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img, label)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(label, "this is not an image file PIL can read",
+                         "Upload a JPEG, PNG, BMP, TIFF or WebP photo.") from None
+    except Image.DecompressionBombError:
+        raise ImageError(label, "the photo is too large to decode safely",
+                         "Resize it and upload it again.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(label, f"the image data is damaged or truncated ({exc})",
+                         "Export the photo again from the camera or image tool.") from None
+
+
+def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(label, f"an array of shape {array.shape} is not a photo",
+                         "Pass an HxW, HxWx3 or HxWx4 array.")
+    if array.dtype != np.uint8:
+        array = _scale_to_uint8(array.astype(np.float64))
+    return Image.fromarray(array)
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map integer or float pixel data to 0..255 without clipping it to white."""
+    top = values.max() if values.size else 0.0
+    if top <= 1.0:
+        scale = 255.0
+    elif top <= 255.0:
+        scale = 1.0
+    else:
+        scale = 255.0 / 65535.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(img: Image.Image, label: str) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(img, dtype=np.float64))).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(label, f"pixel format {img.mode} cannot be converted to RGB ({exc})",
+                         "Save the photo as an 8-bit RGB or grayscale image.") from None
+
+
+def fit_to_square(img: Image.Image, size: int, mode: str = "stretch") -> Image.Image:
+    """Resize to size x size: stretch, pad (letterbox, keeps aspect) or centre-crop."""
+    if mode == "stretch":
+        return img.resize((size, size), Image.BILINEAR)
+    width, height = img.size
+    if mode == "pad":
+        scale = size / max(width, height)
+        new = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
+        canvas = Image.new("RGB", (size, size), (0, 0, 0))
+        canvas.paste(new, ((size - new.width) // 2, (size - new.height) // 2))
+        return canvas
+    if mode == "crop":
+        scale = size / min(width, height)
+        new = img.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR)
+        left, top = (new.width - size) // 2, (new.height - size) // 2
+        return new.crop((left, top, left + size, top + size))
+    raise ValueError(f"unknown resize mode {mode!r}")
+
+
+def prepare_array(source: ImageSource, size: int, mode: str = "stretch", name: str | None = None) -> np.ndarray:
+    """Load a photo and return it as a size x size x 3 uint8 array, ready for the network."""
+    return np.asarray(fit_to_square(load_image(source, name), size, mode), dtype=np.uint8)

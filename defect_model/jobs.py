@@ -1,0 +1,122 @@
+"""Training jobs as separate processes: start (one at a time), find, cancel, resume.
+
+The dashboard and a terminal user run the same command: `python -m defect_model train ...`.
+A job outlives the page that started it; its state lives in the run directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import TrainConfig
+from .runs import RunDir, list_runs, new_run_dir, runs_root
+
+TCMALLOC_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/libtcmalloc_minimal.so.4",
+)
+
+
+class JobError(RuntimeError):
+    """A job request that cannot be carried out; the message says why and what to do."""
+
+
+def find_tcmalloc() -> str | None:
+    return next((path for path in TCMALLOC_CANDIDATES if Path(path).is_file()), None)
+
+
+def training_env(base: dict | None = None) -> dict:
+    """Environment for a training process: tcmalloc preloaded when installed (about 1.7x faster here)."""
+    env = dict(os.environ if base is None else base)
+    library = find_tcmalloc()
+    if library and library not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def train_command(run: RunDir, resume: bool = False) -> list[str]:
+    if resume:
+        return [sys.executable, "-m", "defect_model", "resume", str(run.path)]
+    cfg = TrainConfig.from_yaml(run.config)
+    command = [sys.executable, "-m", "defect_model", "train", "--config", str(run.config),
+               "--data", cfg.data_dir, "--run-dir", str(run.path)]
+    if cfg.split_csv:
+        command += ["--split", cfg.split_csv]
+    return command
+
+
+@contextmanager
+def _start_lock(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".start.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def running_job(root: str | Path | None = None) -> RunDir | None:
+    """The run whose training process is alive, if any; dead ones are marked failed on the way."""
+    for run in list_runs(root):
+        run.mark_dead_run_failed()
+        if run.status()["state"] in ("queued", "running"):
+            return run
+    return None
+
+
+def _launch(run: RunDir, resume: bool, root: Path) -> RunDir:
+    log = open(run.log, "a")
+    process = subprocess.Popen(train_command(run, resume), stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, env=training_env(), cwd=os.getcwd(),
+                               start_new_session=True)
+    log.close()
+    run.write_status("running" if resume else "queued", pid=process.pid)
+    return run
+
+
+def start_training(cfg: TrainConfig, root: str | Path | None = None) -> RunDir:
+    """Create a run for `cfg` and start its training process; refused while another job runs."""
+    root = Path(root) if root is not None else runs_root()
+    with _start_lock(root):
+        _refuse_if_busy(root)
+        run = new_run_dir(root, cfg.backbone)
+        cfg.to_yaml(run.config)
+        return _launch(run, resume=False, root=root)
+
+
+def resume_training(run: RunDir, root: str | Path | None = None) -> RunDir:
+    """Continue a cancelled or failed run from its last checkpoint, in a new process."""
+    root = Path(root) if root is not None else run.path.parent
+    with _start_lock(root):
+        _refuse_if_busy(root)
+        state = run.status()["state"]
+        if state == "done":
+            raise JobError(f"{run.run_id} already finished; there is nothing to resume.")
+        return _launch(run, resume=True, root=root)
+
+
+def _refuse_if_busy(root: Path) -> None:
+    busy = running_job(root)
+    if busy is not None:
+        raise JobError(f"Training job {busy.run_id} is still running (pid {busy.status().get('pid')}). "
+                       "Wait for it to finish or cancel it first; only one job runs at a time.")
+
+
+def cancel(run: RunDir) -> None:
+    """Ask the job to stop after its current step; it keeps a usable checkpoint."""
+    run.request_cancel()
+    pid = run.status().get("pid")
+    if pid:
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny synthetic datasets and one small trained run, made once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from defect_model import synthetic
+from defect_model.config import TrainConfig
+from defect_model.engine import fit
+from defect_model.runs import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+NEU = ROOT.parent / "shared" / "datasets" / "neu-cls"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def tiny_config(data_dir: Path, **overrides) -> TrainConfig:
+    """A seconds-long recipe for tests: resnet18 on small photos."""
+    settings = dict(data_dir=str(data_dir), backbone="resnet18", image_size=64, batch_size=16, epochs=1, seed=0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """5 classes x 10 photos of 64 px."""
+    return synthetic.generate(tmp_path_factory.mktemp("tiny") / "data", per_class=10, size=64, seed=1)
+
+
+@pytest.fixture()
+def dataset_copy(tiny_dataset, tmp_path) -> Path:
+    """A private copy a test may damage."""
+    return Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> RunDir:
+    """A resnet18 trained on the demo set long enough to tell the classes apart (about 40 s on 2 cores)."""
+    base = tmp_path_factory.mktemp("trained")
+    data = synthetic.generate(base / "data", per_class=40, size=96, seed=2)
+    run = RunDir(base / "run")
+    run.path.mkdir()
+    cfg = tiny_config(data, image_size=96, epochs=6, batch_size=32, augment=True)
+    fit(cfg, run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def pytest_configure(config):
+    os.environ.setdefault("DEFECT_RUNS_DIR", str(ROOT / "tests" / "artifacts" / "runs-unused"))

@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from defect_model.checkpoint import load_checkpoint
+from defect_model.config import TrainConfig
+from defect_model.engine import fit
+from defect_model.inference import Predictor
+from defect_model.runs import RunDir
+from conftest import tiny_config
+
+RUN_FILES = ["config.yaml", "events.jsonl", "checkpoint.pt", "metrics.json", "val_predictions.csv", "status",
+             "split.csv", "data_report.json"]
+
+
+def _new_run(tmp_path, name="run") -> RunDir:
+    run = RunDir(tmp_path / name)
+    run.path.mkdir()
+    return run
+
+
+def test_one_epoch_fit_emits_events_and_writes_every_run_file(tiny_dataset, tmp_path):
+    run = _new_run(tmp_path)
+    seen = []
+    metrics = fit(tiny_config(tiny_dataset), run, callbacks=[seen.append])
+    for name in RUN_FILES:
+        assert (run.path / name).is_file(), name
+
+    kinds = [e["type"] for e in seen]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 1
+    steps = [e for e in seen if e["type"] == "step"]
+    assert len(steps) == seen[0]["steps_per_epoch"] == 2  # 40 train photos, batch 16, last partial dropped
+    assert all(e["loss"] > 0 and e["lr"] > 0 and e["images_per_s"] > 0 for e in steps)
+    epoch = next(e for e in seen if e["type"] == "epoch")
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_micro_f1", "val_macro_f1", "elapsed_s", "eta_s"):
+        assert key in epoch
+    assert run.read_events() == seen  # the same events went to events.jsonl
+
+    assert TrainConfig.from_yaml(run.config) == tiny_config(tiny_dataset)
+    table = pd.read_csv(run.val_predictions)
+    assert list(table.columns) == ["path", "true_label", "pred_label", "prob_crack", "prob_ok", "prob_pit",
+                                   "prob_scratch", "prob_stain", "loss"]
+    assert len(table) == 10
+    np.testing.assert_allclose(table.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
+    assert json.loads(run.metrics.read_text())["accuracy"] == metrics["accuracy"]
+    assert run.status()["state"] == "done"
+
+
+def test_cosine_schedule_decays_to_zero(tiny_dataset, tmp_path):
+    seen = []
+    fit(tiny_config(tiny_dataset, epochs=3, lr=0.01), _new_run(tmp_path), callbacks=[seen.append])
+    rates = [e["lr"] for e in seen if e["type"] == "step"]
+    assert rates[0] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] < 0.01 * 0.1
+
+
+def test_cancel_mid_epoch_then_resume_finishes_the_run(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, epochs=2, batch_size=8)  # 5 steps per epoch
+    run = _new_run(tmp_path)
+    steps_done = []
+
+    def stop_after_seven_steps() -> bool:
+        return len(steps_done) >= 7
+
+    fit(cfg, run, callbacks=[lambda e: steps_done.append(e) if e["type"] == "step" else None],
+        should_stop=stop_after_seven_steps)
+    assert run.status()["state"] == "cancelled"
+    state = load_checkpoint(run.checkpoint)["training"]
+    assert (state["epoch"], state["step_in_epoch"]) == (2, 2)
+    # A cancelled run is usable: its checkpoint predicts.
+    assert Predictor.from_checkpoint(run.checkpoint).predict(np.zeros((64, 64, 3), np.uint8)).shape == (5,)
+
+    resumed = []
+    fit(cfg, run, callbacks=[resumed.append], resume=True)
+    steps = [(e["epoch"], e["step"]) for e in resumed if e["type"] == "step"]
+    assert steps == [(2, 3), (2, 4), (2, 5)]  # exactly the steps that were left
+    assert run.status()["state"] == "done"
+    assert load_checkpoint(run.checkpoint)["meta"]["epoch"] == 2
+
+
+def test_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, epochs=2, batch_size=8)
+    straight = _new_run(tmp_path, "straight")
+    fit(cfg, straight)
+    interrupted = _new_run(tmp_path, "interrupted")
+    count = []
+    fit(cfg, interrupted, callbacks=[lambda e: count.append(1) if e["type"] == "step" else None],
+        should_stop=lambda: len(count) >= 5)  # stops at the end of epoch 1
+    fit(cfg, interrupted, resume=True)
+    a = load_checkpoint(straight.checkpoint)["model"]
+    b = load_checkpoint(interrupted.checkpoint)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_crashing_run_is_marked_failed_with_the_error(tiny_dataset, tmp_path):
+    run = _new_run(tmp_path)
+    with pytest.raises(FloatingPointError):
+        fit(tiny_config(tiny_dataset, lr=1e12), run)
+    status = run.status()
+    assert status["state"] == "failed" and "loss became" in status["error"]

@@ -12,27 +12,6 @@ from pathlib import Path
 
 from .config import TrainConfig
 
-FIELD_HELP = {
-    "backbone": "network: resnet50 (reference), resnet34 or resnet18 (smaller, for quick trials)",
-    "dropout": "dropout probability before the linear head",
-    "image_size": "photos are resized to image_size x image_size pixels",
-    "mean": "per-channel normalisation mean (R G B)",
-    "std": "per-channel normalisation standard deviation (R G B)",
-    "resize_mode": "stretch (reference), pad (keep aspect, letterbox) or crop (keep aspect, centre crop)",
-    "batch_size": "photos per optimizer step",
-    "epochs": "passes over the training photos",
-    "optimizer": "adamw (reference) or sgd (momentum 0.9)",
-    "lr": "peak learning rate",
-    "weight_decay": "weight decay (0 = off)",
-    "schedule": "cosine (decay to 0 over all steps, no warm-up) or constant",
-    "grad_clip": "clip the gradient norm to this value (0 = off)",
-    "augment": "random flips and 90-degree rotations of training photos",
-    "val_fraction": "share of each class held out for validation when no split CSV is given",
-    "seed": "random seed for the split, the initial weights and the photo order",
-    "channels_last": "use the channels_last memory layout (faster on CPU)",
-    "good_classes": "classes that mean a good part (used for pass/reject verdicts)",
-    "pretrained": "pretrained weights (not available offline; must stay off)",
-}
 CLI_SKIPPED_FIELDS = {"data_dir", "split_csv"}
 
 
@@ -45,7 +24,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        help_text = f"{FIELD_HELP.get(field.name, field.name)} (default: {default})"
+        help_text = f"{field.metadata['help']} (default: {default})"
         hint = hints[field.name]
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)

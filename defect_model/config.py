@@ -18,31 +18,42 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _setting(default, help_text: str):
+    """A config field with a one-line help text (shown by the CLI and the Train page)."""
+    if isinstance(default, (list, tuple)) and not isinstance(default, str) and default == ():
+        return field(default_factory=list, metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+def setting_help(name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides how a run trains. Defaults = the reference recipe."""
 
-    data_dir: str = ""
-    split_csv: str = ""
-    backbone: str = "resnet50"
-    pretrained: bool = False
-    dropout: float = 0.2
-    image_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize_mode: str = "stretch"
-    batch_size: int = 32
-    epochs: int = 5
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    grad_clip: float = 0.0
-    augment: bool = False
-    val_fraction: float = 0.2
-    seed: int = 0
-    channels_last: bool = True
-    good_classes: list[str] = field(default_factory=list)
+    data_dir: str = _setting("", "dataset folder, one sub-folder per class")
+    split_csv: str = _setting("", "optional path,label,split CSV; empty = seeded stratified split")
+    backbone: str = _setting("resnet50", "network: resnet50 (reference), resnet34 or resnet18 (smaller, quick trials)")
+    pretrained: bool = _setting(False, "pretrained weights (not available offline; must stay off)")
+    dropout: float = _setting(0.2, "dropout probability before the linear head")
+    image_size: int = _setting(224, "photos are resized to image_size x image_size pixels")
+    mean: tuple[float, float, float] = _setting(IMAGENET_MEAN, "per-channel normalisation mean (R G B)")
+    std: tuple[float, float, float] = _setting(IMAGENET_STD, "per-channel normalisation standard deviation (R G B)")
+    resize_mode: str = _setting("stretch", "stretch (reference), pad (keep aspect, letterbox) or crop (centre crop)")
+    batch_size: int = _setting(32, "photos per optimizer step")
+    epochs: int = _setting(5, "passes over the training photos")
+    optimizer: str = _setting("adamw", "adamw (reference) or sgd (momentum 0.9, Nesterov)")
+    lr: float = _setting(1e-3, "peak learning rate")
+    weight_decay: float = _setting(0.0, "weight decay (0 = off)")
+    schedule: str = _setting("cosine", "cosine (decay to 0 over all steps, no warm-up) or constant")
+    grad_clip: float = _setting(0.0, "clip the gradient norm to this value (0 = off)")
+    augment: bool = _setting(False, "random flips and 90-degree turns of training photos")
+    val_fraction: float = _setting(0.2, "share of each class held out for validation when no split CSV is given")
+    seed: int = _setting(0, "random seed for the split, the initial weights and the photo order")
+    channels_last: bool = _setting(True, "channels_last memory layout (faster on CPU, same results)")
+    good_classes: list[str] = _setting((), "classes that mean a good part (for pass / reject verdicts)")
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)

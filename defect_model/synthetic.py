@@ -103,3 +103,11 @@ def ensure_demo_dataset(out: str | Path, per_class: int = 60, seed: int = 0) -> 
     if not all((out / label).is_dir() and any((out / label).iterdir()) for label in CLASSES):
         generate(out, per_class=per_class, seed=seed)
     return out
+
+
+def demo_config(data_dir: str | Path):
+    """Settings for the demo model: a small network that learns the demo set in a minute or two."""
+    from .config import TrainConfig
+
+    return TrainConfig(data_dir=str(Path(data_dir).resolve()), backbone="resnet18", image_size=96, epochs=8,
+                       batch_size=32, augment=True, good_classes=list(GOOD_CLASSES))

@@ -57,3 +57,6 @@ def artifacts_dir() -> Path:
 
 def pytest_configure(config):
     os.environ.setdefault("DEFECT_RUNS_DIR", str(ROOT / "tests" / "artifacts" / "runs-unused"))
+
+
+from browser_support import browser  # noqa: E402,F401  (fixture)

@@ -1,0 +1,16 @@
+import subprocess
+import sys
+
+
+def test_defect_model_never_imports_streamlit():
+    code = ("import sys, defect_model, defect_model.engine, defect_model.inference, defect_model.explain, "
+            "defect_model.jobs, defect_model.cli, defect_model.synthetic; "
+            "print('streamlit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_importing_the_package_does_not_load_torch():
+    code = "import sys, defect_model; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 
-CLI_SKIPPED_FIELDS = {"data_dir", "split_csv"}
+CLI_SKIPPED_FIELDS = {"data_dir", "split_csv", "corrections_csv"}
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             base[field.name] = value
     base["data_dir"] = str(Path(args.data).resolve())
-    base["split_csv"] = str(Path(args.split).resolve()) if args.split else ""
+    base["split_csv"] = str(Path(args.split).resolve()) if args.split else base.get("split_csv", "")
+    if args.corrections:
+        base["corrections_csv"] = str(Path(args.corrections).resolve())
     return TrainConfig.from_dict(base)
 
 
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, metavar="DIR", help="dataset folder, one sub-folder per class")
     train.add_argument("--split", metavar="CSV", help="optional path,label,split CSV (train/val); "
                                                       "default: a seeded stratified 80/20 split")
+    train.add_argument("--corrections", metavar="CSV", help="optional path,label CSV of confirmed label fixes "
+                                                            "(an empty label drops the photo)")
     train.add_argument("--run-dir", metavar="DIR", help="write the run here (default: a new folder under --runs-root)")
     train.add_argument("--runs-root", metavar="DIR", help="where new runs are created (default: $DEFECT_RUNS_DIR or ./runs)")
     train.add_argument("--config", metavar="YAML", help="start from these settings instead of the reference recipe")

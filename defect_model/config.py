@@ -35,6 +35,7 @@ class TrainConfig:
 
     data_dir: str = _setting("", "dataset folder, one sub-folder per class")
     split_csv: str = _setting("", "optional path,label,split CSV; empty = seeded stratified split")
+    corrections_csv: str = _setting("", "optional path,label CSV of confirmed label fixes; an empty label drops the photo")
     backbone: str = _setting("resnet50", "network: resnet50 (reference), resnet34 or resnet18 (smaller, quick trials)")
     pretrained: bool = _setting(False, "pretrained weights (not available offline; must stay off)")
     dropout: float = _setting(0.2, "dropout probability before the linear head")

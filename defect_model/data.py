@@ -121,6 +121,32 @@ def stratified_split(items: list[tuple[str, str]], val_fraction: float, seed: in
     return sorted(rows)
 
 
+def read_corrections_csv(path: str | Path, classes: list[str]) -> dict[str, str]:
+    """{path: new label} from a `path,label` CSV; an empty label means the photo is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: the corrections file does not exist. Export the corrections again.")
+    corrections = {}
+    with path.open(newline="") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            label = (row.get("label") or "").strip()
+            if label and label not in classes:
+                raise DatasetError(f"{path}, line {line}: label {label!r} is not one of the classes "
+                                   f"({', '.join(classes)}).")
+            corrections[row["path"].strip()] = label
+    return corrections
+
+
+def apply_corrections(rows: list[tuple[str, str, str]], corrections: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Relabel or drop photos of the split; corrected photos from outside the dataset join the training split."""
+    known = {rel for rel, _, _ in rows}
+    fixed = [(rel, corrections.get(rel, label), split) for rel, label, split in rows
+             if corrections.get(rel, label) != ""]
+    extra = [(rel, label, "train") for rel, label in sorted(corrections.items())
+             if rel not in known and label and Path(rel).is_absolute()]
+    return fixed + extra
+
+
 def write_split_csv(path: str | Path, rows: list[tuple[str, str, str]]) -> None:
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)

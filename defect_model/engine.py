@@ -25,8 +25,9 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import (DecodedDataset, DecodedImages, augment_batch, check_trainable, decode_images, make_loader,
-                   read_split_csv, scan_image_folder, stratified_split, write_split_csv)
+from .data import (DecodedDataset, DecodedImages, apply_corrections, augment_batch, check_trainable, decode_images,
+                   make_loader, read_corrections_csv, read_split_csv, scan_image_folder, stratified_split,
+                   write_split_csv)
 from .metrics import metrics_from_predictions
 from .model import build_model
 from .preprocess import normalize_batch
@@ -178,6 +179,8 @@ def prepare_data(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) 
         rows = stratified_split(scan.items, cfg.val_fraction, cfg.seed)
     if write:
         write_split_csv(run.split, rows)
+    corrections = read_corrections_csv(cfg.corrections_csv, scan.classes) if cfg.corrections_csv else {}
+    rows = apply_corrections(rows, corrections)
     threads = max(1, torch.get_num_threads())
     decoded = {}
     for split in ("train", "val"):
@@ -195,6 +198,7 @@ def prepare_data(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) 
         "val_images": len(decoded["val"].paths),
         "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
         "unreadable": [{"path": p, "reason": r} for p, r in failed],
+        "corrections_applied": len(corrections),
     }
     check_trainable(train_counts, f"{scan.root} (training split, after skipping unreadable photos)")
     if len(decoded["val"].paths) == 0:

@@ -1,0 +1,199 @@
+"""The inspection log and label corrections, in SQLite (WAL mode).
+
+Every inspection is kept with a stored copy of its photo; corrections
+(from inspectors and from the engineer's review) are kept for retraining.
+Original dataset files are never edited or deleted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import data_root
+
+VERDICTS = ("pass", "reject", "needs_person", "error")
+CORRECTION_ACTIONS = ("confirm", "relabel", "unusable")
+CORRECTION_STATES = ("pending", "confirmed", "rejected")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inspections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    inspector TEXT NOT NULL DEFAULT '',
+    file_name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    photo_path TEXT NOT NULL DEFAULT '',
+    run_id TEXT NOT NULL DEFAULT '',
+    predicted TEXT NOT NULL DEFAULT '',
+    confidence REAL,
+    probabilities TEXT NOT NULL DEFAULT '{}',
+    verdict TEXT NOT NULL,
+    threshold REAL,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time);
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    who TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL,
+    action TEXT NOT NULL,
+    dataset TEXT NOT NULL DEFAULT '',
+    photo_path TEXT NOT NULL,
+    sha256 TEXT NOT NULL DEFAULT '',
+    model_label TEXT NOT NULL DEFAULT '',
+    original_label TEXT NOT NULL DEFAULT '',
+    new_label TEXT,
+    run_id TEXT NOT NULL DEFAULT '',
+    inspection_id INTEGER REFERENCES inspections(id),
+    status TEXT NOT NULL DEFAULT 'pending',
+    decided_by TEXT NOT NULL DEFAULT '',
+    decided_at TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+def default_db_path() -> Path:
+    """$DEFECT_DB, else <data folder>/inspections.sqlite."""
+    import os
+
+    return Path(os.environ.get("DEFECT_DB", data_root() / "inspections.sqlite"))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class InspectionStore:
+    """Small SQLite wrapper; a connection per call, so it is safe from several sessions and threads."""
+
+    def __init__(self, path: str | Path | None = None, photos_dir: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.photos_dir = Path(photos_dir) if photos_dir is not None else self.path.parent / "photos"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    # -- photos -----------------------------------------------------------
+    def store_photo(self, data: bytes, file_name: str) -> tuple[str, Path]:
+        """Keep a copy of an uploaded photo, named by its hash; returns (sha256, path)."""
+        digest = sha256_bytes(data)
+        suffix = Path(file_name).suffix.lower()[:8] or ".bin"
+        path = self.photos_dir / digest[:2] / f"{digest}{suffix}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return digest, path
+
+    # -- inspections ------------------------------------------------------
+    def log_inspection(self, *, file_name: str, sha256: str, photo_path: str | Path, verdict: str,
+                       inspector: str = "", run_id: str = "", predicted: str = "", confidence: float | None = None,
+                       probabilities: dict | None = None, threshold: float | None = None, error: str = "",
+                       time: str | None = None) -> int:
+        if verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {verdict!r}")
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "INSERT INTO inspections (time, inspector, file_name, sha256, photo_path, run_id, predicted,"
+                " confidence, probabilities, verdict, threshold, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (time or _now(), inspector, file_name, sha256, str(photo_path), run_id, predicted, confidence,
+                 json.dumps(probabilities or {}), verdict, threshold, error))
+            return int(cursor.lastrowid)
+
+    def inspections(self, since: str | None = None, until: str | None = None, verdicts=None, classes=None,
+                    inspectors=None) -> pd.DataFrame:
+        """The log, newest first, filtered by ISO time range, verdict, predicted class and inspector."""
+        clauses, params = [], []
+        if since:
+            clauses.append("time >= ?")
+            params.append(since)
+        if until:
+            clauses.append("time <= ?")
+            params.append(until)
+        for column, values in (("verdict", verdicts), ("predicted", classes), ("inspector", inspectors)):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params += list(values)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with closing(self._connect()) as db:
+            return pd.read_sql_query(f"SELECT * FROM inspections {where} ORDER BY id DESC", db, params=params)
+
+    # -- corrections ------------------------------------------------------
+    def add_correction(self, *, source: str, action: str, photo_path: str, new_label: str | None = None,
+                       who: str = "", dataset: str = "", sha256: str = "", model_label: str = "",
+                       original_label: str = "", run_id: str = "", inspection_id: int | None = None,
+                       status: str = "pending", note: str = "") -> int:
+        if action not in CORRECTION_ACTIONS:
+            raise ValueError(f"unknown correction action {action!r}; use one of {', '.join(CORRECTION_ACTIONS)}")
+        if status not in CORRECTION_STATES:
+            raise ValueError(f"unknown correction status {status!r}")
+        if action == "relabel" and not new_label:
+            raise ValueError("a relabel needs the new label")
+        if action == "unusable":
+            new_label = None
+        elif action == "confirm":
+            new_label = new_label or original_label
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "INSERT INTO corrections (time, who, source, action, dataset, photo_path, sha256, model_label,"
+                " original_label, new_label, run_id, inspection_id, status, decided_by, decided_at, note)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (_now(), who, source, action, dataset, str(photo_path), sha256, model_label, original_label,
+                 new_label, run_id, inspection_id, status, who if status != "pending" else "",
+                 _now() if status != "pending" else "", note))
+            return int(cursor.lastrowid)
+
+    def decide_correction(self, correction_id: int, status: str, who: str = "") -> None:
+        if status not in CORRECTION_STATES:
+            raise ValueError(f"unknown correction status {status!r}")
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE corrections SET status=?, decided_by=?, decided_at=? WHERE id=?",
+                       (status, who, _now(), correction_id))
+
+    def corrections(self, dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
+        clauses, params = [], []
+        if dataset is not None:
+            clauses.append("dataset = ?")
+            params.append(dataset)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with closing(self._connect()) as db:
+            return pd.read_sql_query(f"SELECT * FROM corrections {where} ORDER BY id", db, params=params)
+
+    def write_corrections_csv(self, dataset: str, out: str | Path) -> int:
+        """Confirmed corrections for `dataset` as the `path,label` CSV training reads; returns the row count.
+
+        The latest decision per photo wins; an empty label drops the photo as unusable.
+        """
+        table = self.corrections(dataset=dataset, status="confirmed")
+        latest: dict[str, str] = {}
+        for row in table.itertuples():
+            latest[row.photo_path] = "" if pd.isna(row.new_label) else str(row.new_label)
+        with Path(out).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label"])
+            writer.writerows(sorted(latest.items()))
+        return len(latest)

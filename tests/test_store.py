@@ -1,0 +1,54 @@
+import pandas as pd
+import pytest
+
+from defect_model.data import apply_corrections, read_corrections_csv
+from defect_model.store import InspectionStore
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return InspectionStore(tmp_path / "db" / "inspections.sqlite")
+
+
+def test_wal_mode_and_inspection_round_trip(store):
+    import sqlite3
+
+    assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    sha, path = store.store_photo(b"fake photo bytes", "a.PNG")
+    assert path.read_bytes() == b"fake photo bytes" and path.suffix == ".png"
+    first = store.log_inspection(file_name="a.png", sha256=sha, photo_path=path, verdict="reject",
+                                 inspector="ana", run_id="r1", predicted="pit", confidence=0.9,
+                                 probabilities={"ok": 0.1, "pit": 0.9}, threshold=0.7)
+    store.log_inspection(file_name="b.png", sha256="x", photo_path="", verdict="error", error="b.png: broken")
+    log = store.inspections()
+    assert list(log["id"]) == [first + 1, first]
+    assert list(store.inspections(verdicts=["reject"])["file_name"]) == ["a.png"]
+    assert list(store.inspections(inspectors=["ana"], classes=["pit"])["id"]) == [first]
+
+
+def test_corrections_export_latest_confirmed_decision(store, tmp_path):
+    store.add_correction(source="review", action="relabel", photo_path="pit/1.png", new_label="crack",
+                         dataset="/d", status="confirmed", who="eng")
+    store.add_correction(source="review", action="unusable", photo_path="ok/2.png", dataset="/d",
+                         status="confirmed", who="eng")
+    pending = store.add_correction(source="inspection", action="relabel", photo_path="/photos/x.png",
+                                   new_label="pit", dataset="/d", who="ana")
+    store.add_correction(source="review", action="relabel", photo_path="pit/9.png", new_label="ok",
+                         dataset="/other", status="confirmed")
+    assert store.write_corrections_csv("/d", tmp_path / "c.csv") == 2
+    store.decide_correction(pending, "confirmed", who="eng")
+    assert store.write_corrections_csv("/d", tmp_path / "c.csv") == 3
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert dict(zip(table["path"], table["label"])) == {"/photos/x.png": "pit", "ok/2.png": "", "pit/1.png": "crack"}
+
+    corrections = read_corrections_csv(tmp_path / "c.csv", ["crack", "ok", "pit"])
+    rows = [("pit/1.png", "pit", "train"), ("ok/2.png", "ok", "val"), ("ok/3.png", "ok", "train")]
+    assert apply_corrections(rows, corrections) == [("pit/1.png", "crack", "train"), ("ok/3.png", "ok", "train"),
+                                                    ("/photos/x.png", "pit", "train")]
+
+
+def test_bad_correction_requests_are_refused(store):
+    with pytest.raises(ValueError, match="new label"):
+        store.add_correction(source="review", action="relabel", photo_path="a.png")
+    with pytest.raises(ValueError, match="unknown correction action"):
+        store.add_correction(source="review", action="delete", photo_path="a.png")

@@ -79,7 +79,9 @@ def _launch(run: RunDir, resume: bool, root: Path) -> RunDir:
                                stdin=subprocess.DEVNULL, env=training_env(), cwd=os.getcwd(),
                                start_new_session=True)
     log.close()
-    run.write_status("running" if resume else "queued", pid=process.pid)
+    # "queued" until the process itself writes "running": `defect_model resume` refuses a run recorded as
+    # running with a live pid, and here that pid would be its own.
+    run.write_status("queued", pid=process.pid)
     return run
 
 

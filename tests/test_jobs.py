@@ -1,0 +1,145 @@
+"""Training jobs as real background processes: killed, cancelled, resumed, and started twice at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import tiny_config
+from defect_model import jobs
+from defect_model.runs import RunDir, list_runs
+
+FINAL = ("done", "failed", "cancelled")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def steps_seen(run: RunDir, epoch: int, at_least: int) -> bool:
+    return any(e["type"] == "step" and e["epoch"] == epoch and e["step"] >= at_least for e in run.read_events())
+
+
+def finished(run: RunDir) -> str | None:
+    """The final state once the process has also written its `end` event (it writes the status first)."""
+    state = run.status()["state"]
+    events = run.read_events()
+    return state if state in FINAL and events and events[-1]["type"] == "end" else None
+
+
+def log_of(run: RunDir) -> str:
+    return run.log.read_text() if run.log.is_file() else "(no train.log)"
+
+
+@pytest.fixture()
+def root(tmp_path, monkeypatch):
+    path = tmp_path / "runs"
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(path))
+    # One thread per training process: on a shared 2-core machine this is faster than two that wait on each other.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return path
+
+
+@pytest.fixture()
+def stop_leftovers(root):
+    """Kill any training process a failing test leaves behind."""
+    yield
+    for run in list_runs(root):
+        pid = run.status().get("pid")
+        if run.status()["state"] in ("queued", "running") and pid:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_sigkill_mid_epoch_is_detected_as_failed_and_resume_finishes(tiny_dataset, root, stop_leftovers):
+    # 40 training photos in batches of 2: 20 steps per epoch, so the kill lands inside epoch 2.
+    run = jobs.start_training(tiny_config(tiny_dataset, epochs=2, batch_size=2, image_size=32), root)
+    pid = run.status()["pid"]
+    wait_for(lambda: steps_seen(run, epoch=2, at_least=1) or finished(run), 180, "a step of epoch 2")
+    os.kill(pid, signal.SIGSTOP)  # freeze it to check that it is mid-epoch, then kill it without warning
+    last = run.read_events()[-1]
+    assert last["type"] == "step" and last["epoch"] == 2 and last["step"] < last["steps_per_epoch"], log_of(run)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: run.status()["state"] == "failed", 10, "the killed process to be seen as dead")
+
+    assert jobs.running_job(root) is None  # detected, not stuck as running
+    recorded = json.loads(run.status_file.read_text())
+    assert recorded["state"] == "failed" and "killed or crashed" in recorded["error"]
+    assert run.checkpoint.is_file()  # from the end of epoch 1
+
+    jobs.resume_training(run, root)
+    assert wait_for(lambda: finished(run), 180, "the resumed run to finish") == "done", log_of(run)
+    events = run.read_events()
+    starts = [e for e in events if e["type"] == "start"]
+    assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["start_epoch"] == 2
+    assert starts[1]["skip_steps"] == 0  # the epoch-1 checkpoint resumes at the start of epoch 2
+    after_resume = events[events.index(starts[1]):]
+    assert [e["step"] for e in after_resume if e["type"] == "step"] == list(range(1, 21))
+    assert [e["state"] for e in events if e["type"] == "end"] == ["done"]
+    metrics = run.read_metrics()
+    assert metrics["epoch"] == 2 and metrics["complete_epoch"]
+
+
+def test_two_concurrent_starts_make_exactly_one_job_which_cancels_and_resumes(tiny_dataset, root, stop_leftovers):
+    cfg = tiny_config(tiny_dataset, epochs=1, batch_size=4, image_size=32)
+    barrier = threading.Barrier(2)
+    results: list = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            results.append(jobs.start_training(cfg, root))
+        except jobs.JobError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    started = [r for r in results if isinstance(r, RunDir)]
+    refused = [r for r in results if isinstance(r, jobs.JobError)]
+    assert len(started) == 1 and len(refused) == 1, results
+    run = started[0]
+    assert run.run_id in str(refused[0]) and "only one job runs at a time" in str(refused[0])
+    assert [r.run_id for r in list_runs(root)] == [run.run_id]
+    assert jobs.running_job(root) == run
+
+    # Cancel mid-epoch: the process stops after its step, is marked cancelled and keeps a checkpoint.
+    wait_for(lambda: steps_seen(run, epoch=1, at_least=3) or finished(run), 180, "a few training steps")
+    jobs.cancel(run)
+    assert wait_for(lambda: finished(run), 60, "the cancelled run to stop") == "cancelled", log_of(run)
+    assert run.checkpoint.is_file()
+    events = run.read_events()
+    stopped_at = [e for e in events if e["type"] == "step"][-1]
+    assert stopped_at["epoch"] == 1 and stopped_at["step"] < stopped_at["steps_per_epoch"]
+    assert jobs.running_job(root) is None
+
+    jobs.resume_training(run, root)
+    assert wait_for(lambda: finished(run), 180, "the resumed run to finish") == "done", log_of(run)
+    starts = [e for e in run.read_events() if e["type"] == "start"]
+    assert starts[1]["start_epoch"] == 1 and starts[1]["skip_steps"] == stopped_at["step"]
+    assert [e["state"] for e in run.read_events() if e["type"] == "end"] == ["cancelled", "done"]
+
+
+def test_a_finished_run_is_not_resumed(tiny_dataset, root, tmp_path):
+    run = RunDir(root / "finished")
+    run.path.mkdir(parents=True)
+    tiny_config(tiny_dataset).to_yaml(run.config)
+    run.write_status("done")
+    with pytest.raises(jobs.JobError, match="already finished"):
+        jobs.resume_training(run, root)

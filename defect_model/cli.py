@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 
-CLI_SKIPPED_FIELDS = {"data_dir", "split_csv", "corrections_csv"}
+CLI_SKIPPED_FIELDS = {"data_dir", "split_csv", "corrections_csv", "decisions"}
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,11 @@ import yaml
 BACKBONES = ("resnet50", "resnet34", "resnet18")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
-RESIZE_MODES = ("stretch", "pad", "crop")
+RESIZE_MODES = ("pad", "crop", "stretch")
+PRESETS = ("reference", "product")
+SAMPLINGS = ("shuffle", "balanced")
+LOSS_WEIGHTINGS = ("none", "class")
+AUGMENTATIONS = ("none", "soft", "strong")
 
 # ImageNet statistics: the per-channel normalisation of the reference recipe.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,6 +37,9 @@ def setting_help(name: str) -> str:
 class TrainConfig:
     """Everything that decides how a run trains. Defaults = the reference recipe."""
 
+    preset: str = _setting("reference", "reference (the published recipe, as is) or product (adapts sampling, "
+                                        "augmentation, resolution and budget to the dataset)")
+    decisions: list[str] = _setting((), "what the product preset decided for this dataset, and why")
     data_dir: str = _setting("", "dataset folder, one sub-folder per class")
     split_csv: str = _setting("", "optional path,label,split CSV; empty = seeded stratified split")
     corrections_csv: str = _setting("", "optional path,label CSV of confirmed label fixes; an empty label drops the photo")
@@ -42,15 +49,20 @@ class TrainConfig:
     image_size: int = _setting(224, "photos are resized to image_size x image_size pixels")
     mean: tuple[float, float, float] = _setting(IMAGENET_MEAN, "per-channel normalisation mean (R G B)")
     std: tuple[float, float, float] = _setting(IMAGENET_STD, "per-channel normalisation standard deviation (R G B)")
-    resize_mode: str = _setting("stretch", "stretch (reference), pad (keep aspect, letterbox) or crop (centre crop)")
+    resize_mode: str = _setting("pad", "pad (keep aspect, letterbox), crop (keep aspect, centre crop) or stretch; "
+                                       "square photos come out the same either way")
     batch_size: int = _setting(32, "photos per optimizer step")
     epochs: int = _setting(5, "passes over the training photos")
+    min_steps: int = _setting(0, "training budget floor in optimizer steps: epochs are raised to reach it (0 = off)")
+    sampling: str = _setting("shuffle", "shuffle (each photo once per epoch) or balanced (every class equally often)")
+    loss_weighting: str = _setting("none", "none, or class (weight the loss by inverse class frequency)")
     optimizer: str = _setting("adamw", "adamw (reference) or sgd (momentum 0.9, Nesterov)")
     lr: float = _setting(1e-3, "peak learning rate")
     weight_decay: float = _setting(0.0, "weight decay (0 = off)")
     schedule: str = _setting("cosine", "cosine (decay to 0 over all steps, no warm-up) or constant")
     grad_clip: float = _setting(0.0, "clip the gradient norm to this value (0 = off)")
-    augment: bool = _setting(False, "random flips and 90-degree turns of training photos")
+    augmentation: str = _setting("none", "none; soft (flips, 90-degree turns); strong (soft plus small shifts, "
+                                         "rotations, zoom, brightness and contrast)")
     val_fraction: float = _setting(0.2, "share of each class held out for validation when no split CSV is given")
     seed: int = _setting(0, "random seed for the split, the initial weights and the photo order")
     channels_last: bool = _setting(True, "channels_last memory layout (faster on CPU, same results)")
@@ -60,6 +72,7 @@ class TrainConfig:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         self.good_classes = list(self.good_classes)
+        self.decisions = list(self.decisions)
         problems = self.problems()
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems))
@@ -75,6 +88,12 @@ class TrainConfig:
             found.append(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             found.append(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name, allowed in (("preset", PRESETS), ("sampling", SAMPLINGS), ("loss_weighting", LOSS_WEIGHTINGS),
+                              ("augmentation", AUGMENTATIONS)):
+            if getattr(self, name) not in allowed:
+                found.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.min_steps < 0:
+            found.append("min_steps must be >= 0")
         if self.resize_mode not in RESIZE_MODES:
             found.append(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         if not 0.0 <= self.dropout < 1.0:

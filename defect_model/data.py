@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler,
+                              WeightedRandomSampler)
 
 from .images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
 
@@ -201,14 +202,25 @@ class DecodedDataset(Dataset):
         return self.decoded.pixels[i], self.decoded.labels[i], i
 
 
-def make_loader(dataset: Dataset, batch_size: int, train: bool, seed: int, epoch: int = 0,
-                world_size: int = 1, rank: int = 0) -> DataLoader:
-    """The one place the sampler is chosen: distributed, shuffled or in order."""
-    if world_size > 1:
+def class_balance_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-photo weights that make every class equally likely to be drawn."""
+    counts = torch.bincount(labels).float()
+    return (1.0 / counts.clamp(min=1))[labels]
+
+
+def make_loader(dataset: DecodedDataset, batch_size: int, train: bool, seed: int, epoch: int = 0,
+                world_size: int = 1, rank: int = 0, sampling: str = "shuffle") -> DataLoader:
+    """The one place the sampler is chosen: distributed, class-balanced, shuffled or in order."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    if train and sampling == "balanced":
+        if world_size > 1:
+            raise NotImplementedError("class-balanced sampling under torchrun is not built yet")
+        sampler = WeightedRandomSampler(class_balance_weights(dataset.decoded.labels), num_samples=len(dataset),
+                                        replacement=True, generator=generator)
+    elif world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
         sampler.set_epoch(epoch)
     elif train:
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
         sampler = RandomSampler(dataset, generator=generator)
     else:
         sampler = SequentialSampler(dataset)
@@ -217,21 +229,15 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, seed: int, epoch
                       drop_last=train and len(dataset) > batch_size)
 
 
-def augment_batch(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per photo: random horizontal and vertical flips and 90-degree turns.
+def photo_sizes(root: Path, paths: list[str], limit: int = 2000) -> list[tuple[int, int]]:
+    """(width, height) of up to `limit` photos, read from their headers only."""
+    from PIL import Image
 
-    These keep the class of a surface defect (a scratch turned is still a scratch).
-    """
-    out = pixels.clone()
-    flips = torch.rand(len(pixels), 2, generator=generator) < 0.5
-    turns = torch.randint(0, 4, (len(pixels),), generator=generator)
-    for i in range(len(pixels)):
-        image = out[i]
-        if flips[i, 0]:
-            image = image.flip(-1)
-        if flips[i, 1]:
-            image = image.flip(-2)
-        if turns[i] and image.shape[-1] == image.shape[-2]:
-            image = torch.rot90(image, int(turns[i]), dims=(-2, -1))
-        out[i] = image
-    return out
+    sizes = []
+    for rel in paths[:limit]:
+        try:
+            with Image.open(root / rel) as image:
+                sizes.append(image.size)
+        except (OSError, ValueError):
+            continue
+    return sizes

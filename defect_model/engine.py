@@ -14,6 +14,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,15 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import (DecodedDataset, DecodedImages, apply_corrections, augment_batch, check_trainable, decode_images,
-                   make_loader, read_corrections_csv, read_split_csv, scan_image_folder, stratified_split,
-                   write_split_csv)
+from .augment import augment_batch
+from .data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
+                   make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
+                   stratified_split, write_split_csv)
 from .metrics import metrics_from_predictions
 from .model import build_model
 from .preprocess import normalize_batch
+from .presets import apply_product_preset
+from .quality import assess
 from .runs import RunDir, now_iso, read_json, write_json_atomic
 
 Callback = Callable[[dict], None]
@@ -96,7 +100,8 @@ def to_input(pixels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, epoch: int, emit: Emitter,
                     should_stop: Callable[[], bool], skip_steps: int = 0, global_step: int = 0,
-                    total_steps: int = 0) -> tuple[float, int, bool]:
+                    total_steps: int = 0, class_weights: torch.Tensor | None = None,
+                    device: torch.device = torch.device("cpu")) -> tuple[float, int, bool]:
     """Train over one epoch; returns (mean loss, steps done in this epoch, stopped early)."""
     model.train()
     losses = []
@@ -104,13 +109,13 @@ def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, epoch
     step = 0
     augment_rng = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
     for step, (pixels, labels, _) in enumerate(loader, start=1):
-        if cfg.augment:
-            pixels = augment_batch(pixels, augment_rng)  # drawn for skipped steps too, so resume repeats it
+        pixels = augment_batch(pixels, cfg.augmentation, augment_rng)  # also for skipped steps: resume repeats it
         if step <= skip_steps:
             continue
         started = time.perf_counter()
-        logits = model(to_input(pixels, cfg))
-        loss = F.cross_entropy(logits, labels)
+        labels = labels.to(device)
+        logits = model(to_input(pixels, cfg).to(device))
+        loss = F.cross_entropy(logits, labels, weight=class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -133,12 +138,13 @@ def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, epoch
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def evaluate(model: nn.Module, loader, cfg: TrainConfig,
+             device: torch.device = torch.device("cpu")) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities, true labels and per-photo losses, in the loader's order."""
     model.eval()
     probs, labels, losses = [], [], []
     for pixels, target, _ in loader:
-        logits = model(to_input(pixels, cfg))
+        logits = model(to_input(pixels, cfg).to(device)).float().cpu()
         losses.append(F.cross_entropy(logits, target, reduction="none").numpy())
         probs.append(torch.softmax(logits, dim=1).numpy())
         labels.append(target.numpy())
@@ -161,6 +167,20 @@ def predictions_table(paths: list[str], probs: np.ndarray, labels: np.ndarray, l
 
 
 @dataclass
+class SplitPlan:
+    scan: DatasetScan
+    rows: list[tuple[str, str, str]]  # (path, label, split) with corrections applied
+    corrections: int
+
+    def counts(self, split: str) -> dict[str, int]:
+        found = {name: 0 for name in self.scan.classes}
+        for _, label, s in self.rows:
+            if s == split:
+                found[label] += 1
+        return found
+
+
+@dataclass
 class PreparedData:
     classes: list[str]
     train: DecodedImages
@@ -168,8 +188,8 @@ class PreparedData:
     report: dict
 
 
-def prepare_data(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) -> PreparedData:
-    """Scan, split (from the run, a CSV, or seeded 80/20) and decode the photos once."""
+def plan_split(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) -> SplitPlan:
+    """Scan the folder and fix the split: the run's own (on resume), a CSV, or seeded 80/20; then corrections."""
     scan = scan_image_folder(cfg.data_dir)
     if reuse_split and run.split.is_file():
         rows = read_split_csv(run.split, scan)
@@ -180,11 +200,16 @@ def prepare_data(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) 
     if write:
         write_split_csv(run.split, rows)
     corrections = read_corrections_csv(cfg.corrections_csv, scan.classes) if cfg.corrections_csv else {}
-    rows = apply_corrections(rows, corrections)
+    return SplitPlan(scan, apply_corrections(rows, corrections), len(corrections))
+
+
+def decode_split(cfg: TrainConfig, plan: SplitPlan) -> PreparedData:
+    """Decode every photo once at the training size; unreadable ones are reported, not fatal."""
+    scan = plan.scan
     threads = max(1, torch.get_num_threads())
     decoded = {}
     for split in ("train", "val"):
-        part = [(rel, label) for rel, label, s in rows if s == split]
+        part = [(rel, label) for rel, label, s in plan.rows if s == split]
         decoded[split] = decode_images(scan.root, part, scan.classes, cfg.image_size, cfg.resize_mode, threads)
     failed = decoded["train"].failed + decoded["val"].failed
     train_counts = {name: 0 for name in scan.classes}
@@ -198,12 +223,36 @@ def prepare_data(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) 
         "val_images": len(decoded["val"].paths),
         "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
         "unreadable": [{"path": p, "reason": r} for p, r in failed],
-        "corrections_applied": len(corrections),
+        "corrections_applied": plan.corrections,
     }
     check_trainable(train_counts, f"{scan.root} (training split, after skipping unreadable photos)")
     if len(decoded["val"].paths) == 0:
         raise ValueError(f"{scan.root}: no readable validation photos. Add photos or change the split.")
     return PreparedData(scan.classes, decoded["train"], decoded["val"], report)
+
+
+def resolve_config(cfg: TrainConfig, plan: SplitPlan) -> TrainConfig:
+    """Apply the product preset once (its decisions are kept in the config) and the step floor."""
+    if cfg.preset == "product" and not cfg.decisions:
+        train_paths = [rel for rel, _, split in plan.rows if split == "train"]
+        cfg = apply_product_preset(cfg, plan.counts("train"), photo_sizes(plan.scan.root, train_paths, 500))
+    steps_per_epoch = max(1, sum(plan.counts("train").values()) // cfg.batch_size)
+    if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
+        cfg = dataclasses.replace(cfg, epochs=epochs, decisions=cfg.decisions + [
+            f"epochs raised to {epochs} to reach the floor of {cfg.min_steps} optimizer steps"])
+    return cfg
+
+
+def class_loss_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, 1.0 on average over photos."""
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+    return len(labels) / (num_classes * counts)
+
+
+def training_device() -> torch.device:
+    """CPU unless $DEFECT_DEVICE names another (e.g. cuda on a GPU machine)."""
+    return torch.device(os.environ.get("DEFECT_DEVICE", "cpu"))
 
 
 def checkpoint_meta(cfg: TrainConfig, classes: list[str], run: RunDir, epoch: int, metrics: dict | None) -> dict:
@@ -255,20 +304,30 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
 
 def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     seed_everything(cfg.seed)
-    data = prepare_data(cfg, run, reuse_split=resume, write=dist.is_main)
+    device = training_device()
+    plan = plan_split(cfg, run, reuse_split=resume, write=dist.is_main)
+    cfg = resolve_config(cfg, plan)
+    if dist.is_main:
+        cfg.to_yaml(run.config)  # the resolved settings, with the preset's decisions
+    for decision in cfg.decisions:
+        emit("decision", text=decision)
+    data = decode_split(cfg, plan)
     if dist.is_main:
         write_json_atomic(run.data_report, data.report)
     classes = data.classes
     train_set, val_set = DecodedDataset(data.train), DecodedDataset(data.val)
-    model = build_model(cfg.backbone, len(classes), cfg.dropout)
+    model = build_model(cfg.backbone, len(classes), cfg.dropout).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(make_loader(train_set, cfg.batch_size, True, cfg.seed, 0, dist.world_size, dist.rank))
+    class_weights = (class_loss_weights(data.train.labels, len(classes)).to(device)
+                     if cfg.loss_weighting == "class" else None)
+    steps_per_epoch = len(make_loader(train_set, cfg.batch_size, True, cfg.seed, 0, dist.world_size, dist.rank,
+                                      cfg.sampling))
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
 
-    start_epoch, skip_steps, elapsed_before = 1, 0, 0.0
+    start_epoch, skip_steps, elapsed_before, best = 1, 0, 0.0, -1.0
     if resume and run.checkpoint.is_file():
         payload = ckpt.load_checkpoint(run.checkpoint)
         if payload["meta"]["classes"] != classes:
@@ -280,7 +339,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, skip_steps = state["epoch"], state["step_in_epoch"]
-        elapsed_before = state.get("elapsed_s", 0.0)
+        elapsed_before, best = state.get("elapsed_s", 0.0), state.get("best_macro_f1", -1.0)
     emit("start", run_id=run.run_id, classes=classes, train_images=len(train_set), val_images=len(val_set),
          epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, total_steps=total_steps, resumed=resume,
          start_epoch=start_epoch, skip_steps=skip_steps, unreadable=len(data.report["unreadable"]),
@@ -290,53 +349,72 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     metrics = read_json(run.metrics, None) if resume else None
     for epoch in range(start_epoch, cfg.epochs + 1):
         epoch_started = time.perf_counter()
-        loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, epoch, dist.world_size, dist.rank)
+        loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, epoch, dist.world_size, dist.rank,
+                             cfg.sampling)
         train_loss, steps_done, stopped = train_one_epoch(
             model, optimizer, scheduler, loader, cfg, epoch, emit, stop_requested, skip_steps,
-            (epoch - 1) * steps_per_epoch + skip_steps, total_steps)
+            (epoch - 1) * steps_per_epoch + skip_steps, total_steps, class_weights, device)
         skip_steps = 0
         finished_epoch = not stopped or steps_done == steps_per_epoch
         next_position = (epoch + 1, 0) if finished_epoch else (epoch, steps_done)
-        metrics = _evaluate_and_save(model, optimizer, scheduler, val_set, data, cfg, run, epoch,
-                                     next_position, time.perf_counter() - started, dist)
+        metrics, table = _evaluate(model, val_set, data, cfg, epoch, next_position, device)
+        improved = finished_epoch and metrics["macro_f1"] > best
+        best = max(best, metrics["macro_f1"]) if finished_epoch else best
+        if dist.is_main:
+            _save(run, model, optimizer, scheduler, data, cfg, metrics, table, next_position,
+                  time.perf_counter() - started, best, improved)
+        quality = assess(metrics, cfg.good_classes)
         elapsed = time.perf_counter() - started
         epochs_left = cfg.epochs - epoch
         emit("epoch", epoch=epoch, epochs=cfg.epochs, complete=finished_epoch, train_loss=train_loss,
              val_loss=metrics["val_loss"], val_accuracy=metrics["accuracy"], val_micro_f1=metrics["micro_f1"],
-             val_macro_f1=metrics["macro_f1"], epoch_seconds=time.perf_counter() - epoch_started,
+             val_macro_f1=metrics["macro_f1"], worst_recall=quality.worst_recall, worst_class=quality.worst_class,
+             defect_miss_rate=quality.defect_miss_rate, collapsed=quality.collapsed, problems=quality.problems,
+             best=improved, epoch_seconds=time.perf_counter() - epoch_started,
              elapsed_s=elapsed, eta_s=elapsed / epoch * epochs_left if finished_epoch else None)
         if stopped:
             raise Cancelled()
+    quality = assess(metrics, cfg.good_classes)
+    if quality.collapsed:
+        emit("warning", text="This model is useless as it stands: " + "; ".join(quality.problems)
+             + ". It would pass defective parts; it cannot be made active without an explicit override.")
     if dist.is_main:
         run.write_status("done", finished=now_iso(), val_accuracy=metrics["accuracy"],
-                         val_macro_f1=metrics["macro_f1"])
+                         val_macro_f1=metrics["macro_f1"], collapsed=quality.collapsed, problems=quality.problems)
     emit("end", state="done", val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"],
-         elapsed_s=time.perf_counter() - started)
+         collapsed=quality.collapsed, elapsed_s=time.perf_counter() - started)
     return metrics
 
 
-def _evaluate_and_save(model, optimizer, scheduler, val_set, data: PreparedData, cfg, run: RunDir, epoch: int,
-                       next_position: tuple[int, int], elapsed: float, dist: Dist) -> dict:
-    """Validate, then write predictions, metrics and a checkpoint that can resume at `next_position`."""
+def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position: tuple[int, int],
+              device: torch.device) -> tuple[dict, pd.DataFrame]:
     val_loader = make_loader(val_set, cfg.batch_size, False, cfg.seed)
-    probs, labels, losses = evaluate(model, val_loader, cfg)
+    probs, labels, losses = evaluate(model, val_loader, cfg, device)
     table = predictions_table(data.val.paths, probs, labels, losses, data.classes)
     metrics = metrics_from_predictions(table, data.classes)
     metrics.update(val_loss=float(losses.mean()), epoch=epoch, complete_epoch=next_position[1] == 0)
-    if dist.is_main:
-        table.to_csv(run.val_predictions, index=False)
-        write_json_atomic(run.metrics, metrics)
-        training_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "epoch": next_position[0],
-            "step_in_epoch": next_position[1],
-            "elapsed_s": elapsed,
-        }
-        ckpt.save_checkpoint(run.checkpoint, model.state_dict(),
-                             checkpoint_meta(cfg, data.classes, run, epoch, metrics), training_state)
-    return metrics
+    return metrics, table
+
+
+def _save(run: RunDir, model, optimizer, scheduler, data: PreparedData, cfg, metrics: dict, table: pd.DataFrame,
+          next_position: tuple[int, int], elapsed: float, best: float, improved: bool) -> None:
+    """Write predictions, metrics and a checkpoint that resumes at `next_position` (and best.pt if improved)."""
+    table.to_csv(run.val_predictions, index=False)
+    write_json_atomic(run.metrics, metrics)
+    meta = checkpoint_meta(cfg, data.classes, run, metrics["epoch"], metrics)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    training_state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": next_position[0],
+        "step_in_epoch": next_position[1],
+        "elapsed_s": elapsed,
+        "best_macro_f1": best,
+    }
+    ckpt.save_checkpoint(run.checkpoint, state, meta, training_state)
+    if improved:
+        ckpt.save_checkpoint(run.best_checkpoint, state, meta)
 
 
 def _install_sigterm(stop_flag: dict):

@@ -65,6 +65,11 @@ class RunDir:
         return self.path / "checkpoint.pt"
 
     @property
+    def best_checkpoint(self) -> Path:
+        """The checkpoint of the epoch with the best validation macro-F1."""
+        return self.path / "best.pt"
+
+    @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
 
@@ -206,11 +211,44 @@ def get_active(root: str | Path | None = None) -> dict | None:
     return read_json(active_file(root), None)
 
 
+class ActivationRefused(ValueError):
+    """A run that must not become the active model without an explicit, logged override."""
+
+
+def activation_problems(run: RunDir) -> list[str]:
+    """Why a run should not inspect parts: unfinished, no checkpoint, or a collapsed model."""
+    from .config import TrainConfig
+    from .quality import assess
+
+    if not run.checkpoint.is_file():
+        return ["it has no checkpoint yet"]
+    metrics = run.read_metrics()
+    if not metrics:
+        return ["it has no validation metrics"]
+    return assess(metrics, TrainConfig.from_yaml(run.config).good_classes).problems
+
+
 def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str | Path | None = None) -> dict:
+    """Make `run` the model inspections use. A flagged run needs `override_reason`; every change is logged."""
+    problems = activation_problems(run)
+    if problems and not run.checkpoint.is_file():
+        raise ActivationRefused(f"{run.run_id} cannot be the active model: {'; '.join(problems)}.")
+    if problems and not override_reason.strip():
+        raise ActivationRefused(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts. "
+                                "Give an override reason to activate it anyway (it is logged).")
     record = {"run_id": run.run_id, "path": str(run.path), "by": by, "at": now_iso()}
-    if override_reason:
-        record["override"] = override_reason
+    if problems:
+        record.update(override=override_reason.strip(), problems=problems)
     path = active_file(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
+    with (path.parent / "activations.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
     return record
+
+
+def activation_log(root: str | Path | None = None) -> list[dict]:
+    path = active_file(root).parent / "activations.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

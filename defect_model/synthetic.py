@@ -110,4 +110,4 @@ def demo_config(data_dir: str | Path):
     from .config import TrainConfig
 
     return TrainConfig(data_dir=str(Path(data_dir).resolve()), backbone="resnet18", image_size=96, epochs=8,
-                       batch_size=32, augment=True, good_classes=list(GOOD_CLASSES))
+                       batch_size=32, augmentation="soft", good_classes=list(GOOD_CLASSES))

@@ -44,7 +44,7 @@ def trained_run(tmp_path_factory) -> RunDir:
     data = synthetic.generate(base / "data", per_class=40, size=96, seed=2)
     run = RunDir(base / "run")
     run.path.mkdir()
-    cfg = tiny_config(data, image_size=96, epochs=6, batch_size=32, augment=True)
+    cfg = tiny_config(data, image_size=96, epochs=6, batch_size=32, augmentation="soft")
     fit(cfg, run)
     return run
 

@@ -9,7 +9,7 @@ def test_defaults_are_the_reference_recipe():
     assert (cfg.batch_size, cfg.epochs, cfg.optimizer, cfg.lr) == (32, 5, "adamw", 1e-3)
     assert (cfg.weight_decay, cfg.schedule, cfg.grad_clip) == (0.0, "cosine", 0.0)
     assert cfg.mean == IMAGENET_MEAN and cfg.std == IMAGENET_STD
-    assert cfg.augment is False
+    assert cfg.augmentation == "none" and cfg.sampling == "shuffle" and cfg.preset == "reference"
 
 
 def test_yaml_round_trip(tmp_path):

@@ -1,0 +1,236 @@
+"""What the Review page works on: a run's validation predictions, the photos in a confusion cell, the
+wrong predictions worst first, the label decisions about them, and the retrain that applies them.
+
+Decisions are rows in the corrections table (defect_model.store); dataset files are never touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import TrainConfig
+from .runs import RunDir, data_root, now_iso, write_json_atomic
+from .store import InspectionStore
+
+PREDICTION_COLUMNS = ("path", "true_label", "pred_label", "loss")
+RETRAIN_FILE = "retrain.json"
+
+
+class ReviewError(ValueError):
+    """A review request that cannot be carried out; the message names the file and says what to do."""
+
+
+@dataclass
+class ReviewData:
+    run: RunDir
+    config: TrainConfig
+    metrics: dict
+    predictions: pd.DataFrame  # val_predictions.csv plus `confidence` and `correct`
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metrics["classes"])
+
+    @property
+    def dataset(self) -> str:
+        return self.config.data_dir
+
+
+def load_review(run: RunDir) -> ReviewData:
+    """The run's config, metrics and validation predictions, or a ReviewError that says what is missing."""
+    try:
+        config = TrainConfig.from_yaml(run.config)
+    except (OSError, ValueError) as exc:
+        raise ReviewError(f"{run.config}: cannot read the run's settings ({exc}). Pick another run.") from None
+    metrics = run.read_metrics()
+    if not metrics:
+        raise ReviewError(f"{run.metrics}: no validation metrics yet. The run has not finished an epoch; "
+                          "wait for it on the Train page or pick another run.")
+    return ReviewData(run, config, metrics, load_predictions(run, metrics["classes"]))
+
+
+def load_predictions(run: RunDir, classes: list[str]) -> pd.DataFrame:
+    path = run.val_predictions
+    if not path.is_file():
+        raise ReviewError(f"{path}: no validation predictions. The run has not finished an epoch; "
+                          "wait for it or pick another run.")
+    table = pd.read_csv(path, keep_default_na=False)
+    needed = [*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ReviewError(f"{path}: missing column(s) {', '.join(missing)}. This file was not written by this "
+                          "tool's training for these classes; retrain the run.")
+    probs = table[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
+    table["confidence"] = probs.max(axis=1) if len(table) else []
+    table["correct"] = table["true_label"] == table["pred_label"]
+    return table
+
+
+def confusion_counts(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Rows true class, columns predicted class, counted from the predictions table."""
+    from .metrics import confusion_matrix
+
+    index = {name: i for i, name in enumerate(classes)}
+    return confusion_matrix(predictions["true_label"].map(index), predictions["pred_label"].map(index), len(classes))
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def cell_photos(predictions: pd.DataFrame, true_label: str, pred_label: str) -> pd.DataFrame:
+    """The photos of one confusion cell, highest loss first."""
+    inside = (predictions["true_label"] == true_label) & (predictions["pred_label"] == pred_label)
+    return predictions[inside].sort_values("loss", ascending=False, kind="stable")
+
+
+def misclassified(predictions: pd.DataFrame, true_labels=None, pred_labels=None) -> pd.DataFrame:
+    """Wrong predictions, worst (highest loss) first, optionally only these true / predicted classes."""
+    wrong = predictions[~predictions["correct"]]
+    if true_labels:
+        wrong = wrong[wrong["true_label"].isin(list(true_labels))]
+    if pred_labels:
+        wrong = wrong[wrong["pred_label"].isin(list(pred_labels))]
+    return wrong.sort_values("loss", ascending=False, kind="stable")
+
+
+def photo_file(dataset: str, photo_path: str) -> Path:
+    """Where a reviewed photo lives: paths are relative to the dataset, stored inspection photos absolute."""
+    path = Path(photo_path)
+    return path if path.is_absolute() else Path(dataset) / path
+
+
+# -- decisions ---------------------------------------------------------------
+def record_decision(store: InspectionStore, data: ReviewData, photo_path: str, action: str, who: str,
+                    new_label: str | None = None) -> int:
+    """One engineer's decision about a validation photo, stored as one confirmed correction row."""
+    rows = data.predictions[data.predictions["path"] == photo_path]
+    if rows.empty:
+        raise ReviewError(f"{photo_path}: not a validation photo of run {data.run.run_id}; reload the page.")
+    if not who.strip():
+        raise ReviewError("Enter your name in the sidebar first: every decision is recorded with who made it.")
+    row = rows.iloc[0]
+    original = str(row["true_label"])
+    if action == "relabel":
+        if new_label not in data.classes:
+            raise ReviewError(f"{photo_path}: {new_label!r} is not one of the classes ({', '.join(data.classes)}).")
+        if new_label == original:
+            raise ReviewError(f"{photo_path} is already labelled {original!r}; confirm it (Keep) instead.")
+    return store.add_correction(source="review", action=action, photo_path=photo_path, dataset=data.dataset,
+                                new_label=new_label if action == "relabel" else None, original_label=original,
+                                model_label=str(row["pred_label"]), who=who.strip(), run_id=data.run.run_id,
+                                status="confirmed")
+
+
+def latest_decisions(store: InspectionStore, dataset: str) -> dict[str, dict]:
+    """The newest confirmed decision per photo of this dataset (what a retrain will apply)."""
+    table = store.corrections(dataset=dataset, status="confirmed")
+    return {row["photo_path"]: _plain(row) for row in table.to_dict("records")}
+
+
+def _plain(row: dict) -> dict:
+    """SQL NULLs come back from pandas as NaN; give them back as None."""
+    return {key: None if isinstance(value, float) and np.isnan(value) else value for key, value in row.items()}
+
+
+def plain_records(table: pd.DataFrame) -> list[dict]:
+    return [_plain(row) for row in table.to_dict("records")]
+
+
+def describe_decision(row: dict) -> str:
+    when = str(row.get("decided_at") or row.get("time") or "")[:16].replace("T", " ")
+    who = row.get("decided_by") or row.get("who") or "someone"
+    if row["action"] == "relabel":
+        what = f"relabelled {row['original_label'] or '?'} → {row['new_label']}"
+    elif row["action"] == "unusable":
+        what = "marked unusable (dropped from training)"
+    else:
+        what = f"label {row['new_label'] or row['original_label']} confirmed"
+    return f"{what} by {who}, {when} UTC"
+
+
+def inspection_corrections(store: InspectionStore, data: ReviewData, status: str = "pending") -> pd.DataFrame:
+    """Inspectors' proposals (from the Inspect page) that concern this run's dataset or this run."""
+    table = store.corrections(status=status)
+    if table.empty:
+        return table
+    relevant = (table["source"] == "inspection") & (
+        (table["dataset"] == data.dataset) | (table["run_id"] == data.run.run_id))
+    return table[relevant].reset_index(drop=True)
+
+
+def decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, who: str) -> None:
+    """Confirm or reject an inspector's proposal. A confirmed one that was filed without this dataset is
+    re-filed for it (a new confirmed row pointing at the original), so the retrain applies it."""
+    if not who.strip():
+        raise ReviewError("Enter your name in the sidebar first: every decision is recorded with who made it.")
+    correction = _plain(dict(correction))
+    if accept and correction["action"] == "relabel" and correction["new_label"] not in data.classes:
+        raise ReviewError(f"{correction['photo_path']}: the proposed label {correction['new_label']!r} is not one of "
+                          f"this run's classes ({', '.join(data.classes)}); reject it or review it on another run.")
+    status = "confirmed" if accept else "rejected"
+    if accept and correction["dataset"] != data.dataset:
+        store.add_correction(source="inspection", action=correction["action"], photo_path=correction["photo_path"],
+                             new_label=correction["new_label"], who=who.strip(), dataset=data.dataset,
+                             sha256=correction.get("sha256") or "", model_label=correction.get("model_label") or "",
+                             original_label=correction.get("original_label") or "", run_id=data.run.run_id,
+                             inspection_id=None if correction.get("inspection_id") is None else int(correction["inspection_id"]),
+                             status="confirmed",
+                             note=f"confirms inspector correction #{correction['id']} by {correction['who']}")
+    store.decide_correction(int(correction["id"]), status, who.strip())
+
+
+def decision_counts(store: InspectionStore, dataset: str) -> dict[str, int]:
+    counts = {"relabel": 0, "unusable": 0, "confirm": 0}
+    for row in latest_decisions(store, dataset).values():
+        counts[row["action"]] = counts.get(row["action"], 0) + 1
+    return counts
+
+
+# -- retrain -----------------------------------------------------------------
+def corrections_dir() -> Path:
+    return data_root() / "corrections"
+
+
+def retrain_with_corrections(run: RunDir, store: InspectionStore, who: str, root: str | Path | None = None) -> RunDir:
+    """Start a training job with the run's settings and split, plus the confirmed corrections of its dataset.
+
+    Writes `<data>/corrections/<run>-<time>-corrections.csv` (path,label; empty label = unusable) and a copy
+    of the run's split next to it, so the retrain sees the same photos even if this run is deleted later.
+    Raises ReviewError when there is nothing to apply and jobs.JobError when another job is running.
+    """
+    from .jobs import start_training
+
+    if not who.strip():
+        raise ReviewError("Enter your name in the sidebar first: the retrain is recorded with who started it.")
+    config = TrainConfig.from_yaml(run.config)
+    folder = corrections_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{run.run_id}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    corrections_csv = folder / f"{stem}-corrections.csv"
+    count = store.write_corrections_csv(config.data_dir, corrections_csv)
+    if count == 0:
+        corrections_csv.unlink()
+        raise ReviewError(f"No confirmed corrections for {config.data_dir} yet. Confirm, relabel or mark photos "
+                          "unusable in the review (or confirm inspector corrections) first.")
+    settings = config.to_dict()
+    settings["corrections_csv"] = str(corrections_csv.resolve())
+    if run.split.is_file():
+        split_copy = folder / f"{stem}-split.csv"
+        shutil.copyfile(run.split, split_copy)
+        settings["split_csv"] = str(split_copy.resolve())
+    new_run = start_training(TrainConfig.from_dict(settings), root)
+    write_json_atomic(new_run.path / RETRAIN_FILE, {
+        "parent_run": run.run_id, "by": who.strip(), "at": now_iso(),
+        "corrections_csv": settings["corrections_csv"], "corrections": count,
+        "split_csv": settings.get("split_csv", ""),
+    })
+    return new_run

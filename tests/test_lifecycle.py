@@ -1,0 +1,65 @@
+import json
+import os
+
+import pytest
+
+from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
+                                    run_summary)
+from defect_model.runs import get_active
+from review_support import VAL, make_dataset, write_run
+
+COLLAPSED = [(path, true, "ok", 0.9) for path, true, _, _ in VAL]  # predicts ok for everything
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("lifecycle") / "data")
+
+
+def test_summary_carries_recall_and_the_defect_miss_rate(dataset, tmp_path):
+    row = run_summary(write_run(tmp_path, dataset, checkpoint=False))
+    assert row["defect_miss_rate"] == pytest.approx(1 / 7)  # pit_0002 predicted ok, of 7 defect photos
+    assert row["recall"] == "ok 75%, pit 50%, scratch 67%" and row["worst_class"] == "pit"
+    assert row["training_s"] == 8.5 and row["status"] == "done" and not row["collapsed"]
+    collapsed = run_summary(write_run(tmp_path, dataset, "collapsed", rows=COLLAPSED, checkpoint=False))
+    assert collapsed["collapsed"] and "never recognises pit, scratch" in collapsed["problems"]
+    assert collapsed["defect_miss_rate"] == 1.0
+
+
+def test_activation_is_recorded_and_a_collapsed_model_needs_a_reason(dataset, tmp_path):
+    good = write_run(tmp_path, dataset)
+    bad = write_run(tmp_path, dataset, "collapsed", rows=COLLAPSED)
+    with pytest.raises(ActivationError, match="Enter your name"):
+        activate(good, "  ", root=tmp_path)
+    record = activate(good, "eng", root=tmp_path)
+    assert get_active(tmp_path) == record and record["by"] == "eng" and record["at"]
+    with pytest.raises(ActivationError, match="never recognises pit, scratch.*override reason"):
+        activate(bad, "eng", root=tmp_path)
+    assert get_active(tmp_path)["run_id"] == good.run_id
+    record = activate(bad, "boss", "line stopped, any model beats none", root=tmp_path)
+    assert get_active(tmp_path)["override"] == "line stopped, any model beats none"
+    history = activation_history(tmp_path)
+    assert [h["run_id"] for h in history] == [bad.run_id, good.run_id]
+    assert history[0]["collapsed"] and history[0]["by"] == "boss"
+
+
+def test_unfinished_run_needs_an_override(dataset, tmp_path):
+    run = write_run(tmp_path, dataset)
+    run.write_status("cancelled")
+    with pytest.raises(ActivationError, match="is cancelled, not finished"):
+        activate(run, "eng", root=tmp_path)
+
+
+def test_delete_refuses_the_active_and_a_running_run(dataset, tmp_path):
+    active = write_run(tmp_path, dataset, "active", checkpoint=False)
+    (tmp_path / "active.json").write_text(json.dumps({"run_id": "active"}))
+    with pytest.raises(DeleteError, match="is the active model"):
+        delete_run(active)
+    running = write_run(tmp_path, dataset, "running", checkpoint=False)
+    running.write_status("running", pid=os.getpid())
+    with pytest.raises(DeleteError, match="still training"):
+        delete_run(running)
+    finished = write_run(tmp_path, dataset, "finished", checkpoint=False)
+    delete_run(finished)
+    assert not finished.path.exists() and active.path.exists() and running.path.exists()
+    assert dataset.exists()

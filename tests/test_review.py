@@ -1,0 +1,96 @@
+import pandas as pd
+import pytest
+
+from defect_model.review import (ReviewError, decide_inspection, inspection_corrections, latest_decisions, load_review,
+                                 misclassified, record_decision, retrain_with_corrections)
+from defect_model.store import InspectionStore
+from review_support import BLANK, PLANTED, make_dataset, write_run
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("review") / "data")
+
+
+@pytest.fixture()
+def run(dataset, tmp_path):
+    return write_run(tmp_path / "runs", dataset, checkpoint=False)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return InspectionStore(tmp_path / "db.sqlite")
+
+
+def test_misclassified_worst_first_with_filters(run):
+    data = load_review(run)
+    wrong = misclassified(data.predictions)
+    assert wrong["loss"].is_monotonic_decreasing and wrong["path"].iloc[0] == PLANTED
+    assert (wrong["true_label"] != wrong["pred_label"]).all() and len(wrong) == 4
+    assert misclassified(data.predictions, ["pit"], ["ok"])["path"].tolist() == ["pit/pit_0002.png"]
+
+
+def test_missing_results_name_the_file(run):
+    run.val_predictions.write_text("path,true_label\nx.png,ok\n")
+    with pytest.raises(ReviewError, match=r"val_predictions.csv: missing column\(s\) pred_label"):
+        load_review(run)
+    run.metrics.unlink()
+    with pytest.raises(ReviewError, match="metrics.json: no validation metrics yet"):
+        load_review(run)
+
+
+def test_decisions_are_one_confirmed_row_each(run, store):
+    data = load_review(run)
+    first = record_decision(store, data, PLANTED, "relabel", " eng ", "scratch")
+    table = store.corrections()
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["id"], row["source"], row["action"], row["status"]) == (first, "review", "relabel", "confirmed")
+    assert (row["photo_path"], row["original_label"], row["new_label"], row["model_label"]) == \
+        (PLANTED, "pit", "scratch", "scratch")
+    assert (row["who"], row["decided_by"], row["dataset"], row["run_id"]) == ("eng", "eng", data.dataset, run.run_id)
+    record_decision(store, data, BLANK, "unusable", "eng")
+    assert latest_decisions(store, data.dataset)[BLANK]["new_label"] is None
+
+
+@pytest.mark.parametrize("photo, action, label, who, words", [
+    (PLANTED, "relabel", "pit", "eng", "already labelled 'pit'"),
+    (PLANTED, "relabel", "crack", "eng", "'crack' is not one of the classes"),
+    (PLANTED, "confirm", None, "", "Enter your name"),
+    ("pit/not_in_val.png", "confirm", None, "eng", "not a validation photo"),
+])
+def test_bad_decisions_are_refused_and_write_nothing(run, store, photo, action, label, who, words):
+    with pytest.raises(ReviewError, match=words):
+        record_decision(store, load_review(run), photo, action, who, label)
+    assert store.corrections().empty
+
+
+def test_inspector_corrections_are_listed_and_confirmed_for_this_dataset(run, store, tmp_path):
+    data = load_review(run)
+    filed_elsewhere = store.add_correction(source="inspection", action="relabel", photo_path="/photos/a.png",
+                                           new_label="pit", who="ana", run_id=run.run_id, model_label="ok")
+    here = store.add_correction(source="inspection", action="relabel", photo_path="/photos/b.png",
+                                new_label="scratch", who="ana", dataset=data.dataset)
+    store.add_correction(source="inspection", action="relabel", photo_path="/photos/c.png", new_label="ok",
+                         dataset="/another/dataset", run_id="another-run")
+    assert set(inspection_corrections(store, data)["id"]) == {filed_elsewhere, here}
+
+    pending = inspection_corrections(store, data).set_index("id")
+    decide_inspection(store, data, pending.loc[filed_elsewhere].to_dict() | {"id": filed_elsewhere}, True, "eng")
+    decide_inspection(store, data, pending.loc[here].to_dict() | {"id": here}, False, "eng")
+    assert inspection_corrections(store, data).empty
+    out = tmp_path / "c.csv"
+    store.write_corrections_csv(data.dataset, out)
+    written = pd.read_csv(out)
+    assert written.to_dict("records") == [{"path": "/photos/a.png", "label": "pit"}]
+    decided = store.corrections().set_index("id")
+    assert decided.loc[filed_elsewhere, "status"] == "confirmed" and decided.loc[here, "status"] == "rejected"
+    assert decided.loc[here, "decided_by"] == "eng"
+
+
+def test_retrain_without_confirmed_corrections_is_refused(run, store, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    with pytest.raises(ReviewError, match="No confirmed corrections for"):
+        retrain_with_corrections(run, store, "eng", root=tmp_path / "runs")
+    assert list((tmp_path / "app-data" / "corrections").iterdir()) == []
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run.run_id]

@@ -1,4 +1,43 @@
+"""Review: how a run does on its validation photos, what it gets wrong, and the label fixes that feed a retrain."""
+
 import streamlit as st
 
-st.title("Review")
-st.info("This page arrives in its own issue.")
+from ui.review_widgets import (calibration_ui, cell_ui, confusion_ui, current_user, inspection_ui, metrics_ui,
+                               misclassified_ui, quality_header, retrain_ui, review_data_ui, run_choice_ui, store_ui,
+                               who_hint_ui)
+
+
+def main() -> None:
+    st.title("Review")
+    run = run_choice_ui()
+    if run is None:
+        return
+    data = review_data_ui(run)
+    if data is None:
+        return
+    quality_header(data.metrics, data.config.good_classes)
+    who = current_user()
+    who_hint_ui(who)
+    store = store_ui()
+
+    matrix_tab, metrics_tab, wrong_tab, inspector_tab, calibration_tab, retrain_tab = st.tabs(
+        ["Confusion matrix", "Per-class metrics", "Misclassified", "Inspector corrections", "Calibration",
+         "Retrain with corrections"])
+    with matrix_tab:
+        true, pred = confusion_ui(data)
+        if true and pred:
+            cell_ui(data, true, pred, store, who)
+    with metrics_tab:
+        metrics_ui(data.metrics)
+    with wrong_tab:
+        misclassified_ui(data, store, who)
+    with calibration_tab:
+        calibration_ui(data)
+    if store is not None:
+        with inspector_tab:
+            inspection_ui(data, store, who)
+        with retrain_tab:
+            retrain_ui(data, store, who)
+
+
+main()

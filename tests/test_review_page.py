@@ -1,0 +1,191 @@
+"""AppTest of the Review page on a prepared run directory (tests/review_support.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from defect_model.calibration import reliability
+from defect_model.runs import list_runs, set_active
+from defect_model.store import InspectionStore
+from review_support import BLANK, PLANTED, expected_confusion, make_dataset, tree_fingerprint, write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    """A dataset, a finished active run, and empty app data, all private to the test."""
+    dataset = make_dataset(tmp_path / "dataset")
+    runs, app_data = tmp_path / "runs", tmp_path / "app-data"
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(app_data))
+    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
+    run = write_run(runs, dataset)
+    set_active(run, by="setup", root=runs)
+    return {"dataset": dataset, "runs": runs, "run": run, "store": InspectionStore(app_data / "inspections.sqlite")}
+
+
+def open_review(who: str = "eng") -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["inspector"] = who
+    at.switch_page("pages/review.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def figure(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def decode(values) -> np.ndarray:
+    """Plotly sends numpy arrays as typed arrays: {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(values, dict) and "bdata" in values:
+        shape = [int(n) for n in str(values.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"])).reshape(shape)
+    return np.asarray(values)
+
+
+def heatmap_values(at: AppTest) -> np.ndarray:
+    trace = next(t for t in figure(at)["data"] if t["type"] == "heatmap")
+    return decode(trace["z"])
+
+
+def card_paths(at: AppTest, section: str) -> list[str]:
+    """The photo paths of the cards shown in a section, top to bottom."""
+    return [b.key.split(":")[1] for b in at.button if b.key and b.key.startswith(f"{section}:")
+            and b.key.endswith(":relabel")]
+
+
+def test_confusion_matrix_counts_equal_val_predictions(env):
+    at = open_review()
+    expected = expected_confusion(pd.read_csv(env["run"].val_predictions))
+    assert heatmap_values(at).tolist() == expected.tolist()
+    # The header: defect miss rate first, recall per class beside accuracy.
+    labels = [m.label for m in at.metric]
+    assert labels[:4] == ["Defect miss rate", "Worst recall (pit)", "Val accuracy", "Macro-F1"]
+    assert at.metric[0].value == "14.3%"
+
+    at.button_group(key="cm_view").set_value("Row-normalised").run()
+    shares = heatmap_values(at)
+    np.testing.assert_allclose(shares, expected / expected.sum(axis=1, keepdims=True))
+
+
+def test_a_cell_lists_its_photos_and_a_relabel_writes_one_row(env):
+    at = open_review()
+    before = tree_fingerprint(env["dataset"])
+    at.selectbox(key="cell_true").set_value("pit")
+    at.selectbox(key="cell_pred").set_value("scratch")
+    at.run()
+    listed = at.dataframe[0].value
+    assert listed["path"].tolist() == [PLANTED]
+    assert any("1 photo(s) of pit predicted as scratch" in m.value for m in at.markdown)
+
+    at.selectbox(key=f"cell:{PLANTED}:new_label").set_value("scratch")
+    at.button(key=f"cell:{PLANTED}:relabel").click().run()
+    assert not at.exception
+    rows = env["store"].corrections()
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row["source"], row["action"], row["status"], row["who"]) == ("review", "relabel", "confirmed", "eng")
+    assert (row["photo_path"], row["original_label"], row["new_label"]) == (PLANTED, "pit", "scratch")
+    assert row["dataset"] == str(env["dataset"]) and row["run_id"] == env["run"].run_id and row["time"]
+    assert any("relabelled to scratch" in s.value for s in at.success)
+    assert tree_fingerprint(env["dataset"]) == before, "the original photos are never edited or deleted"
+    at.run()  # a rerun does not repeat the decision
+    assert len(env["store"].corrections()) == 1
+
+
+def test_misclassified_gallery_worst_first_with_filters(env):
+    at = open_review()
+    predictions = pd.read_csv(env["run"].val_predictions)
+    wrong = predictions[predictions["true_label"] != predictions["pred_label"]].sort_values("loss", ascending=False)
+    assert card_paths(at, "wrong") == wrong["path"].tolist()
+    at.multiselect(key="wrong_true").set_value(["pit"]).run()
+    at.multiselect(key="wrong_pred").set_value(["ok"]).run()
+    assert card_paths(at, "wrong") == ["pit/pit_0002.png"]
+
+
+def test_no_name_no_decisions(env):
+    at = open_review(who="")
+    assert any("Enter your name in the sidebar" in w.value for w in at.warning)
+    assert all(b.disabled for b in at.button if b.key and b.key.endswith((":relabel", ":confirm", ":unusable")))
+
+
+def test_per_class_metrics_and_calibration_match_the_run(env):
+    at = open_review()
+    metrics = json.loads(env["run"].metrics.read_text())
+    table = next(d.value for d in at.dataframe if "precision" in d.value.columns)
+    per_class = table.set_index("class")
+    for name, values in metrics["per_class"].items():
+        assert per_class.loc[name, "recall"] == pytest.approx(values["recall"])
+        assert per_class.loc[name, "support"] == values["support"]
+    assert per_class.loc["macro avg", "f1"] == pytest.approx(metrics["macro_f1"])
+    assert per_class.loc["accuracy", "f1"] == pytest.approx(metrics["accuracy"])
+    expected = reliability(pd.read_csv(env["run"].val_predictions), metrics["classes"], 10)
+    ece = next(m for m in at.metric if m.label == "Expected calibration error")
+    assert ece.value == f"{expected.ece:.3f}"
+
+
+def test_inspector_corrections_appear_for_confirmation(env):
+    store = env["store"]
+    proposal = store.add_correction(source="inspection", action="relabel", photo_path=str(env["dataset"] / BLANK),
+                                    new_label="pit", who="ana", run_id=env["run"].run_id, model_label="ok")
+    at = open_review()
+    assert any("ana proposes to relabel as **pit**" in m.value for m in at.markdown)
+    at.button(key=f"inspection:{proposal}:yes").click().run()
+    assert not at.exception
+    table = store.corrections().set_index("id")
+    assert table.loc[proposal, "status"] == "confirmed" and table.loc[proposal, "decided_by"] == "eng"
+    refiled = table[table["note"].str.contains(f"#{proposal}")]
+    assert len(refiled) == 1 and refiled.iloc[0]["dataset"] == str(env["dataset"])
+    assert any("No inspector corrections are waiting" in i.value for i in at.info)
+
+
+def test_retrain_with_corrections_trains_on_the_corrected_labels(env):
+    """The planted photo (a scratch filed as pit) is relabelled and the blank frame dropped; the retrain's
+    validation set then carries the corrected label and lacks the blank frame."""
+    at = open_review()
+    before = tree_fingerprint(env["dataset"])
+    at.multiselect(key="wrong_true").set_value(["pit"]).run()
+    at.selectbox(key=f"wrong:{PLANTED}:new_label").set_value("scratch")
+    at.button(key=f"wrong:{PLANTED}:relabel").click().run()
+    at.selectbox(key="cell_true").set_value("ok")
+    at.selectbox(key="cell_pred").set_value("ok")
+    at.run()
+    at.button(key=f"cell:{BLANK}:unusable").click().run()
+    assert len(env["store"].corrections(status="confirmed")) == 2
+
+    at.button(key="retrain").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    new = next(run for run in list_runs(env["runs"]) if run.run_id != env["run"].run_id)
+    deadline = time.time() + 240
+    while new.status()["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(1)
+    assert new.status()["state"] == "done", new.log.read_text()[-2000:]
+
+    corrections = pd.read_csv(_config(new)["corrections_csv"], keep_default_na=False)
+    assert dict(zip(corrections["path"], corrections["label"])) == {PLANTED: "scratch", BLANK: ""}
+    val = pd.read_csv(new.val_predictions)
+    assert val.loc[val["path"] == PLANTED, "true_label"].tolist() == ["scratch"]
+    assert BLANK not in set(val["path"])
+    report = json.loads(new.data_report.read_text())
+    assert report["corrections_applied"] == 2
+    assert _config(new)["split_csv"], "the retrain keeps the original run's split"
+    provenance = json.loads((new.path / "retrain.json").read_text())
+    assert provenance["parent_run"] == env["run"].run_id and provenance["by"] == "eng"
+    assert tree_fingerprint(env["dataset"]) == before
+
+
+def _config(run) -> dict:
+    import yaml
+
+    return yaml.safe_load(run.config.read_text())

@@ -1,0 +1,511 @@
+"""Widgets of the Review page, plus the two both pages share: the confusion-matrix figure and the
+quality header (defect miss rate and per-class recall beside accuracy; a collapsed model in red)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+from PIL import Image
+
+from defect_model.calibration import reliability
+from defect_model.quality import ModelQuality, assess
+from defect_model.review import (ReviewData, ReviewError, cell_photos, confusion_counts, decide_inspection,
+                                 decision_counts, describe_decision, inspection_corrections, latest_decisions,
+                                 load_review, misclassified, photo_file, plain_records, record_decision,
+                                 retrain_with_corrections, row_normalised)
+from defect_model.runs import RunDir, list_runs
+from defect_model.store import InspectionStore
+from ui.resources import active_run, predictor_for
+
+PAGE_SIZE = 6
+THUMB = 176  # pixels: small photos are enlarged to this for the cards
+FLASH = "review_flash"
+
+
+def current_user() -> str:
+    return str(st.session_state.get("inspector") or "").strip()
+
+
+def pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+# -- shared by the Review and Models pages --------------------------------------------------
+def confusion_figure(matrix, classes, normalise: bool = False, selected: tuple[str, str] | None = None,
+                     title: str = "", height: int | None = None) -> go.Figure:
+    """Rows are true classes (top to bottom), columns predicted classes. Every cell can be clicked:
+    an invisible marker sits on each cell (it carries the hover text too), so a click comes back as a
+    selected point whose customdata is (true, predicted)."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    shares = row_normalised(counts)
+    values = shares if normalise else counts
+    classes = list(classes)
+    text = [[f"{shares[i, j]:.0%}<br>({counts[i, j]})" if normalise else str(counts[i, j])
+             for j in range(len(classes))] for i in range(len(classes))]
+    hover = [[f"true {t}, predicted {p}: {counts[i, j]} photo(s), {shares[i, j]:.0%} of {t}"
+              for j, p in enumerate(classes)] for i, t in enumerate(classes)]
+    figure = go.Figure(go.Heatmap(
+        z=values, x=classes, y=classes, text=text, texttemplate="%{text}", textfont={"size": 15}, hoverinfo="skip",
+        colorscale="Blues", zmin=0, zmax=1 if normalise else max(1, int(counts.max())),
+        colorbar={"title": "share of row" if normalise else "photos"}))
+    cells_true = [t for t in classes for _ in classes]
+    cells_pred = [p for _ in classes for p in classes]
+    figure.add_trace(go.Scatter(
+        x=cells_pred, y=cells_true, mode="markers", customdata=list(zip(cells_true, cells_pred)),
+        hovertext=[text for row in hover for text in row], hoverinfo="text", showlegend=False, name="cells",
+        marker={"symbol": "square", "size": 40, "color": "rgba(0,0,0,0)"},
+        selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}}))
+    if selected and selected[0] in classes and selected[1] in classes:
+        i, j = classes.index(selected[0]), classes.index(selected[1])
+        figure.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                         line={"color": "#d62728", "width": 3})
+    size = height or max(300, 70 * len(classes) + 140)
+    figure.update_layout(title=title or None, height=size, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+                         xaxis={"title": "predicted class", "side": "bottom", "type": "category"},
+                         yaxis={"title": "true class", "autorange": "reversed", "type": "category"},
+                         clickmode="event+select", dragmode=False)
+    return figure
+
+
+def quality_header(metrics: dict, good_classes, compact: bool = False) -> ModelQuality:
+    """Defect miss rate first (when good classes are marked), per-class recall beside accuracy; red if collapsed."""
+    quality = assess(metrics, good_classes)
+    if quality.collapsed:
+        st.error("This model is flagged as useless: " + "; ".join(quality.problems)
+                 + ". It would pass defective parts; do not make it active.", icon=":material/warning:")
+    numbers = []
+    if quality.defect_miss_rate is not None:
+        numbers.append(("Defect miss rate", pct(quality.defect_miss_rate),
+                        f"share of defect photos predicted as {', '.join(good_classes)}"))
+    numbers += [(f"Worst recall ({quality.worst_class})", pct(quality.worst_recall), "the class it misses most"),
+                ("Val accuracy", pct(quality.accuracy), None), ("Macro-F1", f"{quality.macro_f1:.3f}", None)]
+    if compact:
+        st.markdown(" · ".join(f"**{label}** {value}" for label, value, _ in numbers))
+    else:
+        for column, (label, value, help_text) in zip(st.columns(len(numbers)), numbers):
+            column.metric(label, value, help=help_text)
+    st.caption("Recall per class: " + ", ".join(f"{c} {r:.0%}" for c, r in quality.recall.items()))
+    return quality
+
+
+# -- run choice --------------------------------------------------------------------------------
+def reviewable_runs() -> list[RunDir]:
+    return [run for run in list_runs() if run.metrics.is_file() and run.val_predictions.is_file()]
+
+
+def run_choice_ui() -> RunDir | None:
+    """The run to review; the active model unless the engineer picks another."""
+    runs = reviewable_runs()
+    if not runs:
+        st.info("No run with validation results yet. Train a model on the Train page; it appears here after its "
+                "first epoch.")
+        return None
+    ids = [run.run_id for run in runs]
+    active = active_run()
+    if st.session_state.get("review_run") not in ids:
+        st.session_state["review_run"] = active.run_id if active and active.run_id in ids else ids[0]
+    chosen = st.selectbox("Run", ids, key="review_run",
+                          format_func=lambda rid: rid + ("  (active model)" if active and rid == active.run_id else ""),
+                          help="The run whose validation results you review. Default: the active model.")
+    return runs[ids.index(chosen)]
+
+
+def review_data_ui(run: RunDir) -> ReviewData | None:
+    try:
+        return load_review(run)
+    except ReviewError as exc:
+        st.error(str(exc))
+        return None
+
+
+def store_ui() -> InspectionStore | None:
+    try:
+        return InspectionStore()
+    except Exception as exc:  # sqlite raises several types for a bad path or a locked, damaged file
+        from defect_model.store import default_db_path
+
+        st.error(f"{default_db_path()}: cannot open the corrections database ({exc}). Check that the folder is "
+                 "writable, or set DEFECT_DB to another file.")
+        return None
+
+
+def who_hint_ui(who: str) -> None:
+    if not who:
+        st.warning("Enter your name in the sidebar (Inspector name): every label decision is recorded with who "
+                   "made it and when.", icon=":material/badge:")
+
+
+# -- confusion matrix --------------------------------------------------------------------------
+def _select_cell(key: str) -> None:
+    """A click on the matrix picks the cell's true and predicted class."""
+    points = (st.session_state.get(key) or {}).get("selection", {}).get("points", [])
+    for point in points:
+        data = point.get("customdata")
+        if data and len(data) == 2:
+            st.session_state["cell_true"], st.session_state["cell_pred"] = data
+            return
+
+
+def confusion_ui(data: ReviewData) -> tuple[str | None, str | None]:
+    """The validation confusion matrix; returns the chosen cell (true, predicted) or (None, None)."""
+    view = st.segmented_control("View", ["Counts", "Row-normalised"], default="Counts", key="cm_view",
+                                help="Row-normalised: each row adds up to 100 % (the recall of that class on the "
+                                     "diagonal).")
+    matrix = confusion_counts(data.predictions, data.classes)
+    chosen = (st.session_state.get("cell_true"), st.session_state.get("cell_pred"))
+    figure = confusion_figure(matrix, data.classes, normalise=view == "Row-normalised",
+                              selected=chosen if all(chosen) else None)
+    st.plotly_chart(figure, key="cm_chart", on_select=lambda: _select_cell("cm_chart"), selection_mode="points",
+                    config={"displayModeBar": False})
+    st.caption(f"{len(data.predictions)} validation photos. Click a cell, or pick it here, to list its photos.")
+    left, right = st.columns(2)
+    true = left.selectbox("True class", data.classes, index=None, key="cell_true", placeholder="pick a row")
+    pred = right.selectbox("Predicted class", data.classes, index=None, key="cell_pred", placeholder="pick a column")
+    return true, pred
+
+
+def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | None, who: str) -> None:
+    photos = cell_photos(data.predictions, true, pred)
+    kind = "correct" if true == pred else "wrong"
+    st.markdown(f"**{len(photos)} photo(s) of {true} predicted as {pred}** ({kind}), highest loss first")
+    if photos.empty:
+        st.info("This cell is empty.")
+        return
+    st.dataframe(photos[["path", "true_label", "pred_label", "confidence", "loss"]], hide_index=True,
+                 column_config={"confidence": st.column_config.NumberColumn(format="%.3f"),
+                                "loss": st.column_config.NumberColumn(format="%.3f")})
+    photo_cards_ui(data, photos, store, who, section="cell")
+
+
+# -- photo cards with heatmaps and decisions --------------------------------------------------
+@st.cache_data(max_entries=16, show_spinner="Computing Grad-CAM heatmaps…")
+def _overlays(_predictor, checkpoint: str, mtime: float, dataset: str, items: tuple[tuple[str, int], ...]) -> list:
+    """Per (photo, class index): {"image": Grad-CAM overlay (uint8 array), "flat": no region stands out},
+    or the error message for that photo."""
+    from defect_model.explain import heatmap_to_photo, heatmaps, overlay
+    from defect_model.images import ImageError, load_image
+
+    photos, arrays, results = {}, {}, {}
+    for path, _ in items:
+        if path in photos or path in results:
+            continue
+        try:
+            photos[path] = load_image(photo_file(dataset, path))
+            arrays[path] = _predictor.prepare(photos[path])
+        except ImageError as exc:
+            results[path] = f"{exc}"
+    readable = [(path, target) for path, target in items if path in photos]
+    maps = heatmaps(_predictor, [arrays[p] for p, _ in readable], [t for _, t in readable])[1] if readable else []
+    drawn = {}
+    mode = _predictor.preprocessing.resize_mode
+    for (path, target), heatmap in zip(readable, maps):
+        photo = photos[path]
+        image = overlay(photo, heatmap_to_photo(heatmap, photo.size, mode), 0.45)
+        flat = float(np.ptp(heatmap)) < 1e-6  # e.g. no positive evidence, or a 1x1 feature map (tiny photos)
+        drawn[(path, target)] = {"image": np.asarray(_enlarge(image)), "flat": flat}
+    return [drawn.get(item, results.get(item[0])) for item in items]
+
+
+def _enlarge(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    if max(width, height) >= THUMB:
+        return image
+    scale = THUMB / max(width, height)
+    return image.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
+
+
+def _photo(dataset: str, path: str):
+    from defect_model.images import ImageError, load_image
+
+    try:
+        return np.asarray(_enlarge(load_image(photo_file(dataset, path))))
+    except ImageError as exc:
+        return str(exc)
+
+
+def _card_heatmaps(data: ReviewData, rows: pd.DataFrame) -> dict:
+    """{(path, class name): overlay or error}; empty with a message when the checkpoint cannot be loaded."""
+    from defect_model.checkpoint import CheckpointError
+
+    try:
+        predictor = predictor_for(data.run)
+    except (CheckpointError, FileNotFoundError) as exc:
+        st.warning(f"No heatmaps: {exc}", icon=":material/warning:")
+        return {}
+    index = {name: i for i, name in enumerate(predictor.classes)}
+    items = []
+    for row in rows.itertuples():
+        for label in dict.fromkeys([row.pred_label, row.true_label]):
+            if label in index:
+                items.append((row.path, index[label]))
+    results = _overlays(predictor, str(data.run.checkpoint), data.run.checkpoint.stat().st_mtime, data.dataset,
+                        tuple(items))
+    return {(path, predictor.classes[target]): result for (path, target), result in zip(items, results)}
+
+
+def _show(column, image, caption: str) -> None:
+    if isinstance(image, dict):
+        if image["flat"]:
+            caption += " (flat: no region stands out)"
+        image = image["image"]
+    if isinstance(image, str):
+        column.error(f"{image}", icon=":material/broken_image:")
+    elif image is not None:
+        column.image(image, caption=caption, width=THUMB)
+
+
+def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, who: str, label_key: str | None,
+            card: str) -> None:
+    """Button callback: one decision, one correction row; the outcome is shown on the card."""
+    new_label = st.session_state.get(label_key) if label_key else None
+    try:
+        record_decision(store, data, path, action, who, new_label)
+    except ReviewError as exc:
+        st.session_state[FLASH] = {"card": card, "kind": "error", "text": str(exc)}
+        return
+    done = {"confirm": "label confirmed", "relabel": f"relabelled to {new_label}", "unusable": "marked unusable"}[action]
+    st.session_state[FLASH] = {"card": card, "kind": "success", "text": f"{path}: {done}. Saved as a correction."}
+
+
+def _page_of(rows: pd.DataFrame, key: str) -> pd.DataFrame:
+    pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
+    if pages == 1:
+        return rows
+    page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} photos each)", 1, pages, 1, key=key)
+    start = (int(page) - 1) * PAGE_SIZE
+    return rows.iloc[start:start + PAGE_SIZE]
+
+
+def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore | None, who: str,
+                   section: str) -> None:
+    """One card per photo: the photo, Grad-CAM for the predicted and the true class, probabilities, and
+    the decision buttons (confirm the label, change it, or mark the photo unusable)."""
+    shown = _page_of(rows, f"{section}_page")
+    cams = _card_heatmaps(data, shown)
+    decisions = latest_decisions(store, data.dataset) if store is not None else {}
+    flash = st.session_state.get(FLASH) or {}
+    probability_columns = [f"prob_{c}" for c in data.classes]
+    for number, row in enumerate(shown.itertuples(index=False)):
+        card = f"{section}:{row.path}"
+        with st.container(border=True, key=f"card-{section}-{number}"):
+            st.markdown(f"`{row.path}` — true **{row.true_label}**, predicted **{row.pred_label}** "
+                        f"({row.confidence:.0%}), loss {row.loss:.3f}")
+            photo_col, pred_col, true_col, info_col = st.columns([1, 1, 1, 1.5])
+            _show(photo_col, _photo(data.dataset, row.path), "photo")
+            _show(pred_col, cams.get((row.path, row.pred_label)), f"Grad-CAM: predicted {row.pred_label}")
+            if row.true_label != row.pred_label:
+                _show(true_col, cams.get((row.path, row.true_label)), f"Grad-CAM: true {row.true_label}")
+            else:
+                true_col.caption("Predicted = true class: one heatmap.")
+            probs = sorted(((c, getattr(row, f"prob_{c}", None)) for c in data.classes),
+                           key=lambda item: -(item[1] or 0))
+            info_col.markdown("  \n".join(f"{c}: **{p:.1%}**" for c, p in probs[:5] if p is not None)
+                              if probability_columns else "")
+            decided = decisions.get(row.path)
+            if decided:
+                info_col.info(describe_decision(decided), icon=":material/task_alt:")
+            if flash.get("card") == card:
+                (info_col.success if flash["kind"] == "success" else info_col.error)(flash["text"])
+            if store is None:
+                continue
+            disabled = not who
+            others = [c for c in data.classes if c != row.true_label]
+            label_key = f"{card}:new_label"
+            info_col.selectbox("Correct label", others, key=label_key, index=others.index(row.pred_label)
+                               if row.pred_label in others else 0, disabled=disabled)
+            info_col.button("Relabel", key=f"{card}:relabel", on_click=_decide, disabled=disabled,
+                            args=(store, data, row.path, "relabel", who, label_key, card), width="stretch",
+                            help="The photo is filed under the wrong class: train on the label chosen above.")
+            confirm_col, unusable_col = info_col.columns(2)
+            confirm_col.button(f"Keep {row.true_label}", key=f"{card}:confirm", on_click=_decide, disabled=disabled,
+                               args=(store, data, row.path, "confirm", who, None, card), width="stretch",
+                               help=f"The label {row.true_label} is right; the model is wrong.")
+            unusable_col.button("Unusable", key=f"{card}:unusable", on_click=_decide, disabled=disabled,
+                                args=(store, data, row.path, "unusable", who, None, card), width="stretch",
+                                help="Blurred, empty or not a product photo: leave it out of training.")
+
+
+def misclassified_ui(data: ReviewData, store: InspectionStore | None, who: str) -> None:
+    left, right = st.columns(2)
+    true_filter = left.multiselect("True class", data.classes, key="wrong_true", placeholder="all classes")
+    pred_filter = right.multiselect("Predicted class", data.classes, key="wrong_pred", placeholder="all classes")
+    wrong = misclassified(data.predictions, true_filter, pred_filter)
+    total = int((~data.predictions["correct"]).sum())
+    st.markdown(f"**{len(wrong)} of {total} wrong validation prediction(s)**, worst (highest loss) first")
+    if wrong.empty:
+        st.success("No wrong predictions with these filters.")
+        return
+    photo_cards_ui(data, wrong, store, who, section="wrong")
+
+
+# -- per-class metrics -------------------------------------------------------------------------
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    rows = [{"class": name, **values} for name, values in metrics["per_class"].items()]
+    total = sum(v["support"] for v in metrics["per_class"].values())
+    rows += [{"class": "micro avg", "precision": metrics["micro_f1"], "recall": metrics["micro_f1"],
+              "f1": metrics["micro_f1"], "support": total},
+             {"class": "macro avg", "precision": float(np.mean([v["precision"] for v in metrics["per_class"].values()])),
+              "recall": float(np.mean([v["recall"] for v in metrics["per_class"].values()])),
+              "f1": metrics["macro_f1"], "support": total},
+             {"class": "accuracy", "precision": None, "recall": None, "f1": metrics["accuracy"], "support": total}]
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
+
+
+def metrics_ui(metrics: dict) -> pd.DataFrame:
+    table = metrics_table(metrics)
+    number = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(table, hide_index=True, column_config={"precision": number, "recall": number, "f1": number})
+    per_class = table.iloc[:len(metrics["per_class"])]
+    figure = go.Figure([go.Bar(name=name, x=per_class["class"], y=per_class[column], text=per_class[column].round(2))
+                        for name, column in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))])
+    figure.add_hline(y=metrics["macro_f1"], line_dash="dash", annotation_text=f"macro-F1 {metrics['macro_f1']:.2f}")
+    figure.add_hline(y=metrics["accuracy"], line_dash="dot", line_color="gray",
+                     annotation_text=f"accuracy {metrics['accuracy']:.2f}", annotation_position="bottom right")
+    figure.update_layout(barmode="group", yaxis={"range": [0, 1.05], "title": "score"}, height=360,
+                         margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend={"orientation": "h"})
+    st.plotly_chart(figure, key="metrics_chart")
+    return table
+
+
+# -- calibration -------------------------------------------------------------------------------
+def calibration_ui(data: ReviewData) -> float:
+    bins = st.slider("Confidence bins", 5, 20, 10, key="calibration_bins")
+    result = reliability(data.predictions, data.classes, bins)
+    a, b, c, d = st.columns(4)
+    a.metric("Expected calibration error", f"{result.ece:.3f}",
+             help="Average gap between confidence and accuracy, weighted by the photos in each bin. 0 = calibrated.")
+    b.metric("Largest bin gap", f"{result.mce:.3f}")
+    c.metric("Mean confidence", pct(result.mean_confidence))
+    d.metric("Accuracy", pct(result.accuracy))
+    gap = result.mean_confidence - result.accuracy
+    verdict = ("over-confident: it claims more than it delivers" if gap > 0.02 else
+               "under-confident: it is right more often than it claims" if gap < -0.02 else "about calibrated")
+    st.caption(f"On {result.photos} validation photos the model is {verdict} "
+               f"(says {result.mean_confidence:.0%} on average, right {result.accuracy:.0%} of the time).")
+    table = result.bins
+    centres = (table["lower"] + table["upper"]) / 2
+    width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.05)
+    figure.add_trace(go.Bar(x=centres, y=table["accuracy"], width=width * 0.95, name="accuracy in bin",
+                            marker_color="#1f77b4",
+                            customdata=np.stack([table["count"], table["confidence"].fillna(0)], axis=1),
+                            hovertemplate="confidence %{x:.2f}: right %{y:.0%} of %{customdata[0]} photo(s), "
+                                          "mean confidence %{customdata[1]:.2f}<extra></extra>"), row=1, col=1)
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                line={"dash": "dash", "color": "gray"}), row=1, col=1)
+    figure.add_trace(go.Scatter(x=table["confidence"], y=table["accuracy"], mode="markers", name="bin mean",
+                                marker={"color": "#d62728"}), row=1, col=1)
+    figure.add_trace(go.Bar(x=centres, y=table["count"], width=width * 0.95, name="photos", marker_color="#aaaaaa"),
+                     row=2, col=1)
+    figure.update_xaxes(range=[0, 1], title_text="confidence (top class probability)", row=2, col=1)
+    figure.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=1)
+    figure.update_yaxes(title_text="photos", row=2, col=1)
+    figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend={"orientation": "h"})
+    st.plotly_chart(figure, key="reliability_chart")
+    return result.ece
+
+
+# -- inspector corrections ---------------------------------------------------------------------
+def _decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, who: str) -> None:
+    try:
+        decide_inspection(store, data, correction, accept, who)
+    except ReviewError as exc:
+        st.session_state[FLASH] = {"card": f"inspection:{correction['id']}", "kind": "error", "text": str(exc)}
+        return
+    st.session_state[FLASH] = {"card": "inspection", "kind": "success",
+                               "text": f"Inspector correction #{correction['id']} "
+                                       f"{'confirmed' if accept else 'rejected'}."}
+
+
+def inspection_ui(data: ReviewData, store: InspectionStore, who: str) -> int:
+    """Inspectors' proposals from the Inspect page, for the engineer to confirm or reject; returns how many wait."""
+    pending = inspection_corrections(store, data)
+    flash = st.session_state.get(FLASH) or {}
+    if flash.get("card") == "inspection":
+        st.success(flash["text"])
+    if pending.empty:
+        st.info("No inspector corrections are waiting for this dataset. Inspectors propose them on the Inspect "
+                "page when the model got a photo wrong.")
+        return 0
+    st.markdown(f"**{len(pending)} inspector correction(s) waiting for confirmation**")
+    for record in plain_records(pending.head(20)):
+        with st.container(border=True):
+            photo_col, text_col, buttons = st.columns([1, 2.4, 1])
+            _show(photo_col, _photo(data.dataset, record["photo_path"]), "")
+            proposal = (f"relabel as **{record['new_label']}**" if record["action"] == "relabel" else
+                        "mark **unusable**" if record["action"] == "unusable" else
+                        f"confirm **{record['new_label'] or record['original_label']}**")
+            text_col.markdown(f"{record['who'] or 'An inspector'} proposes to {proposal} "
+                              f"(model said {record['model_label'] or '?'}, run {record['run_id'] or '?'}), "
+                              f"{str(record['time'])[:16].replace('T', ' ')} UTC  \n`{record['photo_path']}`"
+                              + (f"  \n{record['note']}" if record.get("note") else ""))
+            if flash.get("card") == f"inspection:{record['id']}":
+                text_col.error(flash["text"])
+            buttons.button("Confirm", key=f"inspection:{record['id']}:yes", on_click=_decide_inspection,
+                           args=(store, data, record, True, who), disabled=not who, type="primary")
+            buttons.button("Reject", key=f"inspection:{record['id']}:no", on_click=_decide_inspection,
+                           args=(store, data, record, False, who), disabled=not who)
+    return len(pending)
+
+
+# -- retrain -----------------------------------------------------------------------------------
+def retrain_ui(data: ReviewData, store: InspectionStore, who: str) -> RunDir | None:
+    """Confirmed decisions for this dataset and one button that retrains with them; returns the new run."""
+    from defect_model.jobs import JobError, running_job
+
+    counts = decision_counts(store, data.dataset)
+    decided = latest_decisions(store, data.dataset)
+    st.markdown(f"Confirmed decisions for `{data.dataset}`: **{counts['relabel']} relabelled**, "
+                f"**{counts['unusable']} unusable** (dropped), {counts['confirm']} label(s) confirmed as they were.")
+    if decided:
+        table = pd.DataFrame(decided.values())[["photo_path", "action", "original_label", "new_label", "source",
+                                                "who", "decided_at"]]
+        st.dataframe(table, hide_index=True)
+    cfg = data.config
+    st.caption(f"The retrain uses run {data.run.run_id}'s settings ({cfg.backbone}, {cfg.image_size}px, "
+               f"{cfg.epochs} epoch(s)) and its train/val split, with these corrections applied. The original photos "
+               "are never changed.")
+    busy = running_job()
+    if busy is not None:
+        st.info(f"Training job {busy.run_id} is running; a retrain can start when it has finished.")
+    started = st.session_state.get("retrain_started")
+    clicked = st.button("Retrain with corrections", type="primary", key="retrain",
+                        disabled=not who or not decided or busy is not None,
+                        help="Starts a background training job (the Train page shows its progress).")
+    if clicked:
+        try:
+            new_run = retrain_with_corrections(data.run, store, who)
+        except (ReviewError, JobError) as exc:
+            st.error(str(exc))
+            return None
+        st.session_state["retrain_started"] = started = new_run.run_id
+    if started:
+        retrain_status_ui(started)
+    return None if not started else RunDir(data.run.path.parent / started)
+
+
+@st.fragment(run_every=3)
+def retrain_status_ui(run_id: str) -> None:
+    from defect_model.runs import resolve_run
+
+    try:
+        run = resolve_run(run_id)
+    except FileNotFoundError:
+        return
+    state = run.status().get("state", "")
+    epochs = [e for e in run.read_events() if e.get("type") == "epoch"]
+    progress = f", epoch {epochs[-1]['epoch']}/{epochs[-1]['epochs']}" if epochs else ""
+    message = f"Retrain {run_id}: **{state}**{progress}."
+    if state == "done":
+        st.success(message + " Compare it with this run on the Models page before making it active.")
+        st.page_link("pages/models.py", label="Open Models", icon=":material/inventory_2:")
+    elif state in ("failed", "cancelled"):
+        st.error(message + f" {run.status().get('error', '')} See {run.log}.")
+    else:
+        st.info(message + " Follow it on the Train page.")
+        st.page_link("pages/train.py", label="Open Train", icon=":material/model_training:")

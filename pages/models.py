@@ -1,4 +1,34 @@
+"""Models: every run side by side, the gate before a retrained model goes live, and the active model."""
+
 import streamlit as st
 
-st.title("Models")
-st.info("This page arrives in its own issue.")
+from defect_model.runs import list_runs
+from ui.models_widgets import (active_id, active_summary_ui, activate_ui, compare_pick_ui, comparison_ui,
+                               current_user, delete_ui, downloads_ui, history_ui, manage_pick_ui, runs_table_ui)
+
+
+def main() -> None:
+    st.title("Models")
+    runs = list_runs()
+    if not runs:
+        st.info("No runs yet. Train a model on the Train page (or start the demo model on Inspect).")
+        return
+    active = active_id()
+    active_summary_ui(runs, active)
+    runs_table_ui(runs, active)
+
+    st.subheader("Compare two runs")
+    a, b = compare_pick_ui(runs, active)
+    if a is not None and b is not None:
+        comparison_ui(a, b)
+
+    st.subheader("Manage a run")
+    run = manage_pick_ui(runs, active)
+    activate_ui(run, current_user(), active)
+    downloads_ui(run)
+    delete_ui(run, active)
+    with st.expander("Who made which model active"):
+        history_ui()
+
+
+main()

@@ -1,0 +1,137 @@
+"""AppTest of the Models page on prepared run directories (tests/review_support.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from defect_model.compare import compare_runs
+from defect_model.lifecycle import activation_history
+from defect_model.quality import assess
+from defect_model.runs import get_active, set_active
+from review_support import PLANTED, VAL, make_dataset, write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+# The candidate fixes pit_0002 and the planted photo's label, and breaks ok_0001.
+BETTER = [(p, "scratch" if p == PLANTED else t, {"pit/pit_0002.png": "pit", "ok/ok_0001.png": "scratch"}.get(p, pr), c)
+          for p, t, pr, c in VAL]
+COLLAPSED = [(p, t, "ok", 0.9) for p, t, _, _ in VAL]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("models") / "data")
+
+
+@pytest.fixture()
+def runs(dataset, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(root))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "app-data" / "inspections.sqlite"))
+    made = {
+        "base": write_run(root, dataset, "20260101-120000-resnet18-base"),
+        "better": write_run(root, dataset, "20260102-120000-resnet18-better", rows=BETTER,
+                            started="2026-01-02T12:00:00+00:00"),
+        "collapsed": write_run(root, dataset, "20260103-120000-resnet18-flat", rows=COLLAPSED,
+                               started="2026-01-03T12:00:00+00:00"),
+    }
+    set_active(made["base"], by="setup", root=root)
+    return made
+
+
+def open_models(who: str = "eng") -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["inspector"] = who
+    at.switch_page("pages/models.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def frame(at: AppTest, column: str):
+    """The first table on the page that has this column."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def test_every_run_is_a_row_and_the_defect_miss_rate_comes_first(runs, dataset):
+    at = open_models()
+    table = frame(at, "flag")
+    assert table["run"].tolist() == [runs[k].run_id for k in ("collapsed", "better", "base")]
+    assert list(table.columns[:3]) == ["active", "run", "defect miss rate"]
+    for name, run in runs.items():
+        row = table.set_index("run").loc[run.run_id]
+        quality = assess(run.read_metrics(), ["ok"])
+        assert row["defect miss rate"] == pytest.approx(quality.defect_miss_rate)
+        assert row["val accuracy"] == pytest.approx(quality.accuracy)
+        assert row["recall per class"] == ", ".join(f"{c} {r:.0%}" for c, r in quality.recall.items())
+        assert row["flag"].startswith("COLLAPSED") == (name == "collapsed")
+        assert (row["status"], row["training time"], row["dataset"]) == ("done", "8 s", str(dataset))
+    assert table.set_index("run").loc[runs["base"].run_id, "active"] == "★ active"
+    # The page's first number is the active model's defect miss rate.
+    assert at.metric[0].label == "Defect miss rate"
+
+
+def test_compare_lists_the_changed_photos(runs):
+    at = open_models()
+    at.selectbox(key="compare_a").set_value(runs["base"].run_id)
+    at.selectbox(key="compare_b").set_value(runs["better"].run_id)
+    at.run()
+    changed = frame(at, "outcome")
+    expected = compare_runs(runs["base"], runs["better"]).changed
+    assert changed["path"].tolist() == expected["path"].tolist() == ["ok/ok_0001.png", "pit/pit_0002.png"]
+    assert changed["outcome"].tolist() == ["broken", "fixed"]
+    assert any("2 validation photo(s) changed prediction" in m.value and "1 fixed, 1 broken" in m.value
+               for m in at.markdown)
+    assert any("B gets 1 photo(s) wrong that A got right" in w.value for w in at.warning)
+    metrics = frame(at, "B − A")
+    assert metrics["metric"].iloc[0] == "defect miss rate"
+
+
+def test_make_active_records_who_and_when(runs):
+    at = open_models(who="ana")
+    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    at.button(key=f"activate_{runs['better'].run_id}").click().run()
+    record = get_active()
+    assert record["run_id"] == runs["better"].run_id and record["by"] == "ana" and record["at"]
+    assert any("is now the active model" in s.value for s in at.success)
+    assert activation_history()[0]["run_id"] == runs["better"].run_id
+
+
+def test_a_collapsed_model_needs_an_override_reason(runs):
+    at = open_models()
+    flat = runs["collapsed"].run_id
+    at.selectbox(key="manage_run").set_value(flat).run()
+    assert any("is flagged" in e.value and "never recognises" in e.value for e in at.error)
+    at.button(key=f"activate_{flat}").click().run()
+    assert get_active()["run_id"] == runs["base"].run_id
+    assert any("give an override reason" in e.value for e in at.error)
+    at.text_input(key=f"override_{flat}").input("demo only, line stopped")
+    at.button(key=f"activate_{flat}").click().run()
+    record = get_active()
+    assert record["run_id"] == flat and record["override"] == "demo only, line stopped" and record["by"] == "eng"
+
+
+def test_delete_needs_confirmation_and_spares_the_active_model(runs):
+    at = open_models()
+    victim = runs["collapsed"]
+    at.selectbox(key="manage_run").set_value(victim.run_id).run()
+    assert at.button(key=f"delete_{victim.run_id}").disabled
+    at.checkbox(key=f"confirm_delete_{victim.run_id}").check().run()
+    at.button(key=f"delete_{victim.run_id}").click().run()
+    assert not victim.path.exists() and runs["base"].path.exists()
+    assert any(f"Deleted run {victim.run_id}" in s.value for s in at.success)
+    assert victim.run_id not in frame(at, "flag")["run"].tolist()
+    at.selectbox(key="manage_run").set_value(runs["base"].run_id).run()
+    assert not [b for b in at.button if b.key == f"delete_{runs['base'].run_id}"]
+
+
+def test_onnx_export_from_the_page(runs):
+    at = open_models()
+    run = runs["base"]
+    at.selectbox(key="manage_run").set_value(run.run_id).run()
+    at.button(key=f"export_{run.run_id}").click().run()
+    assert not at.exception and (run.path / "model.onnx").is_file()
+    assert any("ONNX opset 17" in c.value and "(batch, 3, 64, 64)" in c.value for c in at.caption)

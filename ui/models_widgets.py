@@ -1,0 +1,297 @@
+"""Widgets of the Models page: every run in one table (defect miss rate first), two runs compared, and
+what can be done with one run (make it active, download it, export it to ONNX, delete it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from defect_model.compare import compare_runs, epoch_curves
+from defect_model.config import TrainConfig
+from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
+                                    run_quality, run_summary)
+from defect_model.runs import RunDir, get_active
+from ui.review_widgets import confusion_figure, quality_header
+
+FLASH = "models_flash"
+COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
+
+
+def current_user() -> str:
+    return str(st.session_state.get("inspector") or "").strip()
+
+
+def flash_ui(where: str) -> None:
+    flash = st.session_state.get(FLASH) or {}
+    if flash.get("where") == where:
+        (st.success if flash["kind"] == "success" else st.error)(flash["text"])
+
+
+def _flash(where: str, kind: str, text: str) -> None:
+    st.session_state[FLASH] = {"where": where, "kind": kind, "text": text}
+
+
+def active_id() -> str | None:
+    record = get_active()
+    return record.get("run_id") if record else None
+
+
+# -- the table ---------------------------------------------------------------------------------
+def summaries(runs: list[RunDir], active: str | None) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        try:
+            rows.append(run_summary(run, active))
+        except (OSError, ValueError) as exc:
+            rows.append({"run": run.run_id, "status": "unreadable", "problems": f"{run.config}: {exc}",
+                         "collapsed": False, "active": run.run_id == active})
+    return pd.DataFrame(rows)
+
+
+def runs_table_ui(runs: list[RunDir], active: str | None) -> pd.DataFrame:
+    """Every run as a row. With good classes marked, the defect miss rate is the first number."""
+    table = summaries(runs, active)
+    has_good = table.get("defect_miss_rate") is not None and table["defect_miss_rate"].notna().any()
+    view = pd.DataFrame({
+        "active": table["active"].map(lambda a: "★ active" if a else ""),
+        "run": table["run"],
+    })
+    if has_good:
+        view["defect miss rate"] = table["defect_miss_rate"]
+    view["worst recall"] = [None if pd.isna(r) else f"{r:.0%} ({c})"
+                            for r, c in zip(table.get("worst_recall", []), table.get("worst_class", []))]
+    view["recall per class"] = table.get("recall", "")
+    view["val accuracy"] = table.get("accuracy")
+    view["macro-F1"] = table.get("macro_f1")
+    view["flag"] = [("COLLAPSED: " + p) if c else "" for c, p in zip(table["collapsed"], table.get("problems", ""))]
+    view["date"] = table.get("date", "")
+    view["dataset"] = table.get("dataset", "")
+    view["classes"] = table.get("classes", "")
+    view["settings"] = table.get("settings", "")
+    view["training time"] = [None if pd.isna(s) else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+                             for s in table.get("training_s", [])]
+    view["status"] = table.get("status", "")
+    view["retrained from"] = table.get("parent", "")
+    collapsed = table["collapsed"].fillna(False).tolist()
+
+    def paint(row):
+        red = "color: #c62828; font-weight: 600" if collapsed[row.name] else ""
+        return [red] * len(row)
+
+    formats = {"val accuracy": "{:.1%}", "macro-F1": "{:.3f}"}
+    if has_good:
+        formats["defect miss rate"] = "{:.1%}"
+    st.dataframe(view.style.apply(paint, axis=1).format(formats, na_rep="–"), hide_index=True, key="runs_table")
+    if any(collapsed):
+        st.caption(":red[Rows in red are collapsed models: they would pass defective parts and cannot be made active "
+                   "without an override reason.]")
+    return view
+
+
+def active_summary_ui(runs: list[RunDir], active: str | None) -> None:
+    run = next((r for r in runs if r.run_id == active), None)
+    if run is None:
+        st.info("No active model. Pick a finished run below and make it active.")
+        return
+    metrics = run.read_metrics()
+    record = get_active() or {}
+    st.markdown(f"**Active model** `{run.run_id}` — chosen by {record.get('by') or '?'} at "
+                f"{str(record.get('at', ''))[:16].replace('T', ' ')} UTC"
+                + (f"; override: {record['override']}" if record.get("override") else ""))
+    if metrics:
+        quality_header(metrics, TrainConfig.from_yaml(run.config).good_classes)
+
+
+# -- compare -----------------------------------------------------------------------------------
+def compare_pick_ui(runs: list[RunDir], active: str | None) -> tuple[RunDir | None, RunDir | None]:
+    done = [r for r in runs if r.metrics.is_file() and r.val_predictions.is_file()]
+    if len(done) < 2:
+        st.info("Comparing needs two runs with validation results.")
+        return None, None
+    ids = [r.run_id for r in done]
+    if st.session_state.get("compare_a") not in ids:
+        st.session_state["compare_a"] = active if active in ids else ids[1]
+    if st.session_state.get("compare_b") not in ids:
+        st.session_state["compare_b"] = next(i for i in ids if i != st.session_state["compare_a"])
+    left, right = st.columns(2)
+    a = left.selectbox("Run A (baseline)", ids, key="compare_a")
+    b = right.selectbox("Run B (candidate)", ids, key="compare_b")
+    if a == b:
+        st.warning("Pick two different runs.")
+        return None, None
+    return done[ids.index(a)], done[ids.index(b)]
+
+
+def curves_figure(a: RunDir, b: RunDir) -> go.Figure:
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation accuracy and macro-F1"))
+    for tag, run in (("a", a), ("b", b)):
+        curves = epoch_curves(run)
+        name = f"{tag.upper()} {run.run_id}"
+        color = COLORS[tag]
+        for column, dash, col in (("train_loss", "dot", 1), ("val_loss", "solid", 1),
+                                  ("val_accuracy", "solid", 2), ("val_macro_f1", "dot", 2)):
+            figure.add_trace(go.Scatter(x=curves["epoch"], y=curves[column], mode="lines+markers",
+                                        name=f"{tag.upper()} {column.replace('_', ' ')}", legendgroup=name,
+                                        line={"color": color, "dash": dash}), row=1, col=col)
+    figure.update_xaxes(title_text="epoch", dtick=1)
+    figure.update_layout(height=400, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         legend={"orientation": "h", "y": -0.22, "yanchor": "top"})
+    return figure
+
+
+def comparison_ui(a: RunDir, b: RunDir) -> None:
+    try:
+        result = compare_runs(a, b)
+    except (FileNotFoundError, ValueError) as exc:
+        st.error(str(exc))
+        return
+    quality_a, quality_b = run_quality(a), run_quality(b)
+    left, right = st.columns(2)
+    for column, tag, run, quality in ((left, "A", a, quality_a), (right, "B", b, quality_b)):
+        with column:
+            st.markdown(f"**{tag}** `{run.run_id}`")
+            quality_header(run.read_metrics(), TrainConfig.from_yaml(run.config).good_classes, compact=True)
+    st.plotly_chart(curves_figure(a, b), key="compare_curves")
+    table = result.metrics.copy()
+    table["better"] = table["better"].map({"a": "A", "b": "B", "": ""})
+    st.dataframe(table.rename(columns={"a": "A", "b": "B", "delta": "B − A"}), hide_index=True, key="compare_metrics",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("A", "B", "B − A")})
+    left, right = st.columns(2)
+    for column, tag, run in ((left, "A", a), (right, "B", b)):
+        metrics = run.read_metrics()
+        column.plotly_chart(confusion_figure(metrics["confusion_matrix"], metrics["classes"],
+                                             title=f"{tag}: {run.run_id}", height=320 + 30 * len(metrics["classes"])),
+                            key=f"compare_cm_{tag}", config={"displayModeBar": False})
+    changed = result.changed
+    st.markdown(f"**{len(changed)} validation photo(s) changed prediction** out of {result.common_photos} in both: "
+                f"{result.fixed} fixed, {result.broken} broken, {len(changed) - result.fixed - result.broken} "
+                "still wrong (judged against B's labels, which include corrections).")
+    if result.broken:
+        st.warning(f"B gets {result.broken} photo(s) wrong that A got right. Look at them before making B active.",
+                   icon=":material/warning:")
+    if result.only_a or result.only_b:
+        st.caption(f"Only in A: {len(result.only_a)} photo(s) (e.g. dropped as unusable); only in B: "
+                   f"{len(result.only_b)}.")
+    if not changed.empty:
+        st.dataframe(changed, hide_index=True, key="changed_table",
+                     column_config={"conf_a": st.column_config.NumberColumn("A confidence", format="%.2f"),
+                                    "conf_b": st.column_config.NumberColumn("B confidence", format="%.2f"),
+                                    "pred_a": "A predicted", "pred_b": "B predicted",
+                                    "true_label_a": "A's label"})
+
+
+# -- one run: activate, download, export, delete ----------------------------------------------
+def manage_pick_ui(runs: list[RunDir], active: str | None) -> RunDir:
+    ids = [r.run_id for r in runs]
+    if st.session_state.get("manage_run") not in ids:
+        newest_done = next((r.run_id for r in runs if r.status().get("state") == "done"), ids[0])
+        st.session_state["manage_run"] = newest_done
+    chosen = st.selectbox("Run", ids, key="manage_run",
+                          format_func=lambda rid: rid + ("  (active model)" if rid == active else ""))
+    return runs[ids.index(chosen)]
+
+
+def _activate(run: RunDir, who: str, reason_key: str | None) -> None:
+    reason = st.session_state.get(reason_key, "") if reason_key else ""
+    try:
+        record = activate(run, who, reason)
+    except ActivationError as exc:
+        _flash("activate", "error", str(exc))
+        return
+    _flash("activate", "success", f"{run.run_id} is now the active model (by {record['by']}, {record['at']})"
+           + (f", override: {record['override']}" if record.get("override") else "") + ".")
+
+
+def activate_ui(run: RunDir, who: str, active: str | None) -> None:
+    flash_ui("activate")
+    if run.run_id == active:
+        st.success(f"{run.run_id} is the active model.", icon=":material/star:")
+        return
+    quality = run_quality(run)
+    state = run.status().get("state")
+    if quality is None:
+        st.info(f"{run.run_id} has no validation results yet ({state}); it cannot become active.")
+        return
+    if not who:
+        st.warning("Enter your name in the sidebar: the active model is recorded with who chose it.")
+    needs_override = quality.collapsed or state != "done"
+    reason_key = None
+    if needs_override:
+        why = "; ".join(quality.problems) if quality.collapsed else f"the run is {state}, not finished"
+        st.error(f"{run.run_id} is flagged: {why}. It can only be made active with an override reason, which is "
+                 "recorded.", icon=":material/warning:")
+        reason_key = f"override_{run.run_id}"
+        st.text_input("Override reason", key=reason_key, placeholder="why this model must go live anyway")
+    st.button("Make active anyway" if needs_override else "Make active", key=f"activate_{run.run_id}",
+              type="secondary" if needs_override else "primary", on_click=_activate, args=(run, who, reason_key),
+              disabled=not who)
+
+
+def downloads_ui(run: RunDir) -> None:
+    from defect_model.export import ExportError, cached_export, export_onnx
+
+    if not run.checkpoint.is_file():
+        st.info(f"{run.checkpoint}: no checkpoint yet.")
+        return
+    size_mb = run.checkpoint.stat().st_size / 1e6
+    left, right = st.columns(2)
+    left.download_button(f"Download checkpoint.pt ({size_mb:.1f} MB)", data=run.checkpoint.read_bytes,
+                         file_name=f"{run.run_id}-checkpoint.pt", mime="application/octet-stream",
+                         key=f"download_ckpt_{run.run_id}", icon=":material/download:")
+    left.caption("PyTorch state_dict plus JSON metadata; load with "
+                 "`defect_model.inference.Predictor.from_checkpoint` (weights_only).")
+    export = cached_export(run)
+    with right:
+        if export is None and st.button("Export to ONNX", key=f"export_{run.run_id}",
+                                        help="Exports model.onnx and checks its outputs against torch."):
+            try:
+                with st.spinner("Exporting and checking against torch…"):
+                    export = export_onnx(run)
+            except ExportError as exc:
+                st.error(str(exc))
+        if export is not None:
+            from pathlib import Path
+
+            path = Path(export.path)
+            st.download_button(f"Download model.onnx ({path.stat().st_size / 1e6:.1f} MB)", data=path.read_bytes,
+                               file_name=f"{run.run_id}.onnx", mime="application/octet-stream",
+                               key=f"download_onnx_{run.run_id}", icon=":material/download:")
+            st.caption(export.describe())
+
+
+def _delete(run: RunDir, confirm_key: str) -> None:
+    if not st.session_state.get(confirm_key):
+        _flash("delete", "error", "Tick the confirmation box first.")
+        return
+    try:
+        delete_run(run)
+    except DeleteError as exc:
+        _flash("delete", "error", str(exc))
+        return
+    for key in ("manage_run", "compare_a", "compare_b", "review_run", confirm_key):
+        st.session_state.pop(key, None)
+    _flash("delete", "success", f"Deleted run {run.run_id} ({run.path}).")
+
+
+def delete_ui(run: RunDir, active: str | None) -> None:
+    flash_ui("delete")
+    if run.run_id == active:
+        st.caption("The active model cannot be deleted; make another run active first.")
+        return
+    confirm_key = f"confirm_delete_{run.run_id}"
+    st.checkbox(f"Yes, delete {run.run_id} and all its files (checkpoint, metrics, logs). This cannot be undone.",
+                key=confirm_key)
+    st.button("Delete run", key=f"delete_{run.run_id}", on_click=_delete, args=(run, confirm_key),
+              disabled=not st.session_state.get(confirm_key), icon=":material/delete:")
+
+
+def history_ui() -> None:
+    history = activation_history()
+    if not history:
+        st.caption("No model has been made active from here yet.")
+        return
+    table = pd.DataFrame(history)
+    columns = [c for c in ("at", "run_id", "by", "override", "headline") if c in table.columns]
+    st.dataframe(table[columns], hide_index=True, key="history_table")

@@ -1,0 +1,107 @@
+"""Headless Chromium: review a finished run, open a confusion cell, relabel a photo, retrain with the
+correction, then compare the two runs on Models and make the new one active. Screenshots go to
+tests/artifacts/review/."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from browser_support import streamlit_server
+from defect_model.runs import RunDir, get_active, list_runs, set_active
+from defect_model.store import InspectionStore
+from review_support import PLANTED, make_dataset, tree_fingerprint, write_run
+
+
+
+def _shot(page, folder, name):
+    page.mouse.move(5, 5)  # no tooltip over the picture
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def _click_cell(page, true_label: str, pred_label: str) -> None:
+    """Click the middle of one cell of the confusion-matrix heatmap."""
+    chart = page.locator(".js-plotly-plot").first
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    point = chart.evaluate(
+        """(gd, cell) => { const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+             return {x: xa._offset + xa.d2p(cell[1]), y: ya._offset + ya.d2p(cell[0])}; }""",
+        [true_label, pred_label])
+    page.mouse.click(box["x"] + point["x"], box["y"] + point["y"])
+
+
+def _wait_for_text(page, text: str, timeout_s: float) -> None:
+    page.get_by_text(text).first.wait_for(timeout=timeout_s * 1000)
+
+
+def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_dir):
+    shots = artifacts_dir / "review"
+    shots.mkdir(parents=True, exist_ok=True)
+    dataset = make_dataset(tmp_path / "dataset")
+    runs_dir, app_data = tmp_path / "runs", tmp_path / "app-data"
+    app_data.mkdir()
+    first = write_run(runs_dir, dataset)
+    set_active(first, by="setup", root=runs_dir)
+    before = tree_fingerprint(dataset)
+
+    with streamlit_server(runs_dir, app_data) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.get_by_label("Inspector name").fill("Ana")
+        page.get_by_label("Inspector name").press("Enter")
+        page.get_by_role("link", name="Review", exact=True).click()
+        _wait_for_text(page, "Click a cell", 90)
+        _shot(page, shots, "01-review")
+
+        # Open the cell "pit predicted as scratch" by clicking it in the plotly heatmap.
+        _click_cell(page, "pit", "scratch")
+        _wait_for_text(page, "photo(s) of pit predicted as scratch", 60)
+        card = page.locator(".st-key-card-cell-0")
+        card.get_by_text("Grad-CAM: true pit").wait_for()
+        card.scroll_into_view_if_needed()
+        _shot(page, shots, "02-cell-opened")
+
+        # The planted photo is a scratch filed as pit: relabel it to scratch (the model's prediction).
+        assert PLANTED in card.inner_text()
+        card.get_by_role("button", name="Relabel").click()
+        _wait_for_text(page, "relabelled to scratch. Saved as a correction.", 60)
+        _shot(page, shots, "03-relabelled")
+        rows = InspectionStore(app_data / "inspections.sqlite").corrections()
+        assert len(rows) == 1 and rows.loc[0, "new_label"] == "scratch" and rows.loc[0, "who"] == "Ana"
+
+        # Retrain with the correction (a real background job; tiny, about 10-30 s).
+        page.get_by_role("tab", name="Retrain with corrections").click()
+        page.get_by_role("button", name="Retrain with corrections").click()
+        _wait_for_text(page, "Compare it with this run on the Models page", 180)
+        _shot(page, shots, "04-retrained")
+        second = next(run for run in list_runs(runs_dir) if run.run_id != first.run_id)
+        assert second.status()["state"] == "done"
+        val = pd.read_csv(second.val_predictions)
+        assert val.loc[val["path"] == PLANTED, "true_label"].item() == "scratch"
+
+        # Models: compare the two runs (A = active, B = the retrain by default) and make the new one active.
+        page.get_by_role("link", name="Models", exact=True).click()
+        _wait_for_text(page, "validation photo(s) changed prediction", 90)
+        page.get_by_text("Compare two runs").scroll_into_view_if_needed()
+        _shot(page, shots, "05-compare")
+        reason = page.get_by_label("Override reason")
+        if reason.count():  # a one-epoch model on 15 photos is usually flagged as collapsed
+            reason.fill("browser test: tiny model, never used for inspection")
+            reason.press("Enter")
+            page.get_by_role("button", name="Make active anyway").click()
+        else:
+            page.get_by_role("button", name="Make active", exact=True).click()
+        _wait_for_text(page, "is now the active model", 60)
+        _shot(page, shots, "06-activated")
+
+    record = get_active(runs_dir)
+    assert record["run_id"] == second.run_id and record["by"] == "Ana"
+    assert tree_fingerprint(dataset) == before, "the review must never edit or delete dataset files"
+    parent = json.loads((second.path / "retrain.json").read_text())
+    assert parent["parent_run"] == first.run_id and parent["by"] == "Ana"

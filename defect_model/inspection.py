@@ -516,6 +516,23 @@ def load_stored_photo(result: FileResult, max_side: int = EXPORT_SIDE) -> Image.
     return photo
 
 
+def heatmap_for_class(predictor, result: FileResult, class_index: int) -> np.ndarray | None:
+    """[0, 1] model-sized Grad-CAM map of `result`'s photo for any class; None when the stored photo is gone.
+
+    The predicted class's map is the one computed at inspection; other classes are computed from
+    the stored copy, so `predictor` must be the model the photo was inspected with.
+    """
+    if result.heatmap is not None and class_index == result.predicted_index:
+        return result.heatmap_float()
+    if not result.photo_path or not Path(result.photo_path).is_file():
+        return None
+    from .explain import heatmaps
+
+    array = predictor.prepare(load_image(result.photo_path, result.name), result.name)
+    _, maps = heatmaps(predictor, [array], [int(class_index)])
+    return np.clip(maps[0], 0, 1)
+
+
 def overlay_name(result: FileResult) -> str:
     stem = Path(result.name.replace("/", "_")).stem
     return f"{result.index + 1:04d}_{stem}_gradcam_{result.predicted}.png"

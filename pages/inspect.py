@@ -1,4 +1,34 @@
+"""Inspect: upload product photos, get a verdict, every class's confidence and a Grad-CAM heatmap for each;
+export the results; every inspection is logged."""
+
 import streamlit as st
 
-st.title("Inspect")
-st.info("This page arrives in its own issue.")
+from ui.inspect_history import history_ui
+from ui.inspect_model import active_model_ui
+from ui.inspect_widgets import results_ui, session_queue, store_ui, submit, threshold_ui, upload_ui
+
+
+def main() -> None:
+    st.title("Inspect")
+    model = active_model_ui()
+    if model is None:
+        return
+    store = store_ui()
+    if store is None:
+        return
+    inspect_tab, log_tab = st.tabs(["Inspect photos", "Inspection log"])
+    with inspect_tab:
+        upload_col, threshold_col = st.columns([3, 1])
+        with threshold_col:
+            threshold = threshold_ui()
+        with upload_col:
+            files = upload_ui()
+        queue = session_queue()
+        if files:
+            submit(queue, model, files, threshold, store)
+        results_ui(queue, model, threshold, store)
+    with log_tab:
+        history_ui(store, model.classes)
+
+
+main()

@@ -1,8 +1,11 @@
 import io
 import struct
+import subprocess
+import sys
 import threading
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +15,8 @@ from PIL import Image
 
 from defect_model.inference import Predictor, Preprocessing
 from defect_model.inspection import (InspectionQueue, InspectionSettings, decide_verdict, expand_uploads,
-                                     inspect_batch, overlays_zip, results_csv, results_table, verdict_counts)
+                                     heatmap_for_class, inspect_batch, overlays_zip, results_csv, results_table,
+                                     verdict_counts)
 from defect_model.model import build_model
 from defect_model.store import InspectionStore, sha256_bytes
 from defect_model.synthetic import make_sample
@@ -241,3 +245,26 @@ def test_results_table_csv_and_overlays_zip(predictor, store):
         assert np.abs(np.asarray(first, dtype=int) - np.asarray(Image.open(io.BytesIO(files[0][1])).convert("RGB"),
                                                                  dtype=int)).mean() > 5  # a heatmap is drawn
         assert "bad.png" in archive.read("errors.txt").decode()
+
+
+def test_heatmap_for_another_class_comes_from_the_stored_photo(predictor, store):
+    from defect_model.explain import fast_gradcam
+
+    data = sample_png("crack", 7)
+    result = inspect_batch(predictor, expand_uploads([("c.png", data)]), SETTINGS, store)[0]
+    predicted = result.predicted_index
+    other = (predicted + 1) % len(CLASSES)
+    assert np.array_equal(heatmap_for_class(predictor, result, predicted), result.heatmap_float())
+    heat = heatmap_for_class(predictor, result, other)
+    _, expected = fast_gradcam(predictor, [predictor.prepare(data)], [other])
+    np.testing.assert_allclose(heat, expected[0], atol=1e-5)
+    assert np.abs(heat - result.heatmap_float()).mean() > 0.01  # another class, another map
+
+    Path(result.photo_path).unlink()
+    assert heatmap_for_class(predictor, result, other) is None
+
+
+def test_inspection_code_never_imports_streamlit_or_torch_at_import():
+    code = "import sys, defect_model.inspection; print('streamlit' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -1,0 +1,60 @@
+"""Helpers for the Inspect page's app and browser tests: an active model in a private runs folder, photos."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from defect_model.config import TrainConfig
+from defect_model.runs import RunDir, activation_problems, set_active
+from defect_model.synthetic import make_sample
+
+
+def install_active_run(source: RunDir, runs_dir: Path, good_classes=("ok",), data_dir: str | None = None) -> RunDir:
+    """Copy a trained run into `runs_dir`, mark its good classes (and data folder), and make it active there."""
+    run = RunDir(Path(shutil.copytree(source.path, runs_dir / source.run_id)))
+    cfg = TrainConfig.from_yaml(run.config)
+    changes = {"good_classes": list(good_classes)}
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    dataclasses.replace(cfg, **changes).to_yaml(run.config)
+    # These tests are about the page, not the model's accuracy: a flagged model is activated with a reason.
+    reason = "page test; its accuracy does not matter" if activation_problems(run) else ""
+    set_active(run, by="test", override_reason=reason, root=runs_dir)
+    return run
+
+
+def photo_bytes(label: str, seed: int, size: int = 96, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    make_sample(label, np.random.default_rng(seed), size)[0].save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def corrupt_png(seed: int = 0) -> bytes:
+    """A PNG cut off half-way, as from an interrupted copy."""
+    data = photo_bytes("pit", seed)
+    return data[: len(data) // 2]
+
+
+def keep_app_py_as_the_router(monkeypatch) -> None:
+    """Make AppTest run app.py (st.navigation) on every rerun, not only the first.
+
+    AppTest resets PagesManager.uses_pages_directory before each run, and since a
+    `pages/` folder sits beside app.py it re-detects an old-style (MPA v1) app and
+    from the second run on runs the page script alone: no sidebar, no inspector
+    name. `streamlit run` does not do this (st.navigation clears the flag once per
+    session), so the tests restore that.
+    """
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.pages_manager import PagesManager
+
+    class NavigationPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)

@@ -1,0 +1,225 @@
+"""App tests of the Inspect page (streamlit.testing.v1.AppTest on app.py, the page that opens by default)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Block
+
+from defect_model.metrics import summarize
+from defect_model.runs import RunDir, get_active, new_run_dir, write_json_atomic
+from defect_model.store import InspectionStore, sha256_bytes
+from defect_model.synthetic import demo_config
+from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, photo_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_runs(trained_run, tmp_path_factory) -> Path:
+    """A runs folder whose active model is the trained demo-set run, with "ok" as the good class."""
+    runs = tmp_path_factory.mktemp("inspect-runs")
+    install_active_run(trained_run, runs)
+    return runs
+
+
+@pytest.fixture(autouse=True)
+def router(monkeypatch):
+    keep_app_py_as_the_router(monkeypatch)
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, model_runs):
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(model_runs))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    return tmp_path
+
+
+def app(inspector: str = "Ana") -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    if inspector:
+        at.sidebar.text_input(key="inspector").input(inspector)
+        at.run()
+    return at
+
+
+def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    """Upload like the browser does, then wait for the background queue and redraw."""
+    at.file_uploader[0].set_value([(name, data, "application/octet-stream") for name, data in files])
+    at.run()
+    assert at.session_state["inspect_queue"].wait(90)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, int]:
+    return {m.label: int(m.value) for m in at.metric}
+
+
+def cards(at: AppTest) -> dict[str, tuple[int, list[str]]]:
+    """The result cards by key: (number of images, error messages) in each."""
+    found = {}
+    for node in at.main:
+        key = getattr(node, "key", None) or ""
+        if isinstance(node, Block) and key.startswith("inspect-result-"):
+            found[key] = (sum(1 for n in node if n.type == "image"),
+                          [n.value for n in node if n.type == "error"])
+    return found
+
+
+def store() -> InspectionStore:
+    return InspectionStore()
+
+
+# -- without a model -----------------------------------------------------------------
+def test_without_a_model_the_page_says_so_and_trains_then_offers_the_demo_model(tmp_path, monkeypatch, trained_run):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db.sqlite"))
+    started = []
+
+    def fake_start(cfg):  # the real one starts a two-minute training process
+        started.append(cfg)
+        run = new_run_dir(runs, cfg.backbone)
+        cfg.to_yaml(run.config)
+        run.write_status("running", pid=__import__("os").getpid())
+        return run
+
+    monkeypatch.setattr("ui.inspect_model.start_training", fake_start)
+    at = app(inspector="")
+    assert "No model is active yet" in at.info[0].value
+    assert not at.file_uploader
+    train = next(b for b in at.button if b.label == "Train the demo model")
+    train.click().run()
+    assert not at.exception, at.exception
+    assert len(started) == 1 and started[0] == demo_config(tmp_path / "data" / "demo")
+    assert len(list((tmp_path / "data" / "demo" / "ok").glob("*.png"))) == 60  # the demo photos exist
+    assert "Training" in at.get("progress")[0].proto.text
+
+    # The job finishes with a useless model: the page says so and does not offer it.
+    job = RunDir(next(p for p in runs.iterdir() if p.is_dir()))
+    classes = ["crack", "ok", "pit", "scratch", "stain"]
+    (job.path / "checkpoint.pt").write_bytes(trained_run.checkpoint.read_bytes())
+    everything_ok = np.zeros((5, 5))
+    everything_ok[:, 1] = 8  # predicts "ok" for every photo: it would pass every defect
+    write_json_atomic(job.metrics, summarize(everything_ok, classes))
+    job.write_status("done", val_accuracy=0.2)
+    at.run()
+    assert any("cannot be used here" in e.value and "recall 0" in e.value for e in at.error)
+    assert not [b for b in at.button if b.label == "Use the demo model"]
+
+    # A good model is offered, and using it opens the inspection view.
+    write_json_atomic(job.metrics, summarize(np.eye(5) * 8, classes))
+    at.run()
+    assert "is trained" in at.success[0].value
+    next(b for b in at.button if b.label == "Use the demo model").click().run()
+    assert not at.exception, at.exception
+    assert get_active(runs)["run_id"] == job.run_id
+    assert len(at.file_uploader) == 1
+    assert f"Model `{job.run_id}`" in at.caption[0].value
+
+
+# -- with a model ---------------------------------------------------------------------
+def test_good_upload_gives_verdicts_charts_heatmaps_and_log_rows(env):
+    files = [("ok-part.png", photo_bytes("ok", 11)), ("pitted.png", photo_bytes("pit", 12))]
+    at = upload(app(), files)
+    counts = metrics(at)
+    assert counts["Error"] == 0 and sum(counts.values()) == 2
+    assert "2 files · per class:" in at.caption.values[-1] or any("2 files" in c for c in at.caption.values)
+    assert cards(at) == {"inspect-result-0": (1, []), "inspect-result-1": (1, [])}  # an overlay each
+    # Detail of the first photo: the photo, its heatmap, and a probability chart over every class.
+    assert len(at.get("plotly_chart")) == 1
+    captions = [img.proto.imgs[0].caption for img in at.image]
+    assert any(c.startswith("Photo, 96x96") for c in captions) and any("Grad-CAM" in c for c in captions)
+    assert len(at.image) == 4  # detail photo + detail overlay + two grid overlays
+
+    log = store().inspections().sort_values("id")
+    assert list(log["file_name"]) == ["ok-part.png", "pitted.png"]
+    assert set(log["inspector"]) == {"Ana"} and set(log["verdict"]) <= {"pass", "reject", "needs_person"}
+    assert list(log["sha256"]) == [sha256_bytes(data) for _, data in files]
+    assert all(Path(p).read_bytes() == data for p, (_, data) in zip(log["photo_path"], files))
+
+    # The class toggle redraws the heatmap for another class.
+    toggle = at.selectbox(key="inspect_cam_class_0")
+    other = next(c for c in toggle.options if "(predicted)" not in c)
+    toggle.select(other).run()
+    assert not at.exception, at.exception
+    assert any(f"where the model sees “{other}”" in img.proto.imgs[0].caption for img in at.image)
+
+
+def test_bad_uploads_get_a_message_each_and_the_rest_is_inspected(env):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("line-3/crack.png", photo_bytes("crack", 21))
+        zf.writestr("line-3/readme.txt", b"shift notes")
+    files = [("good.png", photo_bytes("stain", 20)), ("half.png", corrupt_png()), ("notes.txt", b"hello"),
+             ("batch.zip", archive.getvalue()), ("broken.zip", b"PK not a zip")]
+    at = upload(app(), files)
+    errors = [e.value for e in at.error]
+    for name in ("half.png", "notes.txt", "batch.zip/line-3/readme.txt", "broken.zip"):
+        assert any(message.startswith(name + ":") for message in errors), (name, errors)
+    assert any("damaged or truncated" in m and "Export the photo again" in m for m in errors)
+    assert metrics(at)["Error"] == 4 and sum(metrics(at).values()) == 6
+    shown = cards(at)
+    assert len(shown) == 6 and sum(images for images, _ in shown.values()) == 2
+    assert sum(len(messages) for _, messages in shown.values()) == 4
+
+    log = store().inspections()
+    assert len(log) == 6  # nothing uploaded is missing from the log
+    assert sorted(log.loc[log["verdict"] == "error", "file_name"]) == sorted(
+        ["half.png", "notes.txt", "batch.zip/line-3/readme.txt", "broken.zip"])
+    assert set(log.loc[log["verdict"] != "error", "file_name"]) == {"good.png", "batch.zip/line-3/crack.png"}
+
+
+def test_the_threshold_decides_needs_a_person(env):
+    at = upload(app(), [(f"p{i}.png", photo_bytes(label, 30 + i)) for i, label in enumerate(["ok", "pit", "crack"])])
+    results = at.session_state["inspect_queue"].results()
+    at.slider(key="inspect_threshold").set_value(0.99).run()
+    unsure = sum(r.confidence < 0.99 for r in results)
+    assert metrics(at)["Needs a person"] == unsure and metrics(at)["Pass"] + metrics(at)["Reject"] == 3 - unsure
+    at.slider(key="inspect_threshold").set_value(1.0).run()
+    assert metrics(at)["Needs a person"] == sum(r.confidence < 1.0 for r in results) >= unsure
+    at.slider(key="inspect_threshold").set_value(0.0).run()
+    counts = metrics(at)
+    assert counts["Needs a person"] == 0 and counts["Pass"] + counts["Reject"] == 3
+    predicted = [r.predicted for r in results]
+    assert counts["Pass"] == predicted.count("ok")  # "ok" is the good class; every other class is a reject
+    # The log keeps the verdicts given at inspection time (default threshold 0.7).
+    assert set(store().inspections()["threshold"]) == {0.7}
+
+
+def test_a_correction_is_kept_for_review_and_the_history_filters(env):
+    at = upload(app(), [("a.png", photo_bytes("scratch", 40)), ("bad.png", b"nope")])
+    result = at.session_state["inspect_queue"].results()[0]
+    choice = at.selectbox(key="inspect_correct_label_0")
+    new_label = next(c for c in choice.options if c != "(photo unusable)")
+    choice.select(new_label)
+    at.text_input(key="inspect_correct_note_0").input("dark streak, not a defect")
+    next(b for b in at.button if b.label == "Save correction").click().run()
+    assert not at.exception, at.exception
+    saved = store().corrections()
+    assert len(saved) == 1
+    row = saved.iloc[0]
+    assert (row["source"], row["action"], row["new_label"], row["model_label"]) == (
+        "inspection", "relabel", new_label, result.predicted)
+    assert (row["who"], row["inspection_id"], row["sha256"], row["status"]) == ("Ana", result.inspection_id,
+                                                                                 result.sha256, "pending")
+    assert any("Correction saved" in s.value for s in at.success)
+
+    history = at.dataframe[-1].value
+    assert sorted(history["file_name"]) == ["a.png", "bad.png"]
+    at.multiselect(key="inspect_log_verdicts").select("error").run()
+    assert list(at.dataframe[-1].value["file_name"]) == ["bad.png"]
+    at.multiselect(key="inspect_log_verdicts").unselect("error").run()
+    at.multiselect(key="inspect_log_inspectors").select("Ana").run()
+    assert len(at.dataframe[-1].value) == 2

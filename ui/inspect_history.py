@@ -1,0 +1,61 @@
+"""The inspection log on the Inspect page: filters (date, verdict, class, inspector), table and CSV export."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from defect_model.inspection import VERDICT_LABELS, VERDICTS
+from defect_model.store import InspectionStore
+
+COLUMNS = ["time", "inspector", "file_name", "verdict", "predicted", "confidence", "run_id", "threshold", "error",
+           "sha256", "photo_path", "probabilities", "id"]
+
+
+def history_filters_ui(store: InspectionStore, classes: list[str]) -> dict:
+    """The filter widgets; returns keyword arguments for InspectionStore.inspections."""
+    everything = store.inspections()
+    inspectors = sorted(name for name in everything["inspector"].dropna().unique() if name)
+    known_classes = list(dict.fromkeys(list(classes) + sorted(c for c in everything["predicted"].unique() if c)))
+    today = date.today()
+    days, verdict_col, class_col, who_col = st.columns([1.3, 1, 1, 1])
+    span = days.date_input("Dates (UTC)", value=(today - timedelta(days=30), today), key="inspect_log_dates")
+    verdicts = verdict_col.multiselect("Verdict", VERDICTS, format_func=VERDICT_LABELS.get, key="inspect_log_verdicts")
+    chosen_classes = class_col.multiselect("Predicted class", known_classes, key="inspect_log_classes")
+    chosen_inspectors = who_col.multiselect("Inspector", inspectors, key="inspect_log_inspectors")
+    start, end = (tuple(span) + (None, None))[:2] if isinstance(span, (tuple, list)) else (span, span)
+    return {
+        "since": start.isoformat() if start else None,
+        # ISO times compare as text; "T24" sorts after every time of that day.
+        "until": f"{(end or start).isoformat()}T24" if (end or start) else None,
+        "verdicts": verdicts, "classes": chosen_classes, "inspectors": chosen_inspectors,
+    }
+
+
+def history_ui(store: InspectionStore, classes: list[str]) -> pd.DataFrame:
+    """Every inspection, newest first, filtered; returns the table shown."""
+    st.caption(f"Every inspection is kept in `{store.path}` with a copy of its photo. Corrections go to the "
+               "engineer's review.")
+    filters = history_filters_ui(store, classes)
+    table = store.inspections(**filters)[COLUMNS]
+    st.caption(f"{len(table)} inspections match.")
+    st.download_button("Download log CSV", table.to_csv(index=False).encode(), file_name="inspection-log.csv",
+                       mime="text/csv", icon=":material/download:", key="inspect_log_csv", on_click="ignore")
+    shown = table.assign(probabilities=table["probabilities"].map(_short_probabilities))
+    st.dataframe(shown, hide_index=True, key="inspect_log_table",
+                 column_config={"confidence": st.column_config.NumberColumn(format="percent"),
+                                "threshold": st.column_config.NumberColumn(format="percent"),
+                                "sha256": st.column_config.TextColumn(width="small"),
+                                "photo_path": None, "id": None})
+    return table
+
+
+def _short_probabilities(text: str) -> str:
+    try:
+        probs = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+    return ", ".join(f"{name} {p:.0%}" for name, p in sorted(probs.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,143 @@
+"""The Inspect page's model: the active run, its Predictor and good classes; with none, the demo model offer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from defect_model.config import TrainConfig
+from defect_model.jobs import JobError, running_job, start_training
+from defect_model.runs import ActivationRefused, RunDir, activation_problems, data_root, get_active, list_runs, set_active
+from defect_model.synthetic import demo_config, ensure_demo_dataset
+from ui.resources import active_run, predictor_for
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    run: RunDir
+    predictor: object  # defect_model.inference.Predictor (imported lazily: torch loads on first use)
+    good_classes: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.predictor.classes)
+
+
+def good_classes_of(run: RunDir, predictor) -> list[str]:
+    """The run's settings decide which classes mean a good part; the checkpoint's copy if config.yaml is unreadable."""
+    try:
+        good = TrainConfig.from_yaml(run.config).good_classes
+    except (OSError, ValueError):
+        good = predictor.meta.get("config", {}).get("good_classes", [])
+    return [name for name in good if name in predictor.classes]
+
+
+def active_model_ui() -> ActiveModel | None:
+    """The active model, loaded (cached per checkpoint version); None after saying why there is none."""
+    run = active_run()
+    if run is None:
+        record = get_active()
+        if record:
+            st.warning(f"The active model `{record.get('run_id')}` has no checkpoint any more "
+                       f"({record.get('path', '')}). Choose another model on the Models page.",
+                       icon=":material/warning:")
+        no_model_ui()
+        return None
+    try:
+        predictor = predictor_for(run)
+    except ValueError as exc:  # CheckpointError: the message names the file and what to do
+        st.error(str(exc), icon=":material/error:")
+        return None
+    except Exception as exc:  # e.g. weights that do not fit the network the metadata describes
+        st.error(f"{run.checkpoint}: the model cannot be loaded ({type(exc).__name__}: {exc}). "
+                 "Choose another model on the Models page or retrain this one.", icon=":material/error:")
+        return None
+    model = ActiveModel(run, predictor, good_classes_of(run, predictor))
+    model_line_ui(model)
+    return model
+
+
+def model_line_ui(model: ActiveModel) -> None:
+    good = ", ".join(model.good_classes)
+    st.caption(f"Model `{model.run.run_id}` · classes: {', '.join(model.classes)} · "
+               + (f"good: **{good}**" if good else "no class marked good"))
+    if not model.good_classes:
+        st.caption("This run marks no class as a good part (as in NEU-CLS, where every class is a defect), so no "
+                   "photo passes: a confident prediction is a **reject**, an unsure one goes to a person.")
+
+
+# -- no model yet: the demo model ---------------------------------------------------
+def demo_data_dir() -> Path:
+    return data_root() / "demo"
+
+
+def demo_runs() -> list[RunDir]:
+    """Runs trained on the demo set, newest first."""
+    target = demo_data_dir().resolve()
+    found = []
+    for run in list_runs():
+        try:
+            if Path(TrainConfig.from_yaml(run.config).data_dir).resolve() == target:
+                found.append(run)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def no_model_ui() -> None:
+    st.info("No model is active yet, so photos cannot be inspected. The engineer trains one on the Train page "
+            "and makes it active on the Models page, or you can train the small demo model here "
+            "(a ResNet18 on the built-in synthetic photos, about two minutes) and use it.",
+            icon=":material/info:")
+    job = running_job()
+    finished = [run for run in demo_runs() if run.status().get("state") == "done" and run.checkpoint.is_file()]
+    if job is not None:
+        st.fragment(training_progress_ui, run_every=2)(job)
+    elif finished:
+        use_demo_model_ui(finished[0])
+    elif st.button("Train the demo model", type="primary", icon=":material/model_training:"):
+        start_demo_training()
+
+
+def start_demo_training() -> None:
+    try:
+        data = ensure_demo_dataset(demo_data_dir())
+        run = start_training(demo_config(data))
+    except (JobError, OSError) as exc:
+        st.error(f"The demo model could not be started: {exc}", icon=":material/error:")
+        return
+    st.toast(f"Training {run.run_id} started")
+    st.rerun()
+
+
+def training_progress_ui(job: RunDir) -> None:
+    """Polled every two seconds: the running job's progress; a full rerun once it has finished."""
+    if job.status().get("state") not in ("queued", "running"):
+        st.rerun()
+    steps = [e for e in job.read_events() if e.get("type") == "step"]
+    done = steps[-1]["global_step"] / max(steps[-1]["total_steps"], 1) if steps else 0.0
+    st.progress(done, text=f"Training `{job.run_id}`: {done:.0%}. Follow it on the Train page; "
+                           "this page offers the model when it is done.")
+    st.page_link("pages/train.py", label="Open the Train page", icon=":material/model_training:")
+
+
+def use_demo_model_ui(run: RunDir) -> None:
+    status = run.status()
+    accuracy = status.get("val_accuracy")
+    st.success(f"The demo model `{run.run_id}` is trained"
+               + (f" (validation accuracy {accuracy:.0%})." if accuracy is not None else "."),
+               icon=":material/check_circle:")
+    problems = activation_problems(run)
+    if problems:
+        st.error(f"It cannot be used here: {'; '.join(problems)}. Retrain it on the Train page, or ask the "
+                 "engineer (Models page).", icon=":material/warning:")
+        return
+    if st.button("Use the demo model", type="primary", icon=":material/check:"):
+        try:
+            set_active(run, by=st.session_state.get("inspector", "") or "inspect page")
+        except ActivationRefused as exc:
+            st.error(str(exc), icon=":material/warning:")
+            return
+        st.rerun()

@@ -1,0 +1,334 @@
+"""Widgets and drawing for the Inspect page: upload, threshold, batch summary, grid, detail, export.
+
+Per-user state lives in st.session_state under keys starting with "inspect_";
+the work itself is done by defect_model.inspection in a background queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from defect_model.inspection import (DEFAULT_THRESHOLD, VERDICT_LABELS, FileResult, InspectionQueue,
+                                     InspectionSettings, class_counts, heatmap_for_class, load_stored_photo,
+                                     overlay_for, overlays_zip, results_csv, results_table, verdict_counts)
+from defect_model.store import InspectionStore, default_db_path
+from ui.inspect_model import ActiveModel
+
+QUEUE_KEY = "inspect_queue"
+SEEN_KEY = "inspect_seen_uploads"
+ROUND_KEY = "inspect_upload_round"
+SELECTED_KEY = "inspect_selected"
+GRID_COLUMNS = 4
+PAGE_SIZE = 24
+POLL_SECONDS = 0.5
+BADGES = {"pass": ("green", ":material/check_circle:"), "reject": ("red", ":material/cancel:"),
+          "needs_person": ("orange", ":material/person_search:"), "error": ("gray", ":material/error:")}
+UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
+               "batches while you keep working, and every file is logged.")
+
+
+# -- session state -------------------------------------------------------------------
+def session_queue() -> InspectionQueue:
+    """This browser session's queue (never shared: pages keep no module-level state)."""
+    if QUEUE_KEY not in st.session_state:
+        st.session_state[QUEUE_KEY] = InspectionQueue()
+    return st.session_state[QUEUE_KEY]
+
+
+def inspector_name() -> str:
+    return str(st.session_state.get("inspector", "") or "").strip()
+
+
+def store_ui() -> InspectionStore | None:
+    """The inspection log; without it nothing is inspected (every inspection must be logged)."""
+    try:
+        return InspectionStore()
+    except (OSError, sqlite3.Error) as exc:
+        st.error(f"{default_db_path()}: the inspection log cannot be opened ({exc}). Make the folder writable or "
+                 "set DEFECT_DB to a writable file, then reload the page.", icon=":material/error:")
+        return None
+
+
+# -- input -----------------------------------------------------------------------------
+def threshold_ui() -> float:
+    return st.slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
+                     help="A photo whose most likely class is below this probability goes to a person "
+                          "instead of pass / reject. Changing it re-decides the results shown and exported; "
+                          "the log keeps the verdict given at inspection time.")
+
+
+def upload_ui() -> list[tuple[str, bytes]]:
+    """Files added to the uploader since the last run, as (name, bytes)."""
+    round_ = st.session_state.get(ROUND_KEY, 0)
+    files = st.file_uploader("Product photos", accept_multiple_files=True, key=f"inspect_upload_{round_}",
+                             help=UPLOAD_HELP)
+    st.caption(UPLOAD_HELP)
+    if not inspector_name():
+        st.caption(":orange[Enter your name in the sidebar: each inspection is logged under it.]")
+    seen = st.session_state.setdefault(SEEN_KEY, set())
+    new = [(f.name, f.getvalue()) for f in files or [] if f.file_id not in seen]
+    seen.update(f.file_id for f in files or [])
+    return new
+
+
+def submit(queue: InspectionQueue, model: ActiveModel, files, threshold: float, store: InspectionStore) -> None:
+    settings = InspectionSettings(run_id=model.run.run_id, good_classes=model.good_classes, threshold=threshold,
+                                  inspector=inspector_name())
+    queue.submit(model.predictor, files, settings, store)
+
+
+def clear_results(queue: InspectionQueue) -> None:
+    """Forget the results on the page (the log keeps them) and empty the uploader."""
+    queue.clear()
+    st.session_state[ROUND_KEY] = st.session_state.get(ROUND_KEY, 0) + 1
+    st.session_state[SEEN_KEY] = set()
+    st.session_state.pop(SELECTED_KEY, None)
+
+
+# -- results ------------------------------------------------------------------------------
+def results_ui(queue: InspectionQueue, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
+    """Progress and results; polls while the queue works so results appear batch by batch."""
+    running = queue.running
+    st.fragment(_results_fragment, run_every=POLL_SECONDS if running else None)(
+        queue, model, threshold, store, running)
+
+
+def _results_fragment(queue, model, threshold, store, was_running) -> None:
+    running = queue.running
+    if was_running and not running:
+        st.rerun()  # the whole page, so the polling stops and the log tab is current
+    done, total = queue.progress()
+    if running:
+        progress_ui(queue, done, total)
+    results = queue.results()
+    if not results:
+        if not running:
+            st.caption("Results appear here, photo by photo, as soon as they are inspected.")
+        return
+    summary_ui(results, threshold, model.good_classes)
+    actions_ui(queue, results, threshold, model.good_classes, running)
+    selected = selected_result(results)
+    if selected is not None:
+        with st.container(border=True, key="inspect-detail"):
+            detail_ui(selected, model, threshold, store)
+    grid_or_table_ui(results, threshold, model.good_classes)
+
+
+def progress_ui(queue: InspectionQueue, done: int, total: int) -> None:
+    left, right = st.columns([5, 1], vertical_alignment="center")
+    left.progress(done / max(total, 1), text=f"Inspecting: {done} of {total} files done")
+    if right.button("Stop", icon=":material/stop:", key="inspect_stop",
+                    help="Files not started yet are not inspected; the batch in progress finishes."):
+        queue.stop()
+        st.rerun()
+
+
+def summary_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+    counts = verdict_counts(results, threshold, good_classes)
+    columns = st.columns(4)
+    for column, verdict in zip(columns, ("pass", "reject", "needs_person", "error")):
+        column.metric(VERDICT_LABELS[verdict].capitalize(), counts[verdict], border=True)
+    per_class = class_counts(results)
+    st.caption(f"{len(results)} files · per class: "
+               + " · ".join(f"{name} **{count}**" for name, count in per_class.items()))
+    unlogged = [r.log_error for r in results if r.log_error]
+    if unlogged:
+        st.warning("Some results could not be logged:\n\n" + "\n".join(f"- {m}" for m in unlogged),
+                   icon=":material/warning:")
+
+
+def actions_ui(queue, results, threshold, good_classes, running: bool) -> None:
+    opacity = st.session_state.get("inspect_opacity", 0.45)
+    stamp = results[-1].time.replace(":", "").replace("-", "")[:15]
+    with st.container(horizontal=True):
+        st.download_button("Download results CSV", results_csv(results, threshold, good_classes),
+                           file_name=f"inspection-{stamp}.csv", mime="text/csv", icon=":material/download:",
+                           key="inspect_csv", on_click="ignore")
+        st.download_button("Download heatmap overlays (ZIP)", functools.partial(overlays_zip, results, opacity),
+                           file_name=f"heatmaps-{stamp}.zip", mime="application/zip", icon=":material/folder_zip:",
+                           key="inspect_zip", on_click="ignore", disabled=running)
+        st.button("Clear results", icon=":material/clear_all:", key="inspect_clear", on_click=clear_results,
+                  args=(queue,), help="Empties this page for the next batch; the inspection log keeps everything.")
+
+
+def badge(verdict: str) -> None:
+    colour, icon = BADGES[verdict]
+    st.badge(VERDICT_LABELS[verdict], color=colour, icon=icon)
+
+
+def describe(result: FileResult, verdict: str) -> str:
+    if not result.ok:
+        return "could not be inspected"
+    return f"{result.predicted} · {result.confidence:.0%}"
+
+
+# -- one photo in detail -------------------------------------------------------------------
+def selected_result(results: list[FileResult]) -> FileResult | None:
+    by_index = {r.index: r for r in results}
+    chosen = by_index.get(st.session_state.get(SELECTED_KEY))
+    if chosen is None:
+        chosen = next((r for r in results if r.ok), results[0])
+    return chosen
+
+
+def select(index: int) -> None:
+    st.session_state[SELECTED_KEY] = index
+
+
+def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
+    verdict = result.verdict_at(threshold, model.good_classes)
+    title, tag = st.columns([4, 1], vertical_alignment="center")
+    title.markdown(f"#### {result.name}")
+    with tag:
+        badge(verdict)
+    if not result.ok:
+        st.error(result.error, icon=":material/error:")
+        st.caption(f"Logged as an error (inspection {result.inspection_id}); sha256 `{result.sha256[:16]}…`")
+        return
+    photo = load_stored_photo(result, max_side=1024) or result.thumbnail
+    photo_col, heat_col, chart_col = st.columns([1, 1, 1.3])
+    with heat_col:
+        target = st.selectbox("Heatmap for class", result.classes, index=result.predicted_index,
+                              key=f"inspect_cam_class_{result.index}",
+                              format_func=lambda c: f"{c} (predicted)" if c == result.predicted else c)
+        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
+        heat = class_heatmap_ui(result, model, result.classes.index(target))
+        if heat is not None:
+            st.image(overlay_for(result, opacity, photo, heat), caption=f"Grad-CAM: where the model sees “{target}”",
+                     width="stretch")
+    with photo_col:
+        st.image(photo, caption=f"Photo, {result.photo_size[0]}x{result.photo_size[1]} px", width="stretch")
+        for note in result.notes:
+            st.caption(f":material/info: {note}")
+    with chart_col:
+        st.markdown(f"Predicted **{result.predicted}** with {result.confidence:.1%} "
+                    f"(threshold {threshold:.0%}) → **{VERDICT_LABELS[verdict]}**")
+        st.plotly_chart(probability_chart(result, model.good_classes, threshold),
+                        key=f"inspect_chart_{result.index}", config={"displayModeBar": False})
+        st.caption(f"Model `{result.model_id}` · {result.time.replace('T', ' ')[:19]} UTC · "
+                   f"sha256 `{result.sha256[:16]}…` · inspection {result.inspection_id}")
+        correction_ui(result, store)
+
+
+def class_heatmap_ui(result: FileResult, model: ActiveModel, class_index: int) -> np.ndarray | None:
+    if class_index == result.predicted_index:
+        return result.heatmap_float()
+    if result.model_id != model.run.run_id:
+        st.caption(f"This photo was inspected with model `{result.model_id}`; heatmaps for other classes need "
+                   "that model active. Showing the predicted class.")
+        return result.heatmap_float()
+    heat = _cached_class_heatmap(model.predictor, str(model.run.checkpoint), result.photo_path, result.sha256,
+                                 class_index, result)
+    if heat is None:
+        st.caption("The stored copy of this photo is gone, so only the predicted class's heatmap is available.")
+        return result.heatmap_float()
+    return heat
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the heatmap…")
+def _cached_class_heatmap(_predictor, checkpoint: str, photo_path: str, sha256: str, class_index: int,
+                          _result: FileResult) -> np.ndarray | None:
+    return heatmap_for_class(_predictor, _result, class_index)
+
+
+def probability_chart(result: FileResult, good_classes: list[str], threshold: float) -> go.Figure:
+    """Horizontal bars, one per class, the predicted class in its verdict colour, the threshold as a line."""
+    classes = list(result.classes)[::-1]
+    probs = [float(p) for p in result.probabilities][::-1]
+    colours = [("#2e7d32" if c in good_classes else "#c62828") if c == result.predicted else "#9aa5b1"
+               for c in classes]
+    figure = go.Figure(go.Bar(x=probs, y=classes, orientation="h", marker_color=colours,
+                              text=[f"{p:.1%}" for p in probs], textposition="outside", cliponaxis=False,
+                              hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    figure.add_vline(x=threshold, line_dash="dash", line_color="#555",
+                     annotation_text=f"threshold {threshold:.0%}", annotation_position="top")
+    figure.update_layout(height=60 + 30 * len(classes), margin=dict(l=0, r=40, t=30, b=0),
+                         xaxis=dict(range=[0, 1.0], tickformat=".0%", title="probability"), showlegend=False)
+    return figure
+
+
+def correction_ui(result: FileResult, store: InspectionStore) -> None:
+    """'The model said scratches, it is inclusion': kept for review and retraining."""
+    message = st.empty()
+    options = [c for c in result.classes if c != result.predicted] + ["(photo unusable)"]
+    with st.form(key=f"inspect_correction_{result.index}", border=False):
+        st.markdown("**Disagree with the model?**")
+        choice = st.selectbox(f"The model said {result.predicted}; the correct class is", options,
+                              key=f"inspect_correct_label_{result.index}")
+        note = st.text_input("Note (optional)", key=f"inspect_correct_note_{result.index}")
+        if st.form_submit_button("Save correction", icon=":material/save:"):
+            unusable = choice == "(photo unusable)"
+            store.add_correction(source="inspection", action="unusable" if unusable else "relabel",
+                                 photo_path=result.photo_path, new_label=None if unusable else choice,
+                                 who=inspector_name(), sha256=result.sha256, model_label=result.predicted,
+                                 run_id=result.model_id, inspection_id=result.inspection_id, note=note)
+    saved = store.corrections()
+    saved = saved[saved["inspection_id"] == result.inspection_id] if len(saved) else saved
+    if len(saved):
+        last = saved.iloc[-1]
+        label = last["new_label"] if last["action"] == "relabel" else "photo unusable"
+        message.success(f"Correction saved: the model said {result.predicted}, {last['who'] or 'the inspector'} "
+                        f"says **{label}** ({last['status']}; the engineer reviews it before retraining).",
+                        icon=":material/edit_note:")
+
+
+# -- many photos -------------------------------------------------------------------------------
+def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
+    with left:
+        view = st.segmented_control("View", ["Grid", "Table"], default="Grid", key="inspect_view",
+                                    required=True, label_visibility="collapsed")
+    pages = max(1, -(-len(results) // PAGE_SIZE))
+    page = 0
+    if pages > 1 and view == "Grid":
+        with right:
+            page = st.selectbox("Photos", range(pages), key="inspect_page", label_visibility="collapsed",
+                                format_func=lambda p: f"photos {p * PAGE_SIZE + 1}–"
+                                                      f"{min(len(results), (p + 1) * PAGE_SIZE)} of {len(results)}")
+    if view == "Table":
+        table_ui(results, threshold, good_classes)
+    else:
+        grid_ui(results[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], threshold, good_classes)
+
+
+def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+    opacity = st.session_state.get("inspect_opacity", 0.45)
+    selected = st.session_state.get(SELECTED_KEY)
+    for start in range(0, len(results), GRID_COLUMNS):
+        for column, result in zip(st.columns(GRID_COLUMNS), results[start:start + GRID_COLUMNS]):
+            with column, st.container(border=True, key=f"inspect-result-{result.index}"):
+                card_ui(result, result.verdict_at(threshold, good_classes), opacity, result.index == selected)
+
+
+def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool) -> None:
+    if result.ok:
+        st.image(overlay_for(result, opacity), width="stretch")
+    st.markdown(f"**{result.name}**" if not is_selected else f"**▶ {result.name}**")
+    badge(verdict)
+    if result.ok:
+        st.caption(describe(result, verdict))
+        st.button("Open", key=f"inspect_open_{result.index}", on_click=select, args=(result.index,),
+                  icon=":material/zoom_in:", width="stretch")
+    else:
+        st.error(result.error, icon=":material/error:")
+
+
+def table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+    table = results_table(results, threshold, good_classes)
+    st.dataframe(
+        table[["file_name", "verdict", "predicted", "confidence", "message"]], hide_index=True,
+        key="inspect_table", on_select=functools.partial(_select_from_table, [r.index for r in results]),
+        selection_mode="single-row",
+        column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,
+                                                                     format="percent")})
+
+
+def _select_from_table(indices: list[int]) -> None:
+    rows = st.session_state["inspect_table"].selection.rows
+    if rows:
+        select(indices[rows[0]])

@@ -53,6 +53,8 @@ class TrainConfig:
                                        "square photos come out the same either way")
     batch_size: int = _setting(32, "photos per optimizer step")
     epochs: int = _setting(5, "passes over the training photos")
+    epoch_images: int = _setting(0, "photos drawn per epoch (0 = the training set size); longer epochs on small "
+                                    "data mean fewer, more useful validations")
     min_steps: int = _setting(0, "training budget floor in optimizer steps: epochs are raised to reach it (0 = off)")
     sampling: str = _setting("shuffle", "shuffle (each photo once per epoch) or balanced (every class equally often)")
     loss_weighting: str = _setting("none", "none, or class (weight the loss by inverse class frequency)")
@@ -92,8 +94,8 @@ class TrainConfig:
                               ("augmentation", AUGMENTATIONS)):
             if getattr(self, name) not in allowed:
                 found.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.min_steps < 0:
-            found.append("min_steps must be >= 0")
+        if self.min_steps < 0 or self.epoch_images < 0:
+            found.append("min_steps and epoch_images must be >= 0")
         if self.resize_mode not in RESIZE_MODES:
             found.append(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         if not 0.0 <= self.dropout < 1.0:

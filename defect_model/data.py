@@ -209,24 +209,25 @@ def class_balance_weights(labels: torch.Tensor) -> torch.Tensor:
 
 
 def make_loader(dataset: DecodedDataset, batch_size: int, train: bool, seed: int, epoch: int = 0,
-                world_size: int = 1, rank: int = 0, sampling: str = "shuffle") -> DataLoader:
+                world_size: int = 1, rank: int = 0, sampling: str = "shuffle", epoch_images: int = 0) -> DataLoader:
     """The one place the sampler is chosen: distributed, class-balanced, shuffled or in order."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    draws = epoch_images or len(dataset)
+    if train and world_size > 1 and (sampling == "balanced" or epoch_images):
+        raise NotImplementedError("balanced sampling and epoch_images under torchrun are not built yet")
     if train and sampling == "balanced":
-        if world_size > 1:
-            raise NotImplementedError("class-balanced sampling under torchrun is not built yet")
-        sampler = WeightedRandomSampler(class_balance_weights(dataset.decoded.labels), num_samples=len(dataset),
+        sampler = WeightedRandomSampler(class_balance_weights(dataset.decoded.labels), num_samples=draws,
                                         replacement=True, generator=generator)
     elif world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
         sampler.set_epoch(epoch)
     elif train:
-        sampler = RandomSampler(dataset, generator=generator)
+        sampler = RandomSampler(dataset, num_samples=draws, generator=generator)
     else:
         sampler = SequentialSampler(dataset)
     # Photos are already decoded in memory: worker processes would only add copying.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0,
-                      drop_last=train and len(dataset) > batch_size)
+                      drop_last=train and draws > batch_size)
 
 
 def photo_sizes(root: Path, paths: list[str], limit: int = 2000) -> list[tuple[int, int]]:

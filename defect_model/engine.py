@@ -236,7 +236,7 @@ def resolve_config(cfg: TrainConfig, plan: SplitPlan) -> TrainConfig:
     if cfg.preset == "product" and not cfg.decisions:
         train_paths = [rel for rel, _, split in plan.rows if split == "train"]
         cfg = apply_product_preset(cfg, plan.counts("train"), photo_sizes(plan.scan.root, train_paths, 500))
-    steps_per_epoch = max(1, sum(plan.counts("train").values()) // cfg.batch_size)
+    steps_per_epoch = max(1, (cfg.epoch_images or sum(plan.counts("train").values())) // cfg.batch_size)
     if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
         epochs = math.ceil(cfg.min_steps / steps_per_epoch)
         cfg = dataclasses.replace(cfg, epochs=epochs, decisions=cfg.decisions + [
@@ -322,7 +322,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     class_weights = (class_loss_weights(data.train.labels, len(classes)).to(device)
                      if cfg.loss_weighting == "class" else None)
     steps_per_epoch = len(make_loader(train_set, cfg.batch_size, True, cfg.seed, 0, dist.world_size, dist.rank,
-                                      cfg.sampling))
+                                      cfg.sampling, cfg.epoch_images))
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
@@ -350,7 +350,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     for epoch in range(start_epoch, cfg.epochs + 1):
         epoch_started = time.perf_counter()
         loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, epoch, dist.world_size, dist.rank,
-                             cfg.sampling)
+                             cfg.sampling, cfg.epoch_images)
         train_loss, steps_done, stopped = train_one_epoch(
             model, optimizer, scheduler, loader, cfg, epoch, emit, stop_requested, skip_steps,
             (epoch - 1) * steps_per_epoch + skip_steps, total_steps, class_weights, device)

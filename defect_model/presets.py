@@ -21,7 +21,9 @@ from .config import TrainConfig
 
 IMBALANCE_LIMIT = 3.0
 PRODUCT_IMAGE_SIZE = 160
-MIN_STEPS = 300
+MIN_STEPS = 250
+SMALL_DATA_EPOCHS = 8
+SMALL_DATA_IMAGES = 1000
 REFERENCE_EPOCHS = 5
 REFERENCE_SIZE = 224
 
@@ -49,11 +51,17 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
         decisions.append(f"plain shuffling: classes are balanced enough ({ratio:.1f}x largest/smallest, "
                          f"limit {IMBALANCE_LIMIT:.0f}x)")
 
+    train_images = sum(train_counts.values())
     if cfg.augmentation == "none":
-        changes["augmentation"] = "strong"
-        decisions.append("strong augmentation (flips, 90-degree turns, small shifts/rotations/zoom, "
-                         "brightness/contrast): surface defects keep their class under these, and from-scratch "
-                         "training on a few hundred photos overfits without them")
+        if train_images < SMALL_DATA_IMAGES:
+            changes["augmentation"] = "strong"
+            decisions.append(f"strong augmentation (flips, 90-degree turns, small shifts/rotations/zoom, "
+                             f"brightness/contrast): {train_images} training photos are few for a network trained "
+                             "from scratch, and surface defects keep their class under these changes")
+        else:
+            changes["augmentation"] = "soft"
+            decisions.append(f"soft augmentation (flips, 90-degree turns): {train_images} training photos; "
+                             "these invariances are free for surface defects and cost no convergence")
 
     median_side = median(min(w, h) for w, h in sizes) if sizes else REFERENCE_SIZE
     size = min(PRODUCT_IMAGE_SIZE, cfg.image_size)
@@ -66,16 +74,20 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
         decisions.append("aspect ratio kept (padding): some photos are not square, stretching would distort "
                          "defect shapes")
 
-    train_images = sum(train_counts.values())
-    steps_per_epoch = max(1, train_images // cfg.batch_size)
-    # Spend the reference recipe's compute (5 epochs at 224 px) at the chosen resolution.
+    # Spend the reference recipe's compute (5 epochs at 224 px) at the chosen resolution ...
     budget_epochs = math.floor(REFERENCE_EPOCHS * min(4.0, (REFERENCE_SIZE / size) ** 2))
-    epochs = max(budget_epochs, math.ceil(MIN_STEPS / steps_per_epoch))
-    changes["epochs"] = epochs
+    budget_steps = budget_epochs * max(1, train_images // cfg.batch_size)
     changes["min_steps"] = MIN_STEPS
-    reason = (f"the reference compute budget at {size} px" if epochs == budget_epochs
-              else f"the floor of {MIN_STEPS} optimizer steps ({train_images} photos give only "
-                   f"{steps_per_epoch} steps per epoch)")
-    decisions.append(f"{epochs} epochs = {epochs * steps_per_epoch} optimizer steps: {reason}")
+    if budget_steps >= MIN_STEPS:
+        changes["epochs"] = budget_epochs
+        decisions.append(f"{budget_epochs} epochs = {budget_steps} optimizer steps: the reference recipe's compute "
+                         f"budget spent at {size} px")
+    else:
+        # ... but never fewer than MIN_STEPS optimizer steps, in a few long epochs so validation stays cheap.
+        per_epoch = math.ceil(MIN_STEPS / SMALL_DATA_EPOCHS) * cfg.batch_size
+        changes.update(epochs=SMALL_DATA_EPOCHS, epoch_images=per_epoch)
+        decisions.append(f"{SMALL_DATA_EPOCHS} epochs of {per_epoch} drawn photos = "
+                         f"{SMALL_DATA_EPOCHS * per_epoch // cfg.batch_size} optimizer steps: {train_images} photos "
+                         f"would give only {budget_steps} steps, below the floor of {MIN_STEPS}")
     decisions.append("the best checkpoint by validation macro-F1 is kept as best.pt beside the last one")
     return dataclasses.replace(cfg, decisions=decisions, **changes)

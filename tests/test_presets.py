@@ -22,8 +22,7 @@ def test_preset_on_imbalanced_small_data_balances_and_applies_the_step_floor():
     cfg = apply_product_preset(TrainConfig(preset="product"), counts, [(200, 200)] * 5)
     assert cfg.sampling == "balanced"
     assert cfg.augmentation == "strong"
-    steps_per_epoch = sum(counts.values()) // cfg.batch_size
-    assert cfg.epochs * steps_per_epoch >= MIN_STEPS
+    assert cfg.epochs * cfg.epoch_images // cfg.batch_size >= MIN_STEPS
     assert any("16.7x" in d and "balanced" in d for d in cfg.decisions)
     assert any(f"floor of {MIN_STEPS}" in d for d in cfg.decisions)
     assert cfg.resize_mode == "pad"

@@ -36,6 +36,7 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "tcmalloc": find_tcmalloc(),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],  # >2 means other work shared the cores
     }
 
 
@@ -96,7 +97,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"whole run {result['total_seconds'] / 60:.1f} min end to end (decode, train, validate each epoch).",
         "",
         f"Machine: {m['cpu_cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} threads, "
-        f"Python {m['python']}, tcmalloc: {m['tcmalloc'] or 'not installed'}.",
+        f"Python {m['python']}, tcmalloc: {m['tcmalloc'] or 'not installed'}; load average at the end "
+        f"{m['load_average_1_5_15']} (above 2, other work shared the two cores and the times are pessimistic).",
     ]
     path.write_text("\n".join(lines) + "\n")
 

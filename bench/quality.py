@@ -1,0 +1,126 @@
+"""Both recipes on NEU-CLS, balanced (split.csv) and imbalanced (split-imbalanced.csv), through the CLI.
+
+    .venv/bin/python bench/quality.py [--reuse-reference bench/results/reproduce-neu.json]
+
+Writes bench/results/quality.json and .md. The reference run on split.csv is the same run as
+bench/reproduce_neu.py; pass --reuse-reference to take it from there instead of training it again.
+Not part of CI (about 45 minutes on 2 cores). Run it on a quiet machine: times are wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from reproduce_neu import machine, run_cli  # noqa: E402
+
+from defect_model.runs import RunDir  # noqa: E402
+
+SPLITS = {"full": "split.csv", "imbalanced": "split-imbalanced.csv"}
+
+
+def train(data: Path, split: str, preset: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="neu-quality-") as tmp:
+        run = RunDir(Path(tmp) / "run")
+        wall = run_cli(data, data / split, run.path, ["--preset", preset])
+        events = run.read_events()
+        metrics = json.loads(run.metrics.read_text())
+        config = (run.path / "config.yaml").read_text()
+    epochs = [e for e in events if e["type"] == "epoch"]
+    return {
+        "preset": preset,
+        "split": split,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "per_class_recall": {k: v["recall"] for k, v in metrics["per_class"].items()},
+        "best_epoch_macro_f1": max(e["val_macro_f1"] for e in epochs),
+        "train_minutes": wall / 60,  # end to end: decode, every epoch's training and validation
+        "epochs": [{"epoch": e["epoch"], "val_accuracy": e["val_accuracy"], "val_macro_f1": e["val_macro_f1"],
+                    "seconds": e["epoch_seconds"]} for e in epochs],
+        "decisions": [e["text"] for e in events if e["type"] == "decision"],
+        "config": config,
+    }
+
+
+def reference_from_reproduction(path: Path) -> dict:
+    result = json.loads(path.read_text())
+    return {"preset": "reference", "split": result["split"], "accuracy": result["final_val_accuracy"],
+            "macro_f1": result["final_val_macro_f1"], "per_class_recall": result["per_class_recall"],
+            "train_minutes": result["total_seconds"] / 60, "epochs": result["epochs"], "decisions": [],
+            "source": str(path.relative_to(ROOT))}
+
+
+def write_markdown(runs: dict, summary: dict, path: Path) -> None:
+    lines = ["# Reference recipe vs product preset on NEU-CLS", "",
+             "Command: `.venv/bin/python bench/quality.py --reuse-reference bench/results/reproduce-neu.json` "
+             "(every run through `python -m defect_model train`, times end to end on this machine).", "",
+             "| split | recipe | val accuracy | val macro-F1 | worst class recall | minutes |",
+             "|---|---|---|---|---|---|"]
+    for key, run in runs.items():
+        worst = min(run["per_class_recall"].items(), key=lambda kv: kv[1])
+        lines.append(f"| {run['split']} | {run['preset']} | {run['accuracy']:.4f} | {run['macro_f1']:.4f} | "
+                     f"{worst[1]:.3f} ({worst[0]}) | {run['train_minutes']:.1f} |")
+    lines += ["", "Acceptance: imbalanced preset macro-F1 >= 0.90 within 10 minutes; full preset accuracy >= 0.99 "
+              "within the reference run's time; reference full accuracy >= 0.979.", "",
+              "```json", json.dumps(summary, indent=2), "```", ""]
+    for key, run in runs.items():
+        if run["decisions"]:
+            lines += [f"## What the preset decided on `{run['split']}`", ""] + [f"- {d}" for d in run["decisions"]] + [""]
+    m = summary["machine"]
+    lines.append(f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, tcmalloc: {m['tcmalloc'] or 'no'}.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/neu-cls"))
+    parser.add_argument("--reuse-reference", help="reproduce-neu.json to take the full-split reference run from")
+    parser.add_argument("--out", default=str(ROOT / "bench/results/quality"))
+    parser.add_argument("--only", nargs="*", help="run only these keys, e.g. imbalanced/product")
+    args = parser.parse_args()
+    data = Path(args.data)
+    if not data.is_dir():
+        raise SystemExit(f"{data}: NEU-CLS is not there; pass --data.")
+    out = Path(args.out)
+    previous = json.loads(out.with_suffix(".json").read_text())["runs"] if out.with_suffix(".json").exists() else {}
+    runs = {}
+    for split_key in ("imbalanced", "full"):
+        for preset in ("product", "reference"):
+            key = f"{split_key}/{preset}"
+            if args.only and key not in args.only:
+                runs[key] = previous[key]
+            elif key == "full/reference" and args.reuse_reference:
+                runs[key] = reference_from_reproduction(Path(args.reuse_reference))
+            else:
+                runs[key] = train(data, SPLITS[split_key], preset)
+            print(f"{key}: accuracy {runs[key]['accuracy']:.4f}, macro-F1 {runs[key]['macro_f1']:.4f}, "
+                  f"{runs[key]['train_minutes']:.1f} min", flush=True)
+    summary = {
+        "imbalanced": {"preset_macro_f1": runs["imbalanced/product"]["macro_f1"],
+                       "preset_accuracy": runs["imbalanced/product"]["accuracy"],
+                       "preset_train_minutes": runs["imbalanced/product"]["train_minutes"],
+                       "reference_macro_f1": runs["imbalanced/reference"]["macro_f1"],
+                       "reference_accuracy": runs["imbalanced/reference"]["accuracy"],
+                       "reference_train_minutes": runs["imbalanced/reference"]["train_minutes"]},
+        "full": {"preset_accuracy": runs["full/product"]["accuracy"],
+                 "preset_macro_f1": runs["full/product"]["macro_f1"],
+                 "preset_train_minutes": runs["full/product"]["train_minutes"],
+                 "reference_accuracy": runs["full/reference"]["accuracy"],
+                 "reference_train_minutes": runs["full/reference"]["train_minutes"]},
+        "machine": machine(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({**summary, "runs": runs}, indent=2) + "\n")
+    write_markdown(runs, summary, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -8,16 +8,13 @@ an override whose reason is recorded.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from .config import TrainConfig
 from .quality import ModelQuality, assess
-from .runs import RunDir, get_active, read_json, runs_root, set_active
+from .runs import ActivationRefused, RunDir, activation_log, get_active, read_json, set_active
 from .review import RETRAIN_FILE
-
-HISTORY_FILE = "active_history.jsonl"
 
 
 class ActivationError(ValueError):
@@ -77,7 +74,8 @@ def run_summary(run: RunDir, active_id: str | None = None) -> dict:
 
 def key_settings(cfg: TrainConfig) -> str:
     """The settings that tell runs apart, in one short line."""
-    parts = [cfg.backbone, f"{cfg.image_size}px", f"{cfg.epochs} ep", f"bs {cfg.batch_size}", f"{cfg.optimizer} lr {cfg.lr:g}"]
+    parts = [cfg.backbone, f"{cfg.image_size}px", f"{cfg.epochs} ep", f"bs {cfg.batch_size}",
+             f"{cfg.optimizer} lr {cfg.lr:g}"]
     augmentation = getattr(cfg, "augmentation", None) or ("soft" if getattr(cfg, "augment", False) else "none")
     if augmentation != "none":
         parts.append(f"augment {augmentation}")
@@ -89,48 +87,26 @@ def key_settings(cfg: TrainConfig) -> str:
     return ", ".join(parts)
 
 
-def history_file(root: str | Path | None = None) -> Path:
-    return (Path(root) if root is not None else runs_root()) / HISTORY_FILE
-
-
 def activation_history(root: str | Path | None = None) -> list[dict]:
-    path = history_file(root)
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records[::-1]  # newest first
+    """Who made which run active, and when (with any override reason), newest first."""
+    return activation_log(root)[::-1]
 
 
 def activate(run: RunDir, by: str, override_reason: str = "", root: str | Path | None = None) -> dict:
-    """Make `run` the active model, recorded with who and when (and the override reason, if any)."""
-    by, override_reason = by.strip(), override_reason.strip()
+    """Make `run` the active model, recorded with who and when. A flagged (collapsed) run needs an override
+    reason, which runs.set_active logs; a run that is still training is refused."""
+    by = by.strip()
     if not by:
         raise ActivationError("Enter your name in the sidebar first: the active model is recorded with who chose it.")
-    if not run.checkpoint.is_file():
-        raise ActivationError(f"{run.checkpoint}: this run has no checkpoint. Pick a finished run.")
-    state = run.status().get("state")
-    if state != "done" and not override_reason:
-        raise ActivationError(f"{run.run_id} is {state}, not finished. Wait for it (or resume it on the Train page), "
-                              "or give an override reason to use its last checkpoint.")
-    quality = run_quality(run)
-    if quality is None:
-        raise ActivationError(f"{run.metrics}: no validation metrics, so the model cannot be judged. Pick another run.")
-    if quality.collapsed and not override_reason:
-        raise ActivationError(f"{run.run_id} is flagged: {'; '.join(quality.problems)}. It would pass defective "
-                              "parts. Pick another run, or give an override reason (it is recorded).")
-    record = set_active(run, by=by, override_reason=override_reason, root=root)
-    entry = dict(record, state=state, collapsed=quality.collapsed, problems=quality.problems,
-                 headline=quality.headline())
-    path = history_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(entry) + "\n")
-    return record
+    run.mark_dead_run_failed()
+    status = run.status()
+    if status.get("state") in ("queued", "running"):
+        raise ActivationError(f"{run.run_id} is still training (pid {status.get('pid')}); its checkpoint changes "
+                              "every epoch. Wait until it has finished.")
+    try:
+        return set_active(run, by=by, override_reason=override_reason.strip(), root=root)
+    except ActivationRefused as exc:
+        raise ActivationError(str(exc)) from None
 
 
 def delete_run(run: RunDir, root: str | Path | None = None) -> None:

@@ -4,7 +4,8 @@ import streamlit as st
 
 from defect_model.runs import list_runs
 from ui.models_widgets import (active_id, active_summary_ui, activate_ui, compare_pick_ui, comparison_ui,
-                               current_user, delete_ui, downloads_ui, history_ui, manage_pick_ui, runs_table_ui)
+                               current_user, delete_ui, downloads_ui, history_ui, manage_pick_ui, review_link_ui,
+                               runs_table_ui)
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     st.subheader("Manage a run")
     run = manage_pick_ui(runs, active)
     activate_ui(run, current_user(), active)
+    review_link_ui(run)
     downloads_ui(run)
     delete_ui(run, active)
     with st.expander("Who made which model active"):

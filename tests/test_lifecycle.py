@@ -40,14 +40,15 @@ def test_activation_is_recorded_and_a_collapsed_model_needs_a_reason(dataset, tm
     assert get_active(tmp_path)["override"] == "line stopped, any model beats none"
     history = activation_history(tmp_path)
     assert [h["run_id"] for h in history] == [bad.run_id, good.run_id]
-    assert history[0]["collapsed"] and history[0]["by"] == "boss"
+    assert history[0]["by"] == "boss" and history[0]["override"] == "line stopped, any model beats none"
 
 
-def test_unfinished_run_needs_an_override(dataset, tmp_path):
+def test_a_run_still_training_is_refused(dataset, tmp_path):
     run = write_run(tmp_path, dataset)
-    run.write_status("cancelled")
-    with pytest.raises(ActivationError, match="is cancelled, not finished"):
+    run.write_status("running", pid=os.getpid())
+    with pytest.raises(ActivationError, match="still training"):
         activate(run, "eng", root=tmp_path)
+    assert get_active(tmp_path) is None
 
 
 def test_delete_refuses_the_active_and_a_running_run(dataset, tmp_path):

@@ -107,7 +107,7 @@ def test_a_collapsed_model_needs_an_override_reason(runs):
     assert any("is flagged" in e.value and "never recognises" in e.value for e in at.error)
     at.button(key=f"activate_{flat}").click().run()
     assert get_active()["run_id"] == runs["base"].run_id
-    assert any("give an override reason" in e.value for e in at.error)
+    assert any("override reason" in e.value and "flagged" in e.value for e in at.error)
     at.text_input(key=f"override_{flat}").input("demo only, line stopped")
     at.button(key=f"activate_{flat}").click().run()
     record = get_active()
@@ -135,3 +135,12 @@ def test_onnx_export_from_the_page(runs):
     at.button(key=f"export_{run.run_id}").click().run()
     assert not at.exception and (run.path / "model.onnx").is_file()
     assert any("ONNX opset 17" in c.value and "(batch, 3, 64, 64)" in c.value for c in at.caption)
+
+
+def test_review_this_run_opens_the_review_page_on_it(runs):
+    at = open_models()
+    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    at.button(key=f"review_{runs['better'].run_id}").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Review"
+    assert at.selectbox(key="review_run").value == runs["better"].run_id

@@ -12,7 +12,7 @@ from defect_model.compare import compare_runs, epoch_curves
 from defect_model.config import TrainConfig
 from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
                                     run_quality, run_summary)
-from defect_model.runs import RunDir, get_active
+from defect_model.runs import RunDir, activation_problems, get_active
 from ui.review_widgets import confusion_figure, quality_header
 
 FLASH = "models_flash"
@@ -209,24 +209,37 @@ def activate_ui(run: RunDir, who: str, active: str | None) -> None:
     if run.run_id == active:
         st.success(f"{run.run_id} is the active model.", icon=":material/star:")
         return
-    quality = run_quality(run)
     state = run.status().get("state")
-    if quality is None:
-        st.info(f"{run.run_id} has no validation results yet ({state}); it cannot become active.")
+    try:
+        quality = run_quality(run)
+    except (OSError, ValueError) as exc:
+        st.error(f"{run.config}: cannot read this run's settings ({exc}). It cannot become active; delete it or "
+                 "fix the file.")
+        return
+    if quality is None or not run.checkpoint.is_file():
+        st.info(f"{run.run_id} has no checkpoint with validation results yet ({state}); it cannot become active.")
         return
     if not who:
         st.warning("Enter your name in the sidebar: the active model is recorded with who chose it.")
-    needs_override = quality.collapsed or state != "done"
+    problems = activation_problems(run)
+    needs_override = bool(problems)
     reason_key = None
     if needs_override:
-        why = "; ".join(quality.problems) if quality.collapsed else f"the run is {state}, not finished"
-        st.error(f"{run.run_id} is flagged: {why}. It can only be made active with an override reason, which is "
-                 "recorded.", icon=":material/warning:")
+        st.error(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts, so it can only be "
+                 "made active with an override reason, which is recorded.", icon=":material/warning:")
         reason_key = f"override_{run.run_id}"
         st.text_input("Override reason", key=reason_key, placeholder="why this model must go live anyway")
     st.button("Make active anyway" if needs_override else "Make active", key=f"activate_{run.run_id}",
               type="secondary" if needs_override else "primary", on_click=_activate, args=(run, who, reason_key),
               disabled=not who)
+
+
+def review_link_ui(run: RunDir) -> None:
+    if run.metrics.is_file() and run.val_predictions.is_file() and st.button(
+            "Review this run", key=f"review_{run.run_id}", icon=":material/fact_check:",
+            help="Its confusion matrix, wrong predictions and label fixes on the Review page."):
+        st.session_state["review_run"] = run.run_id
+        st.switch_page("pages/review.py")
 
 
 def downloads_ui(run: RunDir) -> None:
@@ -293,5 +306,5 @@ def history_ui() -> None:
         st.caption("No model has been made active from here yet.")
         return
     table = pd.DataFrame(history)
-    columns = [c for c in ("at", "run_id", "by", "override", "headline") if c in table.columns]
+    columns = [c for c in ("at", "run_id", "by", "override", "problems") if c in table.columns]
     st.dataframe(table[columns], hide_index=True, key="history_table")

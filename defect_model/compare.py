@@ -102,7 +102,12 @@ def _read(run: RunDir) -> tuple[dict, pd.DataFrame, list[str]]:
         raise FileNotFoundError(f"{run.path}: no metrics.json or val_predictions.csv yet. "
                                 "Compare runs that have finished at least one epoch.")
     good = TrainConfig.from_yaml(run.config).good_classes
-    return metrics, with_confidence(pd.read_csv(run.val_predictions, keep_default_na=False)), good
+    try:
+        predictions = pd.read_csv(run.val_predictions, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{run.val_predictions}: not a readable predictions table ({type(exc).__name__}). "
+                         "Pick another run.") from None
+    return metrics, with_confidence(predictions), good
 
 
 def compare_runs(a: RunDir, b: RunDir) -> Comparison:

@@ -105,7 +105,8 @@ def export_onnx(run: RunDir, check_batch: int = 2, seed: int = 0) -> ExportResul
         raise ExportError(f"{run.checkpoint}: the ONNX export failed ({type(exc).__name__}: {exc}). "
                           "Download the checkpoint instead, or report this run id.") from None
     tmp.replace(model_path)
-    result = ExportResult(path=str(model_path), opset=OPSET, input_name=INPUT_NAME, input_shape=["batch", 3, size, size],
+    result = ExportResult(path=str(model_path), opset=OPSET, input_name=INPUT_NAME,
+                          input_shape=["batch", 3, size, size],
                           output_name=OUTPUT_NAME, output_shape=["batch", len(predictor.classes)],
                           classes=list(predictor.classes), preprocessing=asdict(predictor.preprocessing),
                           max_abs_diff=max_diff, tolerance=TOLERANCE, checked_batch=check_batch,

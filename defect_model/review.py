@@ -60,7 +60,11 @@ def load_predictions(run: RunDir, classes: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise ReviewError(f"{path}: no validation predictions. The run has not finished an epoch; "
                           "wait for it or pick another run.")
-    table = pd.read_csv(path, keep_default_na=False)
+    try:
+        table = pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReviewError(f"{path}: not a readable predictions table ({type(exc).__name__}). The run's files are "
+                          "damaged; evaluate or retrain the run.") from None
     needed = [*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)]
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -168,8 +172,9 @@ def inspection_corrections(store: InspectionStore, data: ReviewData, status: str
 
 
 def decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, who: str) -> None:
-    """Confirm or reject an inspector's proposal. A confirmed one that was filed without this dataset is
-    re-filed for it (a new confirmed row pointing at the original), so the retrain applies it."""
+    """Confirm or reject an inspector's proposal. A confirmed one that was filed without this dataset (or with
+    a relative photo path) is re-filed for it with the photo's absolute path (a new confirmed row whose note
+    points at the original), so the retrain applies it."""
     if not who.strip():
         raise ReviewError("Enter your name in the sidebar first: every decision is recorded with who made it.")
     correction = _plain(dict(correction))
@@ -177,12 +182,15 @@ def decide_inspection(store: InspectionStore, data: ReviewData, correction: dict
         raise ReviewError(f"{correction['photo_path']}: the proposed label {correction['new_label']!r} is not one of "
                           f"this run's classes ({', '.join(data.classes)}); reject it or review it on another run.")
     status = "confirmed" if accept else "rejected"
-    if accept and correction["dataset"] != data.dataset:
-        store.add_correction(source="inspection", action=correction["action"], photo_path=correction["photo_path"],
+    # Training adds a corrected photo from outside the dataset only by its absolute path.
+    photo = str(Path(correction["photo_path"]).resolve())
+    if accept and (correction["dataset"] != data.dataset or photo != correction["photo_path"]):
+        store.add_correction(source="inspection", action=correction["action"], photo_path=photo,
                              new_label=correction["new_label"], who=who.strip(), dataset=data.dataset,
                              sha256=correction.get("sha256") or "", model_label=correction.get("model_label") or "",
                              original_label=correction.get("original_label") or "", run_id=data.run.run_id,
-                             inspection_id=None if correction.get("inspection_id") is None else int(correction["inspection_id"]),
+                             inspection_id=None if correction.get("inspection_id") is None
+                             else int(correction["inspection_id"]),
                              status="confirmed",
                              note=f"confirms inspector correction #{correction['id']} by {correction['who']}")
     store.decide_correction(int(correction["id"]), status, who.strip())

@@ -5,13 +5,11 @@ tests/artifacts/review/."""
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
-import pytest
 
 from browser_support import streamlit_server
-from defect_model.runs import RunDir, get_active, list_runs, set_active
+from defect_model.runs import get_active, list_runs, set_active
 from defect_model.store import InspectionStore
 from review_support import PLANTED, make_dataset, tree_fingerprint, write_run
 
@@ -74,6 +72,15 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
         _shot(page, shots, "03-relabelled")
         rows = InspectionStore(app_data / "inspections.sqlite").corrections()
         assert len(rows) == 1 and rows.loc[0, "new_label"] == "scratch" and rows.loc[0, "who"] == "Ana"
+
+        # The other views of the run, for the record.
+        for number, (tab, ready) in enumerate([("Per-class metrics", "macro-F1 0."),
+                                               ("Misclassified", "wrong validation prediction(s)"),
+                                               ("Calibration", "Expected calibration error")], start=1):
+            page.get_by_role("tab", name=tab).click()
+            _wait_for_text(page, ready, 60)
+            page.wait_for_timeout(1500)  # charts and heatmaps finish drawing
+            _shot(page, shots, f"03{chr(96 + number)}-{tab.lower().replace(' ', '-')}")
 
         # Retrain with the correction (a real background job; tiny, about 10-30 s).
         page.get_by_role("tab", name="Retrain with corrections").click()

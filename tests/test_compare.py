@@ -48,7 +48,8 @@ def test_compare_two_runs(dataset, tmp_path):
         data = json.loads((tmp_path / name / "metrics.json").read_text())
         assert metrics.loc["accuracy", name] == pytest.approx(data["accuracy"])
         assert metrics.loc["recall pit", name] == pytest.approx(data["per_class"]["pit"]["recall"])
-    assert metrics.loc["accuracy", "delta"] == pytest.approx(metrics.loc["accuracy", "b"] - metrics.loc["accuracy", "a"])
+    accuracy = metrics.loc["accuracy"]
+    assert accuracy["delta"] == pytest.approx(accuracy["b"] - accuracy["a"])
 
 
 def test_unchanged_predictions_give_an_empty_list_and_labels_are_judged_by_b():

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from defect_model.review import (ReviewError, decide_inspection, inspection_corrections, latest_decisions, load_review,
-                                 misclassified, record_decision, retrain_with_corrections)
+                                 misclassified, plain_records, record_decision, retrain_with_corrections)
 from defect_model.store import InspectionStore
 from review_support import BLANK, PLANTED, make_dataset, write_run
 
@@ -63,6 +63,17 @@ def test_bad_decisions_are_refused_and_write_nothing(run, store, photo, action, 
     with pytest.raises(ReviewError, match=words):
         record_decision(store, load_review(run), photo, action, who, label)
     assert store.corrections().empty
+
+
+def test_a_relative_inspection_photo_is_refiled_with_its_absolute_path(run, store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = load_review(run)
+    proposal = store.add_correction(source="inspection", action="unusable", photo_path="data/photos/x.png",
+                                    who="ana", dataset=data.dataset)
+    decide_inspection(store, data, {**plain_records(inspection_corrections(store, data))[0]}, True, "eng")
+    latest = latest_decisions(store, data.dataset)
+    assert str(tmp_path / "data/photos/x.png") in latest
+    assert store.corrections().set_index("id").loc[proposal, "status"] == "confirmed"
 
 
 def test_inspector_corrections_are_listed_and_confirmed_for_this_dataset(run, store, tmp_path):

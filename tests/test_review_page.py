@@ -189,3 +189,16 @@ def _config(run) -> dict:
     import yaml
 
     return yaml.safe_load(run.config.read_text())
+
+
+def test_a_damaged_predictions_file_is_named_on_the_page(env):
+    env["run"].val_predictions.write_text("path,true_label\nx.png,ok\n")
+    at = open_review()
+    assert any(str(env["run"].val_predictions) in e.value and "missing column(s)" in e.value for e in at.error)
+
+
+def test_no_runs_yet(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    at = open_review()
+    assert any("No run with validation results yet" in i.value for i in at.info)

@@ -268,7 +268,8 @@ def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, wh
     except ReviewError as exc:
         st.session_state[FLASH] = {"card": card, "kind": "error", "text": str(exc)}
         return
-    done = {"confirm": "label confirmed", "relabel": f"relabelled to {new_label}", "unusable": "marked unusable"}[action]
+    done = {"confirm": "label confirmed", "relabel": f"relabelled to {new_label}",
+            "unusable": "marked unusable"}[action]
     st.session_state[FLASH] = {"card": card, "kind": "success", "text": f"{path}: {done}. Saved as a correction."}
 
 
@@ -346,11 +347,12 @@ def misclassified_ui(data: ReviewData, store: InspectionStore | None, who: str) 
 # -- per-class metrics -------------------------------------------------------------------------
 def metrics_table(metrics: dict) -> pd.DataFrame:
     rows = [{"class": name, **values} for name, values in metrics["per_class"].items()]
-    total = sum(v["support"] for v in metrics["per_class"].values())
+    per_class = list(metrics["per_class"].values())
+    total = sum(v["support"] for v in per_class)
     rows += [{"class": "micro avg", "precision": metrics["micro_f1"], "recall": metrics["micro_f1"],
               "f1": metrics["micro_f1"], "support": total},
-             {"class": "macro avg", "precision": float(np.mean([v["precision"] for v in metrics["per_class"].values()])),
-              "recall": float(np.mean([v["recall"] for v in metrics["per_class"].values()])),
+             {"class": "macro avg", "precision": float(np.mean([v["precision"] for v in per_class])),
+              "recall": float(np.mean([v["recall"] for v in per_class])),
               "f1": metrics["macro_f1"], "support": total},
              {"class": "accuracy", "precision": None, "recall": None, "f1": metrics["accuracy"], "support": total}]
     return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
@@ -363,11 +365,12 @@ def metrics_ui(metrics: dict) -> pd.DataFrame:
     per_class = table.iloc[:len(metrics["per_class"])]
     figure = go.Figure([go.Bar(name=name, x=per_class["class"], y=per_class[column], text=per_class[column].round(2))
                         for name, column in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))])
-    figure.add_hline(y=metrics["macro_f1"], line_dash="dash", annotation_text=f"macro-F1 {metrics['macro_f1']:.2f}")
-    figure.add_hline(y=metrics["accuracy"], line_dash="dot", line_color="gray",
-                     annotation_text=f"accuracy {metrics['accuracy']:.2f}", annotation_position="bottom right")
-    figure.update_layout(barmode="group", yaxis={"range": [0, 1.05], "title": "score"}, height=360,
-                         margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend={"orientation": "h"})
+    figure.add_hline(y=metrics["macro_f1"], line_dash="dash", line_color="black")
+    figure.add_hline(y=metrics["accuracy"], line_dash="dot", line_color="gray")
+    figure.update_layout(barmode="group", yaxis={"range": [0, 1.05], "title": "score"}, height=380,
+                         title={"text": f"macro-F1 {metrics['macro_f1']:.2f} (dashed line), accuracy "
+                                        f"{metrics['accuracy']:.2f} (dotted line)", "font": {"size": 13}},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"})
     st.plotly_chart(figure, key="metrics_chart")
     return table
 
@@ -405,7 +408,8 @@ def calibration_ui(data: ReviewData) -> float:
     figure.update_xaxes(range=[0, 1], title_text="confidence (top class probability)", row=2, col=1)
     figure.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=1)
     figure.update_yaxes(title_text="photos", row=2, col=1)
-    figure.update_layout(height=460, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend={"orientation": "h"})
+    figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
     st.plotly_chart(figure, key="reliability_chart")
     return result.ece
 
@@ -436,7 +440,7 @@ def inspection_ui(data: ReviewData, store: InspectionStore, who: str) -> int:
     for record in plain_records(pending.head(20)):
         with st.container(border=True):
             photo_col, text_col, buttons = st.columns([1, 2.4, 1])
-            _show(photo_col, _photo(data.dataset, record["photo_path"]), "")
+            _show(photo_col, _photo("", record["photo_path"]), "")  # stored inspection photos: own path
             proposal = (f"relabel as **{record['new_label']}**" if record["action"] == "relabel" else
                         "mark **unusable**" if record["action"] == "unusable" else
                         f"confirm **{record['new_label'] or record['original_label']}**")

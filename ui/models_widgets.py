@@ -257,11 +257,13 @@ def downloads_ui(run: RunDir) -> None:
                  "`defect_model.inference.Predictor.from_checkpoint` (weights_only).")
     export = cached_export(run)
     with right:
-        if export is None and st.button("Export to ONNX", key=f"export_{run.run_id}",
-                                        help="Exports model.onnx and checks its outputs against torch."):
+        slot = st.empty()
+        if export is None and slot.button("Export to ONNX", key=f"export_{run.run_id}",
+                                          help="Exports model.onnx and checks its outputs against torch."):
             try:
                 with st.spinner("Exporting and checking against torch…"):
                     export = export_onnx(run)
+                slot.empty()
             except ExportError as exc:
                 st.error(str(exc))
         if export is not None:

@@ -1,7 +1,8 @@
 """A prepared run directory for the Review and Models tests, made in a second, without training.
 
-The dataset is tiny (ok / pit / scratch, 64 px) with two planted problems: `pit/zz_planted.png` is
-really a scratch photo filed under pit, and `ok/zz_blank.png` is a blank frame. The run's
+The dataset is tiny (ok / pit / scratch, 64 px) with planted problems: `pit/zz_planted.png` (validation)
+and `pit/zz_planted_train.png` (training) are really scratch photos filed under pit, and
+`ok/zz_blank.png` is a blank frame. The run's
 val_predictions.csv is written by hand (so the confusion matrix is known), its checkpoint is a
 randomly initialised resnet18 (enough for Grad-CAM and ONNX), and its config trains in seconds.
 """
@@ -27,7 +28,8 @@ from defect_model.model import build_model
 from defect_model.runs import RunDir, write_json_atomic
 
 CLASSES = ["ok", "pit", "scratch"]
-PLANTED = "pit/zz_planted.png"  # a scratch photo filed as pit
+PLANTED = "pit/zz_planted.png"  # a scratch photo filed as pit (validation split)
+PLANTED_TRAIN = "pit/zz_planted_train.png"  # another scratch photo filed as pit (training split)
 BLANK = "ok/zz_blank.png"  # an unusable frame
 RUN_ID = "20260101-120000-resnet18-prep"
 
@@ -46,6 +48,7 @@ VAL = [
 def make_dataset(folder: Path, per_class: int = 8) -> Path:
     data = synthetic.generate(folder, per_class=per_class, size=64, seed=5, classes=tuple(CLASSES))
     shutil.copyfile(data / "scratch" / f"scratch_{per_class - 1:04d}.png", data / PLANTED)
+    shutil.copyfile(data / "scratch" / f"scratch_{per_class - 2:04d}.png", data / PLANTED_TRAIN)
     Image.new("RGB", (64, 64), (128, 128, 128)).save(data / BLANK)
     return data.resolve()
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from defect_model.calibration import reliability
 from defect_model.runs import list_runs, set_active
 from defect_model.store import InspectionStore
-from review_support import BLANK, PLANTED, expected_confusion, make_dataset, tree_fingerprint, write_run
+from review_support import BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, tree_fingerprint, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,10 @@ def test_retrain_with_corrections_trains_on_the_corrected_labels(env):
     at.selectbox(key="cell_pred").set_value("ok")
     at.run()
     at.button(key=f"cell:{BLANK}:unusable").click().run()
-    assert len(env["store"].corrections(status="confirmed")) == 2
+    # A training photo is not on the Review page; its fix arrives like any confirmed correction.
+    env["store"].add_correction(source="review", action="relabel", photo_path=PLANTED_TRAIN, new_label="scratch",
+                                original_label="pit", dataset=str(env["dataset"]), who="eng", status="confirmed")
+    assert len(env["store"].corrections(status="confirmed")) == 3
 
     at.button(key="retrain").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -173,12 +176,18 @@ def test_retrain_with_corrections_trains_on_the_corrected_labels(env):
     assert new.status()["state"] == "done", new.log.read_text()[-2000:]
 
     corrections = pd.read_csv(_config(new)["corrections_csv"], keep_default_na=False)
-    assert dict(zip(corrections["path"], corrections["label"])) == {PLANTED: "scratch", BLANK: ""}
+    assert dict(zip(corrections["path"], corrections["label"])) == {PLANTED: "scratch", BLANK: "",
+                                                                    PLANTED_TRAIN: "scratch"}
     val = pd.read_csv(new.val_predictions)
     assert val.loc[val["path"] == PLANTED, "true_label"].tolist() == ["scratch"]
     assert BLANK not in set(val["path"])
     report = json.loads(new.data_report.read_text())
-    assert report["corrections_applied"] == 2
+    assert report["corrections_applied"] == 3
+    # Trained on the corrected labels: the training photos per class are the parent split's, one pit moved to scratch.
+    split = pd.read_csv(env["run"].split)
+    parent_counts = split[split["split"] == "train"]["label"].value_counts().to_dict()
+    assert report["train_counts"] == {"ok": parent_counts["ok"], "pit": parent_counts["pit"] - 1,
+                                      "scratch": parent_counts["scratch"] + 1}
     assert _config(new)["split_csv"], "the retrain keeps the original run's split"
     provenance = json.loads((new.path / "retrain.json").read_text())
     assert provenance["parent_run"] == env["run"].run_id and provenance["by"] == "eng"

@@ -1,0 +1,313 @@
+"""App tests of the Train page (streamlit.testing AppTest): form defaults, refusals, and the live view."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import shutil
+import subprocess
+import time
+import typing
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from defect_model import synthetic
+from defect_model.config import TrainConfig
+from defect_model.metrics import metrics_from_predictions
+from defect_model.runs import RunDir, get_active, list_runs
+from ui.train_data import FOLDER, UPLOADED, ZIP
+from ui.train_settings import NOT_IN_FORM
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "train.py")
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    """Private runs, data and database folders; a small demo set already in place (no generation wait)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    paths = {"runs": tmp_path / "runs", "data": tmp_path / "data"}
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(paths["runs"]))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(paths["data"]))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "inspections.sqlite"))
+    synthetic.generate(paths["data"] / "demo", per_class=4, size=48, seed=3)
+    return paths
+
+
+def page() -> AppTest:
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def values(array) -> list:
+    """A plotly trace array from a chart's JSON: a list, or base64 binary ({'dtype', 'bdata'})."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def chart_traces(app: AppTest, key: str) -> dict[str, list]:
+    spec = json.loads(app.get_by_key(key).proto.spec)
+    return {trace["name"]: values(trace["y"]) for trace in spec["data"]}
+
+
+def errors(app: AppTest) -> str:
+    return "\n".join(e.value for e in app.error)
+
+
+def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
+    app = page()
+    hints = typing.get_type_hints(TrainConfig)
+    reference = TrainConfig()
+    checked = 0
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in NOT_IN_FORM:
+            continue
+        if field.name == "good_classes":
+            (widget,) = [w for w in app.multiselect if w.key.startswith("train_good_classes")]
+            assert widget.value == ["ok"]  # suggested from the demo's class names
+            continue
+        widget = app.get_by_key(f"train_{field.name}")
+        expected = getattr(reference, field.name)
+        if typing.get_origin(hints[field.name]) is tuple:
+            assert tuple(float(v) for v in widget.value.split(",")) == expected, field.name
+        else:
+            assert widget.value == expected, field.name
+        assert widget.help == field.metadata["help"], field.name
+        checked += 1
+    assert checked >= 12  # backbone, image size, batch, epochs, lr, optimizer, schedule, ...
+    for name in ("backbone", "image_size", "batch_size", "epochs", "lr", "optimizer", "schedule", "weight_decay",
+                 "grad_clip", "dropout", "val_fraction", "split_csv", "seed"):
+        assert app.get_by_key(f"train_{name}").value == getattr(reference, name)
+    estimate = next(m.value for m in app.markdown if "Estimated training time" in m.value)
+    assert "images/s" in estimate and "no past resnet50 run" in estimate
+    assert not app.button(key="train_start").disabled
+
+
+def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_path):
+    app = page()
+    app.radio(key="train_source").set_value(FOLDER).run()
+    missing = tmp_path / "no-such-folder"
+    app.text_input(key="train_folder").set_value(str(missing)).run()
+    assert f"{missing}: the folder does not exist" in errors(app)
+    assert not [b for b in app.button if b.key == "train_start"]
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for photo in sorted((env["data"] / "demo" / "ok").iterdir()):  # photos, but no class sub-folders
+        shutil.copy(photo, flat / photo.name)
+    app.text_input(key="train_folder").set_value(str(flat)).run()
+    assert not app.exception
+    message = errors(app)
+    assert str(flat) in message and "class folder" in message and "sub-folder" in message
+    assert not [b for b in app.button if b.key == "train_start"]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _upload(app: AppTest, file_name: str, data: bytes, name: str = "") -> AppTest:
+    app.file_uploader(key="train_zip").set_value((file_name, data, "application/zip"))
+    app.text_input(key="train_zip_name").set_value(name)
+    app.button(key="train_zip_add").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def test_bad_zips_are_refused_and_a_good_one_is_kept_by_name(env):
+    app = page()
+    app.radio(key="train_source").set_value(ZIP).run()
+    _upload(app, "broken.zip", b"this is not a zip at all")
+    assert "broken.zip: this is not a valid .zip file" in errors(app)
+
+    _upload(app, "evil.zip", _zip({"../outside.png": b"x"}))
+    assert "evil.zip: member '../outside.png' points outside" in errors(app)
+    assert not (env["data"] / "outside.png").exists()
+
+    _upload(app, "flat.zip", _zip({"a.png": b"x", "b.png": b"y"}), name="flat")
+    assert "flat.zip:" in errors(app) and "one folder per class" in errors(app)
+    assert not (env["data"] / "datasets" / "flat").exists()  # a refused upload leaves nothing behind
+
+    photos = {f"parts/{label}/{p.name}": p.read_bytes()
+              for label in ("ok", "pit") for p in sorted((env["data"] / "demo" / label).iterdir())}
+    _upload(app, "parts.zip", _zip(photos), name="line-3")
+    assert not app.error
+    assert any("Saved parts.zip as dataset 'line-3'" in s.value for s in app.success)
+    assert app.radio(key="train_source").value == UPLOADED
+    assert app.selectbox(key="train_uploaded").value == "line-3"
+    assert sorted(p.name for p in (env["data"] / "datasets" / "line-3").iterdir()) == ["ok", "pit"]
+    assert any(m.value.startswith("**pit**  \n4 photos") for m in app.markdown)
+
+    fresh = page()  # another session picks it again
+    fresh.radio(key="train_source").set_value(UPLOADED).run()
+    assert fresh.selectbox(key="train_uploaded").options == ["line-3"]
+
+
+# --- the job panel, from prepared run directories ---------------------------------------------------
+
+def _events(epochs: int, steps_per_epoch: int, done_steps: int, t0: float) -> list[dict]:
+    start = {"type": "start", "time": t0, "run_id": "x", "classes": ["ok", "pit"], "train_images": 24,
+             "val_images": 6, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+             "total_steps": epochs * steps_per_epoch, "resumed": False, "start_epoch": 1, "skip_steps": 0}
+    events, t = [start], t0
+    for g in range(1, done_steps + 1):
+        epoch, step = (g - 1) // steps_per_epoch + 1, (g - 1) % steps_per_epoch + 1
+        t += 0.5
+        events.append({"type": "step", "time": t, "epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch,
+                       "global_step": g, "total_steps": epochs * steps_per_epoch, "loss": 1.5 / g, "lr": 1e-3 / g,
+                       "images_per_s": 40.0})
+        if step == steps_per_epoch:
+            t += 1.0
+            events.append({"type": "epoch", "time": t, "epoch": epoch, "epochs": epochs, "complete": True,
+                           "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_accuracy": 0.5 + 0.1 * epoch,
+                           "val_micro_f1": 0.5 + 0.1 * epoch, "val_macro_f1": 0.45 + 0.1 * epoch,
+                           "epoch_seconds": 4.0, "elapsed_s": t - t0, "eta_s": 4.0})
+    return events
+
+
+def _prepare_run(env, run_id: str, state: str, events: list[dict], pid: int | None = None, **status) -> RunDir:
+    run = RunDir(env["runs"] / run_id)
+    run.path.mkdir(parents=True)
+    TrainConfig(data_dir=str(env["data"] / "demo"), backbone="resnet18", image_size=48, epochs=3,
+                good_classes=["ok"]).to_yaml(run.config)
+    run.events.write_text("".join(json.dumps(e) + "\n" for e in events))
+    run.log.write_text("run directory: somewhere\nepoch 1/3: train loss 1.0000, val loss 1.1000\n")
+    run.status_file.write_text(json.dumps({"state": state, "pid": pid, **status}))
+    if state == "done":
+        run.checkpoint.write_bytes(b"stands in for a checkpoint")
+    return run
+
+
+@pytest.fixture()
+def live_pid():
+    """A process that is alive for the test: it stands in for a training process."""
+    process = subprocess.Popen(["sleep", "120"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def test_live_view_reads_a_prepared_events_file(env, live_pid):
+    run = _prepare_run(env, "20260101-120000-resnet18-live", "running", _events(3, 6, 9, time.time() - 10),
+                       pid=live_pid)
+    app = page()
+    assert app.selectbox(key="train_view_run").value == run.run_id
+    (progress,) = app.get("progress")
+    assert progress.value == 50  # 9 of 18 steps
+    assert progress.text.startswith("Epoch 2/3 · step 3/6 · 9/18 steps (50%) · ETA ")
+    assert "40 images/s" in progress.text
+    loss = chart_traces(app, f"live_{run.run_id}_loss")
+    assert loss["train (per step)"] == pytest.approx([1.5 / g for g in range(1, 10)])
+    assert loss["validation"] == pytest.approx([1.1])
+    assert chart_traces(app, f"live_{run.run_id}_lr")["learning rate"] == pytest.approx([1e-3 / g for g in range(1, 10)])
+    assert chart_traces(app, f"live_{run.run_id}_scores")["accuracy"] == pytest.approx([0.6])
+    assert "epoch 1/3: train loss" in "\n".join(c.value for c in app.code)
+    assert not app.button(key=f"train_cancel_{run.run_id}").disabled
+
+    # Another start while it runs is refused, naming the running job.
+    app.button(key="train_start").click().run()
+    assert f"Not started: Training job {run.run_id} is still running" in errors(app)
+    assert [r.run_id for r in list_runs()] == [run.run_id]
+
+
+def test_a_job_whose_process_died_is_shown_failed_with_resume(env):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = _prepare_run(env, "20260101-120000-resnet18-dead", "running", _events(3, 6, 8, time.time() - 60),
+                       pid=dead.pid)
+    app = page()
+    assert "failed.** The training process stopped without finishing (killed or crashed)" in errors(app)
+    assert json.loads(run.status_file.read_text())["state"] == "failed"  # recorded, not only displayed
+    assert app.button(key=f"train_resume_{run.run_id}").label == "Resume from the beginning (no checkpoint was saved before it stopped)"
+    assert not app.get("progress")
+
+
+def _metrics(good: bool) -> dict:
+    truth = ["ok", "ok", "ok", "pit", "pit", "pit"]
+    predicted = truth if good else ["ok"] * 6
+    return metrics_from_predictions(pd.DataFrame({"path": list("abcdef"), "true_label": truth,
+                                                  "pred_label": predicted}), ["ok", "pit"])
+
+
+def test_a_finished_run_shows_its_curves_and_is_made_active(env):
+    run = _prepare_run(env, "20260101-120000-resnet18-done", "done",
+                       _events(3, 6, 18, time.time() - 60) + [{"type": "end", "time": time.time(), "state": "done",
+                                                                "elapsed_s": 75.0}])
+    run.metrics.write_text(json.dumps(_metrics(good=True)))
+    app = page()
+    assert any("finished in 1 min 15 s" in s.value for s in app.success)
+    scores = chart_traces(app, f"final_{run.run_id}_scores")
+    assert scores["macro-F1"] == pytest.approx([0.55, 0.65, 0.75])
+    app.button(key=f"train_activate_{run.run_id}").click().run()
+    assert get_active()["run_id"] == run.run_id and "override" not in get_active()
+    assert any("This run is the active model" in i.value for i in app.info)
+
+
+def test_a_collapsed_model_needs_a_logged_reason_to_be_made_active(env):
+    run = _prepare_run(env, "20260101-120000-resnet18-flat", "done", _events(3, 6, 18, time.time() - 60))
+    run.metrics.write_text(json.dumps(_metrics(good=False)))
+    app = page()
+    assert "flagged as useless" in errors(app) and "never recognises pit" in errors(app)
+    button = app.button(key=f"train_activate_{run.run_id}")
+    assert button.disabled
+    app.text_input(key=f"train_override_{run.run_id}").set_value("line stopped, any model beats none").run()
+    app.button(key=f"train_activate_{run.run_id}").click().run()
+    record = get_active()
+    assert record["run_id"] == run.run_id and record["override"] == "line stopped, any model beats none"
+
+
+def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypatch):
+    from defect_model.store import InspectionStore
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    demo = str((env["data"] / "demo").resolve())
+    store = InspectionStore()
+    store.add_correction(source="review", action="relabel", photo_path="ok/ok_0001.png", original_label="ok",
+                         new_label="pit", dataset=demo, status="confirmed", who="eng")
+    store.add_correction(source="review", action="unusable", photo_path="pit/pit_0002.png", dataset=demo,
+                         status="confirmed", who="eng")
+    store.add_correction(source="inspection", action="relabel", photo_path="/photos/x.png", new_label="crack",
+                         dataset=demo, who="ana")  # pending: shown, not included
+    store.add_correction(source="review", action="relabel", photo_path="ok/ok_0000.png", new_label="pit",
+                         dataset="/another/dataset", status="confirmed")
+    app = page()
+    assert any(e.label == "Label corrections: 2 confirmed, 1 pending" for e in app.expander)
+    include = app.checkbox(key="train_include_corrections")
+    assert include.value and "2 confirmed" in include.label
+
+    app.selectbox(key="train_backbone").set_value("resnet18")
+    app.number_input(key="train_image_size").set_value(32)
+    app.number_input(key="train_epochs").set_value(1)
+    app.button(key="train_start").click().run()
+    assert not app.error, errors(app)
+    (run,) = list_runs()
+    try:
+        cfg = TrainConfig.from_yaml(run.config)
+        assert (cfg.backbone, cfg.image_size, cfg.epochs, cfg.data_dir) == ("resnet18", 32, 1, demo)
+        rows = pd.read_csv(cfg.corrections_csv, keep_default_na=False).to_dict("records")
+        assert rows == [{"path": "ok/ok_0001.png", "label": "pit"}, {"path": "pit/pit_0002.png", "label": ""}]
+        assert any(f"Training job {run.run_id} started" in s.value for s in app.success)
+        assert app.selectbox(key="train_view_run").value == run.run_id
+        deadline = time.time() + 120
+        while run.status()["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.5)
+        assert run.status()["state"] == "done", run.log.read_text()
+        assert json.loads(run.data_report.read_text())["corrections_applied"] == 2
+    finally:
+        pid = run.status().get("pid")
+        if run.status()["state"] in ("queued", "running") and pid:
+            subprocess.run(["kill", "-9", str(pid)], check=False)

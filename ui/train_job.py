@@ -1,0 +1,265 @@
+"""Train page, job side: start, the live view of the running job, cancel, resume, and make a finished run active.
+
+The job itself is a separate `python -m defect_model train` process (defect_model.jobs); this module
+only reads its run directory, so a reload, another tab or a restarted dashboard finds it again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import streamlit as st
+import yaml
+
+from defect_model import jobs
+from defect_model.config import TrainConfig
+from defect_model.data import DatasetError
+from defect_model.insights import format_duration
+from defect_model.quality import assess
+from defect_model.runs import RunDir, get_active, list_runs, runs_root, set_active
+from ui.train_progress import curves, loss_figure, lr_figure, read_progress, scores_figure
+
+REFRESH_S = 2.0
+LOG_LINES = 25
+VIEW_KEY = "train_view_run"
+FOCUS_KEY = "train_focus_run"  # a run to show on the next page run (set before the run selector is drawn)
+
+
+# --- actions (button callbacks: they run before the page, so the page draws their result) ------------
+
+def _flash(kind: str, text: str, where: str = "job") -> None:
+    """A message for the next page run, shown at `where` (the job panel or the Start button)."""
+    st.session_state[f"train_flash_{where}"] = (kind, text)
+
+
+def start_job(cfg: TrainConfig, corrections_from=None) -> None:
+    """Start a training process for `cfg`; a second start while one runs is refused with its name.
+
+    `corrections_from`: a ui.train_data.Dataset whose confirmed label corrections the run is to apply.
+    """
+    try:
+        if corrections_from is not None and jobs.running_job(runs_root()) is None:  # no file for a refused start
+            from ui.train_data import write_corrections
+
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "corrections_csv": write_corrections(corrections_from)})
+        run = jobs.start_training(cfg, runs_root())
+    except jobs.JobError as exc:
+        _flash("error", f"Not started: {exc}", "start")
+        return
+    except (DatasetError, OSError, ValueError) as exc:
+        _flash("error", f"Not started: {exc}", "start")
+        return
+    st.session_state[FOCUS_KEY] = run.run_id
+    _flash("success", f"Training job {run.run_id} started. It runs on in the background; "
+                      "you may reload or close this page.")
+
+
+def resume_job(run_id: str) -> None:
+    run = RunDir(runs_root() / run_id)
+    try:
+        jobs.resume_training(run, runs_root())
+    except jobs.JobError as exc:
+        _flash("error", f"Not resumed: {exc}")
+        return
+    st.session_state[FOCUS_KEY] = run.run_id
+    _flash("success", f"Resuming {run.run_id} from its last checkpoint.")
+
+
+def cancel_job(run_id: str) -> None:
+    """Ask the job to stop after its current step (the button then reads 'Cancelling…')."""
+    jobs.cancel(RunDir(runs_root() / run_id))
+
+
+def make_active(run_id: str, reason_key: str | None = None) -> None:
+    reason = (st.session_state.get(reason_key) or "").strip() if reason_key else ""
+    try:
+        set_active(RunDir(runs_root() / run_id), by=st.session_state.get("inspector", "") or "",
+                   override_reason=reason)
+    except ValueError as exc:  # refused: no checkpoint, or flagged without a reason
+        _flash("error", f"Not made active: {exc}")
+        return
+    _flash("success", f"{run_id} is now the active model" + (f" (override: {reason})" if reason else "") + ".")
+
+
+def flash_ui(where: str = "job") -> None:
+    if flash := st.session_state.pop(f"train_flash_{where}", None):
+        kind, text = flash
+        getattr(st, kind)(text)
+
+
+# --- reading a run -------------------------------------------------------------------------------
+
+def run_settings(run: RunDir) -> dict:
+    """config.yaml as a dict (read plainly: a run from an older version may have other fields)."""
+    try:
+        return yaml.safe_load(run.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def plain_error(text: str) -> str:
+    """'DatasetError: /x: ...' -> '/x: ...': the exception's class name means nothing to a user."""
+    return re.sub(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b:\s*", "", text or "").strip()
+
+
+def log_tail(run: RunDir, lines: int = LOG_LINES) -> str:
+    try:
+        with run.log.open("rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 16_000))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    text = text.replace("\r", "\n")
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+def _label(run: RunDir) -> str:
+    return f"{run.run_id} · {run.status().get('state', '?')}"
+
+
+# --- the panel -----------------------------------------------------------------------------------
+
+def job_ui() -> None:
+    """The running job (live) or a chosen past run: progress, curves, log, and what can be done with it."""
+    flash_ui()
+    root = runs_root()
+    running = jobs.running_job(root)  # also marks runs whose process died as failed
+    runs = list_runs(root)
+    if not runs:
+        st.info("No training runs yet. Choose a dataset and settings below, then press Start.")
+        return
+    ids = [r.run_id for r in runs]
+    if st.session_state.get(FOCUS_KEY) in ids:
+        st.session_state[VIEW_KEY] = st.session_state.pop(FOCUS_KEY)
+    if st.session_state.get(VIEW_KEY) not in ids:
+        st.session_state[VIEW_KEY] = running.run_id if running else ids[0]
+    run_id = st.selectbox("Run", ids, key=VIEW_KEY, format_func=lambda i: _label(RunDir(root / i)),
+                          help="The running job, or any earlier run: its curves, its log, resume or activate it.")
+    if running and running.run_id != run_id:
+        st.info(f"Training job {running.run_id} is running.", icon=":material/sync:")
+        st.button("Show the running job", key="train_show_running",
+                  on_click=lambda: st.session_state.update({VIEW_KEY: running.run_id}))
+    run = RunDir(root / run_id)
+    if run.status()["state"] in ("queued", "running"):
+        live_view(str(run.path))
+    else:
+        finished_view(run)
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_view(run_path: str) -> None:
+    """Re-drawn every couple of seconds on its own; the whole page reruns once the job ends."""
+    run = RunDir(Path(run_path))
+    status = run.status()
+    if status["state"] not in ("queued", "running"):
+        run.mark_dead_run_failed()
+        st.rerun(scope="app")
+    events = run.read_events()
+    progress = read_progress(events, now=time.time())
+    settings = run_settings(run)
+    st.markdown(f":material/model_training: **Training {run.run_id}** · {settings.get('backbone', '?')} at "
+                f"{settings.get('image_size', '?')} px on `{settings.get('data_dir', '?')}` · pid {status.get('pid')}")
+    eta = f" · ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None else ""
+    speed = f" · {progress.images_per_s:.0f} images/s" if progress.images_per_s else ""
+    st.progress(progress.fraction, text=progress.text() + eta + speed)
+    charts_ui(events, progress.epochs, key=f"live_{run.run_id}")
+    left, right = st.columns([1, 4])
+    with left:
+        starting = not progress.started and status["state"] == "queued"
+        cancelling = run.cancel_requested()
+        st.button("Cancelling…" if cancelling else "Cancel", key=f"train_cancel_{run.run_id}",
+                  icon=":material/stop_circle:", disabled=starting or cancelling,
+                  on_click=cancel_job, args=(run.run_id,),
+                  help="Stops after the current step; the run keeps its last checkpoint and can be resumed."
+                       + (" Available once the process has started (a few seconds)." if starting else ""))
+    with right:
+        with st.expander("Log (last lines of train.log)", expanded=False):
+            st.code(log_tail(run) or "(nothing yet)", language="text")
+
+
+def charts_ui(events: list[dict], total_epochs: int, key: str) -> None:
+    steps, epochs = curves(events)
+    if steps.empty and epochs.empty:
+        return
+    for column, figure, name in zip(st.columns(3), (loss_figure(steps, epochs, total_epochs),
+                                                    lr_figure(steps, total_epochs),
+                                                    scores_figure(epochs, total_epochs)),
+                                    ("loss", "lr", "scores")):
+        with column:
+            st.plotly_chart(figure, key=f"{key}_{name}", config={"displayModeBar": False})
+
+
+def finished_view(run: RunDir) -> None:
+    """A run that is not running: its outcome, curves and log, and resume / make active."""
+    status = run.status()
+    state = status["state"]
+    events = run.read_events()
+    progress = read_progress(events)
+    settings = run_settings(run)
+    if state == "done":
+        done_ui(run, settings)
+    elif state == "failed":
+        error = plain_error(status.get("error", "")) or "The training process stopped; see its log below."
+        st.error(f"**Training {run.run_id} failed.** {error}", icon=":material/error:")
+    elif state == "cancelled":
+        st.warning(f"Training {run.run_id} was cancelled at epoch {progress.epoch}, step {progress.step}; "
+                   "its last checkpoint is kept.", icon=":material/stop_circle:")
+    charts_ui(events, progress.epochs, key=f"final_{run.run_id}")
+    if state in ("failed", "cancelled"):
+        if run.checkpoint.is_file():
+            where = "from its last checkpoint"
+        else:
+            where = "from the beginning (no checkpoint was saved before it stopped)"
+        st.button(f"Resume {where}", key=f"train_resume_{run.run_id}", type="primary",
+                  icon=":material/play_arrow:", on_click=resume_job, args=(run.run_id,))
+    with st.expander("Log (last lines of train.log)", expanded=state == "failed"):
+        st.code(log_tail(run) or "(empty)", language="text")
+    with st.expander("Settings of this run (config.yaml)"):
+        st.code(yaml.safe_dump(settings, sort_keys=False), language="yaml")
+
+
+def done_ui(run: RunDir, settings: dict) -> None:
+    metrics = run.read_metrics()
+    if not metrics:
+        st.warning(f"{run.run_id} finished but wrote no metrics.json; it cannot be made active.")
+        return
+    quality = assess(metrics, settings.get("good_classes", []))
+    elapsed = next((e.get("elapsed_s") for e in reversed(run.read_events()) if e.get("type") == "end"), None)
+    took = f" in {format_duration(elapsed)}" if elapsed else ""
+    active = (get_active() or {}).get("run_id") == run.run_id
+    if quality.collapsed:
+        st.error(f"**{run.run_id} finished{took}, but this model is flagged as useless:** "
+                 + "; ".join(quality.problems) + f". ({quality.headline()})", icon=":material/warning:")
+    else:
+        st.success(f"**{run.run_id} finished{took}.** {quality.headline()}, macro-F1 {quality.macro_f1:.1%}.",
+                   icon=":material/check_circle:")
+    if active:
+        st.info("This run is the active model.", icon=":material/verified:")
+        return
+    if quality.collapsed:
+        reason_key = f"train_override_{run.run_id}"
+        reason = st.text_input("Reason for making a flagged model active (logged with it)", key=reason_key)
+        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not reason.strip(),
+                  icon=":material/warning:", on_click=make_active, args=(run.run_id, reason_key))
+    else:
+        st.button("Make this the active model", key=f"train_activate_{run.run_id}", type="primary",
+                  icon=":material/verified:", on_click=make_active, args=(run.run_id,))
+
+
+def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:
+    """The Start button; a job already running is named, and a second start is refused by jobs."""
+    running = jobs.running_job(runs_root())
+    if running is not None:
+        st.caption(f"Training job {running.run_id} is running; only one job runs at a time, "
+                   "so a start is refused until it finishes or is cancelled.")
+    # Handled here, not in an on_click callback: a callback's arguments are those of the previous page run,
+    # which misses a setting changed in the same interaction as the click.
+    if st.button("Start training", key="train_start", type="primary", icon=":material/rocket_launch:",
+                 disabled=cfg is None):
+        start_job(cfg, corrections_from)
+        st.rerun()
+    flash_ui("start")

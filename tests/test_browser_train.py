@@ -1,0 +1,101 @@
+"""Browser test of the Train page: demo data, a tiny recipe, start, reload while it runs, finish, make active."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from browser_support import streamlit_server
+from defect_model.runs import get_active, list_runs
+
+PROGRESS = re.compile(r"Epoch 1/1 · step (\d+)/(\d+)")
+
+
+def _step_shown(page) -> int | None:
+    """The step number the progress bar shows, or None while there is none."""
+    for text in page.get_by_text(PROGRESS).all_inner_texts():
+        match = PROGRESS.search(text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _wait_for_step(page, above: int, timeout: float) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        step = _step_shown(page)
+        if step is not None and step > above:
+            return step
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the progress bar did not pass step {above} within {timeout:.0f} s")
+
+
+def _set_number(page, label: str, value: int) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    page.wait_for_timeout(300)
+
+
+def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp_path, monkeypatch, artifacts_dir):
+    started = time.time()
+
+    def mark(what: str) -> None:  # shown with a failure: where the time went
+        print(f"{time.time() - started:6.1f} s  {what}")
+
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training process inherits it: faster on a busy 2-core box
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
+    with streamlit_server(runs, data) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.get_by_text("Inspector name").wait_for()  # the router's sidebar is there
+        page.get_by_role("link", name="Train").click()
+        page.get_by_text("Photos per class").wait_for(timeout=120_000)  # the demo set, generated on first use
+        mark("demo dataset shown")
+        assert page.get_by_text("Demo dataset").is_visible()
+
+        # A tiny recipe: resnet18, 32 px photos, 1 epoch; batches of 4 so that it runs long enough to reload.
+        page.get_by_role("combobox", name="Backbone", exact=True).click()
+        page.get_by_role("option", name="resnet18").click()
+        _set_number(page, "Image size (px)", 32)
+        _set_number(page, "Epochs", 1)
+        _set_number(page, "Batch size", 4)
+        page.get_by_text("1 epoch(s) of resnet18 at 32 px").wait_for()
+        page.get_by_role("button", name="Start training").click()
+
+        page.get_by_text("started. It runs on in the background").wait_for()
+        mark("started")
+        first = _wait_for_step(page, 0, timeout=120)
+        mark(f"step {first} shown")
+        page.reload()  # the job outlives the page: after a reload it is found again, still progressing
+        page.get_by_text("Inspector name").wait_for()
+        later = _wait_for_step(page, first, timeout=60)
+        mark(f"after the reload: step {later} shown")
+        assert later > first
+        (run,) = list_runs(runs)
+        assert page.get_by_text(run.run_id).first.is_visible()
+        page.screenshot(path=str(artifacts_dir / "train_live.png"))
+
+        page.get_by_text(f"{run.run_id} finished").wait_for(timeout=240_000)
+        mark("finished")
+        charts = page.locator(".js-plotly-plot")
+        charts.first.wait_for()
+        assert charts.count() >= 4  # loss, learning rate, validation scores, and the dataset's photos per class
+        # One epoch on 32 px photos may well give a model that is flagged as useless: then making it active
+        # takes a reason, which is logged with it.
+        flagged = page.get_by_text("this model is flagged as useless").is_visible()
+        if flagged:
+            page.get_by_label("Reason for making a flagged model active (logged with it)").fill("browser test")
+            page.keyboard.press("Tab")
+            page.get_by_role("button", name="Make active anyway").click()
+        else:
+            page.get_by_role("button", name="Make this the active model").click()
+        page.get_by_text("This run is the active model").wait_for()
+        page.locator("[data-testid='stSidebar']").get_by_text(run.run_id).wait_for()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(artifacts_dir / "train_done.png"))
+    assert get_active(runs)["run_id"] == run.run_id
+    assert get_active(runs).get("override") == ("browser test" if flagged else None)
+    assert run.status()["state"] == "done"

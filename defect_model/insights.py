@@ -56,13 +56,20 @@ class DatasetInsights:
     def imbalance_ratio(self) -> float:
         return self.counts[self.largest] / max(1, self.counts[self.smallest])
 
+    def minority_classes(self, limit: float = IMBALANCE_WARNING) -> list[str]:
+        """Classes with `limit` times fewer photos than the largest one, or more."""
+        most = self.counts[self.largest]
+        return [c for c in self.classes if self.counts[c] * limit <= most]
+
     def imbalance_warning(self, limit: float = IMBALANCE_WARNING) -> str | None:
         """A plain-words warning when the classes are imbalanced, else None."""
-        if self.imbalance_ratio < limit:
+        few = self.minority_classes(limit)
+        if not few:
             return None
+        listed = ", ".join(f"{c} ({self.counts[c]})" for c in few)
         return (f"The classes are imbalanced: {self.largest} has {self.counts[self.largest]} photos, "
                 f"{self.smallest} only {self.counts[self.smallest]} ({self.imbalance_ratio:.1f}x fewer). "
-                f"Expect a lower recall on {self.smallest}; add photos of it or use class-balanced sampling.")
+                f"Expect a lower recall on {listed}; add photos of them or use class-balanced sampling.")
 
 
 def _even_sample(items: list, n: int) -> list:

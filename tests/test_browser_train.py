@@ -56,12 +56,13 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         mark("demo dataset shown")
         assert page.get_by_text("Demo dataset").is_visible()
 
-        # A tiny recipe: resnet18, 32 px photos, 1 epoch; batches of 4 so that it runs long enough to reload.
+        # A tiny recipe: resnet18, 32 px photos, 1 epoch; batches of 2 (120 steps), so that it runs long enough
+        # to be reloaded mid-way even on a quiet machine.
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet18").click()
         _set_number(page, "Image size (px)", 32)
         _set_number(page, "Epochs", 1)
-        _set_number(page, "Batch size", 4)
+        _set_number(page, "Batch size", 2)
         page.get_by_text("1 epoch(s) of resnet18 at 32 px").wait_for()
         page.get_by_role("button", name="Start training").click()
 

@@ -47,7 +47,8 @@ def test_insights_count_classes_sizes_modes_and_find_unusable_files(mixed):
     assert found.decoded == 11 and found.opened == 11
     assert found.imbalance_ratio == pytest.approx(8 / 3)
     warning = found.imbalance_warning()
-    assert "ok has 8 photos, scratch only 3" in warning and "recall on scratch" in warning
+    assert "ok has 8 photos, scratch only 3" in warning and "recall on scratch (3);" in warning
+    assert found.minority_classes() == ["scratch"]
 
 
 def test_balanced_classes_raise_no_warning_and_a_flat_folder_is_refused(tmp_path):

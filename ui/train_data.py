@@ -125,7 +125,8 @@ def dataset_source_ui() -> Dataset | None:
                      "sub-folder per class.", icon=":material/folder_off:")
             return None
         return Dataset(str(path), path.resolve())
-    st.file_uploader("Dataset .zip (one folder per class inside)", type=["zip"], key="train_zip")
+    st.file_uploader("Dataset .zip (one folder per class inside)", type=["zip"], key="train_zip",
+                     on_change=lambda: st.session_state.pop("train_zip_error", None))
     st.text_input("Name to keep it under", key="train_zip_name", placeholder="default: the zip's file name",
                   help="Letters, digits, '.', '_' and '-'. The dataset is kept under this name in the data folder.")
     st.button("Add dataset", key="train_zip_add", on_click=_add_zip, icon=":material/upload:")
@@ -161,10 +162,14 @@ def insights_for(dataset: Dataset) -> DatasetInsights | None:
 
 def insights_ui(insights: DatasetInsights) -> None:
     """Photos per class (imbalance called out), samples, sizes and modes, unusable files."""
-    counts = pd.DataFrame({"class": list(insights.counts), "photos": list(insights.counts.values())})
+    few = set(insights.minority_classes())
+    counts = pd.DataFrame({"class": list(insights.counts), "photos": list(insights.counts.values()),
+                           "share": ["few photos" if c in few else "enough" for c in insights.counts]})
     left, right = st.columns([3, 2])
     with left:
-        figure = px.bar(counts, x="class", y="photos", text="photos", title="Photos per class", height=300)
+        figure = px.bar(counts, x="class", y="photos", text="photos", title="Photos per class", height=300,
+                        color="share", color_discrete_map={"enough": "#1f77b4", "few photos": "#ff7f0e"})
+        figure.update_layout(showlegend=bool(few), legend_title_text="")
         figure.update_layout(margin=dict(l=10, r=10, t=40, b=10), title=dict(x=0, font=dict(size=15)))
         st.plotly_chart(figure, key="train_counts_chart")
     with right:

@@ -187,8 +187,10 @@ def estimate_ui(cfg: TrainConfig, insights: DatasetInsights) -> TimeEstimate:
         with st.expander(f"What the {cfg.preset} preset will decide for this dataset", expanded=True):
             st.markdown("\n".join(f"- {d}" for d in decisions))
     train, val = split_sizes(resolved, insights.counts)
-    estimate = estimate_training_time(resolved.backbone, resolved.image_size, resolved.epochs, train, val)
+    drawn = getattr(resolved, "epoch_images", 0) or train  # photos drawn per epoch, when the config can set it
+    estimate = estimate_training_time(resolved.backbone, resolved.image_size, resolved.epochs, drawn, val)
     st.markdown(f":material/timer: **Estimated training time: {estimate.text()}**")
-    st.caption(f"{train} training and {val} validation photos, {resolved.epochs} epoch(s) of "
+    per_epoch = f" ({drawn} drawn per epoch)" if drawn != train else ""
+    st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {resolved.epochs} epoch(s) of "
                f"{resolved.backbone} at {resolved.image_size} px.")
     return estimate

@@ -326,11 +326,15 @@ class InspectionQueue:
     sessions: inference and the fast Grad-CAM path change nothing in the model.
     """
 
-    def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE,
+    def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE, first_batch_size: int = 1,
                  on_batch: Callable[[list[FileResult]], None] | None = None):
         self.batch_size = max(1, int(batch_size))
+        # The first batch after the queue was idle is small, so the first verdict shows quickly.
+        self.first_batch_size = max(1, min(int(first_batch_size), self.batch_size))
+        self._fresh = False
         self.on_batch = on_batch
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._pending: deque = deque()
         self._results: list[FileResult] = []
         self._submitted = 0
@@ -347,6 +351,7 @@ class InspectionQueue:
                 self._pending.append((upload, predictor, settings, store, self._submitted))
                 self._submitted += 1
             if uploads and (self._thread is None or not self._thread.is_alive()):
+                self._fresh = True
                 self._thread = threading.Thread(target=self._work, name="inspection-queue", daemon=True)
                 self._thread.start()
         return len(uploads)
@@ -355,10 +360,13 @@ class InspectionQueue:
         with self._lock:
             if not self._pending:
                 self._thread = None
+                self._changed.notify_all()
                 return []
+            limit = self.first_batch_size if self._fresh else self.batch_size
+            self._fresh = False
             batch = [self._pending.popleft()]
             key = batch[0][1:4]
-            while self._pending and len(batch) < self.batch_size and all(
+            while self._pending and len(batch) < limit and all(
                     a is b for a, b in zip(self._pending[0][1:4], key)):
                 batch.append(self._pending.popleft())
             return batch
@@ -387,8 +395,16 @@ class InspectionQueue:
             with self._lock:
                 if generation == self._generation:
                     self._results.extend(results)
+                self._changed.notify_all()
             if self.on_batch is not None:
                 self.on_batch(results)
+
+    def wait_for_results(self, count: int, timeout: float) -> bool:
+        """Block until `count` results are in (or the queue is idle, or `timeout` s); True if they are."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self._results) >= count or not self._pending and (
+                self._thread is None or not self._thread.is_alive()), timeout)
+            return len(self._results) >= count
 
     def results(self) -> list[FileResult]:
         with self._lock:

@@ -139,6 +139,14 @@ class InspectionStore:
         with closing(self._connect()) as db:
             return pd.read_sql_query(f"SELECT * FROM inspections {where} ORDER BY id DESC", db, params=params)
 
+    def distinct(self, column: str) -> list[str]:
+        """The different non-empty values of an inspections column (for filter choices), sorted."""
+        if column not in ("inspector", "predicted", "verdict", "run_id"):
+            raise ValueError(f"no filter on column {column!r}")
+        with closing(self._connect()) as db:
+            rows = db.execute(f"SELECT DISTINCT {column} FROM inspections WHERE {column} != '' ORDER BY 1")
+            return [row[0] for row in rows]
+
     # -- corrections ------------------------------------------------------
     def add_correction(self, *, source: str, action: str, photo_path: str, new_label: str | None = None,
                        who: str = "", dataset: str = "", sha256: str = "", model_label: str = "",

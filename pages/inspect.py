@@ -16,19 +16,26 @@ def main() -> None:
     store = store_ui()
     if store is None:
         return
-    inspect_tab, log_tab = st.tabs(["Inspect photos", "Inspection log"])
-    with inspect_tab:
-        upload_col, threshold_col = st.columns([3, 1])
-        with threshold_col:
-            threshold = threshold_ui()
-        with upload_col:
-            files = upload_ui()
-        queue = session_queue()
-        if files:
-            submit(queue, model, files, threshold, store)
-        results_ui(queue, model, threshold, store)
-    with log_tab:
-        history_ui(store, model.classes)
+    # Only the open tab runs (on_change="rerun"), so inspecting never waits for the log's query.
+    inspect_tab, log_tab = st.tabs(["Inspect photos", "Inspection log"], key="inspect_tab", on_change="rerun")
+    if inspect_tab.open:
+        with inspect_tab:
+            inspect_ui(model, store)
+    if log_tab.open:
+        with log_tab:
+            history_ui(store, model.classes)
+
+
+def inspect_ui(model, store) -> None:
+    upload_col, threshold_col = st.columns([3, 1])
+    with threshold_col:
+        threshold = threshold_ui()
+    with upload_col:
+        files = upload_ui()
+    queue = session_queue()
+    if files:
+        submit(queue, model, files, threshold, store)
+    results_ui(queue, model, threshold, store)
 
 
 main()

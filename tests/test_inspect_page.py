@@ -216,6 +216,10 @@ def test_a_correction_is_kept_for_review_and_the_history_filters(env):
                                                                                  result.sha256, "pending")
     assert any("Correction saved" in s.value for s in at.success)
 
+    assert not at.multiselect  # the log tab runs only when it is open
+    at.session_state["inspect_tab"] = "Inspection log"
+    at.run()
+    assert not at.file_uploader
     history = at.dataframe[-1].value
     assert sorted(history["file_name"]) == ["a.png", "bad.png"]
     at.multiselect(key="inspect_log_verdicts").select("error").run()

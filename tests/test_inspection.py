@@ -169,12 +169,12 @@ def test_bad_files_get_a_message_each_and_never_stop_the_batch(predictor, store)
 
 def test_queue_inspects_in_batches_in_the_background_and_keeps_upload_order(predictor, store):
     batches = []
-    queue = InspectionQueue(batch_size=3, on_batch=lambda results: batches.append(len(results)))
+    queue = InspectionQueue(batch_size=3, first_batch_size=1, on_batch=lambda results: batches.append(len(results)))
     files = [(f"p{i}.png", sample_png(seed=i)) for i in range(7)]
     files.insert(4, ("broken.jpg", b"\xff\xd8\xff garbage"))
     assert queue.submit(predictor, files, SETTINGS, store) == 8
     assert queue.wait(60)
-    assert batches == [3, 3, 2]
+    assert batches == [1, 3, 3, 1]  # a small first batch, so the first verdict comes quickly
     results = queue.results()
     assert [r.name for r in results] == [name for name, _ in files]
     assert [r.verdict == "error" for r in results] == [name == "broken.jpg" for name, _ in files]
@@ -193,7 +193,7 @@ def test_stop_drops_only_what_has_not_started(predictor, store):
         first_done.set()
         gate.wait(10)
 
-    queue = InspectionQueue(batch_size=2, on_batch=hold_after_first_batch)
+    queue = InspectionQueue(batch_size=2, first_batch_size=2, on_batch=hold_after_first_batch)
     queue.submit(predictor, [(f"p{i}.png", sample_png(seed=i)) for i in range(6)], SETTINGS, store)
     assert first_done.wait(30)
     assert queue.running
@@ -208,7 +208,7 @@ def test_stop_drops_only_what_has_not_started(predictor, store):
 def test_two_sessions_on_one_predictor_get_the_same_results_as_one_alone(predictor):
     files = [(f"p{i}.png", sample_png(label, seed=i)) for i, label in enumerate(["ok", "pit", "crack", "pit"] * 3)]
     alone = inspect_batch(predictor, expand_uploads(files), SETTINGS)
-    queues = [InspectionQueue(batch_size=2), InspectionQueue(batch_size=5)]
+    queues = [InspectionQueue(batch_size=2), InspectionQueue(batch_size=5, first_batch_size=3)]
     for queue in queues:
         queue.submit(predictor, files, SETTINGS)
     assert all(queue.wait(60) for queue in queues)

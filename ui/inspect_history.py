@@ -11,15 +11,15 @@ import streamlit as st
 from defect_model.inspection import VERDICT_LABELS, VERDICTS
 from defect_model.store import InspectionStore
 
+MAX_ROWS_SHOWN = 2000
 COLUMNS = ["time", "inspector", "file_name", "verdict", "predicted", "confidence", "run_id", "threshold", "error",
            "sha256", "photo_path", "probabilities", "id"]
 
 
 def history_filters_ui(store: InspectionStore, classes: list[str]) -> dict:
     """The filter widgets; returns keyword arguments for InspectionStore.inspections."""
-    everything = store.inspections()
-    inspectors = sorted(name for name in everything["inspector"].dropna().unique() if name)
-    known_classes = list(dict.fromkeys(list(classes) + sorted(c for c in everything["predicted"].unique() if c)))
+    inspectors = store.distinct("inspector")
+    known_classes = list(dict.fromkeys(list(classes) + store.distinct("predicted")))
     today = date.today()
     days, verdict_col, class_col, who_col = st.columns([1.3, 1, 1, 1])
     span = days.date_input("Dates (UTC)", value=(today - timedelta(days=30), today), key="inspect_log_dates")
@@ -41,10 +41,13 @@ def history_ui(store: InspectionStore, classes: list[str]) -> pd.DataFrame:
                "engineer's review.")
     filters = history_filters_ui(store, classes)
     table = store.inspections(**filters)[COLUMNS]
-    st.caption(f"{len(table)} inspections match.")
-    st.download_button("Download log CSV", table.to_csv(index=False).encode(), file_name="inspection-log.csv",
-                       mime="text/csv", icon=":material/download:", key="inspect_log_csv", on_click="ignore")
-    shown = table.assign(probabilities=table["probabilities"].map(_short_probabilities))
+    shown = table.head(MAX_ROWS_SHOWN)
+    st.caption(f"{len(table)} inspections match" + (f"; the newest {MAX_ROWS_SHOWN} are shown, the CSV has all."
+                                                     if len(table) > MAX_ROWS_SHOWN else "."))
+    st.download_button("Download log CSV", lambda: table.to_csv(index=False).encode(),
+                       file_name="inspection-log.csv", mime="text/csv", icon=":material/download:",
+                       key="inspect_log_csv", on_click="ignore")
+    shown = shown.assign(probabilities=shown["probabilities"].map(_short_probabilities))
     st.dataframe(shown, hide_index=True, key="inspect_log_table",
                  column_config={"confidence": st.column_config.NumberColumn(format="percent"),
                                 "threshold": st.column_config.NumberColumn(format="percent"),

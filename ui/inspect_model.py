@@ -54,9 +54,23 @@ def active_model_ui() -> ActiveModel | None:
         st.error(f"{run.checkpoint}: the model cannot be loaded ({type(exc).__name__}: {exc}). "
                  "Choose another model on the Models page or retrain this one.", icon=":material/error:")
         return None
+    warm_up(str(run.checkpoint), run.checkpoint.stat().st_mtime, predictor)
     model = ActiveModel(run, predictor, good_classes_of(run, predictor))
     model_line_ui(model)
     return model
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def warm_up(checkpoint: str, mtime: float, _predictor) -> bool:
+    """Once per checkpoint version: import the heatmap code and run one blank photo through the
+    model, so an inspector's first photo does not pay for it."""
+    import numpy as np
+
+    from defect_model.explain import heatmaps
+
+    size = _predictor.preprocessing.image_size
+    heatmaps(_predictor, [np.full((size, size, 3), 128, dtype=np.uint8)])
+    return True
 
 
 def model_line_ui(model: ActiveModel) -> None:

@@ -26,6 +26,7 @@ SELECTED_KEY = "inspect_selected"
 GRID_COLUMNS = 4
 PAGE_SIZE = 24
 POLL_SECONDS = 0.5
+FIRST_RESULT_WAIT_S = 3.0  # after an upload, wait this long for the first verdict before drawing the page
 BADGES = {"pass": ("green", ":material/check_circle:"), "reject": ("red", ":material/cancel:"),
           "needs_person": ("orange", ":material/person_search:"), "error": ("gray", ":material/error:")}
 UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
@@ -79,7 +80,11 @@ def upload_ui() -> list[tuple[str, bytes]]:
 def submit(queue: InspectionQueue, model: ActiveModel, files, threshold: float, store: InspectionStore) -> None:
     settings = InspectionSettings(run_id=model.run.run_id, good_classes=model.good_classes, threshold=threshold,
                                   inspector=inspector_name())
+    _, before = queue.progress()
     queue.submit(model.predictor, files, settings, store)
+    # The first photo is one small batch: waiting for it here draws its verdict in this run,
+    # without the round trip of the next poll. Later photos appear as the page polls.
+    queue.wait_for_results(len(queue.results()) + 1, FIRST_RESULT_WAIT_S)
 
 
 def clear_results(queue: InspectionQueue) -> None:
@@ -100,8 +105,6 @@ def results_ui(queue: InspectionQueue, model: ActiveModel, threshold: float, sto
 
 def _results_fragment(queue, model, threshold, store, was_running) -> None:
     running = queue.running
-    if was_running and not running:
-        st.rerun()  # the whole page, so the polling stops and the log tab is current
     done, total = queue.progress()
     if running:
         progress_ui(queue, done, total)
@@ -109,14 +112,15 @@ def _results_fragment(queue, model, threshold, store, was_running) -> None:
     if not results:
         if not running:
             st.caption("Results appear here, photo by photo, as soon as they are inspected.")
-        return
-    summary_ui(results, threshold, model.good_classes)
-    actions_ui(queue, results, threshold, model.good_classes, running)
-    selected = selected_result(results)
-    if selected is not None:
+    else:
+        summary_ui(results, threshold, model.good_classes)
+        actions_ui(queue, results, threshold, model.good_classes, running)
+        selected = selected_result(results)
         with st.container(border=True, key="inspect-detail"):
             detail_ui(selected, model, threshold, store)
-    grid_or_table_ui(results, threshold, model.good_classes)
+        grid_or_table_ui(results, threshold, model.good_classes, selected.index)
+    if was_running and not running:
+        st.rerun()  # the whole page once more, so the polling stops and the export buttons are enabled
 
 
 def progress_ui(queue: InspectionQueue, done: int, total: int) -> None:
@@ -152,8 +156,10 @@ def actions_ui(queue, results, threshold, good_classes, running: bool) -> None:
         st.download_button("Download heatmap overlays (ZIP)", functools.partial(overlays_zip, results, opacity),
                            file_name=f"heatmaps-{stamp}.zip", mime="application/zip", icon=":material/folder_zip:",
                            key="inspect_zip", on_click="ignore", disabled=running)
-        st.button("Clear results", icon=":material/clear_all:", key="inspect_clear", on_click=clear_results,
-                  args=(queue,), help="Empties this page for the next batch; the inspection log keeps everything.")
+        if st.button("Clear results", icon=":material/clear_all:", key="inspect_clear",
+                     help="Empties this page for the next batch; the inspection log keeps everything."):
+            clear_results(queue)
+            st.rerun()  # the whole page: the uploader (outside this fragment) is emptied too
 
 
 def badge(verdict: str) -> None:
@@ -191,20 +197,24 @@ def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: I
         st.caption(f"Logged as an error (inspection {result.inspection_id}); sha256 `{result.sha256[:16]}…`")
         return
     photo = load_stored_photo(result, max_side=1024) or result.thumbnail
-    photo_col, heat_col, chart_col = st.columns([1, 1, 1.3])
-    with heat_col:
-        target = st.selectbox("Heatmap for class", result.classes, index=result.predicted_index,
-                              key=f"inspect_cam_class_{result.index}",
-                              format_func=lambda c: f"{c} (predicted)" if c == result.predicted else c)
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
-        heat = class_heatmap_ui(result, model, result.classes.index(target))
-        if heat is not None:
-            st.image(overlay_for(result, opacity, photo, heat), caption=f"Grad-CAM: where the model sees “{target}”",
-                     width="stretch")
-    with photo_col:
-        st.image(photo, caption=f"Photo, {result.photo_size[0]}x{result.photo_size[1]} px", width="stretch")
+    pictures, chart_col = st.columns([2, 1.3], gap="medium")
+    with pictures:
+        images = st.container()
+        class_col, opacity_col = st.columns(2)
+        target = class_col.selectbox("Heatmap for class", result.classes, index=result.predicted_index,
+                                     key=f"inspect_cam_class_{result.index}",
+                                     format_func=lambda c: f"{c} (predicted)" if c == result.predicted else c)
+        opacity = opacity_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
         for note in result.notes:
             st.caption(f":material/info: {note}")
+        with images:
+            heat = class_heatmap_ui(result, model, result.classes.index(target))
+            photo_col, heat_col = st.columns(2)
+            photo_col.image(photo, caption=f"Photo, {result.photo_size[0]}x{result.photo_size[1]} px",
+                            width="stretch")
+            if heat is not None:
+                heat_col.image(overlay_for(result, opacity, photo, heat),
+                               caption=f"Grad-CAM: where the model sees “{target}”", width="stretch")
     with chart_col:
         st.markdown(f"Predicted **{result.predicted}** with {result.confidence:.1%} "
                     f"(threshold {threshold:.0%}) → **{VERDICT_LABELS[verdict]}**")
@@ -278,7 +288,8 @@ def correction_ui(result: FileResult, store: InspectionStore) -> None:
 
 
 # -- many photos -------------------------------------------------------------------------------
-def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: list[str],
+                     selected: int | None) -> None:
     left, right = st.columns([3, 2], vertical_alignment="bottom")
     with left:
         view = st.segmented_control("View", ["Grid", "Table"], default="Grid", key="inspect_view",
@@ -293,12 +304,11 @@ def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: 
     if view == "Table":
         table_ui(results, threshold, good_classes)
     else:
-        grid_ui(results[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], threshold, good_classes)
+        grid_ui(results[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], threshold, good_classes, selected)
 
 
-def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str], selected: int | None) -> None:
     opacity = st.session_state.get("inspect_opacity", 0.45)
-    selected = st.session_state.get(SELECTED_KEY)
     for start in range(0, len(results), GRID_COLUMNS):
         for column, result in zip(st.columns(GRID_COLUMNS), results[start:start + GRID_COLUMNS]):
             with column, st.container(border=True, key=f"inspect-result-{result.index}"):
@@ -308,7 +318,7 @@ def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str]
 def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool) -> None:
     if result.ok:
         st.image(overlay_for(result, opacity), width="stretch")
-    st.markdown(f"**{result.name}**" if not is_selected else f"**▶ {result.name}**")
+    st.markdown(f"**{result.name}**" + (" :blue-badge[shown above]" if is_selected else ""))
     badge(verdict)
     if result.ok:
         st.caption(describe(result, verdict))

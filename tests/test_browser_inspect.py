@@ -1,0 +1,94 @@
+"""Browser test of the Inspect page: headless Chromium against `streamlit run` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+from playwright.sync_api import expect
+
+from browser_support import streamlit_server
+from inspect_support import corrupt_png, install_active_run, photo_bytes
+
+UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
+CARDS = '[class*="st-key-inspect-result-"]'
+
+
+def metric(page, label: str) -> str:
+    return page.locator('[data-testid="stMetric"]', has_text=label).locator(
+        '[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_csv(
+        browser, trained_run, tmp_path, monkeypatch, artifacts_dir):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    install_active_run(trained_run, runs)
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    photos = {"ok-part.png": photo_bytes("ok", 1, 160), "pitted.png": photo_bytes("pit", 2, 160),
+              "half.png": corrupt_png()}
+    for name, data in photos.items():
+        (tmp_path / name).write_bytes(data)
+
+    with streamlit_server(runs, tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+        page.set_default_timeout(90_000)
+        page.goto(url)
+        page.wait_for_selector(UPLOADER, state="attached")
+        page.get_by_label("Inspector name").fill("Ana")
+        page.get_by_label("Inspector name").press("Enter")
+
+        page.locator(UPLOADER).set_input_files([str(tmp_path / name) for name in photos])
+        try:
+            page.wait_for_selector(".st-key-inspect-result-2")
+        except Exception:
+            page.screenshot(path=str(artifacts_dir / "inspect-page-failed.png"), full_page=True)
+            raise
+        expect(page.locator('[data-testid="stProgress"]')).to_have_count(0)  # the batch has finished
+        cards = page.locator(CARDS)
+        expect(cards).to_have_count(3)
+        for index in (0, 1):  # two results, each with its heatmap overlay and a verdict
+            card = page.locator(f".st-key-inspect-result-{index}")
+            expect(card.locator("img")).to_have_count(1)
+            expect(card.get_by_role("button", name="Open")).to_be_visible()
+        error = page.locator(".st-key-inspect-result-2")
+        expect(error.locator("img")).to_have_count(0)
+        expect(error.locator('[data-testid="stAlertContentError"]')).to_contain_text(
+            "half.png: the image data is damaged or truncated")
+        expect(error).to_contain_text("Export the photo again")
+        # The detail of the first photo: photo, heatmap and the probability chart.
+        detail = page.locator(".st-key-inspect-detail")
+        expect(detail.locator("img")).to_have_count(2)
+        expect(detail.locator('[data-testid="stPlotlyChart"]')).to_be_visible()
+        assert metric(page, "Error") == "1"
+        decided = int(metric(page, "Pass")) + int(metric(page, "Reject")) + int(metric(page, "Needs a person"))
+        assert decided == 2
+
+        # The threshold at its maximum: photos below 100% confidence now go to a person.
+        slider = page.locator('.st-key-inspect_threshold input[type="range"]')
+        slider.focus()
+        slider.press("End")
+        expect(slider).to_have_attribute("aria-valuetext", "1.00")
+        expect(page.locator('[data-testid="stMetric"]', has_text="Needs a person")
+               .locator('[data-testid="stMetricValue"]')).not_to_have_text("0")
+        page.locator(".st-key-inspect-detail").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts_dir / "inspect-page.png"), full_page=True)
+
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download results CSV").click()
+        path = download.value.path()
+        assert download.value.suggested_filename.endswith(".csv")
+
+    table = pd.read_csv(path)
+    assert list(table["file_name"]) == list(photos)
+    assert list(table["sha256"]) == [hashlib.sha256(data).hexdigest() for data in photos.values()]
+    assert (table["threshold"] == 1.0).all()
+    probabilities = table[[c for c in table.columns if c.startswith("p_")]]
+    assert list(probabilities.columns) == ["p_crack", "p_ok", "p_pit", "p_scratch", "p_stain"]
+    good, bad = table.iloc[:2], table.iloc[2]
+    assert (probabilities.iloc[:2].sum(axis=1) - 1).abs().max() < 1e-4
+    expected = ["needs_person" if conf < 1.0 else ("pass" if cls == "ok" else "reject")
+                for conf, cls in zip(good["confidence"], good["predicted"])]
+    assert list(good["verdict"]) == expected and "needs_person" in expected
+    assert (good["model_id"] == trained_run.run_id).all() and good["time"].str.match(r"\d{4}-\d\d-\d\dT").all()
+    assert bad["verdict"] == "error" and "truncated" in bad["message"] and probabilities.iloc[2].isna().all()

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui.router import mark_routed
 from ui.sidebar import sidebar
 
 st.set_page_config(page_title="Defect inspection", page_icon="assets/logo.png", layout="wide")
@@ -12,5 +13,6 @@ navigation = st.navigation([
     st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
     st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
 ])
+mark_routed()
 sidebar()
 navigation.run()

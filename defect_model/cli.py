@@ -157,6 +157,7 @@ def cmd_resume(args) -> int:
         return 0
     if state == "running":
         raise SystemExit(f"{run.path}: the run is still running (pid {run.status().get('pid')}); cancel it first.")
+    run.cancel_file.unlink(missing_ok=True)  # resuming overrides an earlier cancel request
     fit(TrainConfig.from_yaml(run.config), run, callbacks=[TerminalProgress()], resume=True)
     return 0
 

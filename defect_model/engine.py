@@ -284,7 +284,6 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
         if writes:
             if not resume:
                 cfg.to_yaml(run.config)
-            run.cancel_file.unlink(missing_ok=True)
             run.write_status("running", pid=os.getpid(), started=now_iso())
         return _fit(cfg, run, emit, resume, dist, stop_requested)
     except Cancelled:

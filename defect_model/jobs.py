@@ -74,11 +74,16 @@ def running_job(root: str | Path | None = None) -> RunDir | None:
 
 
 def _launch(run: RunDir, resume: bool, root: Path) -> RunDir:
-    log = open(run.log, "a")
-    process = subprocess.Popen(train_command(run, resume), stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, env=training_env(), cwd=os.getcwd(),
-                               start_new_session=True)
-    log.close()
+    run.cancel_file.unlink(missing_ok=True)  # an old request must not stop the new process
+    try:
+        with open(run.log, "a") as log:
+            process = subprocess.Popen(train_command(run, resume), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=training_env(), cwd=os.getcwd(),
+                                       start_new_session=True)
+    except OSError as exc:
+        run.write_status("failed", error=f"the training process could not start ({exc})")
+        raise JobError(f"{run.run_id}: the training process could not start ({exc}). "
+                       "Check that Python and the project are installed, then start again.") from None
     # "queued" until the process itself writes "running": `defect_model resume` refuses a run recorded as
     # running with a live pid, and here that pid would be its own.
     run.write_status("queued", pid=process.pid)
@@ -114,10 +119,16 @@ def _refuse_if_busy(root: Path) -> None:
 
 
 def cancel(run: RunDir) -> None:
-    """Ask the job to stop after its current step; it keeps a usable checkpoint."""
+    """Ask the job to stop after its current step; it keeps a usable checkpoint.
+
+    The cancel file is read by the training loop after every step, also by a process
+    still starting up; SIGTERM goes only to a process that has said it is running,
+    because before that its handler is not installed and the signal would kill it.
+    """
     run.request_cancel()
-    pid = run.status().get("pid")
-    if pid:
+    status = run.status()
+    pid = status.get("pid")
+    if pid and status.get("state") == "running":
         try:
             os.kill(int(pid), signal.SIGTERM)
         except (ProcessLookupError, PermissionError):

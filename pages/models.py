@@ -6,6 +6,7 @@ from defect_model.runs import list_runs
 from ui.models_widgets import (active_id, active_summary_ui, activate_ui, compare_pick_ui, comparison_ui,
                                current_user, delete_ui, downloads_ui, history_ui, manage_pick_ui, review_link_ui,
                                runs_table_ui)
+from ui.router import require_router
 
 
 def main() -> None:
@@ -33,4 +34,5 @@ def main() -> None:
         history_ui()
 
 
+require_router()
 main()

@@ -5,6 +5,7 @@ import streamlit as st
 from ui.review_widgets import (calibration_ui, cell_ui, confusion_ui, current_user, inspection_ui, metrics_ui,
                                misclassified_ui, quality_header, retrain_ui, review_data_ui, run_choice_ui, store_ui,
                                who_hint_ui)
+from ui.router import require_router
 
 
 def main() -> None:
@@ -40,4 +41,5 @@ def main() -> None:
             retrain_ui(data, store, who)
 
 
+require_router()
 main()

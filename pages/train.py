@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui.router import require_router
 from ui.train_data import corrections_ui, dataset_source_ui, insights_for, insights_ui
 from ui.train_job import job_ui, start_ui
 from ui.train_settings import estimate_ui, settings_ui
@@ -31,4 +32,5 @@ def main() -> None:
     start_ui(cfg, corrections_from=dataset if corrections else None)
 
 
+require_router()
 main()

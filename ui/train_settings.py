@@ -18,6 +18,7 @@ from defect_model import config as config_module
 from defect_model.config import TrainConfig
 from defect_model.data import DatasetError, read_split_csv, scan_image_folder
 from defect_model.insights import DatasetInsights, TimeEstimate, estimate_training_time
+from defect_model.presets import apply_product_preset
 
 # Set by the page, not by the form (pretrained must stay off: no weights offline).
 NOT_IN_FORM = {"data_dir", "corrections_csv", "pretrained", "decisions"}
@@ -25,7 +26,7 @@ GROUPS: list[tuple[str, list[str]]] = [
     ("Model", ["backbone", "image_size", "resize_mode", "dropout"]),
     ("Optimisation", ["epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "grad_clip",
                       "min_steps"]),
-    ("Data", ["augmentation", "augment", "sampling", "loss_weighting", "val_fraction", "split_csv", "seed",
+    ("Data", ["augmentation", "sampling", "loss_weighting", "val_fraction", "split_csv", "seed",
               "good_classes"]),
 ]
 FIRST = ["preset"]
@@ -34,19 +35,17 @@ LABELS = {
     "lr": "Learning rate", "grad_clip": "Gradient clipping (max norm, 0 = off)", "val_fraction": "Validation share",
     "split_csv": "Split CSV (path,label,split)", "good_classes": 'Classes that mean "good"',
     "weight_decay": "Weight decay", "image_size": "Image size (px)", "channels_last": "channels_last memory layout",
-    "augment": "Augmentation (flips, turns)", "min_steps": "Minimum optimizer steps", "mean": "Normalisation mean (R, G, B)",
+    "min_steps": "Minimum optimizer steps", "mean": "Normalisation mean (R, G, B)",
     "std": "Normalisation std (R, G, B)", "preset": "Recipe preset",
 }
+# New runs start from the product preset (it adapts to the data); every recipe field below it shows the
+# reference recipe, which the preset then changes where the data needs it.
+NEW_RUN_DEFAULTS = {"preset": "product"}
 GOOD_NAMES = {"ok", "good", "pass", "normal", "okay", "no_defect", "nodefect"}
 
 
 def default_of(field: dataclasses.Field):
     return field.default if field.default is not dataclasses.MISSING else field.default_factory()
-
-
-def reference_recipe() -> dict:
-    """The form's defaults: TrainConfig's own (the reference recipe)."""
-    return {f.name: default_of(f) for f in dataclasses.fields(TrainConfig)}
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -64,7 +63,8 @@ def suggested_good_classes(classes: list[str]) -> list[str]:
 
 def _widget(field: dataclasses.Field, hint, classes: list[str], scope: str, problems: list[str]):
     """One widget for one field; returns its value in the field's type."""
-    name, default, help_text = field.name, default_of(field), field.metadata.get("help", "")
+    name, help_text = field.name, field.metadata.get("help", "")
+    default = NEW_RUN_DEFAULTS.get(name, default_of(field))
     key, label = f"train_{name}", label_of(name)
     choices = choices_of(field)
     if choices:
@@ -163,22 +163,15 @@ def split_sizes(cfg: TrainConfig, counts: dict[str, int]) -> tuple[int, int]:
 
 
 def preset_preview(cfg: TrainConfig, insights: DatasetInsights) -> tuple[TrainConfig, list[str]]:
-    """What the product preset will decide for this dataset (when the installed engine has one)."""
-    if getattr(cfg, "preset", "reference") == "reference":
-        return cfg, []
-    try:
-        from defect_model.presets import apply_product_preset
-    except ImportError:
+    """What the product preset will decide for this dataset (training decides again on the real split)."""
+    if cfg.preset == "reference":
         return cfg, []
     train, _ = split_sizes(cfg, insights.counts)
     share = train / max(1, insights.total)
     train_counts = {name: max(1, round(n * share)) for name, n in insights.counts.items()}
     sizes = [tuple(int(v) for v in size.split("x")) for size, n in insights.sizes.items() for _ in range(min(n, 50))]
-    try:
-        resolved = apply_product_preset(cfg, train_counts, sizes)
-    except Exception:  # noqa: BLE001 - a preview only; training applies the preset itself
-        return cfg, []
-    return resolved, list(getattr(resolved, "decisions", []))
+    resolved = apply_product_preset(cfg, train_counts, sizes)
+    return resolved, list(resolved.decisions)
 
 
 def estimate_ui(cfg: TrainConfig, insights: DatasetInsights) -> TimeEstimate:
@@ -187,7 +180,7 @@ def estimate_ui(cfg: TrainConfig, insights: DatasetInsights) -> TimeEstimate:
         with st.expander(f"What the {cfg.preset} preset will decide for this dataset", expanded=True):
             st.markdown("\n".join(f"- {d}" for d in decisions))
     train, val = split_sizes(resolved, insights.counts)
-    drawn = getattr(resolved, "epoch_images", 0) or train  # photos drawn per epoch, when the config can set it
+    drawn = resolved.epoch_images or train  # photos drawn per epoch
     estimate = estimate_training_time(resolved.backbone, resolved.image_size, resolved.epochs, drawn, val)
     st.markdown(f":material/timer: **Estimated training time: {estimate.text()}**")
     per_epoch = f" ({drawn} drawn per epoch)" if drawn != train else ""

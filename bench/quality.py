@@ -107,6 +107,8 @@ def main() -> None:
                     reproduction = ROOT / "bench/results/reproduce-neu"
                     reproduction.with_suffix(".json").write_text(json.dumps(runs[key]["reproduction"], indent=2) + "\n")
                     write_reproduction(runs[key]["reproduction"], reproduction.with_suffix(".md"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".partial.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
             print(f"{key}: accuracy {runs[key]['accuracy']:.4f}, macro-F1 {runs[key]['macro_f1']:.4f}, "
                   f"{runs[key]['train_minutes']:.1f} min", flush=True)
     summary = {
@@ -123,7 +125,7 @@ def main() -> None:
                  "reference_train_minutes": runs["full/reference"]["train_minutes"]},
         "machine": machine(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     out.with_suffix(".json").write_text(json.dumps({**summary, "runs": runs}, indent=2) + "\n")
     write_markdown(runs, summary, out.with_suffix(".md"))
     print(out.with_suffix(".md").read_text())

@@ -94,23 +94,22 @@ def main() -> None:
     out = Path(args.out)
     previous = json.loads(out.with_suffix(".json").read_text())["runs"] if out.with_suffix(".json").exists() else {}
     runs = {}
-    for split_key in ("imbalanced", "full"):
-        for preset in ("product", "reference"):
-            key = f"{split_key}/{preset}"
-            if args.only and key not in args.only:
-                runs[key] = previous[key]
-            elif key == "full/reference" and args.reuse_reference:
-                runs[key] = reference_from_reproduction(Path(args.reuse_reference))
-            else:
-                runs[key] = train(data, SPLITS[split_key], preset)
-                if key == "full/reference":  # the same run is the reproduction of the published result
-                    reproduction = ROOT / "bench/results/reproduce-neu"
-                    reproduction.with_suffix(".json").write_text(json.dumps(runs[key]["reproduction"], indent=2) + "\n")
-                    write_reproduction(runs[key]["reproduction"], reproduction.with_suffix(".md"))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.with_suffix(".partial.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-            print(f"{key}: accuracy {runs[key]['accuracy']:.4f}, macro-F1 {runs[key]['macro_f1']:.4f}, "
-                  f"{runs[key]['train_minutes']:.1f} min", flush=True)
+    for key in ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference"):
+        split_key, preset = key.split("/")
+        if args.only and key not in args.only:
+            runs[key] = previous[key]
+        elif key == "full/reference" and args.reuse_reference:
+            runs[key] = reference_from_reproduction(Path(args.reuse_reference))
+        else:
+            runs[key] = train(data, SPLITS[split_key], preset)
+            if key == "full/reference":  # the same run is the reproduction of the published result
+                reproduction = ROOT / "bench/results/reproduce-neu"
+                reproduction.with_suffix(".json").write_text(json.dumps(runs[key]["reproduction"], indent=2) + "\n")
+                write_reproduction(runs[key]["reproduction"], reproduction.with_suffix(".md"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".partial.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        print(f"{key}: accuracy {runs[key]['accuracy']:.4f}, macro-F1 {runs[key]['macro_f1']:.4f}, "
+              f"{runs[key]['train_minutes']:.1f} min", flush=True)
     summary = {
         "imbalanced": {"preset_macro_f1": runs["imbalanced/product"]["macro_f1"],
                        "preset_accuracy": runs["imbalanced/product"]["accuracy"],

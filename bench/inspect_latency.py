@@ -111,7 +111,9 @@ def browser_latency(browser, url: str, files: list[Path], timeout_ms: int = 180_
         page_ready = time.perf_counter() - started
         time.sleep(0.5)
         first, last = upload_and_time(page, files)
-        page.get_by_role("button", name="Clear results").click()
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+        time.sleep(0.5)
+        page.get_by_role("button", name="Clear results").first.click()
         page.wait_for_selector(CARDS, state="detached")
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
         time.sleep(0.5)

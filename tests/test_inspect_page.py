@@ -187,6 +187,10 @@ def test_the_threshold_decides_needs_a_person(env):
     at.slider(key="inspect_threshold").set_value(0.99).run()
     unsure = sum(r.confidence < 0.99 for r in results)
     assert metrics(at)["Needs a person"] == unsure and metrics(at)["Pass"] + metrics(at)["Reject"] == 3 - unsure
+    at.pills(key="inspect_show").set_value(["needs_person"]).run()  # the grid shows only those photos
+    assert len(cards(at)) == unsure
+    at.pills(key="inspect_show").set_value([]).run()
+    assert len(cards(at)) == 3
     at.slider(key="inspect_threshold").set_value(1.0).run()
     assert metrics(at)["Needs a person"] == sum(r.confidence < 1.0 for r in results) >= unsure
     at.slider(key="inspect_threshold").set_value(0.0).run()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import streamlit as st
@@ -20,7 +20,7 @@ def history_filters_ui(store: InspectionStore, classes: list[str]) -> dict:
     """The filter widgets; returns keyword arguments for InspectionStore.inspections."""
     inspectors = store.distinct("inspector")
     known_classes = list(dict.fromkeys(list(classes) + store.distinct("predicted")))
-    today = date.today()
+    today = datetime.now(timezone.utc).date()  # the log's times are UTC
     days, verdict_col, class_col, who_col = st.columns([1.3, 1, 1, 1])
     span = days.date_input("Dates (UTC)", value=(today - timedelta(days=30), today), key="inspect_log_dates")
     verdicts = verdict_col.multiselect("Verdict", VERDICTS, format_func=VERDICT_LABELS.get, key="inspect_log_verdicts")

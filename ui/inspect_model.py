@@ -9,7 +9,8 @@ import streamlit as st
 
 from defect_model.config import TrainConfig
 from defect_model.jobs import JobError, running_job, start_training
-from defect_model.runs import ActivationRefused, RunDir, activation_problems, data_root, get_active, list_runs, set_active
+from defect_model.runs import (ActivationRefused, RunDir, activation_problems, data_root, get_active, list_runs,
+                               set_active)
 from defect_model.synthetic import demo_config, ensure_demo_dataset
 from ui.resources import active_run, predictor_for
 

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from defect_model.inspection import (DEFAULT_THRESHOLD, VERDICT_LABELS, FileResult, InspectionQueue,
+from defect_model.inspection import (DEFAULT_THRESHOLD, VERDICT_LABELS, VERDICTS, FileResult, InspectionQueue,
                                      InspectionSettings, class_counts, heatmap_for_class, load_stored_photo,
                                      overlay_for, overlays_zip, results_csv, results_table, verdict_counts)
 from defect_model.store import InspectionStore, default_db_path
@@ -25,7 +25,7 @@ ROUND_KEY = "inspect_upload_round"
 SELECTED_KEY = "inspect_selected"
 GRID_COLUMNS = 4
 PAGE_SIZE = 24
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0  # while a batch runs; each poll redraws the results, which costs the worker CPU
 FIRST_RESULT_WAIT_S = 3.0  # after an upload, wait this long for the first verdict before drawing the page
 BADGES = {"pass": ("green", ":material/check_circle:"), "reject": ("red", ":material/cancel:"),
           "needs_person": ("orange", ":material/person_search:"), "error": ("gray", ":material/error:")}
@@ -290,17 +290,27 @@ def correction_ui(result: FileResult, store: InspectionStore) -> None:
 # -- many photos -------------------------------------------------------------------------------
 def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: list[str],
                      selected: int | None) -> None:
-    left, right = st.columns([3, 2], vertical_alignment="bottom")
-    with left:
+    view_col, show_col, page_col = st.columns([1, 3, 1.5], vertical_alignment="bottom")
+    with view_col:
         view = st.segmented_control("View", ["Grid", "Table"], default="Grid", key="inspect_view",
                                     required=True, label_visibility="collapsed")
+    with show_col:
+        shown = st.pills("Show", VERDICTS, selection_mode="multi", format_func=VERDICT_LABELS.get,
+                         key="inspect_show", label_visibility="collapsed",
+                         help="Show only these verdicts (none selected: all)")
+    if shown:
+        results = [r for r in results if r.verdict_at(threshold, good_classes) in shown]
+        if not results:
+            st.caption("No photo has the verdicts chosen.")
+            return
     pages = max(1, -(-len(results) // PAGE_SIZE))
     page = 0
     if pages > 1 and view == "Grid":
-        with right:
+        with page_col:
             page = st.selectbox("Photos", range(pages), key="inspect_page", label_visibility="collapsed",
                                 format_func=lambda p: f"photos {p * PAGE_SIZE + 1}–"
                                                       f"{min(len(results), (p + 1) * PAGE_SIZE)} of {len(results)}")
+            page = min(page, pages - 1)
     if view == "Table":
         table_ui(results, threshold, good_classes)
     else:

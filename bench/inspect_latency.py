@@ -127,16 +127,17 @@ def browser_latency(browser, url: str, files: list[Path], timeout_ms: int = 180_
 def code_path_latency(checkpoint: Path, files: list[Path]) -> dict:
     """The same work without Streamlit or the browser: the queue's first batch (1 photo) and the whole set."""
     from defect_model.inference import Predictor
-    from defect_model.inspection import InspectionQueue, InspectionSettings
+    from defect_model.inspection import InspectionQueue, InspectionSettings, inference_threads
 
     predictor = Predictor.from_checkpoint(checkpoint)
     data = [(f.name, f.read_bytes()) for f in files]
     settings = InspectionSettings(run_id="bench")
-    warm = InspectionQueue()
+    warm = InspectionQueue(threads=inference_threads())
     warm.submit(predictor, data[:1], settings)  # warm up, as the page does on load
     warm.wait()
     times = {}
-    queue = InspectionQueue(on_batch=lambda results: times.setdefault("first", time.perf_counter()))
+    queue = InspectionQueue(on_batch=lambda results: times.setdefault("first", time.perf_counter()),
+                            threads=inference_threads())
     started = time.perf_counter()
     queue.submit(predictor, data, settings)
     queue.wait()
@@ -146,9 +147,12 @@ def code_path_latency(checkpoint: Path, files: list[Path]) -> dict:
 def machine() -> dict:
     import torch
 
+    from defect_model.inspection import inference_threads
+
     return {"cpu_cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "browser": "Debian Chromium (headless) via Playwright"}
+            "python": platform.python_version(), "browser": "Debian Chromium (headless) via Playwright",
+            "inference_threads": inference_threads()}
 
 
 def median(values: list[float]) -> float:
@@ -236,7 +240,8 @@ def write_markdown(result: dict, path: Path) -> None:
         "Opening the page the first time after the server starts (imports torch, loads and warms up the model): "
         + ", ".join(f"{model} {seconds:.1f} s" for model, seconds in colds.items()) + ".",
         "",
-        f"Machine: {m['cpu_cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} threads, "
+        f"Machine: {m['cpu_cores']} cores ({m['cpu']}), torch {m['torch']}; inspection uses "
+        f"{m['inference_threads']} torch thread(s) (`DEFECT_INFERENCE_THREADS`, default half the cores), "
         f"Python {m['python']}. Load average before {result['load_average_before']}, after "
         f"{result['load_average_after']}: above 2, other work (a training benchmark, other sessions' tests) "
         "shared the two cores with the server and the browser, so these times are pessimistic.",

@@ -13,6 +13,7 @@ and never stops the rest of the batch.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import zipfile
 from collections import deque
@@ -40,6 +41,17 @@ MAX_STORED_BYTES = 256 * 1024**2  # a larger upload is logged without a stored c
 _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 _EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
                     ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+def inference_threads() -> int:
+    """Torch threads for inspecting inside the dashboard: $DEFECT_INFERENCE_THREADS, else half the cores.
+
+    One dashboard process serves every session; its pages must keep answering while a batch runs. On
+    the 2-core machine, one thread inspected a 32-photo batch in the page about twice as fast as two,
+    which kept stalling each other against the server and browser (bench/results/inspect-latency.md).
+    """
+    value = os.environ.get("DEFECT_INFERENCE_THREADS", "")
+    return max(1, int(value)) if value.strip().isdigit() else max(1, (os.cpu_count() or 2) // 2)
 
 
 # -- the verdict --------------------------------------------------------------
@@ -327,8 +339,9 @@ class InspectionQueue:
     """
 
     def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE, first_batch_size: int = 1,
-                 on_batch: Callable[[list[FileResult]], None] | None = None):
+                 on_batch: Callable[[list[FileResult]], None] | None = None, threads: int | None = None):
         self.batch_size = max(1, int(batch_size))
+        self.threads = threads  # torch intra-op threads for the worker; None leaves torch's setting
         # The first batch after the queue was idle is small, so the first verdict shows quickly.
         self.first_batch_size = max(1, min(int(first_batch_size), self.batch_size))
         self._fresh = False
@@ -372,6 +385,10 @@ class InspectionQueue:
             return batch
 
     def _work(self) -> None:
+        if self.threads:
+            import torch  # already loaded with the predictor
+
+            torch.set_num_threads(self.threads)  # per thread with OpenMP, so set here, in the worker
         while True:
             with self._lock:
                 generation = self._generation

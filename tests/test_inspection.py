@@ -268,3 +268,21 @@ def test_inspection_code_never_imports_streamlit_or_torch_at_import():
     code = "import sys, defect_model.inspection; print('streamlit' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_worker_uses_the_configured_number_of_torch_threads(predictor, monkeypatch):
+    seen, before = [], torch.get_num_threads()
+    queue = InspectionQueue(threads=1, on_batch=lambda results: seen.append(torch.get_num_threads()))
+    queue.submit(predictor, [("a.png", sample_png())], SETTINGS)
+    assert queue.wait(60) and seen == [1]
+    restore = threading.Thread(target=torch.set_num_threads, args=(before,))  # the default for new threads
+    restore.start()
+    restore.join()
+
+    from defect_model.inspection import inference_threads
+
+    monkeypatch.setenv("DEFECT_INFERENCE_THREADS", "3")
+    assert inference_threads() == 3
+    monkeypatch.delenv("DEFECT_INFERENCE_THREADS")
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert inference_threads() == 8

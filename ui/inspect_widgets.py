@@ -14,8 +14,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from defect_model.inspection import (DEFAULT_THRESHOLD, VERDICT_LABELS, VERDICTS, FileResult, InspectionQueue,
-                                     InspectionSettings, class_counts, heatmap_for_class, load_stored_photo,
-                                     overlay_for, overlays_zip, results_csv, results_table, verdict_counts)
+                                     InspectionSettings, class_counts, heatmap_for_class, inference_threads,
+                                     load_stored_photo, overlay_for, overlays_zip, results_csv, results_table,
+                                     verdict_counts)
 from defect_model.store import InspectionStore, default_db_path
 from ui.inspect_model import ActiveModel
 
@@ -37,7 +38,7 @@ UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many 
 def session_queue() -> InspectionQueue:
     """This browser session's queue (never shared: pages keep no module-level state)."""
     if QUEUE_KEY not in st.session_state:
-        st.session_state[QUEUE_KEY] = InspectionQueue()
+        st.session_state[QUEUE_KEY] = InspectionQueue(threads=inference_threads())
     return st.session_state[QUEUE_KEY]
 
 

@@ -226,6 +226,7 @@ def test_a_correction_is_kept_for_review_and_the_history_filters(env):
     assert not at.file_uploader
     history = at.dataframe[-1].value
     assert sorted(history["file_name"]) == ["a.png", "bad.png"]
+    assert dict(zip(history["file_name"], history["correction"])) == {"a.png": new_label, "bad.png": ""}
     at.multiselect(key="inspect_log_verdicts").select("error").run()
     assert list(at.dataframe[-1].value["file_name"]) == ["bad.png"]
     at.multiselect(key="inspect_log_verdicts").unselect("error").run()

@@ -40,7 +40,7 @@ def history_ui(store: InspectionStore, classes: list[str]) -> pd.DataFrame:
     st.caption(f"Every inspection is kept in `{store.path}` with a copy of its photo. Corrections go to the "
                "engineer's review.")
     filters = history_filters_ui(store, classes)
-    table = store.inspections(**filters)[COLUMNS]
+    table = with_corrections(store.inspections(**filters)[COLUMNS], store)
     shown = table.head(MAX_ROWS_SHOWN)
     st.caption(f"{len(table)} inspections match" + (f"; the newest {MAX_ROWS_SHOWN} are shown, the CSV has all."
                                                      if len(table) > MAX_ROWS_SHOWN else "."))
@@ -53,6 +53,18 @@ def history_ui(store: InspectionStore, classes: list[str]) -> pd.DataFrame:
                                 "threshold": st.column_config.NumberColumn(format="percent"),
                                 "sha256": st.column_config.TextColumn(width="small"),
                                 "photo_path": None, "id": None})
+    return table
+
+
+def with_corrections(table: pd.DataFrame, store: InspectionStore) -> pd.DataFrame:
+    """Add the inspector's latest correction of each inspection ("" when none)."""
+    corrections = store.corrections()
+    corrections = corrections[corrections["source"] == "inspection"].dropna(subset=["inspection_id"])
+    latest = {int(row.inspection_id): ("photo unusable" if row.action == "unusable" else str(row.new_label))
+              for row in corrections.itertuples()}
+    position = table.columns.get_loc("predicted") + 1
+    table = table.copy()
+    table.insert(position, "correction", [latest.get(int(i), "") for i in table["id"]])
     return table
 
 

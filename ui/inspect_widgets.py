@@ -233,8 +233,9 @@ def class_heatmap_ui(result: FileResult, model: ActiveModel, class_index: int) -
         st.caption(f"This photo was inspected with model `{result.model_id}`; heatmaps for other classes need "
                    "that model active. Showing the predicted class.")
         return result.heatmap_float()
-    heat = _cached_class_heatmap(model.predictor, str(model.run.checkpoint), result.photo_path, result.sha256,
-                                 class_index, result)
+    checkpoint = model.run.checkpoint
+    heat = _cached_class_heatmap(model.predictor, f"{checkpoint}@{checkpoint.stat().st_mtime}", result.photo_path,
+                                 result.sha256, class_index, result)
     if heat is None:
         st.caption("The stored copy of this photo is gone, so only the predicted class's heatmap is available.")
         return result.heatmap_float()

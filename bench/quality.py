@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -48,6 +49,7 @@ def train(data: Path, split: str, preset: str) -> dict:
                     "seconds": e["epoch_seconds"]} for e in epochs],
         "decisions": [e["text"] for e in events if e["type"] == "decision"],
         "config": config,
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "reproduction": reproduction,  # the reproduce-neu.json record of the same run
     }
 
@@ -92,7 +94,10 @@ def main() -> None:
     if not data.is_dir():
         raise SystemExit(f"{data}: NEU-CLS is not there; pass --data.")
     out = Path(args.out)
-    previous = json.loads(out.with_suffix(".json").read_text())["runs"] if out.with_suffix(".json").exists() else {}
+    previous = {}
+    for done in (out.with_suffix(".json"), out.with_suffix(".partial.json")):  # runs kept from an earlier call
+        if done.exists():
+            previous.update(json.loads(done.read_text())["runs"])
     runs = {}
     for key in ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference"):
         split_key, preset = key.split("/")

@@ -241,7 +241,7 @@ def _keep_copy(store: InspectionStore | None, data: bytes, name: str) -> tuple[s
     if len(data) > MAX_STORED_BYTES:
         return "", f"no copy kept: {len(data) / 1024**2:.0f} MB is over {MAX_STORED_BYTES // 1024**2} MB"
     try:
-        return str(store.store_photo(data, name)[1]), ""
+        return str(store.store_photo(data, name)[1].resolve()), ""  # absolute: the log outlives the cwd
     except OSError as exc:
         return "", f"no copy kept ({exc})"
 

@@ -163,7 +163,7 @@ def test_bad_files_get_a_message_each_and_never_stop_the_batch(predictor, store)
     assert (log.loc[log["verdict"] == "error", "error"] != "").all()
     assert set(log["inspector"]) == {"ana"} and set(log["run_id"]) == {"run-1"}
     for (name, data), path, digest in zip(files, log["photo_path"], log["sha256"]):
-        assert digest == sha256_bytes(data)
+        assert digest == sha256_bytes(data) and Path(path).is_absolute()
         assert open(path, "rb").read() == data
 
 

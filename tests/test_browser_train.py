@@ -56,8 +56,11 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         mark("demo dataset shown")
         assert page.get_by_text("Demo dataset").is_visible()
 
-        # A tiny recipe: resnet18, 32 px photos, 1 epoch; batches of 2 (120 steps), so that it runs long enough
-        # to be reloaded mid-way even on a quiet machine.
+        # A tiny recipe: the reference preset (the product preset would add its step floor), resnet18, 32 px
+        # photos, 1 epoch; batches of 2 (120 steps), so that it runs long enough to be reloaded mid-way even
+        # on a quiet machine.
+        page.get_by_role("combobox", name="Recipe preset", exact=True).click()
+        page.get_by_role("option", name="reference").click()
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet18").click()
         _set_number(page, "Image size (px)", 32)
@@ -86,6 +89,8 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         assert charts.count() >= 4  # loss, learning rate, validation scores, and the dataset's photos per class
         # One epoch on 32 px photos may well give a model that is flagged as useless: then making it active
         # takes a reason, which is logged with it.
+        page.get_by_label("Inspector name").fill("browser test")
+        page.keyboard.press("Tab")
         flagged = page.get_by_text("this model is flagged as useless").is_visible()
         if flagged:
             page.get_by_label("Reason for making a flagged model active (logged with it)").fill("browser test")

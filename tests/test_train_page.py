@@ -256,8 +256,12 @@ def test_a_finished_run_shows_its_curves_and_is_made_active(env):
     assert any("finished in 1 min 15 s" in s.value for s in app.success)
     scores = chart_traces(app, f"final_{run.run_id}_scores")
     assert scores["macro-F1"] == pytest.approx([0.55, 0.65, 0.75])
+    assert app.button(key=f"train_activate_{run.run_id}").disabled  # who chose it is recorded: a name first
+    app.session_state["inspector"] = "eng"
+    app.run()
     app.button(key=f"train_activate_{run.run_id}").click().run()
     assert get_active()["run_id"] == run.run_id and "override" not in get_active()
+    assert get_active()["by"] == "eng"
     assert any("This run is the active model" in i.value for i in app.info)
 
 
@@ -268,6 +272,7 @@ def test_a_collapsed_model_needs_a_logged_reason_to_be_made_active(env):
     assert "flagged as useless" in errors(app) and "never recognises pit" in errors(app)
     button = app.button(key=f"train_activate_{run.run_id}")
     assert button.disabled
+    app.session_state["inspector"] = "eng"
     app.text_input(key=f"train_override_{run.run_id}").set_value("line stopped, any model beats none").run()
     app.button(key=f"train_activate_{run.run_id}").click().run()
     record = get_active()

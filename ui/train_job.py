@@ -17,8 +17,9 @@ from defect_model import jobs
 from defect_model.config import TrainConfig
 from defect_model.data import DatasetError
 from defect_model.insights import format_duration
+from defect_model.lifecycle import activate
 from defect_model.quality import assess
-from defect_model.runs import RunDir, get_active, list_runs, runs_root, set_active
+from defect_model.runs import RunDir, get_active, list_runs, runs_root
 from ui.train_progress import curves, loss_figure, lr_figure, read_progress, scores_figure
 
 REFRESH_S = 2.0
@@ -75,9 +76,8 @@ def cancel_job(run_id: str) -> None:
 def make_active(run_id: str, reason_key: str | None = None) -> None:
     reason = (st.session_state.get(reason_key) or "").strip() if reason_key else ""
     try:
-        set_active(RunDir(runs_root() / run_id), by=st.session_state.get("inspector", "") or "",
-                   override_reason=reason)
-    except ValueError as exc:  # refused: no checkpoint, or flagged without a reason
+        activate(RunDir(runs_root() / run_id), by=st.session_state.get("inspector", "") or "", override_reason=reason)
+    except ValueError as exc:  # refused: no name, still training, no checkpoint, or flagged without a reason
         _flash("error", f"Not made active: {exc}")
         return
     _flash("success", f"{run_id} is now the active model" + (f" (override: {reason})" if reason else "") + ".")
@@ -240,14 +240,18 @@ def done_ui(run: RunDir, settings: dict) -> None:
     if active:
         st.info("This run is the active model.", icon=":material/verified:")
         return
+    named = bool((st.session_state.get("inspector") or "").strip())
+    if not named:
+        st.caption(":material/badge: Enter your name in the sidebar to make a run active: "
+                   "the active model is recorded with who chose it.")
     if quality.collapsed:
         reason_key = f"train_override_{run.run_id}"
         reason = st.text_input("Reason for making a flagged model active (logged with it)", key=reason_key)
-        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not reason.strip(),
+        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not (reason.strip() and named),
                   icon=":material/warning:", on_click=make_active, args=(run.run_id, reason_key))
     else:
         st.button("Make this the active model", key=f"train_activate_{run.run_id}", type="primary",
-                  icon=":material/verified:", on_click=make_active, args=(run.run_id,))
+                  disabled=not named, icon=":material/verified:", on_click=make_active, args=(run.run_id,))
 
 
 def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:

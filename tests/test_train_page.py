@@ -298,6 +298,7 @@ def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypa
     include = app.checkbox(key="train_include_corrections")
     assert include.value and "2 confirmed" in include.label
 
+    app.selectbox(key="train_preset").set_value("reference")  # the product preset would add its step floor
     app.selectbox(key="train_backbone").set_value("resnet18")
     app.number_input(key="train_image_size").set_value(32)
     app.number_input(key="train_epochs").set_value(1)

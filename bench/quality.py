@@ -64,7 +64,7 @@ def reference_from_reproduction(path: Path) -> dict:
 
 def write_markdown(runs: dict, summary: dict, path: Path) -> None:
     lines = ["# Reference recipe vs product preset on NEU-CLS", "",
-             "Command: `.venv/bin/python bench/quality.py --reuse-reference bench/results/reproduce-neu.json` "
+             "Command: `.venv/bin/python bench/quality.py [--only KEY ...]` "
              "(every run through `python -m defect_model train`, times end to end on this machine).", "",
              "| split | recipe | val accuracy | val macro-F1 | worst class recall | minutes |",
              "|---|---|---|---|---|---|"]
@@ -72,6 +72,10 @@ def write_markdown(runs: dict, summary: dict, path: Path) -> None:
         worst = min(run["per_class_recall"].items(), key=lambda kv: kv[1])
         lines.append(f"| {run['split']} | {run['preset']} | {run['accuracy']:.4f} | {run['macro_f1']:.4f} | "
                      f"{worst[1]:.3f} ({worst[0]}) | {run['train_minutes']:.1f} |")
+    missing = [key for key in ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference")
+               if key not in runs]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)} (null in the JSON)."]
     lines += ["", "Acceptance: imbalanced preset macro-F1 >= 0.90 within 10 minutes; full preset accuracy >= 0.99 "
               "within the reference run's time; reference full accuracy >= 0.979.", "",
               "```json", json.dumps(summary, indent=2), "```", ""]
@@ -88,7 +92,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/neu-cls"))
     parser.add_argument("--reuse-reference", help="reproduce-neu.json to take the full-split reference run from")
     parser.add_argument("--out", default=str(ROOT / "bench/results/quality"))
-    parser.add_argument("--only", nargs="*", help="run only these keys, e.g. imbalanced/product")
+    parser.add_argument("--only", nargs="*", help="run only these keys, e.g. imbalanced/product; the others "
+                                                  "are kept from earlier results where there are any")
     args = parser.parse_args()
     data = Path(args.data)
     if not data.is_dir():
@@ -102,8 +107,10 @@ def main() -> None:
     for key in ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference"):
         split_key, preset = key.split("/")
         if args.only and key not in args.only:
-            runs[key] = previous[key]
-        elif key == "full/reference" and args.reuse_reference:
+            if key in previous:
+                runs[key] = previous[key]
+            continue
+        if key == "full/reference" and args.reuse_reference:
             runs[key] = reference_from_reproduction(Path(args.reuse_reference))
         else:
             runs[key] = train(data, SPLITS[split_key], preset)
@@ -115,18 +122,22 @@ def main() -> None:
         out.with_suffix(".partial.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
         print(f"{key}: accuracy {runs[key]['accuracy']:.4f}, macro-F1 {runs[key]['macro_f1']:.4f}, "
               f"{runs[key]['train_minutes']:.1f} min", flush=True)
+
+    def figure(key: str, name: str):
+        return runs[key][name] if key in runs else None  # a run not done yet stays null
+
     summary = {
-        "imbalanced": {"preset_macro_f1": runs["imbalanced/product"]["macro_f1"],
-                       "preset_accuracy": runs["imbalanced/product"]["accuracy"],
-                       "preset_train_minutes": runs["imbalanced/product"]["train_minutes"],
-                       "reference_macro_f1": runs["imbalanced/reference"]["macro_f1"],
-                       "reference_accuracy": runs["imbalanced/reference"]["accuracy"],
-                       "reference_train_minutes": runs["imbalanced/reference"]["train_minutes"]},
-        "full": {"preset_accuracy": runs["full/product"]["accuracy"],
-                 "preset_macro_f1": runs["full/product"]["macro_f1"],
-                 "preset_train_minutes": runs["full/product"]["train_minutes"],
-                 "reference_accuracy": runs["full/reference"]["accuracy"],
-                 "reference_train_minutes": runs["full/reference"]["train_minutes"]},
+        "imbalanced": {"preset_macro_f1": figure("imbalanced/product", "macro_f1"),
+                       "preset_accuracy": figure("imbalanced/product", "accuracy"),
+                       "preset_train_minutes": figure("imbalanced/product", "train_minutes"),
+                       "reference_macro_f1": figure("imbalanced/reference", "macro_f1"),
+                       "reference_accuracy": figure("imbalanced/reference", "accuracy"),
+                       "reference_train_minutes": figure("imbalanced/reference", "train_minutes")},
+        "full": {"preset_accuracy": figure("full/product", "accuracy"),
+                 "preset_macro_f1": figure("full/product", "macro_f1"),
+                 "preset_train_minutes": figure("full/product", "train_minutes"),
+                 "reference_accuracy": figure("full/reference", "accuracy"),
+                 "reference_train_minutes": figure("full/reference", "train_minutes")},
         "machine": machine(),
     }
     out.with_suffix(".partial.json").unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import streamlit as st
 from ui.inspect_history import history_ui
 from ui.inspect_model import active_model_ui
 from ui.inspect_widgets import results_ui, session_queue, store_ui, submit, threshold_ui, upload_ui
+from ui.router import require_router
 
 
 def main() -> None:
@@ -38,4 +39,5 @@ def inspect_ui(model, store) -> None:
     results_ui(queue, model, threshold, store)
 
 
+require_router()
 main()

@@ -111,3 +111,15 @@ def expected_confusion(table: pd.DataFrame) -> np.ndarray:
     for true, pred in zip(table["true_label"], table["pred_label"]):
         matrix[CLASSES.index(true), CLASSES.index(pred)] += 1
     return matrix
+
+
+def open_app_page(page: str, who: str = "eng"):
+    """Run app.py in AppTest with an inspector name and switch to `page` (e.g. "pages/review.py")."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.session_state["inspector"] = who
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

@@ -11,7 +11,7 @@ from defect_model.compare import compare_runs
 from defect_model.lifecycle import activation_history
 from defect_model.quality import assess
 from defect_model.runs import get_active, set_active
-from review_support import PLANTED, VAL, make_dataset, write_run
+from review_support import PLANTED, VAL, make_dataset, open_app_page, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # The candidate fixes pit_0002 and the planted photo's label, and breaks ok_0001.
@@ -43,12 +43,7 @@ def runs(dataset, tmp_path, monkeypatch):
 
 
 def open_models(who: str = "eng") -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["inspector"] = who
-    at.switch_page("pages/models.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app_page("pages/models.py", who)
 
 
 def frame(at: AppTest, column: str):

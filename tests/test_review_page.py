@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 from defect_model.calibration import reliability
 from defect_model.runs import list_runs, set_active
 from defect_model.store import InspectionStore
-from review_support import BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, tree_fingerprint, write_run
+from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, open_app_page,
+                            tree_fingerprint, write_run)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,12 +35,7 @@ def env(tmp_path, monkeypatch):
 
 
 def open_review(who: str = "eng") -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["inspector"] = who
-    at.switch_page("pages/review.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app_page("pages/review.py", who)
 
 
 def figure(at: AppTest, index: int = 0) -> dict:

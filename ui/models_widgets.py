@@ -13,9 +13,9 @@ from defect_model.config import TrainConfig
 from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
                                     run_quality, run_summary)
 from defect_model.runs import RunDir, activation_problems, get_active
+from ui.flash import flash, flash_ui
 from ui.review_widgets import confusion_figure, quality_header
 
-FLASH = "models_flash"
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
 
 
@@ -23,14 +23,8 @@ def current_user() -> str:
     return str(st.session_state.get("inspector") or "").strip()
 
 
-def flash_ui(where: str) -> None:
-    flash = st.session_state.get(FLASH) or {}
-    if flash.get("where") == where:
-        (st.success if flash["kind"] == "success" else st.error)(flash["text"])
-
-
 def _flash(where: str, kind: str, text: str) -> None:
-    st.session_state[FLASH] = {"where": where, "kind": kind, "text": text}
+    flash("models", where, kind, text)
 
 
 def active_id() -> str | None:
@@ -205,7 +199,7 @@ def _activate(run: RunDir, who: str, reason_key: str | None) -> None:
 
 
 def activate_ui(run: RunDir, who: str, active: str | None) -> None:
-    flash_ui("activate")
+    flash_ui("models", "activate", keep=True)
     if run.run_id == active:
         st.success(f"{run.run_id} is the active model.", icon=":material/star:")
         return
@@ -291,7 +285,7 @@ def _delete(run: RunDir, confirm_key: str) -> None:
 
 
 def delete_ui(run: RunDir, active: str | None) -> None:
-    flash_ui("delete")
+    flash_ui("models", "delete", keep=True)
     if run.run_id == active:
         st.caption("The active model cannot be deleted; make another run active first.")
         return

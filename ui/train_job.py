@@ -20,6 +20,7 @@ from defect_model.insights import format_duration
 from defect_model.lifecycle import activate
 from defect_model.quality import assess
 from defect_model.runs import RunDir, get_active, list_runs, runs_root
+from ui.flash import flash, flash_ui
 from ui.train_progress import curves, loss_figure, lr_figure, read_progress, scores_figure
 
 REFRESH_S = 2.0
@@ -32,7 +33,7 @@ FOCUS_KEY = "train_focus_run"  # a run to show on the next page run (set before 
 
 def _flash(kind: str, text: str, where: str = "job") -> None:
     """A message for the next page run, shown at `where` (the job panel or the Start button)."""
-    st.session_state[f"train_flash_{where}"] = (kind, text)
+    flash("train", where, kind, text)
 
 
 def start_job(cfg: TrainConfig, corrections_from=None) -> None:
@@ -83,12 +84,6 @@ def make_active(run_id: str, reason_key: str | None = None) -> None:
     _flash("success", f"{run_id} is now the active model" + (f" (override: {reason})" if reason else "") + ".")
 
 
-def flash_ui(where: str = "job") -> None:
-    if flash := st.session_state.pop(f"train_flash_{where}", None):
-        kind, text = flash
-        getattr(st, kind)(text)
-
-
 # --- reading a run -------------------------------------------------------------------------------
 
 def run_settings(run: RunDir) -> dict:
@@ -125,7 +120,7 @@ def _label(run: RunDir) -> str:
 
 def job_ui() -> None:
     """The running job (live) or a chosen past run: progress, curves, log, and what can be done with it."""
-    flash_ui()
+    flash_ui("train", "job")
     root = runs_root()
     running = jobs.running_job(root)  # also marks runs whose process died as failed
     runs = list_runs(root)
@@ -266,4 +261,4 @@ def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:
                  disabled=cfg is None):
         start_job(cfg, corrections_from)
         st.rerun()
-    flash_ui("start")
+    flash_ui("train", "start")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -13,7 +12,6 @@ from defect_model.quality import assess
 from defect_model.runs import get_active, set_active
 from review_support import PLANTED, VAL, make_dataset, open_app_page, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
 # The candidate fixes pit_0002 and the planted photo's label, and breaks ok_0001.
 BETTER = [(p, "scratch" if p == PLANTED else t, {"pit/pit_0002.png": "pit", "ok/ok_0001.png": "scratch"}.get(p, pr), c)
           for p, t, pr, c in VAL]

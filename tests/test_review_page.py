@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,6 @@ from defect_model.store import InspectionStore
 from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, open_app_page,
                             tree_fingerprint, write_run)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()

@@ -16,6 +16,7 @@ PRESETS = ("reference", "product")
 SAMPLINGS = ("shuffle", "balanced")
 LOSS_WEIGHTINGS = ("none", "class")
 AUGMENTATIONS = ("none", "soft", "strong")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # ImageNet statistics: the per-channel normalisation of the reference recipe.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,6 +69,8 @@ class TrainConfig:
     val_fraction: float = _setting(0.2, "share of each class held out for validation when no split CSV is given")
     seed: int = _setting(0, "random seed for the split, the initial weights and the photo order")
     channels_last: bool = _setting(True, "channels_last memory layout (faster on CPU, same results)")
+    precision: str = _setting("auto", "training arithmetic: auto (bf16 mixed precision where the processor has "
+                                      "native bf16, else fp32), fp32 or bf16; validation and inspection run in fp32")
     good_classes: list[str] = _setting((), "classes that mean a good part (for pass / reject verdicts)")
 
     def __post_init__(self) -> None:
@@ -91,7 +94,7 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             found.append(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
         for name, allowed in (("preset", PRESETS), ("sampling", SAMPLINGS), ("loss_weighting", LOSS_WEIGHTINGS),
-                              ("augmentation", AUGMENTATIONS)):
+                              ("augmentation", AUGMENTATIONS), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 found.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.min_steps < 0 or self.epoch_images < 0:

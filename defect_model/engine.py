@@ -27,6 +27,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .augment import augment_batch
+from .hardware import autocast, resolve_precision
 from .data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
                    make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
                    stratified_split, write_split_csv)
@@ -120,8 +121,9 @@ def train_one_epoch(model, optimizer, loader, cfg: TrainConfig, epoch: int, emit
             continue
         started = time.perf_counter()
         labels = labels.to(device)
-        logits = model(to_input(pixels, cfg).to(device))
-        loss = F.cross_entropy(logits, labels, weight=class_weights)
+        with autocast(cfg.precision, device):
+            logits = model(to_input(pixels, cfg).to(device))
+            loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -311,6 +313,9 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     device = training_device()
     plan = plan_split(cfg, run, reuse_split=resume, write=dist.is_main)
     cfg = resolve_config(cfg, plan)
+    precision, reason = resolve_precision(cfg.precision, device)
+    if reason:
+        cfg = dataclasses.replace(cfg, precision=precision, decisions=cfg.decisions + [reason])
     if dist.is_main:
         cfg.to_yaml(run.config)  # the resolved settings, with the preset's decisions
     for decision in cfg.decisions:

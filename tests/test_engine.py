@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 
 from defect_model.checkpoint import load_checkpoint
 from defect_model.config import TrainConfig
+from defect_model.hardware import resolve_precision
 from defect_model.engine import fit
 from defect_model.inference import Predictor
 from defect_model.runs import RunDir
@@ -30,16 +32,21 @@ def test_one_epoch_fit_emits_events_and_writes_every_run_file(tiny_dataset, tmp_
         assert (run.path / name).is_file(), name
 
     kinds = [e["type"] for e in seen]
-    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 1
+    decisions = kinds.count("decision")  # how `precision: auto` resolved on this machine, said before the start
+    assert decisions == 1 and kinds[decisions] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 1
+    start = seen[decisions]
     steps = [e for e in seen if e["type"] == "step"]
-    assert len(steps) == seen[0]["steps_per_epoch"] == 2  # 40 train photos, batch 16, last partial dropped
+    assert len(steps) == start["steps_per_epoch"] == 2  # 40 train photos, batch 16, last partial dropped
     assert all(e["loss"] > 0 and e["lr"] > 0 and e["images_per_s"] > 0 for e in steps)
     epoch = next(e for e in seen if e["type"] == "epoch")
     for key in ("train_loss", "val_loss", "val_accuracy", "val_micro_f1", "val_macro_f1", "elapsed_s", "eta_s"):
         assert key in epoch
     assert run.read_events() == seen  # the same events went to events.jsonl
 
-    assert TrainConfig.from_yaml(run.config) == tiny_config(tiny_dataset)
+    saved = TrainConfig.from_yaml(run.config)
+    precision, reason = resolve_precision("auto", torch.device("cpu"))
+    assert (saved.precision, saved.decisions) == (precision, [reason])  # auto, resolved for this machine
+    assert saved == dataclasses.replace(tiny_config(tiny_dataset), precision=precision, decisions=[reason])
     table = pd.read_csv(run.val_predictions)
     assert list(table.columns) == ["path", "true_label", "pred_label", "prob_crack", "prob_ok", "prob_pit",
                                    "prob_scratch", "prob_stain", "loss"]

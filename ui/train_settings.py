@@ -30,7 +30,7 @@ GROUPS: list[tuple[str, list[str]]] = [
               "good_classes"]),
 ]
 FIRST = ["preset"]
-ADVANCED = ["mean", "std", "channels_last"]
+ADVANCED = ["mean", "std", "channels_last", "precision"]
 LABELS = {
     "lr": "Learning rate", "grad_clip": "Gradient clipping (max norm, 0 = off)", "val_fraction": "Validation share",
     "split_csv": "Split CSV (path,label,split)", "good_classes": 'Classes that mean "good"',

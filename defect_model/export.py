@@ -9,19 +9,15 @@ model's metadata. A fresh export is reused; a newer checkpoint triggers a new on
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .inference import Predictor
+from .onnx_graph import INPUT_NAME, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
 from .runs import RunDir, now_iso, write_json_atomic
 
-OPSET = 17
-TOLERANCE = 1e-4
-INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
@@ -83,23 +79,16 @@ def export_onnx(run: RunDir, check_batch: int = 2, seed: int = 0) -> ExportResul
         return cached
     predictor = Predictor.from_checkpoint(run.checkpoint)  # weights_only=True inside
     checkpoint_mtime = run.checkpoint.stat().st_mtime
-    model = predictor.model.to(memory_format=torch.contiguous_format).eval()
     size = predictor.preprocessing.image_size
     model_path, info_path = onnx_paths(run)
     tmp = model_path.with_name(model_path.name + ".tmp")
-    example = torch.zeros(1, 3, size, size)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                              do_constant_folding=True)
+        export_graph(predictor.model, size, tmp, [OUTPUT_NAME])
         _add_metadata(tmp, predictor)
-        max_diff = check_against_torch(tmp, model, size, check_batch, seed)
-    except ExportError:
+        max_diff = max_output_diff(tmp, predictor.model, size, check_batch, seed)
+    except OnnxMismatch as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise ExportError(f"{exc} The export is not safe to use. Download the checkpoint instead.") from None
     except Exception as exc:  # the exporter and onnxruntime raise many types
         tmp.unlink(missing_ok=True)
         raise ExportError(f"{run.checkpoint}: the ONNX export failed ({type(exc).__name__}: {exc}). "
@@ -129,23 +118,5 @@ def _add_metadata(path: Path, predictor: Predictor) -> None:
 
 
 def run_onnx(path: str | Path, batch: np.ndarray) -> np.ndarray:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32)})[0]
-
-
-@torch.inference_mode()
-def check_against_torch(path: str | Path, model: torch.nn.Module, size: int, batch: int = 2, seed: int = 0) -> float:
-    """Largest absolute logit difference on a random batch; raises ExportError above TOLERANCE."""
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(batch, 3, size, size, generator=generator)
-    expected = model(inputs).numpy()
-    got = run_onnx(path, inputs.numpy())
-    if got.shape != expected.shape:
-        raise ExportError(f"{path}: ONNX output shape {got.shape} differs from torch's {expected.shape}.")
-    diff = float(np.abs(got - expected).max())
-    if not diff <= TOLERANCE:
-        raise ExportError(f"{path}: ONNX outputs differ from torch by {diff:.2e} (limit {TOLERANCE:.0e}); "
-                          "the export is not safe to use. Download the checkpoint instead.")
-    return diff
+    """Logits of an exported model for a normalised float32 NCHW batch."""
+    return open_session(path).run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32)})[0]

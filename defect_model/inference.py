@@ -13,6 +13,7 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .images import ImageSource, prepare_array
 from .model import build_model, features_and_logits
+from .onnx_graph import INPUT_NAME
 from .preprocess import normalize_batch
 
 
@@ -34,12 +35,22 @@ def _is_single(inputs) -> bool:
     return not isinstance(inputs, (list, tuple))
 
 
+BACKENDS = ("auto", "onnxruntime", "torch")
+
+
 class Predictor:
     """Eval-mode model plus its preprocessing. Never changes the model after construction,
-    so one instance can serve several threads (browser tabs) at once."""
+    so one instance can serve several threads (browser tabs) at once.
+
+    Predictions run through an onnxruntime session when one is given (the fast path, checked
+    equal to torch within 1e-4 when it was exported), else through the torch model, which is
+    kept either way for the heatmap methods that need gradients."""
 
     def __init__(self, model: nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
-                 meta: dict | None = None, channels_last: bool = True):
+                 meta: dict | None = None, channels_last: bool = True, session=None, backend_note: str = ""):
+        self.session = session
+        self.backend = "onnxruntime" if session is not None else "torch"
+        self.backend_note = backend_note
         self.model = model.eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -51,14 +62,30 @@ class Predictor:
         self.meta = dict(meta or {})
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> "Predictor":
+        """`backend`: auto (onnxruntime when its graph can be exported and checked, else torch),
+        onnxruntime (raise ServingUnavailable if it cannot be used) or torch."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         payload = load_checkpoint(path)
         meta = payload["meta"]
         config = meta["config"]
         model = build_model(config["backbone"], len(meta["classes"]), config.get("dropout", 0.0))
         model.load_state_dict(payload["model"])
+        model.eval()
         meta = dict(meta, checkpoint=str(path))
-        return cls(model, meta["classes"], Preprocessing.from_dict(meta["preprocessing"]), meta)
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        session, note = None, "as asked"
+        if backend != "torch":
+            from .serving import ServingUnavailable, serving_session
+
+            try:
+                session, note = serving_session(path, model, preprocessing.image_size, threads), ""
+            except ServingUnavailable as exc:
+                if backend == "onnxruntime":
+                    raise
+                note = f"because {exc}"
+        return cls(model, meta["classes"], preprocessing, meta, session=session, backend_note=note)
 
     # -- input ----------------------------------------------------------
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:
@@ -68,11 +95,22 @@ class Predictor:
 
     def to_tensor(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         p = self.preprocessing
-        return normalize_batch(np.stack(arrays), p.mean, p.std, self.channels_last)
+        return normalize_batch(np.stack(arrays), p.mean, p.std, self.channels_last and self.session is None)
 
     # -- output ---------------------------------------------------------
     @torch.inference_mode()
+    def logits_and_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, C) and layer4 maps (N, K, h, w) from one forward pass (no hooks)."""
+        if self.session is not None:
+            logits, features = self.session.run(None, {INPUT_NAME: batch.contiguous().numpy()})
+            return torch.from_numpy(logits), torch.from_numpy(features)
+        features, logits = features_and_logits(self.model, batch)
+        return logits, features
+
+    @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            return self.logits_and_features(batch)[0]
         return self.model(batch)
 
     def predict(self, inputs, names: Sequence[str] | None = None, batch_size: int = 32) -> np.ndarray:
@@ -91,8 +129,7 @@ class Predictor:
             out.append(torch.softmax(logits, dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    @torch.inference_mode()
     def predict_with_features(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
-        """Probabilities and layer4 activation maps from one forward pass (no hooks)."""
-        features, logits = features_and_logits(self.model, self.to_tensor(arrays))
+        """Probabilities and layer4 activation maps from one forward pass."""
+        logits, features = self.logits_and_features(self.to_tensor(arrays))
         return torch.softmax(logits, dim=1).numpy(), features

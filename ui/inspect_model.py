@@ -76,8 +76,11 @@ def warm_up(checkpoint: str, mtime: float, _predictor) -> bool:
 
 def model_line_ui(model: ActiveModel) -> None:
     good = ", ".join(model.good_classes)
+    predictor = model.predictor
+    engine = ("ONNX Runtime (checked equal to torch)" if predictor.backend == "onnxruntime"
+              else f"torch ({predictor.backend_note})" if predictor.backend_note else "torch")
     st.caption(f"Model `{model.run.run_id}` · classes: {', '.join(model.classes)} · "
-               + (f"good: **{good}**" if good else "no class marked good"))
+               + (f"good: **{good}**" if good else "no class marked good") + f" · runs on {engine}")
     if not model.good_classes:
         st.caption("This run marks no class as a good part (as in NEU-CLS, where every class is a defect), so no "
                    "photo passes: a confident prediction is a **reject**, an unsure one goes to a person.")

@@ -7,11 +7,13 @@ import streamlit as st
 from defect_model.runs import RunDir, get_active, resolve_run
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+@st.cache_resource(show_spinner="Loading the model (a new model's fast inference graph is prepared once)…",
+                   max_entries=4)
 def _load_predictor(checkpoint: str, mtime: float):
     from defect_model.inference import Predictor  # torch loads here, once, not at start-up
+    from defect_model.inspection import inference_threads
 
-    return Predictor.from_checkpoint(checkpoint)
+    return Predictor.from_checkpoint(checkpoint, threads=inference_threads())
 
 
 def predictor_for(run: RunDir):

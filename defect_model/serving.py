@@ -1,0 +1,90 @@
+"""The fast inference path: an ONNX Runtime graph of a checkpoint, exported once and cached beside it.
+
+The graph has two outputs, the logits and the layer4 activation maps, so a prediction and its
+Grad-CAM heatmap (see explain.fast_gradcam) come from one run of the graph. Before a cached graph
+is used it must belong to the checkpoint (same size and modification time) and must have matched
+torch within onnx_graph.TOLERANCE on every output when it was exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import features_and_logits
+from .onnx_graph import OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
+
+OUTPUTS = ("logits", "features")
+
+
+class ServingUnavailable(RuntimeError):
+    """The ONNX Runtime path cannot be used for this checkpoint; the message says why."""
+
+
+class LogitsAndFeatures(nn.Module):
+    """The graph that is exported: (logits, layer4 maps) from one forward pass."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        features, logits = features_and_logits(self.net, x)
+        return logits, features
+
+
+def serving_paths(checkpoint: Path) -> tuple[Path, Path]:
+    return checkpoint.with_name(checkpoint.name + ".onnx"), checkpoint.with_name(checkpoint.name + ".onnx.json")
+
+
+def _fingerprint(checkpoint: Path) -> dict:
+    stat = checkpoint.stat()
+    return {"checkpoint_size": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns, "opset": OPSET,
+            "outputs": list(OUTPUTS)}
+
+
+def cached_graph(checkpoint: Path) -> Path | None:
+    """The graph exported from this very checkpoint, or None."""
+    graph, info = serving_paths(checkpoint)
+    try:
+        recorded = json.loads(info.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    fresh = all(recorded.get(k) == v for k, v in _fingerprint(checkpoint).items())
+    return graph if fresh and graph.is_file() and recorded.get("max_abs_diff", 1.0) <= TOLERANCE else None
+
+
+def serving_graph(checkpoint: str | Path, net: nn.Module, size: int) -> Path:
+    """Export (or reuse) the serving graph of `checkpoint`, whose weights `net` holds."""
+    checkpoint = Path(checkpoint)
+    cached = cached_graph(checkpoint)
+    if cached is not None:
+        return cached
+    graph, info = serving_paths(checkpoint)
+    tmp = graph.with_name(f"{graph.name}.{os.getpid()}.tmp")
+    wrapped = LogitsAndFeatures(net).eval()  # net serves inference only: eval mode is its state from now on
+    try:
+        export_graph(wrapped, size, tmp, OUTPUTS)
+        diff = max_output_diff(tmp, wrapped, size)
+        tmp.replace(graph)
+        info.write_text(json.dumps({**_fingerprint(checkpoint), "max_abs_diff": diff, "tolerance": TOLERANCE}))
+    except OnnxMismatch as exc:
+        raise ServingUnavailable(str(exc)) from None
+    except Exception as exc:  # a read-only folder, or the exporter or onnxruntime failing in their many ways
+        raise ServingUnavailable(f"{checkpoint}: no ONNX Runtime graph ({type(exc).__name__}: {exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return graph
+
+
+def serving_session(checkpoint: str | Path, net: nn.Module, size: int, threads: int | None = None):
+    """An onnxruntime session whose outputs are OUTPUTS; raises ServingUnavailable."""
+    graph = serving_graph(checkpoint, net, size)
+    try:
+        return open_session(graph, threads)
+    except Exception as exc:
+        raise ServingUnavailable(f"{graph}: onnxruntime cannot open it ({type(exc).__name__}: {exc})") from None

@@ -14,6 +14,8 @@ from .checkpoint import load_checkpoint
 from .images import ImageSource, prepare_array
 from .model import build_model, features_and_logits
 from .onnx_graph import INPUT_NAME
+
+LOGITS = "logits"  # the serving graph's first output; the second is the layer4 maps
 from .preprocess import normalize_batch
 
 
@@ -110,7 +112,7 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         if self.session is not None:
-            return self.logits_and_features(batch)[0]
+            return torch.from_numpy(self.session.run([LOGITS], {INPUT_NAME: batch.contiguous().numpy()})[0])
         return self.model(batch)
 
     def predict(self, inputs, names: Sequence[str] | None = None, batch_size: int = 32) -> np.ndarray:

@@ -105,3 +105,16 @@ def test_a_graph_recorded_as_disagreeing_is_never_reused(tmp_path):
     assert serving.cached_graph(checkpoint) is None
     os.utime(graph)  # even a newer graph file does not make it trustworthy
     assert serving.cached_graph(checkpoint) is None
+
+
+def test_the_numpy_normalisation_of_photos_equals_the_torch_one_used_in_training():
+    from defect_model.preprocess import normalize_array, normalize_batch
+
+    photos = np.random.default_rng(0).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    channels_first = torch.from_numpy(photos).permute(0, 3, 1, 2).contiguous()  # as the training cache holds them
+    trained_on = normalize_batch(channels_first, mean, std, channels_last=False).numpy()
+    served = normalize_array(photos, mean, std)
+    assert served.shape == (3, 3, 40, 56) and served.dtype == np.float32 and served.flags.c_contiguous
+    np.testing.assert_allclose(served, trained_on, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(normalize_batch(photos, mean, std).numpy(), trained_on, atol=1e-6, rtol=0)

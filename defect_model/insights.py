@@ -131,19 +131,19 @@ def _reason(path: Path, rel: str, exc: Exception) -> str:
 
 # --- training time --------------------------------------------------------------------------
 
-# Training images/s (normalise, forward, backward, AdamW step; batch 32, channels_last, tcmalloc, 2 threads)
-# measured once with `bench/train_throughput.py` on the development machine: 2 CPU cores, on 2026-11-26
-# between 14:20 and 14:25 while other training jobs ran (load average 5 to 7), so they are slow and noisy
-# (resnet50 came out faster than resnet34 at 224 px; a real resnet50 run at 224 px measured about 5 images/s
-# the same day). Used only until a run on this machine has measured the backbone; between and beyond the
-# measured sizes the rate follows the power law through the two points.
+# Training images/s (normalise, forward, backward, AdamW step; batch 32, channels_last, tcmalloc, 2 threads,
+# bf16 mixed precision as `precision: auto` picks on this processor) measured with `bench/train_throughput.py`
+# on the development machine (2 cores of an AMD EPYC Zen 4 with avx512_bf16) on 2026-11-26 at 17:25, quiet.
+# A full resnet50 run at 224 px measured 13.5 images/s the same day. On a processor without native bf16 these
+# are about 1.8x too fast; they are used only until a run on this machine has measured the backbone. Between
+# and beyond the measured sizes the rate follows the power law through the two points.
 BUILTIN_IMAGES_PER_S: dict[tuple[str, int], float] = {
-    ("resnet18", 64): 16.4,
-    ("resnet18", 224): 3.7,
-    ("resnet34", 64): 9.9,
-    ("resnet34", 224): 2.6,
-    ("resnet50", 64): 4.9,
-    ("resnet50", 224): 2.8,
+    ("resnet18", 64): 231.2,
+    ("resnet18", 224): 31.1,
+    ("resnet34", 64): 111.3,
+    ("resnet34", 224): 17.0,
+    ("resnet50", 64): 98.8,
+    ("resnet50", 224): 12.5,
 }
 # Validation needs a forward pass only: about a third of a training step's work.
 EVAL_SPEEDUP = 3.0

@@ -31,11 +31,11 @@ SPLITS = {"full": "split.csv", "imbalanced": "split-imbalanced.csv"}
 def train(data: Path, split: str, preset: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="neu-quality-") as tmp:
         run = RunDir(Path(tmp) / "run")
-        wall = run_cli(data, data / split, run.path, ["--preset", preset])
+        wall, rss = run_cli(data, data / split, run.path, ["--preset", preset])
         events = run.read_events()
         metrics = json.loads(run.metrics.read_text())
         config = (run.path / "config.yaml").read_text()
-        reproduction = summarise(run, wall, data / split)
+        reproduction = summarise(run, wall, data / split, rss)
     epochs = [e for e in events if e["type"] == "epoch"]
     return {
         "preset": preset,
@@ -111,7 +111,7 @@ def main() -> None:
                 runs[key] = previous[key]
             continue
         if key == "full/reference" and args.reuse_reference:
-            runs[key] = reference_from_reproduction(Path(args.reuse_reference))
+            runs[key] = reference_from_reproduction(Path(args.reuse_reference).resolve())
         else:
             runs[key] = train(data, SPLITS[split_key], preset)
             if key == "full/reference":  # the same run is the reproduction of the published result

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from defect_model.jobs import find_tcmalloc, training_env  # noqa: E402
 from defect_model.runs import RunDir  # noqa: E402
 
+FINDINGS = "<!-- findings: kept when the benchmark rewrites this file -->"
 PUBLISHED = [0.616, 0.771, 0.860, 0.961, 0.979]
 
 
@@ -40,21 +41,27 @@ def machine() -> dict:
     }
 
 
-def run_cli(data: Path, split: Path, run_dir: Path, extra: list[str]) -> float:
+def run_cli(data: Path, split: Path, run_dir: Path, extra: list[str]) -> tuple[float, float]:
+    """Train through the CLI as the dashboard's job launcher would; returns (wall seconds, peak RSS GiB)."""
     command = [sys.executable, "-m", "defect_model", "train", "--data", str(data), "--split", str(split),
                "--run-dir", str(run_dir), *extra]
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=training_env(), cwd=ROOT)
-    return time.perf_counter() - started
+    process = subprocess.Popen(command, env=training_env(), cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return time.perf_counter() - started, usage.ru_maxrss / 2**20  # Linux reports KiB
 
 
-def summarise(run: RunDir, wall_seconds: float, split: Path) -> dict:
+def summarise(run: RunDir, wall_seconds: float, split: Path, peak_rss_gib: float | None = None) -> dict:
     events = run.read_events()
     epochs = [e for e in events if e["type"] == "epoch"]
     steps = [e for e in events if e["type"] == "step"]
     start = next(e for e in events if e["type"] == "start")
     rates = sorted(e["images_per_s"] for e in steps[5:]) or [0.0]  # the first steps warm up
     metrics = json.loads(run.metrics.read_text())
+    config = start["config"]
     return {
         "recipe": "reference (resnet50 from scratch, 224, batch 32, 5 epochs, AdamW 1e-3, cosine, wd 0, dropout 0.2)",
         "split": split.name,
@@ -66,6 +73,8 @@ def summarise(run: RunDir, wall_seconds: float, split: Path) -> dict:
         "val_images": start["val_images"],
         "train_images_per_s": rates[len(rates) // 2],
         "total_seconds": wall_seconds,
+        "peak_rss_gib": peak_rss_gib,
+        "precision": config.get("precision", "fp32"),
         "final_val_accuracy": metrics["accuracy"],
         "final_val_macro_f1": metrics["macro_f1"],
         "per_class_recall": {k: v["recall"] for k, v in metrics["per_class"].items()},
@@ -94,13 +103,25 @@ def write_markdown(result: dict, path: Path) -> None:
         f"macro-F1 {result['final_val_macro_f1']:.4f}.",
         "Per-class recall: " + ", ".join(f"{k} {v:.3f}" for k, v in result["per_class_recall"].items()) + ".",
         f"Training throughput (median step): {result['train_images_per_s']:.1f} images/s; "
-        f"whole run {result['total_seconds'] / 60:.1f} min end to end (decode, train, validate each epoch).",
+        f"whole run {result['total_seconds'] / 60:.1f} min end to end (decode, train, validate each epoch); "
+        f"training arithmetic {result.get('precision', 'fp32')} (validation fp32); peak RSS of the training "
+        f"process: {_gib(result.get('peak_rss_gib'))}.",
         "",
         f"Machine: {m['cpu_cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} threads, "
         f"Python {m['python']}, tcmalloc: {m['tcmalloc'] or 'not installed'}; load average at the end "
         f"{m['load_average_1_5_15']} (above 2, other work shared the two cores and the times are pessimistic).",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + kept_findings(path))
+
+
+def _gib(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.2f} GiB"
+
+
+def kept_findings(path: Path) -> str:
+    """Hand-written analysis below FINDINGS in an earlier file survives a rerun."""
+    text = path.read_text() if path.is_file() else ""
+    return "\n" + text[text.index(FINDINGS):] if FINDINGS in text else ""
 
 
 def main() -> None:
@@ -116,8 +137,8 @@ def main() -> None:
     split = data / args.split
     with tempfile.TemporaryDirectory(prefix="neu-run-") as tmp:
         run = RunDir(Path(tmp) / "run")
-        wall = run_cli(data, split, run.path, args.extra)
-        result = summarise(run, wall, split)
+        wall, rss = run_cli(data, split, run.path, args.extra)
+        result = summarise(run, wall, split, rss)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

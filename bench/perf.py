@@ -245,7 +245,14 @@ def alternate(cases: dict, repeats: int, settle_s: float = 0.05) -> dict:
 def inspect_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
     import numpy as np
 
-    default, eager = predictors(checkpoint)
+    from defect_model.inference import Predictor
+
+    started = time.perf_counter()
+    default, eager = predictors(checkpoint)  # the first load of a new checkpoint exports and checks its graph
+    first_load = time.perf_counter() - started
+    started = time.perf_counter()
+    Predictor.from_checkpoint(checkpoint)
+    cached_load = time.perf_counter() - started
     batch = photos[:32]
     agree = float(np.abs(default.predict(batch) - eager.predict(batch)).max())
     batch_times = alternate({"default": lambda: default.predict(batch), "eager": lambda: eager.predict(batch)},
@@ -254,6 +261,7 @@ def inspect_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
                               "eager": lambda: eager.predict(batch[0])}, repeats * 5)
     return {
         "backend": default.backend, "backend_note": default.backend_note,
+        "first_load_s": first_load, "cached_load_s": cached_load,
         "max_abs_probability_diff_vs_eager": agree,
         "batch_photos": len(batch),
         "batch_s": batch_times,
@@ -338,8 +346,10 @@ def reference_section(train: dict | None, inspect: dict | None) -> dict:
     if not path.is_file():
         return {"missing": f"{path} not found: run bench/reproduce_neu.py first"}
     run = json.loads(path.read_text())
+    # Peak RSS of the whole CLI training process, from whichever reference runs recorded it (seed reruns too).
+    rss = [json.loads(p.read_text()).get("peak_rss_gib") for p in sorted(path.parent.glob("reproduce-neu*.json"))]
     out = {"minutes": run["total_seconds"] / 60, "val_accuracy": run["epochs"][-1]["val_accuracy"],
-           "peak_rss_gib": run.get("peak_rss_gib"), "source": "bench/results/reproduce-neu.json",
+           "peak_rss_gib": max((r for r in rss if r), default=None), "source": "bench/results/reproduce-neu*.json",
            "train_images_per_s": run.get("train_images_per_s")}
     if train and inspect:
         plain_train = EPOCHS * TRAIN_IMAGES / train["plain"]["images_per_s"]
@@ -437,11 +447,12 @@ def main() -> None:
             elif section == "reference":
                 result["reference"] = reference_section(result.get("train"), result.get("inspect"))
             print(f"{section} done in {time.perf_counter() - started:.0f} s", flush=True)
+            result.setdefault("measured_at", {})[section] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             result["headline"] = headline(result)
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(result, indent=2) + "\n")  # partial results survive an interruption
     result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    json_path.write_text(json.dumps({**result["headline"], **result}, indent=2) + "\n")
+    json_path.write_text(json.dumps({**result, **result["headline"]}, indent=2) + "\n")  # the headline wins over keys kept from an earlier run
     write_markdown(result, RESULTS.with_suffix(".md"))
     print(RESULTS.with_suffix(".md").read_text())
 
@@ -455,7 +466,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"Machine: {m['cpu_cores']} cores ({m['cpu']}), torch {m['torch']}, {m['torch_threads']} threads, "
         f"tcmalloc {'at ' + m['tcmalloc'] if m['tcmalloc'] else 'not installed'}; load average at start "
         f"{m['load_average_1_5_15']}, at end {result.get('load_average_after')}. Data: {result['data']}.",
-        f"Command: `.venv/bin/python {result['commands']['perf']}`", "",
+        f"Last command: `.venv/bin/python {result['commands']['perf']}`; each section's time: "
+        + ", ".join(f"{k} {v}" for k, v in result.get("measured_at", {}).items()) + ".", "",
         "| figure | product | baseline | ratio | target |", "|---|---|---|---|---|",
     ]
     train, inspect, heat = result.get("train"), result.get("inspect"), result.get("heatmap")
@@ -487,7 +499,7 @@ def write_markdown(result: dict, path: Path) -> None:
         lines.append(f"| training GFLOP/s vs 4096^2 matmul | {h['train_gflops']:.0f} | fp32 "
                      f"{result['matmul']['gflops_fp32']:.0f}, bf16 {result['matmul']['gflops_bf16']:.0f} | "
                      f"{h['matmul_ceiling_fraction']:.2f} of fp32, {h['matmul_bf16_ceiling_fraction']:.2f} of bf16 | |")
-    lines.append(f"| peak RSS, training | {fmt(h['train_peak_rss_gib'])} GiB | | | <= 6 GiB |")
+    lines.append(f"| peak RSS, training (whole 5-epoch CLI run) | {fmt(h['train_peak_rss_gib'])} GiB | | | <= 6 GiB |")
     lines.append(f"| peak RSS, 500-photo inspection batch | {fmt(h['inspect_500_peak_rss_gib'])} GiB | | | |")
     lines.append(f"| dashboard start to interactive Inspect page | cold {fmt(h['dashboard_cold_start_s'], '.1f')} s, "
                  f"warm {fmt(h['dashboard_warm_start_s'], '.1f')} s | | | |")
@@ -500,7 +512,9 @@ def write_markdown(result: dict, path: Path) -> None:
                      f"{'kept' if train['compile_wins'] else 'not kept (it does not pay off)'}.")
     if inspect:
         lines.append(f"Inspection backend by default: {inspect['backend']}; its probabilities differ from eager "
-                     f"torch by at most {inspect['max_abs_probability_diff_vs_eager']:.1e} on these photos.")
+                     f"torch by at most {inspect['max_abs_probability_diff_vs_eager']:.1e} on these photos. "
+                     f"Loading a new checkpoint took {inspect['first_load_s']:.1f} s (ONNX export and check "
+                     f"included, once per checkpoint), a cached one {inspect['cached_load_s']:.1f} s.")
         if result.get("matmul"):
             single = inspect["single_s"]["default"]["median"]
             rate = result["inference_flops_per_image"] / single / 1e9

@@ -77,7 +77,7 @@ def export_onnx(run: RunDir, check_batch: int = 2, seed: int = 0) -> ExportResul
     cached = cached_export(run)
     if cached is not None:
         return cached
-    predictor = Predictor.from_checkpoint(run.checkpoint)  # weights_only=True inside
+    predictor = Predictor.from_checkpoint(run.checkpoint, backend="torch")  # weights_only=True inside
     checkpoint_mtime = run.checkpoint.stat().st_mtime
     size = predictor.preprocessing.image_size
     model_path, info_path = onnx_paths(run)

@@ -69,6 +69,11 @@ class Predictor:
         onnxruntime (raise ServingUnavailable if it cannot be used) or torch."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        from .serving import ServingUnavailable, fingerprint, serving_session
+
+        # Taken before reading: which version of the file the weights came from (a missing file is left to
+        # load_checkpoint, whose message names it).
+        stamp = fingerprint(path) if backend != "torch" and Path(path).is_file() else {}
         payload = load_checkpoint(path)
         meta = payload["meta"]
         config = meta["config"]
@@ -79,10 +84,8 @@ class Predictor:
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         session, note = None, "as asked"
         if backend != "torch":
-            from .serving import ServingUnavailable, serving_session
-
             try:
-                session, note = serving_session(path, model, preprocessing.image_size, threads), ""
+                session, note = serving_session(path, model, preprocessing.image_size, stamp, threads), ""
             except ServingUnavailable as exc:
                 if backend == "onnxruntime":
                     raise

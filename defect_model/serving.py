@@ -43,27 +43,29 @@ def serving_paths(checkpoint: Path) -> tuple[Path, Path]:
     return checkpoint.with_name(checkpoint.name + ".onnx"), checkpoint.with_name(checkpoint.name + ".onnx.json")
 
 
-def _fingerprint(checkpoint: Path) -> dict:
-    stat = checkpoint.stat()
+def fingerprint(checkpoint: str | Path) -> dict:
+    """What identifies a checkpoint file's contents for the cache: take it before reading the weights."""
+    stat = Path(checkpoint).stat()
     return {"checkpoint_size": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns, "opset": OPSET,
             "outputs": list(OUTPUTS)}
 
 
-def cached_graph(checkpoint: Path) -> Path | None:
-    """The graph exported from this very checkpoint, or None."""
+def cached_graph(checkpoint: Path, stamp: dict | None = None) -> Path | None:
+    """The graph exported from the checkpoint identified by `stamp` (default: the file as it is now), or None."""
     graph, info = serving_paths(checkpoint)
     try:
         recorded = json.loads(info.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    fresh = all(recorded.get(k) == v for k, v in _fingerprint(checkpoint).items())
+    fresh = all(recorded.get(k) == v for k, v in (stamp or fingerprint(checkpoint)).items())
     return graph if fresh and graph.is_file() and recorded.get("max_abs_diff", 1.0) <= TOLERANCE else None
 
 
-def serving_graph(checkpoint: str | Path, net: nn.Module, size: int) -> Path:
-    """Export (or reuse) the serving graph of `checkpoint`, whose weights `net` holds."""
+def serving_graph(checkpoint: str | Path, net: nn.Module, size: int, stamp: dict) -> Path:
+    """Export (or reuse) the serving graph of `checkpoint`, whose weights `net` holds, as read when the
+    file's fingerprint was `stamp` (so a checkpoint rewritten meanwhile never gets these weights' graph)."""
     checkpoint = Path(checkpoint)
-    cached = cached_graph(checkpoint)
+    cached = cached_graph(checkpoint, stamp)
     if cached is not None:
         return cached
     graph, info = serving_paths(checkpoint)
@@ -73,7 +75,7 @@ def serving_graph(checkpoint: str | Path, net: nn.Module, size: int) -> Path:
         export_graph(wrapped, size, tmp, OUTPUTS)
         diff = max_output_diff(tmp, wrapped, size, relative=["features"])
         tmp.replace(graph)
-        info.write_text(json.dumps({**_fingerprint(checkpoint), "max_abs_diff": diff, "tolerance": TOLERANCE}))
+        info.write_text(json.dumps({**stamp, "max_abs_diff": diff, "tolerance": TOLERANCE}))
     except OnnxMismatch as exc:
         raise ServingUnavailable(str(exc)) from None
     except Exception as exc:  # a read-only folder, or the exporter or onnxruntime failing in their many ways
@@ -83,9 +85,9 @@ def serving_graph(checkpoint: str | Path, net: nn.Module, size: int) -> Path:
     return graph
 
 
-def serving_session(checkpoint: str | Path, net: nn.Module, size: int, threads: int | None = None):
+def serving_session(checkpoint: str | Path, net: nn.Module, size: int, stamp: dict, threads: int | None = None):
     """An onnxruntime session whose outputs are OUTPUTS; raises ServingUnavailable."""
-    graph = serving_graph(checkpoint, net, size)
+    graph = serving_graph(checkpoint, net, size, stamp)
     try:
         return open_session(graph, threads)
     except Exception as exc:

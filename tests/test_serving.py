@@ -118,3 +118,16 @@ def test_the_numpy_normalisation_of_photos_equals_the_torch_one_used_in_training
     assert served.shape == (3, 3, 40, 56) and served.dtype == np.float32 and served.flags.c_contiguous
     np.testing.assert_allclose(served, trained_on, atol=1e-6, rtol=0)
     np.testing.assert_allclose(normalize_batch(photos, mean, std).numpy(), trained_on, atol=1e-6, rtol=0)
+
+
+def test_a_checkpoint_rewritten_while_loading_never_gets_the_old_weights_graph(tmp_path):
+    checkpoint = _checkpoint(tmp_path, 0, 64)
+    stamp = serving.fingerprint(checkpoint)
+    old = Predictor.from_checkpoint(checkpoint, backend="torch")
+    _checkpoint(tmp_path, 1, 64)  # a training job writes the next epoch meanwhile
+    serving.serving_graph(checkpoint, old.model, 64, stamp)  # the old weights' graph, recorded as such
+    assert serving.cached_graph(checkpoint) is None
+    photo = _photos(1)[0]
+    np.testing.assert_allclose(Predictor.from_checkpoint(checkpoint).predict(photo),
+                               Predictor.from_checkpoint(checkpoint, backend="torch").predict(photo),
+                               atol=TOLERANCE, rtol=0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,15 @@ def tiny_config(data_dir: Path, **overrides) -> TrainConfig:
     settings = dict(data_dir=str(data_dir), backbone="resnet18", image_size=64, batch_size=16, epochs=1, seed=0)
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    """A zip archive in memory: member name -> bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

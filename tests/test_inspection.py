@@ -21,6 +21,8 @@ from defect_model.model import build_model
 from defect_model.store import InspectionStore, sha256_bytes
 from defect_model.synthetic import make_sample
 
+from conftest import zip_of
+
 CLASSES = ["ok", "pit", "crack"]
 
 
@@ -41,14 +43,6 @@ def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def zip_of(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

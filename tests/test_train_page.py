@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import json
 import shutil
 import subprocess
 import time
 import typing
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,8 @@ from defect_model.metrics import metrics_from_predictions
 from defect_model.runs import RunDir, get_active, list_runs
 from ui.train_data import FOLDER, UPLOADED, ZIP
 from ui.train_settings import NOT_IN_FORM
+
+from conftest import zip_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "train.py")
@@ -116,14 +116,6 @@ def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_p
     assert not [b for b in app.button if b.key == "train_start"]
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _upload(app: AppTest, file_name: str, data: bytes, name: str = "") -> AppTest:
     app.file_uploader(key="train_zip").set_value((file_name, data, "application/zip"))
     app.text_input(key="train_zip_name").set_value(name)
@@ -138,17 +130,17 @@ def test_bad_zips_are_refused_and_a_good_one_is_kept_by_name(env):
     _upload(app, "broken.zip", b"this is not a zip at all")
     assert "broken.zip: this is not a valid .zip file" in errors(app)
 
-    _upload(app, "evil.zip", _zip({"../outside.png": b"x"}))
+    _upload(app, "evil.zip", zip_of({"../outside.png": b"x"}))
     assert "evil.zip: member '../outside.png' points outside" in errors(app)
     assert not (env["data"] / "outside.png").exists()
 
-    _upload(app, "flat.zip", _zip({"a.png": b"x", "b.png": b"y"}), name="flat")
+    _upload(app, "flat.zip", zip_of({"a.png": b"x", "b.png": b"y"}), name="flat")
     assert "flat.zip:" in errors(app) and "one folder per class" in errors(app)
     assert not (env["data"] / "datasets" / "flat").exists()  # a refused upload leaves nothing behind
 
     photos = {f"parts/{label}/{p.name}": p.read_bytes()
               for label in ("ok", "pit") for p in sorted((env["data"] / "demo" / label).iterdir())}
-    _upload(app, "parts.zip", _zip(photos), name="line-3")
+    _upload(app, "parts.zip", zip_of(photos), name="line-3")
     assert not app.error
     assert any("Saved parts.zip as dataset 'line-3'" in s.value for s in app.success)
     assert app.radio(key="train_source").value == UPLOADED

@@ -157,7 +157,7 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
         if kind == "step":
             stamps.append(time.perf_counter())
 
-    train_one_epoch(model, optimizer, loader, cfg, 1, emit, lambda: False)
+    train_one_epoch(model, optimizer, None, loader, cfg, 1, emit, lambda: False)
     times = [b - a for a, b in zip(stamps, stamps[1:])]
     return {"variant": variant, "setup_s": setup, "decode_photos": len(decoded.paths), "step_s": times[warmup:],
             "first_steps_s": times[:warmup], "peak_rss_gib": peak_rss_gib(), "precision": precision,

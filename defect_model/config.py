@@ -10,7 +10,7 @@ import yaml
 
 BACKBONES = ("resnet50", "resnet34", "resnet18")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "warmup-cosine", "constant")
 RESIZE_MODES = ("pad", "crop", "stretch")
 PRESETS = ("reference", "product")
 SAMPLINGS = ("shuffle", "balanced")
@@ -62,7 +62,13 @@ class TrainConfig:
     optimizer: str = _setting("adamw", "adamw (reference) or sgd (momentum 0.9, Nesterov)")
     lr: float = _setting(1e-3, "peak learning rate")
     weight_decay: float = _setting(0.0, "weight decay (0 = off)")
-    schedule: str = _setting("cosine", "cosine (decay to 0 over all steps, no warm-up) or constant")
+    schedule: str = _setting("cosine", "cosine (the reference: stepped once per epoch, no warm-up); warmup-cosine "
+                                       "(linear warm-up over the first epoch, at most a quarter of the run, then "
+                                       "cosine to 0, stepped every optimizer step); or constant")
+    label_smoothing: float = _setting(0.0, "share of each target's probability spread over the other classes "
+                                           "(0 = plain cross-entropy)")
+    zero_init_residual: bool = _setting(False, "start every residual block as the identity (its last BatchNorm "
+                                               "scaled to 0): faster early training from scratch")
     grad_clip: float = _setting(0.0, "clip the gradient norm to this value (0 = off)")
     augmentation: str = _setting("none", "none; soft (flips, 90-degree turns); strong (soft plus small shifts, "
                                          "rotations, zoom, brightness and contrast)")
@@ -111,6 +117,8 @@ class TrainConfig:
             found.append("lr must be positive")
         if self.weight_decay < 0 or self.grad_clip < 0:
             found.append("weight_decay and grad_clip must be >= 0 (grad_clip 0 means off)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            found.append("label_smoothing must be in [0, 1)")
         if not 0.0 < self.val_fraction < 1.0:
             found.append("val_fraction must be between 0 and 1")
         if len(self.mean) != 3 or len(self.std) != 3:

@@ -88,24 +88,41 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """Cosine over the epochs, stepped once per epoch, no warm-up (or a constant rate).
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule; `steps_every_step(cfg)` says whether it is stepped per optimizer step.
 
-    Stepped per epoch as in the reference recipe: the last epoch still trains at
-    lr * (1 + cos(pi * (E-1) / E)) / 2 (about 0.1 * lr for 5 epochs). A per-step
-    cosine decays to ~0 inside the last epoch and left NEU-CLS at 0.944 instead
-    of 0.979 (bench/results/reproduce-neu.md).
+    cosine (the reference recipe) is stepped once per epoch, without warm-up: the last epoch still
+    trains at lr * (1 + cos(pi * (E-1) / E)) / 2 (about 0.1 * lr for 5 epochs). A per-step cosine
+    decays to ~0 inside the last epoch and left NEU-CLS at 0.944 instead of 0.979
+    (bench/results/reproduce-neu.md). warmup-cosine ramps up linearly over the first epoch (at most a quarter of the run), then
+    follows a cosine to 0 at the last step: the form that suits longer from-scratch runs.
     """
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    if cfg.schedule == "warmup-cosine":
+        total = max(1, steps_per_epoch * cfg.epochs)
+        warmup = max(1, min(steps_per_epoch, total // 4))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup, total))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def warmup_cosine_factor(step: int, warmup: int, total: int) -> float:
+    """Share of the peak learning rate for optimizer step `step` (0-based) of `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def steps_every_step(cfg: TrainConfig) -> bool:
+    return cfg.schedule == "warmup-cosine"
 
 
 def to_input(pixels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return normalize_batch(pixels, cfg.mean, cfg.std, channels_last=cfg.channels_last)
 
 
-def train_one_epoch(model, optimizer, loader, cfg: TrainConfig, epoch: int, emit: Emitter,
+def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, epoch: int, emit: Emitter,
                     should_stop: Callable[[], bool], skip_steps: int = 0, global_step: int = 0,
                     total_steps: int = 0, class_weights: torch.Tensor | None = None,
                     device: torch.device = torch.device("cpu")) -> tuple[float, int, bool]:
@@ -123,13 +140,16 @@ def train_one_epoch(model, optimizer, loader, cfg: TrainConfig, epoch: int, emit
         labels = labels.to(device)
         with autocast(cfg.precision, device):
             logits = model(to_input(pixels, cfg).to(device))
-            loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
+            loss = F.cross_entropy(logits.float(), labels, weight=class_weights,
+                                   label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        if steps_every_step(cfg):
+            scheduler.step()
         seconds = time.perf_counter() - started
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -325,7 +345,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         write_json_atomic(run.data_report, data.report)
     classes = data.classes
     train_set, val_set = DecodedDataset(data.train), DecodedDataset(data.val)
-    model = build_model(cfg.backbone, len(classes), cfg.dropout).to(device)
+    model = build_model(cfg.backbone, len(classes), cfg.dropout, cfg.zero_init_residual).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     class_weights = (class_loss_weights(data.train.labels, len(classes)).to(device)
@@ -334,7 +354,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
                                       cfg.sampling, cfg.epoch_images))
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
 
     start_epoch, skip_steps, elapsed_before, best = 1, 0, 0.0, -1.0
     if resume and run.checkpoint.is_file():
@@ -361,11 +381,11 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, epoch, dist.world_size, dist.rank,
                              cfg.sampling, cfg.epoch_images)
         train_loss, steps_done, stopped = train_one_epoch(
-            model, optimizer, loader, cfg, epoch, emit, stop_requested, skip_steps,
+            model, optimizer, scheduler, loader, cfg, epoch, emit, stop_requested, skip_steps,
             (epoch - 1) * steps_per_epoch + skip_steps, total_steps, class_weights, device)
         skip_steps = 0
         finished_epoch = not stopped or steps_done == steps_per_epoch
-        if finished_epoch:
+        if finished_epoch and not steps_every_step(cfg):
             scheduler.step()
         next_position = (epoch + 1, 0) if finished_epoch else (epoch, steps_done)
         metrics, table = _evaluate(model, val_set, data, cfg, epoch, next_position, device)

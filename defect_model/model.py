@@ -9,13 +9,16 @@ from torchvision import models
 from .config import BACKBONES
 
 
-def build_model(backbone: str, num_classes: int, dropout: float = 0.2) -> nn.Module:
-    """A torchvision ResNet without pretrained weights, with dropout before a linear head."""
+def build_model(backbone: str, num_classes: int, dropout: float = 0.2, zero_init_residual: bool = False) -> nn.Module:
+    """A torchvision ResNet without pretrained weights, with dropout before a linear head.
+
+    `zero_init_residual` changes only the initial weights (each block's last BatchNorm starts at 0),
+    never the architecture: a checkpoint loads the same either way."""
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}.")
     if num_classes < 2:
         raise ValueError("A classifier needs at least 2 classes.")
-    net = getattr(models, backbone)(weights=None)
+    net = getattr(models, backbone)(weights=None, zero_init_residual=zero_init_residual)
     net.fc = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(net.fc.in_features, num_classes))
     return net
 

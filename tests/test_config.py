@@ -24,6 +24,8 @@ def test_yaml_round_trip(tmp_path):
     ({"lr": 0}, "lr"),
     ({"dropout": 1.5}, "dropout"),
     ({"resize_mode": "squash"}, "resize_mode"),
+    ({"schedule": "step"}, "schedule"),
+    ({"label_smoothing": 1.0}, "label_smoothing"),
 ])
 def test_invalid_settings_are_refused_in_words(bad, words):
     with pytest.raises(ValueError, match=words):

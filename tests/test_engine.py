@@ -66,6 +66,43 @@ def test_cosine_schedule_is_stepped_per_epoch(tiny_dataset, tmp_path):
     assert by_epoch == {1: {0.01}, 2: {0.0075}, 3: {0.0025}}  # 0.01 * (1 + cos(pi * k / 3)) / 2
 
 
+def test_warmup_cosine_ramps_up_over_the_first_epoch_then_decays_every_step(tiny_dataset, tmp_path):
+    seen = []
+    cfg = tiny_config(tiny_dataset, epochs=4, batch_size=8, lr=0.01, schedule="warmup-cosine")  # 5 steps an epoch
+    fit(cfg, _new_run(tmp_path), callbacks=[seen.append])
+    rates = [e["lr"] for e in seen if e["type"] == "step"]
+    assert len(rates) == 20
+    np.testing.assert_allclose(rates[:5], [0.002, 0.004, 0.006, 0.008, 0.01])  # the rate each step trained at
+    assert all(a > b for a, b in zip(rates[5:], rates[6:]))  # then strictly down, step by step
+    np.testing.assert_allclose(rates[-1], 0.01 * (1 + np.cos(np.pi * 14 / 15)) / 2)  # near 0 at the last step
+
+
+def test_warmup_cosine_resumed_mid_epoch_continues_the_same_rates(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, epochs=2, batch_size=8, schedule="warmup-cosine")
+    straight = []
+    fit(cfg, _new_run(tmp_path, "straight"), callbacks=[straight.append])
+    run, first = _new_run(tmp_path, "interrupted"), []
+    fit(cfg, run, callbacks=[first.append], should_stop=lambda: sum(e["type"] == "step" for e in first) >= 7)
+    rest = []
+    fit(cfg, run, callbacks=[rest.append], resume=True)
+    rates = [e["lr"] for e in first + rest if e["type"] == "step"]
+    np.testing.assert_allclose(rates, [e["lr"] for e in straight if e["type"] == "step"])
+
+
+def test_label_smoothing_and_zero_init_change_training_not_the_checkpoint_format(tiny_dataset, tmp_path):
+    plain, smoothed = _new_run(tmp_path, "plain"), _new_run(tmp_path, "smoothed")
+    plain_steps, smoothed_steps = [], []
+    fit(tiny_config(tiny_dataset), plain, callbacks=[plain_steps.append])
+    fit(tiny_config(tiny_dataset, label_smoothing=0.2, zero_init_residual=True), smoothed,
+        callbacks=[smoothed_steps.append])
+    first_loss = [next(e["loss"] for e in steps if e["type"] == "step") for steps in (plain_steps, smoothed_steps)]
+    assert first_loss[0] != pytest.approx(first_loss[1], rel=1e-3)
+    a, b = load_checkpoint(plain.checkpoint)["model"], load_checkpoint(smoothed.checkpoint)["model"]
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert Predictor.from_checkpoint(smoothed.checkpoint, backend="torch").predict(
+        np.zeros((64, 64, 3), np.uint8)).shape == (5,)
+
+
 def test_cancel_mid_epoch_then_resume_finishes_the_run(tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, epochs=2, batch_size=8)  # 5 steps per epoch
     run = _new_run(tmp_path)

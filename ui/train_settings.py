@@ -23,9 +23,9 @@ from defect_model.presets import apply_product_preset
 # Set by the page, not by the form (pretrained must stay off: no weights offline).
 NOT_IN_FORM = {"data_dir", "corrections_csv", "pretrained", "decisions"}
 GROUPS: list[tuple[str, list[str]]] = [
-    ("Model", ["backbone", "image_size", "resize_mode", "dropout"]),
+    ("Model", ["backbone", "image_size", "resize_mode", "dropout", "zero_init_residual"]),
     ("Optimisation", ["epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "grad_clip",
-                      "min_steps"]),
+                      "label_smoothing", "min_steps"]),
     ("Data", ["augmentation", "sampling", "loss_weighting", "val_fraction", "split_csv", "seed",
               "good_classes"]),
 ]
@@ -37,6 +37,7 @@ LABELS = {
     "weight_decay": "Weight decay", "image_size": "Image size (px)", "channels_last": "channels_last memory layout",
     "min_steps": "Minimum optimizer steps", "mean": "Normalisation mean (R, G, B)",
     "std": "Normalisation std (R, G, B)", "preset": "Recipe preset",
+    "zero_init_residual": "Residual blocks start as identity",
 }
 # New runs start from the product preset (it adapts to the data); every recipe field below it shows the
 # reference recipe, which the preset then changes where the data needs it.

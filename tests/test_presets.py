@@ -6,7 +6,7 @@ from PIL import Image
 
 from defect_model.config import TrainConfig
 from defect_model.engine import fit
-from defect_model.presets import MIN_STEPS, apply_product_preset
+from defect_model.presets import MIN_STEPS, PRODUCT_IMAGE_SIZE, SMALL_NETWORK, apply_product_preset
 from defect_model.runs import ActivationRefused, RunDir, activation_log, get_active, set_active
 from conftest import tiny_config
 
@@ -32,6 +32,26 @@ def test_preset_leaves_balanced_data_shuffled_and_pads_non_square_photos():
     cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 500, "b": 400}, [(600, 200), (200, 200)])
     assert cfg.sampling == "shuffle"
     assert any("not square" in d for d in cfg.decisions)
+
+
+def test_preset_spends_the_reference_time_on_a_smaller_faster_setup_for_small_data():
+    cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 720, "b": 720}, [(200, 200)] * 5)
+    assert (cfg.backbone, cfg.image_size) == (SMALL_NETWORK, PRODUCT_IMAGE_SIZE)
+    assert cfg.epochs > 5 * 4  # resnet18 at 128 px runs over 4x as fast as resnet50 at 224 px
+    assert (cfg.schedule, cfg.lr, cfg.label_smoothing, cfg.zero_init_residual) == ("warmup-cosine", 2e-3, 0.1, True)
+    assert any(d.startswith(f"network {SMALL_NETWORK}") for d in cfg.decisions)
+    assert any("warm-up" in d and "label smoothing" in d for d in cfg.decisions)
+
+    large = apply_product_preset(TrainConfig(preset="product"), {"a": 4000, "b": 4000}, [(200, 200)] * 5)
+    assert large.backbone == "resnet50" and 5 < large.epochs < cfg.epochs
+
+
+def test_preset_keeps_a_users_own_settings():
+    cfg = apply_product_preset(TrainConfig(preset="product", backbone="resnet34", lr=0.01, schedule="constant"),
+                               {"a": 720, "b": 720})
+    assert (cfg.backbone, cfg.lr, cfg.schedule) == ("resnet34", 0.01, "constant")
+    assert cfg.label_smoothing == 0.1  # what the user left at the reference value is still the preset's
+    assert not any("peak learning rate" in d or d.startswith("network") for d in cfg.decisions)
 
 
 def test_product_run_writes_its_decisions_into_the_config(tiny_dataset, tmp_path):

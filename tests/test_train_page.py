@@ -93,7 +93,8 @@ def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
                  "grad_clip", "dropout", "val_fraction", "split_csv", "seed"):
         assert app.get_by_key(f"train_{name}").value == getattr(reference, name)
     estimate = next(m.value for m in app.markdown if "Estimated training time" in m.value)
-    assert "images/s" in estimate and "no past resnet50 run" in estimate
+    assert "images/s" in estimate and "no past resnet18 run" in estimate  # the network the preset picks here
+    assert any("network resnet18" in m.value for m in app.markdown)  # and says why, before training
     assert not app.button(key="train_start").disabled
 
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from reproduce_neu import machine, run_cli, summarise, write_markdown as write_reproduction  # noqa: E402
+from reproduce_neu import (kept_findings, machine, run_cli, summarise,  # noqa: E402
+                           write_markdown as write_reproduction)
 
 from defect_model.runs import RunDir  # noqa: E402
 
@@ -80,11 +81,11 @@ def write_markdown(runs: dict, summary: dict, path: Path) -> None:
               "within the reference run's time; reference full accuracy >= 0.979.", "",
               "```json", json.dumps(summary, indent=2), "```", ""]
     for key, run in runs.items():
-        if run["decisions"]:
+        if run["decisions"] and run["preset"] == "product":  # a reference run decides only its precision
             lines += [f"## What the preset decided on `{run['split']}`", ""] + [f"- {d}" for d in run["decisions"]] + [""]
     m = summary["machine"]
     lines.append(f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, tcmalloc: {m['tcmalloc'] or 'no'}.")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + kept_findings(path))
 
 
 def main() -> None:

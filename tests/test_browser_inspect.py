@@ -71,6 +71,8 @@ def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_
         expect(slider).to_have_attribute("aria-valuetext", "1.00")
         expect(page.locator('[data-testid="stMetric"]', has_text="Needs a person")
                .locator('[data-testid="stMetricValue"]')).not_to_have_text("0")
+        for card in (".st-key-inspect-result-0", ".st-key-inspect-result-1"):  # the grid follows the threshold
+            expect(page.locator(card)).to_contain_text("needs a person")
         page.locator(".st-key-inspect-detail").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / "inspect-page.png"), full_page=True)
 

@@ -94,8 +94,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     cosine (the reference recipe) is stepped once per epoch, without warm-up: the last epoch still
     trains at lr * (1 + cos(pi * (E-1) / E)) / 2 (about 0.1 * lr for 5 epochs). A per-step cosine
     decays to ~0 inside the last epoch and left NEU-CLS at 0.944 instead of 0.979
-    (bench/results/reproduce-neu.md). warmup-cosine ramps up linearly over the first epoch (at most a quarter of the run), then
-    follows a cosine to 0 at the last step: the form that suits longer from-scratch runs.
+    (bench/results/reproduce-neu.md). warmup-cosine ramps up linearly over the first epoch (at most a
+    quarter of the run), then follows a cosine to 0 at the last step: the form that suits runs of many
+    short epochs from scratch (the product preset's).
     """
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))

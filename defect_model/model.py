@@ -9,7 +9,8 @@ from torchvision import models
 from .config import BACKBONES
 
 
-def build_model(backbone: str, num_classes: int, dropout: float = 0.2, zero_init_residual: bool = False) -> nn.Module:
+def build_model(backbone: str, num_classes: int, dropout: float = 0.2,
+                zero_init_residual: bool = False) -> nn.Module:
     """A torchvision ResNet without pretrained weights, with dropout before a linear head.
 
     `zero_init_residual` changes only the initial weights (each block's last BatchNorm starts at 0),

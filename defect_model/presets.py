@@ -26,7 +26,8 @@ from .insights import builtin_images_per_s
 IMBALANCE_LIMIT = 3.0
 PRODUCT_IMAGE_SIZE = 128
 # Below this many training photos a from-scratch ResNet50's capacity is not what limits accuracy, its
-# speed is: on NEU-CLS (1,440 photos) resnet18 matched resnet50 in a third of the time (quality.md).
+# speed is: on NEU-CLS (1,440 photos) resnet18 came within 0.003 of resnet50's accuracy in 37 % of the
+# time (bench/results/quality.md). The limit itself is a judgement: no larger labelled set was at hand.
 SMALL_NETWORK = "resnet18"
 SMALL_NETWORK_BELOW = 5000
 MIN_STEPS = 250

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -37,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-from defect_model.jobs import find_tcmalloc, training_env  # noqa: E402
+from defect_model.jobs import training_env  # noqa: E402
+from reproduce_neu import machine  # noqa: E402
 
 RESULTS = ROOT / "bench/results/perf"
 NEU = ROOT.parent / "shared/datasets/neu-cls"
@@ -356,15 +356,6 @@ def reference_section(train: dict | None, inspect: dict | None) -> dict:
         plain_val = EPOCHS * VAL_IMAGES / inspect["batch_photos_per_s"]["eager"]
         out["plain_estimate_minutes"] = (plain_train + plain_val) / 60
     return out
-
-
-def machine() -> dict:
-    import torch
-
-    return {"cpu_cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "tcmalloc": find_tcmalloc(),
-            "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
 
 
 def headline(result: dict) -> dict:

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .inference import Predictor
-from .onnx_graph import INPUT_NAME, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
+from .onnx_graph import (INPUT_NAME, LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff,
+                         open_session)
 from .runs import RunDir, now_iso, write_json_atomic
-
-OUTPUT_NAME = "logits"
 
 
 class ExportError(RuntimeError):
@@ -83,7 +82,7 @@ def export_onnx(run: RunDir, check_batch: int = 2, seed: int = 0) -> ExportResul
     model_path, info_path = onnx_paths(run)
     tmp = model_path.with_name(model_path.name + ".tmp")
     try:
-        export_graph(predictor.model, size, tmp, [OUTPUT_NAME])
+        export_graph(predictor.model, size, tmp, [LOGITS])
         _add_metadata(tmp, predictor)
         max_diff = max_output_diff(tmp, predictor.model, size, check_batch, seed)
     except OnnxMismatch as exc:
@@ -96,7 +95,7 @@ def export_onnx(run: RunDir, check_batch: int = 2, seed: int = 0) -> ExportResul
     tmp.replace(model_path)
     result = ExportResult(path=str(model_path), opset=OPSET, input_name=INPUT_NAME,
                           input_shape=["batch", 3, size, size],
-                          output_name=OUTPUT_NAME, output_shape=["batch", len(predictor.classes)],
+                          output_name=LOGITS, output_shape=["batch", len(predictor.classes)],
                           classes=list(predictor.classes), preprocessing=asdict(predictor.preprocessing),
                           max_abs_diff=max_diff, tolerance=TOLERANCE, checked_batch=check_batch,
                           checkpoint_mtime=checkpoint_mtime, exported_at=now_iso())
@@ -119,4 +118,4 @@ def _add_metadata(path: Path, predictor: Predictor) -> None:
 
 def run_onnx(path: str | Path, batch: np.ndarray) -> np.ndarray:
     """Logits of an exported model for a normalised float32 NCHW batch."""
-    return open_session(path).run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32)})[0]
+    return open_session(path).run([LOGITS], {INPUT_NAME: batch.astype(np.float32)})[0]

@@ -13,9 +13,7 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .images import ImageSource, prepare_array
 from .model import build_model, features_and_logits
-from .onnx_graph import INPUT_NAME
-
-LOGITS = "logits"  # the serving graph's first output; the second is the layer4 maps
+from .onnx_graph import INPUT_NAME, LOGITS
 from .preprocess import normalize_batch
 
 
@@ -79,7 +77,6 @@ class Predictor:
         config = meta["config"]
         model = build_model(config["backbone"], len(meta["classes"]), config.get("dropout", 0.0))
         model.load_state_dict(payload["model"])
-        model.eval()
         meta = dict(meta, checkpoint=str(path))
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         session, note = None, "as asked"

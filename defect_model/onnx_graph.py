@@ -19,6 +19,7 @@ from torch import nn
 OPSET = 17
 TOLERANCE = 1e-4
 INPUT_NAME = "input"
+LOGITS = "logits"  # every graph's first output (the serving graph adds the layer4 maps)
 
 
 class OnnxMismatch(RuntimeError):

@@ -40,6 +40,13 @@ REFERENCE_SIZE = 224
 # stepped per epoch, weight decay 0, no smoothing, default initialisation).
 OPTIMISATION = dict(schedule="warmup-cosine", lr=2e-3, weight_decay=0.05, label_smoothing=0.1,
                     zero_init_residual=True)
+OPTIMISATION_WORDS = {
+    "schedule": "a linear warm-up over the first epoch, then a cosine to 0 stepped every optimizer step",
+    "lr": f"peak learning rate {OPTIMISATION['lr']:g}",
+    "weight_decay": f"weight decay {OPTIMISATION['weight_decay']:g}",
+    "label_smoothing": f"label smoothing {OPTIMISATION['label_smoothing']:g}",
+    "zero_init_residual": "residual blocks start as the identity",
+}
 
 
 def imbalance_ratio(counts: dict[str, int]) -> float:
@@ -119,16 +126,7 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
     changes.update(chosen)
     if chosen:
         decisions.append("for many short epochs from scratch, which converge faster and steadier this way: "
-                         + "; ".join(_optimisation_words(chosen)))
+                         + "; ".join(OPTIMISATION_WORDS[k] for k in chosen))
     decisions.append("the best checkpoint by validation macro-F1 is kept as best.pt beside the last one")
     return dataclasses.replace(cfg, decisions=decisions, **changes)
 
-
-def _optimisation_words(chosen: dict) -> list[str]:
-    words = {"schedule": lambda v: ("a linear warm-up over the first epoch, then a cosine to 0 stepped every "
-                                    "optimizer step") if v == "warmup-cosine" else f"schedule {v}",
-             "lr": lambda v: f"peak learning rate {v:g}",
-             "weight_decay": lambda v: f"weight decay {v:g}",
-             "label_smoothing": lambda v: f"label smoothing {v:g}",
-             "zero_init_residual": lambda v: "residual blocks start as the identity" if v else "default initialisation"}
-    return [words[k](v) for k, v in chosen.items()]

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .inference import LOGITS
 from .model import features_and_logits
-from .onnx_graph import OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
+from .onnx_graph import LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
 
 OUTPUTS = (LOGITS, "features")
 

@@ -1,10 +1,11 @@
-"""Both recipes on NEU-CLS, balanced (split.csv) and imbalanced (split-imbalanced.csv), through the CLI.
+"""Both recipes on NEU-CLS, balanced (split.csv) and imbalanced (split-imbalanced.csv), and on ELPV (solar
+cells: a dominant good class, graded defects), through the CLI.
 
-    .venv/bin/python bench/quality.py [--reuse-reference bench/results/reproduce-neu.json]
+    .venv/bin/python bench/quality.py [--only KEY ...] [--reuse-reference bench/results/reproduce-neu.json]
 
 Writes bench/results/quality.json and .md. The reference run on split.csv is the same run as
 bench/reproduce_neu.py; pass --reuse-reference to take it from there instead of training it again.
-Not part of CI (about 45 minutes on 2 cores). Run it on a quiet machine: times are wall-clock.
+Not part of CI (about two hours on 2 cores without bf16). Run it on a quiet machine: times are wall-clock.
 Without --reuse-reference the full-split reference run also rewrites bench/results/reproduce-neu.json/.md.
 """
 
@@ -15,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,26 +26,48 @@ sys.path.insert(0, str(ROOT / "bench"))
 from reproduce_neu import (kept_findings, machine, run_cli, summarise,  # noqa: E402
                            write_markdown as write_reproduction)
 
+from defect_model.hardware import cpu_native_bf16  # noqa: E402
+from defect_model.quality import assess  # noqa: E402
 from defect_model.runs import RunDir  # noqa: E402
 
-SPLITS = {"full": "split.csv", "imbalanced": "split-imbalanced.csv"}
+DATASETS = ROOT.parent / "shared/datasets"
+# key -> (dataset folder, split file, what the user says besides the recipe)
+SPLITS = {
+    "full": ("neu-cls", "split.csv", []),
+    "imbalanced": ("neu-cls", "split-imbalanced.csv", []),
+    # ELPV's good class is `functional`; its acceptance asks for <= 15 minutes, so that is the budget asked for
+    # (the default, what the reference recipe takes here, is about 35 minutes).
+    "elpv": ("elpv", "split.csv", ["--good-classes", "functional"]),
+}
+BUDGETS = {"elpv/product": ["--time-budget-min", "14"]}
+KEYS = ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference", "elpv/product",
+        "elpv/reference")
+GOOD = {"elpv": ["functional"]}
 
 
-def train(data: Path, split: str, preset: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="neu-quality-") as tmp:
+def train(key: str) -> dict:
+    split_key, preset = key.split("/")
+    folder, split, extra = SPLITS[split_key]
+    data = DATASETS / folder
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         run = RunDir(Path(tmp) / "run")
-        wall, rss = run_cli(data, data / split, run.path, ["--preset", preset])
+        wall, rss = run_cli(data, data / split, run.path, ["--preset", preset, *extra, *BUDGETS.get(key, [])])
         events = run.read_events()
         metrics = json.loads(run.metrics.read_text())
         config = (run.path / "config.yaml").read_text()
         reproduction = summarise(run, wall, data / split, rss)
     epochs = [e for e in events if e["type"] == "epoch"]
+    quality = assess(metrics, GOOD.get(split_key, ()))
     return {
         "preset": preset,
+        "dataset": folder,
         "split": split,
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
         "per_class_recall": {k: v["recall"] for k, v in metrics["per_class"].items()},
+        "defect_miss_rate": quality.defect_miss_rate,
+        "false_reject_rate": quality.false_reject_rate,
+        "model_epoch": metrics["epoch"],
         "best_epoch_macro_f1": max(e["val_macro_f1"] for e in epochs),
         "train_minutes": wall / 60,  # end to end: decode, every epoch's training and validation
         "epochs": [{"epoch": e["epoch"], "val_accuracy": e["val_accuracy"], "val_macro_f1": e["val_macro_f1"],
@@ -64,25 +88,33 @@ def reference_from_reproduction(path: Path) -> dict:
 
 
 def write_markdown(runs: dict, summary: dict, path: Path) -> None:
-    lines = ["# Reference recipe vs product preset on NEU-CLS", "",
+    lines = ["# Reference recipe vs product preset on NEU-CLS and ELPV", "",
              "Command: `.venv/bin/python bench/quality.py [--only KEY ...]` "
-             "(every run through `python -m defect_model train`, times end to end on this machine).", "",
-             "| split | recipe | val accuracy | val macro-F1 | worst class recall | minutes |",
-             "|---|---|---|---|---|---|"]
+             "(every run through `python -m defect_model train`, times end to end on the machine named in each "
+             "run's record).", "",
+             "| data | split | recipe | val accuracy | val macro-F1 | worst class recall | defect miss rate | "
+             "false-reject rate | minutes | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(value):
+        return "–" if value is None else f"{value:.1%}"
+
     for key, run in runs.items():
         worst = min(run["per_class_recall"].items(), key=lambda kv: kv[1])
-        lines.append(f"| {run['split']} | {run['preset']} | {run['accuracy']:.4f} | {run['macro_f1']:.4f} | "
-                     f"{worst[1]:.3f} ({worst[0]}) | {run['train_minutes']:.1f} |")
-    missing = [key for key in ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference")
-               if key not in runs]
+        lines.append(f"| {run.get('dataset', 'neu-cls')} | {run['split']} | {run['preset']} | {run['accuracy']:.4f} | "
+                     f"{run['macro_f1']:.4f} | {worst[1]:.3f} ({worst[0]}) | {pct(run.get('defect_miss_rate'))} | "
+                     f"{pct(run.get('false_reject_rate'))} | {run['train_minutes']:.1f} | "
+                     f"{run.get('measured', '2026-11-26, Zen 4 with bf16')} |")
+    missing = [key for key in KEYS if key not in runs]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)} (null in the JSON)."]
-    lines += ["", "Acceptance: imbalanced preset macro-F1 >= 0.90 within 10 minutes; full preset accuracy >= 0.99 "
-              "within the reference run's time; reference full accuracy >= 0.979.", "",
+    lines += ["", "Acceptance (issue 12): ELPV preset accuracy >= 0.85 and defect miss rate <= 0.10 in <= 15 "
+              "minutes; the preset never below the reference's macro-F1 on any split; NEU split.csv >= 0.98 and "
+              "split-imbalanced macro-F1 >= 0.90.", "",
               "```json", json.dumps(summary, indent=2), "```", ""]
     for key, run in runs.items():
         if run["decisions"] and run["preset"] == "product":  # a reference run decides only its precision
-            lines += [f"## What the preset decided on `{run['split']}`", ""] + [f"- {d}" for d in run["decisions"]] + [""]
+            lines += [f"## What the preset decided on {run.get('dataset', 'neu-cls')} `{run['split']}`", ""] + [f"- {d}" for d in run["decisions"]] + [""]
     m = summary["machine"]
     lines.append(f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, tcmalloc: {m['tcmalloc'] or 'no'}.")
     path.write_text("\n".join(lines) + "\n" + kept_findings(path))
@@ -90,23 +122,21 @@ def write_markdown(runs: dict, summary: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/neu-cls"))
     parser.add_argument("--reuse-reference", help="reproduce-neu.json to take the full-split reference run from")
     parser.add_argument("--out", default=str(ROOT / "bench/results/quality"))
     parser.add_argument("--only", nargs="*", help="run only these keys, e.g. imbalanced/product; the others "
                                                   "are kept from earlier results where there are any")
     args = parser.parse_args()
-    data = Path(args.data)
-    if not data.is_dir():
-        raise SystemExit(f"{data}: NEU-CLS is not there; pass --data.")
+    for folder in sorted({folder for folder, _, _ in SPLITS.values()}):
+        if not (DATASETS / folder).is_dir():
+            raise SystemExit(f"{DATASETS / folder}: the dataset is not there; this benchmark needs it.")
     out = Path(args.out)
     previous = {}
     for done in (out.with_suffix(".json"), out.with_suffix(".partial.json")):  # runs kept from an earlier call
         if done.exists():
             previous.update(json.loads(done.read_text())["runs"])
     runs = {}
-    for key in ("full/reference", "imbalanced/product", "full/product", "imbalanced/reference"):
-        split_key, preset = key.split("/")
+    for key in KEYS:
         if args.only and key not in args.only:
             if key in previous:
                 runs[key] = previous[key]
@@ -114,7 +144,8 @@ def main() -> None:
         if key == "full/reference" and args.reuse_reference:
             runs[key] = reference_from_reproduction(Path(args.reuse_reference).resolve())
         else:
-            runs[key] = train(data, SPLITS[split_key], preset)
+            runs[key] = train(key)
+            runs[key]["measured"] = time.strftime("%Y-%m-%d") + (", bf16" if cpu_native_bf16() else ", fp32 (no bf16)")
             if key == "full/reference":  # the same run is the reproduction of the published result
                 reproduction = ROOT / "bench/results/reproduce-neu"
                 reproduction.with_suffix(".json").write_text(json.dumps(runs[key]["reproduction"], indent=2) + "\n")
@@ -125,7 +156,7 @@ def main() -> None:
               f"{runs[key]['train_minutes']:.1f} min", flush=True)
 
     def figure(key: str, name: str):
-        return runs[key][name] if key in runs else None  # a run not done yet stays null
+        return runs[key].get(name) if key in runs else None  # a run not done yet stays null
 
     summary = {
         "imbalanced": {"preset_macro_f1": figure("imbalanced/product", "macro_f1"),
@@ -139,6 +170,14 @@ def main() -> None:
                  "preset_train_minutes": figure("full/product", "train_minutes"),
                  "reference_accuracy": figure("full/reference", "accuracy"),
                  "reference_train_minutes": figure("full/reference", "train_minutes")},
+        "elpv": {"preset_accuracy": figure("elpv/product", "accuracy"),
+                 "preset_macro_f1": figure("elpv/product", "macro_f1"),
+                 "preset_defect_miss_rate": figure("elpv/product", "defect_miss_rate"),
+                 "preset_false_reject_rate": figure("elpv/product", "false_reject_rate"),
+                 "preset_train_minutes": figure("elpv/product", "train_minutes"),
+                 "reference_accuracy": figure("elpv/reference", "accuracy"),
+                 "reference_macro_f1": figure("elpv/reference", "macro_f1"),
+                 "reference_train_minutes": figure("elpv/reference", "train_minutes")},
         "machine": machine(),
     }
     out.with_suffix(".partial.json").unlink(missing_ok=True)

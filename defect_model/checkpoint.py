@@ -51,3 +51,34 @@ def load_checkpoint(path: str | Path) -> dict:
         if key not in meta:
             raise CheckpointError(f"{path}: the checkpoint metadata lacks {key!r}. Retrain the model with this tool.")
     return payload
+
+
+def read_weights(source: str | Path) -> tuple[dict, list[str] | None, Path]:
+    """Weights to start a run from: (state_dict, the classes its head was trained for or None, the file).
+
+    `source` is a run folder (its checkpoint.pt), a checkpoint of this tool, or a plain state_dict file
+    (for example torchvision's ImageNet ResNet weights, fetched elsewhere). Read with weights_only=True.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no weights file there. Give a run folder that has a checkpoint.pt, "
+                              "or a .pt file of weights.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc}). Give a "
+                              "checkpoint.pt of this tool or a PyTorch state_dict saved with torch.save.") from None
+    classes = None
+    if isinstance(payload, dict) and isinstance(payload.get("meta"), dict):
+        classes = list(payload["meta"].get("classes") or []) or None
+    if isinstance(payload, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(payload.get(key), dict):
+                payload = payload[key]
+                break
+    if not isinstance(payload, dict) or not payload or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"{path}: holds no network weights (a state_dict of tensors). Give a checkpoint.pt "
+                              "of this tool or a PyTorch state_dict.")
+    return payload, classes, path

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig
+from .events import curves
 from .quality import assess
 from .runs import RunDir
 
@@ -37,7 +38,7 @@ class Comparison:
 
 
 # Metrics where a lower number is better; every other one is better when higher.
-LOWER_IS_BETTER = {"defect miss rate", "val loss"}
+LOWER_IS_BETTER = {"defect miss rate", "false-reject rate", "val loss"}
 
 
 def metric_rows(metrics: dict, good_classes) -> dict[str, float | None]:
@@ -46,6 +47,7 @@ def metric_rows(metrics: dict, good_classes) -> dict[str, float | None]:
     rows: dict[str, float | None] = {}
     if quality.defect_miss_rate is not None:
         rows["defect miss rate"] = quality.defect_miss_rate
+        rows["false-reject rate"] = quality.false_reject_rate
     for name in metrics["classes"]:
         rows[f"recall {name}"] = metrics["per_class"][name]["recall"]
     rows["accuracy"] = metrics["accuracy"]
@@ -122,7 +124,4 @@ def compare_runs(a: RunDir, b: RunDir) -> Comparison:
 def epoch_curves(run: RunDir) -> pd.DataFrame:
     """One row per finished epoch: epoch, train_loss, val_loss, val_accuracy, val_macro_f1, elapsed_s."""
     columns = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "elapsed_s"]
-    rows = [{c: e.get(c) for c in columns} for e in run.read_events() if e.get("type") == "epoch"]
-    table = pd.DataFrame(rows, columns=columns)
-    # A resumed run repeats an epoch it had started: keep the last report of each.
-    return table.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    return curves(run.read_events())[1][columns]

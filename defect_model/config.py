@@ -14,9 +14,15 @@ SCHEDULES = ("cosine", "warmup-cosine", "constant")
 RESIZE_MODES = ("pad", "crop", "stretch")
 PRESETS = ("reference", "product")
 SAMPLINGS = ("shuffle", "balanced")
-LOSS_WEIGHTINGS = ("none", "class")
+LOSS_WEIGHTINGS = ("none", "class", "sqrt")
 AUGMENTATIONS = ("none", "soft", "strong")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+# Upper bounds that keep one run's memory and time within what a plant's server can give.
+MAX_IMAGE_SIZE = 1024
+MAX_BATCH_SIZE = 512
+MAX_EPOCHS = 1000
+MAX_BUDGET_MIN = 7 * 24 * 60
 
 # ImageNet statistics: the per-channel normalisation of the reference recipe.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +51,9 @@ class TrainConfig:
     split_csv: str = _setting("", "optional path,label,split CSV; empty = seeded stratified split")
     corrections_csv: str = _setting("", "optional path,label CSV of confirmed label fixes; an empty label drops the photo")
     backbone: str = _setting("resnet50", "network: resnet50 (reference), resnet34 or resnet18 (smaller, quick trials)")
+    init_from: str = _setting("", "start from these weights instead of random ones: a run folder or a .pt file "
+                                  "(a checkpoint of this tool, or a plain ResNet state_dict such as ImageNet weights "
+                                  "fetched elsewhere); the head is rebuilt when the classes differ")
     pretrained: bool = _setting(False, "pretrained weights (not available offline; must stay off)")
     dropout: float = _setting(0.2, "dropout probability before the linear head")
     image_size: int = _setting(224, "photos are resized to image_size x image_size pixels")
@@ -57,8 +66,15 @@ class TrainConfig:
     epoch_images: int = _setting(0, "photos drawn per epoch (0 = the training set size); longer epochs on small "
                                     "data mean fewer, more useful validations")
     min_steps: int = _setting(0, "training budget floor in optimizer steps: epochs are raised to reach it (0 = off)")
+    time_budget_min: float = _setting(0.0, "training time in minutes: the run measures its first epoch and plans "
+                                           "its epochs to spend this time (0 = the epochs setting decides)")
+    patience: int = _setting(0, "stop when validation macro-F1 has not improved for this many epochs "
+                                "(0 = never stop early)")
+    keep_best: bool = _setting(False, "when the run ends, its model is the epoch with the best validation macro-F1 "
+                                      "instead of the last one")
     sampling: str = _setting("shuffle", "shuffle (each photo once per epoch) or balanced (every class equally often)")
-    loss_weighting: str = _setting("none", "none, or class (weight the loss by inverse class frequency)")
+    loss_weighting: str = _setting("none", "none; class (weight the loss by inverse class frequency); or sqrt "
+                                             "(by its square root: rare classes count more without drowning the common one)")
     optimizer: str = _setting("adamw", "adamw (reference) or sgd (momentum 0.9, Nesterov)")
     lr: float = _setting(1e-3, "peak learning rate")
     weight_decay: float = _setting(0.0, "weight decay (0 = off)")
@@ -78,12 +94,15 @@ class TrainConfig:
     precision: str = _setting("auto", "training arithmetic: auto (bf16 mixed precision where the processor has "
                                       "native bf16, else fp32), fp32 or bf16; validation and inspection run in fp32")
     good_classes: list[str] = _setting((), "classes that mean a good part (for pass / reject verdicts)")
+    pinned: list[str] = _setting((), "settings the user chose (a flag given, a field changed): the product preset "
+                                     "keeps them even where they equal the reference recipe's value")
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         self.good_classes = list(self.good_classes)
         self.decisions = list(self.decisions)
+        self.pinned = list(self.pinned)
         problems = self.problems()
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems))
@@ -109,10 +128,14 @@ class TrainConfig:
             found.append(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         if not 0.0 <= self.dropout < 1.0:
             found.append("dropout must be in [0, 1)")
-        if self.image_size < 32:
-            found.append("image_size must be at least 32")
-        if self.batch_size < 1 or self.epochs < 1:
-            found.append("batch_size and epochs must be at least 1")
+        for name, low, high in (("image_size", 32, MAX_IMAGE_SIZE), ("batch_size", 1, MAX_BATCH_SIZE),
+                                ("epochs", 1, MAX_EPOCHS)):
+            if not low <= getattr(self, name) <= high:
+                found.append(f"{name} must be between {low} and {high} (it is {getattr(self, name)})")
+        if not 0 <= self.time_budget_min <= MAX_BUDGET_MIN:
+            found.append(f"time_budget_min must be between 0 (off) and {MAX_BUDGET_MIN} minutes")
+        if self.patience < 0:
+            found.append("patience must be >= 0 (0 means never stop early)")
         if self.lr <= 0:
             found.append("lr must be positive")
         if self.weight_decay < 0 or self.grad_clip < 0:

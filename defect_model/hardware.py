@@ -1,12 +1,14 @@
-"""What this machine computes fast: native bf16, and the mixed-precision context that uses it."""
+"""What this machine computes fast: native bf16, and the mixed-precision context that uses it.
+
+torch is imported only where a tensor is touched, so that time estimates can ask about the processor
+without loading it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
 from pathlib import Path
-
-import torch
 
 # Processor flags (Linux /proc/cpuinfo) that mean bf16 matrix maths in hardware, not emulated.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -22,13 +24,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
-def native_bf16(device: torch.device) -> bool:
+def native_bf16(device) -> bool:
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+    return device.type == "cpu" and cpu_native_bf16()
 
 
-def resolve_precision(requested: str, device: torch.device) -> tuple[str, str | None]:
+def cpu_native_bf16() -> bool:
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(requested: str, device) -> tuple[str, str | None]:
     """The precision a run trains in, plus the reason when `auto` decided it."""
     if requested != "auto":
         return requested, None
@@ -38,8 +46,10 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str | 
     return "fp32", f"precision fp32: this {device.type.upper()} has no native bf16, so mixed precision would be slower"
 
 
-def autocast(precision: str, device: torch.device):
+def autocast(precision: str, device):
     """Mixed-precision context for the forward pass and loss; a no-op for fp32."""
     if precision == "bf16":
+        import torch
+
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

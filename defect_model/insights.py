@@ -15,6 +15,8 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from .data import scan_image_folder
+from .events import images_per_s
+from .hardware import cpu_native_bf16
 from .images import ImageError, load_image
 from .runs import RunDir, list_runs
 
@@ -132,25 +134,24 @@ def _reason(path: Path, rel: str, exc: Exception) -> str:
 # --- training time --------------------------------------------------------------------------
 
 # Training images/s (normalise, forward, backward, AdamW step; batch 32, channels_last, tcmalloc, 2 threads,
-# bf16 mixed precision as `precision: auto` picks on this processor) measured with `bench/train_throughput.py`
-# on the development machine (2 cores of an AMD EPYC Zen 4 with avx512_bf16) on 2026-11-26 at 17:25, quiet.
-# A full resnet50 run at 224 px measured 13.5 images/s the same day. On a processor without native bf16 these
-# are about 1.8x too fast; they are used only until a run on this machine has measured the backbone. Between
-# and beyond the measured sizes the rate follows the power law through the two points.
+# fp32) measured with `bench/train_throughput.py` on the development machine (2 cores of an AMD EPYC
+# without native bf16) on 2026-11-30, quiet. They are used only until a run on this machine has measured the
+# backbone. Between and beyond the measured sizes the rate follows the power law through the two points.
 BUILTIN_IMAGES_PER_S: dict[tuple[str, int], float] = {
-    ("resnet18", 64): 231.2,
-    ("resnet18", 224): 31.1,
-    ("resnet34", 64): 111.3,
-    ("resnet34", 224): 17.0,
-    ("resnet50", 64): 98.8,
-    ("resnet50", 224): 12.5,
+    ("resnet18", 64): 104.2,
+    ("resnet18", 224): 12.5,
+    ("resnet34", 64): 57.2,
+    ("resnet34", 224): 6.6,
+    ("resnet50", 64): 51.9,
+    ("resnet50", 224): 5.3,
 }
+# Where the processor computes bf16 natively, training runs in bf16 mixed precision (`precision: auto`):
+# about 1.8x the fp32 speed on a 2-core Zen 4 (bench/results/perf.md).
+BF16_SPEEDUP = 1.8
 # Validation needs a forward pass only: about a third of a training step's work.
 EVAL_SPEEDUP = 3.0
 # Starting the process (importing torch), decoding the photos, building the model.
 STARTUP_S = 15.0
-# The first steps of a process are slow (allocator warm-up); they are left out of measurements.
-WARMUP_STEPS = 3
 PAST_RUNS_LOOKED_AT = 20
 
 
@@ -197,15 +198,8 @@ def run_throughput(run: RunDir) -> tuple[str, int, float] | None:
         backbone, size = str(config["backbone"]), int(config["image_size"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return None
-    rates, since_start = [], 0
-    for event in run.read_events():
-        if event.get("type") == "start":
-            since_start = 0
-        elif event.get("type") == "step":
-            since_start += 1
-            if since_start > WARMUP_STEPS and event.get("images_per_s"):
-                rates.append(float(event["images_per_s"]))
-    return (backbone, size, statistics.median(rates)) if rates else None
+    rate = images_per_s(run.read_events())
+    return (backbone, size, rate) if rate else None
 
 
 def measured_images_per_s(backbone: str, image_size: int, root: str | Path | None = None) -> tuple[float, int] | None:
@@ -226,7 +220,8 @@ def builtin_images_per_s(backbone: str, image_size: int) -> float:
     if not sizes:
         raise ValueError(f"no built-in throughput for backbone {backbone!r}")
     nearest = min(sizes, key=lambda size: abs(size - image_size))
-    return _scaled(BUILTIN_IMAGES_PER_S[(backbone, nearest)], nearest, image_size, backbone)
+    speedup = BF16_SPEEDUP if cpu_native_bf16() else 1.0
+    return speedup * _scaled(BUILTIN_IMAGES_PER_S[(backbone, nearest)], nearest, image_size, backbone)
 
 
 def estimate_training_time(backbone: str, image_size: int, epochs: int, train_images: int, val_images: int,

@@ -39,3 +39,31 @@ def features_and_logits(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
     x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
     logits = net.fc(torch.flatten(net.avgpool(x), 1))
     return x, logits
+
+
+def warm_start(net: nn.Module, state: dict, source_classes: list[str] | None, classes: list[str],
+               source: str = "the weights file") -> str:
+    """Load `state` into `net` (built for `classes`); returns what was done, in words.
+
+    The head is kept only when it was trained for the same classes; otherwise it stays freshly initialised.
+    A torchvision-style head (`fc.weight`) is mapped onto ours (`fc.1.weight`, after the dropout).
+    """
+    state = {("fc.1." + key[3:] if key in ("fc.weight", "fc.bias") else key): value for key, value in state.items()}
+    own = net.state_dict()
+    same_head = source_classes == list(classes)
+    usable = {key: value for key, value in state.items()
+              if key in own and own[key].shape == value.shape and (same_head or not key.startswith("fc."))}
+    body = [key for key in own if not key.startswith("fc.")]
+    missing = [key for key in body if key not in usable]
+    extra = [key for key in state if not key.startswith("fc.") and key not in own]
+    if len(missing) > len(body) // 10 or len(extra) > len(body) // 10:
+        example = (missing or extra)[0]
+        raise ValueError(f"{source}: its weights do not fit this network ({len(missing)} of its {len(body)} tensors "
+                         f"missing or of another shape, {len(extra)} the file has that it lacks, e.g. {example}). "
+                         "Choose the backbone those weights were trained with.")
+    net.load_state_dict(usable, strict=False)
+    if same_head:
+        return f"started from {source}: every layer, the head included (same classes)"
+    before = f"its classes {', '.join(source_classes)}" if source_classes else "a head for other classes"
+    return (f"started from {source}: {len(usable)} layers of the network; the head was rebuilt for "
+            f"{', '.join(classes)} ({before})")

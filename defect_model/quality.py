@@ -18,6 +18,8 @@ class ModelQuality:
     worst_recall: float
     # Share of defect photos predicted as a "good" class; None when no class is marked good.
     defect_miss_rate: float | None
+    # Share of good photos predicted as a defect (the other cost: good parts sent to rework); None likewise.
+    false_reject_rate: float | None
     collapsed: bool
     problems: list[str] = field(default_factory=list)
 
@@ -25,6 +27,8 @@ class ModelQuality:
         parts = []
         if self.defect_miss_rate is not None:
             parts.append(f"defect miss rate {self.defect_miss_rate:.1%}")
+        if self.false_reject_rate is not None:
+            parts.append(f"false-reject rate {self.false_reject_rate:.1%}")
         parts += [f"accuracy {self.accuracy:.1%}", f"worst recall {self.worst_recall:.1%} ({self.worst_class})"]
         return ", ".join(parts)
 
@@ -55,6 +59,7 @@ def assess(metrics: dict, good_classes: Sequence[str] = ()) -> ModelQuality:
         worst_class=worst,
         worst_recall=recall.get(worst, 0.0),
         defect_miss_rate=defect_miss_rate(metrics["confusion_matrix"], classes, good_classes),
+        false_reject_rate=false_reject_rate(metrics["confusion_matrix"], classes, good_classes),
         collapsed=bool(problems),
         problems=problems,
     )
@@ -62,10 +67,21 @@ def assess(metrics: dict, good_classes: Sequence[str] = ()) -> ModelQuality:
 
 def defect_miss_rate(matrix, classes: Sequence[str], good_classes: Sequence[str]) -> float | None:
     """Of the photos whose true class is a defect, the share predicted as a good class."""
+    return _crossing_share(matrix, classes, good_classes, from_good=False)
+
+
+def false_reject_rate(matrix, classes: Sequence[str], good_classes: Sequence[str]) -> float | None:
+    """Of the photos whose true class is good, the share predicted as a defect class."""
+    return _crossing_share(matrix, classes, good_classes, from_good=True)
+
+
+def _crossing_share(matrix, classes: Sequence[str], good_classes: Sequence[str], from_good: bool) -> float | None:
+    """Share of one side's photos (good or defect, by true class) predicted on the other side."""
     good = [i for i, c in enumerate(classes) if c in set(good_classes)]
     if not good:
         return None
     matrix = np.asarray(matrix)
-    defect_rows = [i for i in range(len(classes)) if i not in good]
-    total = matrix[defect_rows].sum()
-    return float(matrix[np.ix_(defect_rows, good)].sum() / total) if total else 0.0
+    defects = [i for i in range(len(classes)) if i not in good]
+    rows, columns = (good, defects) if from_good else (defects, good)
+    total = matrix[rows].sum()
+    return float(matrix[np.ix_(rows, columns)].sum() / total) if total else 0.0

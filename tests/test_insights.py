@@ -11,7 +11,7 @@ from defect_model import insights
 from defect_model.data import DatasetError
 from defect_model.insights import estimate_training_time, format_duration, inspect_dataset
 from defect_model.runs import RunDir
-from ui.train_progress import curves, read_progress
+from defect_model.events import curves, progress as read_progress
 
 
 def _photo(path, size=(40, 30), mode="RGB"):
@@ -75,7 +75,9 @@ def test_time_estimate_uses_past_runs_on_this_machine_else_the_builtin_table(tmp
     root = tmp_path / "runs"
     root.mkdir()
     builtin = estimate_training_time("resnet18", 64, epochs=2, train_images=300, val_images=60, root=root)
-    rate = insights.BUILTIN_IMAGES_PER_S[("resnet18", 64)]
+    from defect_model.hardware import cpu_native_bf16
+
+    rate = insights.BUILTIN_IMAGES_PER_S[("resnet18", 64)] * (insights.BF16_SPEEDUP if cpu_native_bf16() else 1.0)
     assert builtin.images_per_s == pytest.approx(rate) and "built-in" in builtin.source
     assert builtin.seconds == pytest.approx(insights.STARTUP_S + 2 * (300 / rate + 60 / (rate * 3)))
     # Between and beyond the measured sizes, the rate follows the power law through the table's two points.
@@ -86,7 +88,7 @@ def test_time_estimate_uses_past_runs_on_this_machine_else_the_builtin_table(tmp
     assert scaled.images_per_s == pytest.approx(rate * 2 ** k)
 
     # The first steps of a process are warm-up and left out; the median of the rest counts.
-    _run_with_steps(root, "20260101-000000-a", "resnet18", 128, [1, 1, 1, 20, 25, 30])
+    _run_with_steps(root, "20260101-000000-a", "resnet18", 128, [1, 1, 20, 25, 30])
     measured = estimate_training_time("resnet18", 64, epochs=2, train_images=300, val_images=60, root=root)
     assert measured.images_per_s == pytest.approx(25 * 2 ** k)  # measured at 128 px, scaled to 64 px
     assert measured.source == "measured by 1 past run of resnet18 on this machine"

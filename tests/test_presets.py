@@ -1,4 +1,3 @@
-import json
 import shutil
 
 import pytest
@@ -6,8 +5,9 @@ from PIL import Image
 
 from defect_model.config import TrainConfig
 from defect_model.engine import fit
-from defect_model.presets import MIN_STEPS, PRODUCT_IMAGE_SIZE, SMALL_NETWORK, apply_product_preset
-from defect_model.runs import ActivationRefused, RunDir, activation_log, get_active, set_active
+from defect_model import synthetic
+from defect_model.presets import MIN_EPOCHS, MIN_STEPS_PER_EPOCH, SMALL_NETWORK, apply_product_preset
+from defect_model.runs import ActivationRefused, RunDir, get_active, set_active
 from conftest import tiny_config
 
 
@@ -17,41 +17,81 @@ def _new_run(tmp_path, name="run") -> RunDir:
     return run
 
 
-def test_preset_on_imbalanced_small_data_balances_and_applies_the_step_floor():
+def test_preset_weights_the_loss_instead_of_resampling_rare_classes_on_small_data():
     counts = {"ok": 200, "pit": 40, "scratch": 12}
     cfg = apply_product_preset(TrainConfig(preset="product"), counts, [(200, 200)] * 5)
-    assert cfg.sampling == "balanced"
+    assert (cfg.sampling, cfg.loss_weighting) == ("shuffle", "sqrt")
     assert cfg.augmentation == "strong"
-    assert cfg.epochs * cfg.epoch_images // cfg.batch_size >= MIN_STEPS
-    assert any("16.7x" in d and "balanced" in d for d in cfg.decisions)
-    assert any(f"floor of {MIN_STEPS}" in d for d in cfg.decisions)
+    assert cfg.epoch_images == MIN_STEPS_PER_EPOCH * cfg.batch_size  # 252 photos: longer epochs
+    assert any("16.7x" in d and "1/sqrt" in d and "4.1x" in d for d in cfg.decisions)
     assert cfg.resize_mode == "pad"
 
 
-def test_preset_leaves_balanced_data_shuffled_and_pads_non_square_photos():
+def test_preset_leaves_balanced_data_unweighted_and_pads_non_square_photos():
     cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 500, "b": 400}, [(600, 200), (200, 200)])
-    assert cfg.sampling == "shuffle"
+    assert (cfg.sampling, cfg.loss_weighting) == ("shuffle", "none")
     assert any("not square" in d for d in cfg.decisions)
 
 
-def test_preset_spends_the_reference_time_on_a_smaller_faster_setup_for_small_data():
-    cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 720, "b": 720}, [(200, 200)] * 5)
-    assert (cfg.backbone, cfg.image_size) == (SMALL_NETWORK, PRODUCT_IMAGE_SIZE)
-    assert cfg.epochs > 5 * 4  # resnet18 at 128 px runs over 4x as fast as resnet50 at 224 px
+@pytest.mark.parametrize("side, size", [(300, 224), (1024, 224), (200, 192), (128, 128), (64, 128)])
+def test_with_time_enough_the_preset_trains_near_the_photos_own_resolution(side, size):
+    cfg = apply_product_preset(TrainConfig(preset="product", time_budget_min=600), {"a": 720, "b": 720},
+                               [(side, side)] * 5)
+    assert cfg.image_size == size
+    assert any(d.startswith(f"image size {size} px") and f"{side} px" in d for d in cfg.decisions)
+
+
+def test_a_short_budget_lowers_the_resolution_rather_than_train_too_few_epochs():
+    cfg = apply_product_preset(TrainConfig(preset="product", time_budget_min=14), {"good": 1131, "bad": 80},
+                               [(300, 300)] * 5, 650)
+    assert cfg.image_size < 224 and cfg.epochs >= MIN_EPOCHS
+    assert any("buys only" in d and f"needs about {MIN_EPOCHS}" in d for d in cfg.decisions)
+
+
+def test_preset_spends_a_time_budget_on_a_smaller_faster_network_for_small_data():
+    cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 720, "b": 720}, [(200, 200)] * 5, 360)
+    assert cfg.backbone == SMALL_NETWORK
+    assert cfg.time_budget_min > 0 and cfg.keep_best and cfg.patience >= 4
+    assert cfg.epochs > 5  # resnet18 at 192 px runs several times as fast as resnet50 at 224 px
     assert (cfg.schedule, cfg.lr, cfg.label_smoothing, cfg.zero_init_residual) == ("warmup-cosine", 2e-3, 0.1, True)
     assert any(d.startswith(f"network {SMALL_NETWORK}") for d in cfg.decisions)
-    assert any("warm-up" in d and "label smoothing" in d for d in cfg.decisions)
+    assert any(d.startswith("time budget") and "reference recipe" in d for d in cfg.decisions)
 
-    large = apply_product_preset(TrainConfig(preset="product"), {"a": 4000, "b": 4000}, [(200, 200)] * 5)
-    assert large.backbone == "resnet50" and 5 < large.epochs < cfg.epochs
+    large = apply_product_preset(TrainConfig(preset="product"), {"a": 4000, "b": 4000}, [(200, 200)] * 5, 2000)
+    assert large.backbone == "resnet50" and large.epochs < cfg.epochs
+
+    mine = apply_product_preset(TrainConfig(preset="product", time_budget_min=2), {"a": 720, "b": 720},
+                                [(200, 200)] * 5, 360)
+    assert mine.time_budget_min == 2 and mine.epochs < cfg.epochs
 
 
 def test_preset_keeps_a_users_own_settings():
-    cfg = apply_product_preset(TrainConfig(preset="product", backbone="resnet34", lr=0.01, schedule="constant"),
-                               {"a": 720, "b": 720})
-    assert (cfg.backbone, cfg.lr, cfg.schedule) == ("resnet34", 0.01, "constant")
+    cfg = apply_product_preset(TrainConfig(preset="product", backbone="resnet50", image_size=256, lr=0.01,
+                                           schedule="constant", loss_weighting="class", pinned=["backbone"]),
+                               {"a": 720, "b": 72}, [(300, 300)] * 5)
+    assert (cfg.backbone, cfg.image_size, cfg.lr, cfg.schedule) == ("resnet50", 256, 0.01, "constant")
+    assert cfg.loss_weighting == "class"
     assert cfg.label_smoothing == 0.1  # what the user left at the reference value is still the preset's
-    assert not any("peak learning rate" in d or d.startswith("network") for d in cfg.decisions)
+    assert not any("peak learning rate" in d or d.startswith(("network", "image size", "loss weighted"))
+                   for d in cfg.decisions)
+
+
+def test_one_dominant_good_class_and_a_handful_of_defects_does_not_collapse(tmp_path):
+    """Data built to fail resampling: 60 good photos, 6 defect photos (5 to train on)."""
+    data = synthetic.generate(tmp_path / "data", per_class=60, size=64, seed=3)
+    for name in ("crack", "stain", "pit"):
+        shutil.rmtree(data / name)
+    for path in sorted((data / "scratch").iterdir())[6:]:
+        path.unlink()
+    run = _new_run(tmp_path)
+    events = []
+    cfg = tiny_config(data, preset="product", time_budget_min=0.5, good_classes=["ok"])
+    metrics = fit(cfg, run, callbacks=[events.append])
+    saved = TrainConfig.from_yaml(run.config)
+    assert saved.loss_weighting == "sqrt" and saved.sampling == "shuffle"
+    assert any("loss weighted by 1/sqrt" in e["text"] for e in events if e["type"] == "decision")
+    assert run.status()["state"] == "done" and not run.status()["collapsed"]
+    assert metrics["per_class"]["ok"]["recall"] > 0.8 and metrics["per_class"]["scratch"]["recall"] > 0
 
 
 def test_product_run_writes_its_decisions_into_the_config(tiny_dataset, tmp_path):
@@ -63,12 +103,12 @@ def test_product_run_writes_its_decisions_into_the_config(tiny_dataset, tmp_path
     cfg = tiny_config(data, preset="product", image_size=32, batch_size=16)
     events = []
     steps = lambda: sum(e["type"] == "step" for e in events)  # noqa: E731
-    fit(cfg, run, callbacks=[events.append], should_stop=lambda: steps() >= 1)  # the floor is long: stop early
+    fit(cfg, run, callbacks=[events.append], should_stop=lambda: steps() >= 1)  # the budget is long: stop early
     saved = TrainConfig.from_yaml(run.config)
-    assert saved.sampling == "balanced" and saved.decisions
+    assert saved.loss_weighting == "sqrt" and saved.decisions
     assert [e["text"] for e in events if e["type"] == "decision"] == saved.decisions
     start = next(e for e in events if e["type"] == "start")
-    assert start["total_steps"] >= MIN_STEPS
+    assert start["epochs"] == saved.epochs and saved.time_budget_min > 0
 
 
 def test_a_collapsed_run_is_flagged_and_refused_as_the_active_model(tiny_dataset, tmp_path):
@@ -86,7 +126,7 @@ def test_a_collapsed_run_is_flagged_and_refused_as_the_active_model(tiny_dataset
     assert get_active(root) is None
     record = set_active(run, by="eng", override_reason="demo only, not for the line", root=root)
     assert record["override"] == "demo only, not for the line" and record["problems"]
-    assert activation_log(root)[-1]["by"] == "eng"
+    assert get_active(root)["by"] == "eng" and get_active(root)["sha256"]
 
 
 def test_a_wide_photo_is_padded_not_stretched_in_training(tmp_path):

@@ -21,10 +21,11 @@ from defect_model.insights import DatasetInsights, TimeEstimate, estimate_traini
 from defect_model.presets import apply_product_preset
 
 # Set by the page, not by the form (pretrained must stay off: no weights offline).
-NOT_IN_FORM = {"data_dir", "corrections_csv", "pretrained", "decisions"}
+NOT_IN_FORM = {"data_dir", "corrections_csv", "pretrained", "decisions", "pinned"}
+PINNED_KEY = "train_pinned"  # the fields this session's user changed: the product preset keeps them
 GROUPS: list[tuple[str, list[str]]] = [
-    ("Model", ["backbone", "image_size", "resize_mode", "dropout", "zero_init_residual"]),
-    ("Optimisation", ["epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "grad_clip",
+    ("Model", ["backbone", "image_size", "resize_mode", "dropout", "zero_init_residual", "init_from"]),
+    ("Optimisation", ["time_budget_min", "epochs", "patience", "keep_best", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "grad_clip",
                       "label_smoothing", "min_steps"]),
     ("Data", ["augmentation", "sampling", "loss_weighting", "val_fraction", "split_csv", "seed",
               "good_classes"]),
@@ -38,11 +39,14 @@ LABELS = {
     "min_steps": "Minimum optimizer steps", "mean": "Normalisation mean (R, G, B)",
     "std": "Normalisation std (R, G, B)", "preset": "Recipe preset",
     "zero_init_residual": "Residual blocks start as identity",
+    "time_budget_min": "Time budget (minutes, 0 = epochs decide)", "patience": "Stop after epochs without gain (0 = never)",
+    "keep_best": "Keep the best epoch", "init_from": "Start from weights (run folder or .pt; empty = from scratch)",
 }
 # New runs start from the product preset (it adapts to the data); every recipe field below it shows the
 # reference recipe, which the preset then changes where the data needs it.
 NEW_RUN_DEFAULTS = {"preset": "product"}
-GOOD_NAMES = {"ok", "good", "pass", "normal", "okay", "no_defect", "nodefect"}
+GOOD_NAMES = {"ok", "good", "pass", "normal", "okay", "no_defect", "nodefect", "functional", "free", "clean",
+              "defect_free", "defectfree", "intact", "accept"}
 
 
 def default_of(field: dataclasses.Field):
@@ -59,7 +63,13 @@ def label_of(name: str) -> str:
 
 
 def suggested_good_classes(classes: list[str]) -> list[str]:
-    return [c for c in classes if c.lower() in GOOD_NAMES]
+    """Classes whose name reads like a good part (ok, good, pass, normal, functional, ...; also "ok_parts")."""
+    def looks_good(name: str) -> bool:
+        lowered = name.lower()
+        parts = set(lowered.replace("-", "_").replace(" ", "_").split("_"))
+        return lowered in GOOD_NAMES or bool(parts & GOOD_NAMES and not parts & {"not", "no", "non"})
+
+    return [c for c in classes if looks_good(c)]
 
 
 def _widget(field: dataclasses.Field, hint, classes: list[str], scope: str, problems: list[str]):
@@ -68,17 +78,22 @@ def _widget(field: dataclasses.Field, hint, classes: list[str], scope: str, prob
     default = NEW_RUN_DEFAULTS.get(name, default_of(field))
     key, label = f"train_{name}", label_of(name)
     choices = choices_of(field)
+
+    def pin() -> None:
+        st.session_state.setdefault(PINNED_KEY, set()).add(name)
+
     if choices:
         return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
-                            key=key, help=help_text)
+                            key=key, help=help_text, on_change=pin)
     if hint is bool:
-        return st.checkbox(label, value=bool(default), key=key, help=help_text)
+        return st.checkbox(label, value=bool(default), key=key, help=help_text, on_change=pin)
     if hint is int:
-        return int(st.number_input(label, value=int(default), min_value=0, step=1, key=key, help=help_text))
+        return int(st.number_input(label, value=int(default), min_value=0, step=1, key=key, help=help_text,
+                                   on_change=pin))
     if hint is float:
         step = 10 ** _magnitude(default) / 10 if default else (1.0 if "clip" in name else 0.01)
         return float(st.number_input(label, value=float(default), min_value=0.0, step=step, format="%g",
-                                     key=key, help=help_text))
+                                     key=key, help=help_text, on_change=pin))
     origin = typing.get_origin(hint)
     if origin is tuple:
         text = st.text_input(label, value=", ".join(f"{v:g}" for v in default), key=key, help=help_text)
@@ -132,6 +147,7 @@ def settings_ui(data_dir: Path, classes: list[str]) -> tuple[TrainConfig | None,
     if problems:
         return None, problems
     values["data_dir"] = str(data_dir)
+    values["pinned"] = sorted(st.session_state.get(PINNED_KEY, set()) & set(values) - {"preset"})
     if values.get("split_csv"):
         problem = _check_split(values["split_csv"], data_dir)
         if problem:
@@ -171,7 +187,8 @@ def preset_preview(cfg: TrainConfig, insights: DatasetInsights) -> tuple[TrainCo
     share = train / max(1, insights.total)
     train_counts = {name: max(1, round(n * share)) for name, n in insights.counts.items()}
     sizes = [tuple(int(v) for v in size.split("x")) for size, n in insights.sizes.items() for _ in range(min(n, 50))]
-    resolved = apply_product_preset(cfg, train_counts, sizes)
+    _, val = split_sizes(cfg, insights.counts)
+    resolved = apply_product_preset(cfg, train_counts, sizes, val)
     return resolved, list(resolved.decisions)
 
 
@@ -183,8 +200,16 @@ def estimate_ui(cfg: TrainConfig, insights: DatasetInsights) -> TimeEstimate:
     train, val = split_sizes(resolved, insights.counts)
     drawn = resolved.epoch_images or train  # photos drawn per epoch
     estimate = estimate_training_time(resolved.backbone, resolved.image_size, resolved.epochs, drawn, val)
-    st.markdown(f":material/timer: **Estimated training time: {estimate.text()}**")
     per_epoch = f" ({drawn} drawn per epoch)" if drawn != train else ""
-    st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {resolved.epochs} epoch(s) of "
-               f"{resolved.backbone} at {resolved.image_size} px.")
+    if resolved.time_budget_min:
+        st.markdown(f":material/timer: **Training time budget: {resolved.time_budget_min:g} min** "
+                    f"(estimate for {resolved.epochs} epoch(s): {estimate.text()})")
+        st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {resolved.backbone} at "
+                   f"{resolved.image_size} px. The run measures its first epoch, plans its epochs to fit the budget"
+                   + (f" and stops early after {resolved.patience} epochs without a better validation score."
+                      if resolved.patience else "."))
+    else:
+        st.markdown(f":material/timer: **Estimated training time: {estimate.text()}**")
+        st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {resolved.epochs} epoch(s) of "
+                   f"{resolved.backbone} at {resolved.image_size} px.")
     return estimate

@@ -25,6 +25,7 @@ system-deps:
 
 run: $(VENV)/.installed
 	-@$(MAKE) --no-print-directory system-deps || echo "tcmalloc not installed: training works, about 1.7x slower"
+	$(PY) -m defect_model accounts first-link --url http://127.0.0.1:8501
 	$(PY) -m streamlit run app.py $(STREAMLIT_FLAGS)
 
 test: $(VENV)/.installed system-deps

@@ -6,13 +6,14 @@ import argparse
 import csv
 import dataclasses
 import hashlib
+import os
 import sys
 import typing
 from pathlib import Path
 
 from .config import TrainConfig
 
-CLI_SKIPPED_FIELDS = {"data_dir", "split_csv", "corrections_csv", "decisions"}
+CLI_SKIPPED_FIELDS = {"data_dir", "split_csv", "corrections_csv", "decisions", "pinned"}
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +39,13 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    given = []
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
-        if value is not None:
+        if value is not None and field.name not in CLI_SKIPPED_FIELDS:
             base[field.name] = value
+            given.append(field.name)
+    base["pinned"] = sorted(set(base.get("pinned", [])) | set(given) - {"preset"})
     base["data_dir"] = str(Path(args.data).resolve())
     base["split_csv"] = str(Path(args.split).resolve()) if args.split else base.get("split_csv", "")
     if args.corrections:
@@ -79,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="photo files")
     predict.add_argument("--cam-dir", metavar="DIR", help="also write a Grad-CAM overlay PNG per photo here")
     predict.add_argument("--csv", metavar="OUT", help="write the results table to this CSV")
+
+    accounts = sub.add_parser("accounts", help="sign-in accounts of the dashboard (as the server's own user)")
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    link = accounts_sub.add_parser("first-link", help="on a database without accounts: create admin and print a "
+                                                      "one-time sign-in link (make run does this)")
+    link.add_argument("--url", default="http://127.0.0.1:8501", help="the dashboard's address")
+    add = accounts_sub.add_parser("add", help="create an account or change its role and password")
+    add.add_argument("name")
+    add.add_argument("--role", choices=("inspector", "engineer", "admin"), required=True)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input "
+                                                                   "instead of asking for it")
+    accounts_sub.add_parser("list", help="every account with its role")
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail and inspection log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check the hash chains; names the first row altered or removed")
+    show = audit_sub.add_parser("show", help="the newest audit events")
+    show.add_argument("--limit", type=int, default=30)
 
     demo = sub.add_parser("demo-data", help="write the synthetic demo dataset (ok + 4 defect classes)")
     demo.add_argument("out", metavar="OUT", help="folder to create")
@@ -130,6 +152,7 @@ class TerminalProgress:
 
 def cmd_train(args) -> int:
     from .engine import fit
+    from .jobs import claim_for_this_process
     from .runs import RunDir, new_run_dir
 
     cfg = config_from_args(args)
@@ -142,12 +165,14 @@ def cmd_train(args) -> int:
     else:
         run = new_run_dir(args.runs_root, cfg.backbone)
     print(f"run directory: {run.path}", file=sys.stderr, flush=True)
+    claim_for_this_process(run)
     metrics = fit(cfg, run, callbacks=[TerminalProgress()])
     return 0 if metrics else 1
 
 
 def cmd_resume(args) -> int:
     from .engine import fit
+    from .jobs import claim_for_this_process
     from .runs import resolve_run
 
     run = resolve_run(args.run)
@@ -155,8 +180,9 @@ def cmd_resume(args) -> int:
     if state == "done":
         print(f"{run.path}: the run already finished; nothing to resume.", file=sys.stderr)
         return 0
-    if state == "running":
-        raise SystemExit(f"{run.path}: the run is still running (pid {run.status().get('pid')}); cancel it first.")
+    if state in ("queued", "running") and run.status().get("pid") != os.getpid():
+        raise SystemExit(f"{run.path}: the run is still {state} (pid {run.status().get('pid')}); cancel it first.")
+    claim_for_this_process(run)
     run.cancel_file.unlink(missing_ok=True)  # resuming overrides an earlier cancel request
     fit(TrainConfig.from_yaml(run.config), run, callbacks=[TerminalProgress()], resume=True)
     return 0
@@ -240,17 +266,62 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_accounts(args) -> int:
+    import getpass
+
+    from .accounts import open_accounts, terminal_actor
+
+    accounts = open_accounts()
+    if args.accounts_command == "first-link":
+        token = accounts.first_admin_link()
+        if token:
+            print(f"\n  First start: sign in as admin with this one-time link (valid 24 hours):\n\n"
+                  f"    {args.url.rstrip('/')}/?token={token}\n\n"
+                  "  Then set a password and create accounts on the Models page (Accounts).\n", flush=True)
+        return 0
+    if args.accounts_command == "list":
+        for row in accounts.list():
+            print(f"{row['name']:<30} {row['role']:<10} {'disabled' if row['disabled'] else ''}")
+        return 0
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"Password for {args.name}: ")
+    accounts.save(terminal_actor(), args.name, args.role, password)
+    print(f"account {args.name}: {args.role}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from .accounts import audit_log
+    from .audit import verify
+    from .store import InspectionStore, default_db_path
+
+    path = default_db_path()
+    if args.audit_command == "show":
+        for event in audit_log(path).events(limit=args.limit):
+            print(f"{event['id']:>6} {event['time']} {event['actor']:<24} {event['action']:<16} {event['target']} "
+                  f"{event['detail'] or ''}")
+        return 0
+    InspectionStore(path)  # brings an older database's tables up to date before they are read
+    findings = verify(path)
+    if not findings:
+        print(f"{path}: the audit trail and the inspection log verify (no row altered or removed).")
+        return 0
+    for finding in findings:
+        print(f"{path}: {finding.text()}", file=sys.stderr)
+    return 1
+
+
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "demo-data": cmd_demo_data}
+            "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DatasetError
+    from .jobs import JobError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

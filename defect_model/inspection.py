@@ -85,6 +85,7 @@ class InspectionSettings:
     good_classes: list[str] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
     inspector: str = ""
+    model_sha256: str = ""  # the served checkpoint's hash, logged with each inspection
 
 
 @dataclass
@@ -324,7 +325,7 @@ def _log(store: InspectionStore | None, result: FileResult, settings: Inspection
             file_name=result.name, sha256=result.sha256, photo_path=result.photo_path, verdict=result.verdict,
             inspector=settings.inspector, run_id=result.model_id, predicted=result.predicted,
             confidence=result.confidence, probabilities=result.probability_dict(), threshold=result.threshold,
-            error=result.error, time=result.time)
+            error=result.error, time=result.time, model_sha256=settings.model_sha256)
     except Exception as exc:  # the result is still shown; the page says it was not logged
         result.log_error = f"{result.name}: not logged ({type(exc).__name__}: {exc}). Tell the engineer."
 

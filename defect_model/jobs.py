@@ -14,8 +14,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from .accounts import Actor, audit_log, require
 from .config import TrainConfig
-from .runs import RunDir, list_runs, new_run_dir, runs_root
+from .runs import RunDir, list_runs, new_run_dir, process_start_time, runs_root
 
 TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -64,8 +65,20 @@ def _start_lock(root: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Training processes this process started: polled so that an ended one does not stay a zombie.
+_STARTED: dict[int, subprocess.Popen] = {}
+
+
+def reap_children() -> None:
+    """Collect the exit status of training processes this process started that have ended."""
+    for pid, process in list(_STARTED.items()):
+        if process.poll() is not None:
+            _STARTED.pop(pid, None)
+
+
 def running_job(root: str | Path | None = None) -> RunDir | None:
     """The run whose training process is alive, if any; dead ones are marked failed on the way."""
+    reap_children()
     for run in list_runs(root):
         run.mark_dead_run_failed()
         if run.status()["state"] in ("queued", "running"):
@@ -86,46 +99,68 @@ def _launch(run: RunDir, resume: bool, root: Path) -> RunDir:
                        "Check that Python and the project are installed, then start again.") from None
     # "queued" until the process itself writes "running": `defect_model resume` refuses a run recorded as
     # running with a live pid, and here that pid would be its own.
-    run.write_status("queued", pid=process.pid)
+    _STARTED[process.pid] = process
+    run.write_status("queued", pid=process.pid, pid_started=process_start_time(process.pid))
     return run
 
 
-def start_training(cfg: TrainConfig, root: str | Path | None = None) -> RunDir:
-    """Create a run for `cfg` and start its training process; refused while another job runs."""
+def start_training(cfg: TrainConfig, root: str | Path | None = None, *, actor: Actor) -> RunDir:
+    """Create a run for `cfg` and start its training process (engineers); refused while another job runs."""
+    require(actor, "train")
     root = Path(root) if root is not None else runs_root()
     with _start_lock(root):
         _refuse_if_busy(root)
         run = new_run_dir(root, cfg.backbone)
         cfg.to_yaml(run.config)
-        return _launch(run, resume=False, root=root)
+        _launch(run, resume=False, root=root)
+    audit_log().record(actor, "train_start", run.run_id, data=cfg.data_dir, preset=cfg.preset,
+                       init_from=cfg.init_from, corrections=cfg.corrections_csv)
+    return run
 
 
-def resume_training(run: RunDir, root: str | Path | None = None) -> RunDir:
-    """Continue a cancelled or failed run from its last checkpoint, in a new process."""
+def resume_training(run: RunDir, root: str | Path | None = None, *, actor: Actor) -> RunDir:
+    """Continue a cancelled or failed run from its last checkpoint, in a new process (engineers)."""
+    require(actor, "train")
     root = Path(root) if root is not None else run.path.parent
     with _start_lock(root):
         _refuse_if_busy(root)
         state = run.status()["state"]
         if state == "done":
             raise JobError(f"{run.run_id} already finished; there is nothing to resume.")
-        return _launch(run, resume=True, root=root)
+        _launch(run, resume=True, root=root)
+    audit_log().record(actor, "train_resume", run.run_id)
+    return run
 
 
-def _refuse_if_busy(root: Path) -> None:
+def claim_for_this_process(run: RunDir) -> None:
+    """Record this process as `run`'s trainer, refused while another job runs in the same runs folder: the
+    one-job rule for a terminal's `train` and `resume` too, through the same lock the dashboard takes."""
+    root = run.path.parent
+    with _start_lock(root):
+        _refuse_if_busy(root, this_process=os.getpid())
+        run.write_status("queued", pid=os.getpid(), pid_started=process_start_time(os.getpid()))
+
+
+def _refuse_if_busy(root: Path, this_process: int | None = None) -> None:
     busy = running_job(root)
+    if busy is not None and busy.status().get("pid") == this_process:
+        busy = next((run for run in list_runs(root) if run.path != busy.path and not run.mark_dead_run_failed()
+                     and run.status()["state"] in ("queued", "running")), None)
     if busy is not None:
         raise JobError(f"Training job {busy.run_id} is still running (pid {busy.status().get('pid')}). "
                        "Wait for it to finish or cancel it first; only one job runs at a time.")
 
 
-def cancel(run: RunDir) -> None:
+def cancel(run: RunDir, *, actor: Actor) -> None:
     """Ask the job to stop after its current step; it keeps a usable checkpoint.
 
     The cancel file is read by the training loop after every step, also by a process
     still starting up; SIGTERM goes only to a process that has said it is running,
     because before that its handler is not installed and the signal would kill it.
     """
+    require(actor, "train")
     run.request_cancel()
+    audit_log().record(actor, "train_cancel", run.run_id)
     status = run.status()
     pid = status.get("pid")
     if pid and status.get("state") == "running":

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .quality import ModelQuality, assess
-from .runs import ActivationRefused, RunDir, activation_log, get_active, read_json, set_active
+from .accounts import Actor, audit_log, require
+from .runs import ActivationRefused, RunDir, get_active, read_json, set_active
 from .review import RETRAIN_FILE
 
 
@@ -32,17 +33,6 @@ def run_quality(run: RunDir) -> ModelQuality | None:
     return assess(metrics, TrainConfig.from_yaml(run.config).good_classes)
 
 
-def training_seconds(run: RunDir) -> float | None:
-    """Training time from the events: the end event, else the last epoch's elapsed time."""
-    seconds = None
-    for event in run.read_events():
-        if event.get("type") == "end" and event.get("elapsed_s") is not None:
-            seconds = event["elapsed_s"]
-        elif event.get("type") == "epoch" and event.get("elapsed_s") is not None:
-            seconds = event["elapsed_s"]
-    return seconds
-
-
 def run_summary(run: RunDir, active_id: str | None = None) -> dict:
     """One row of the Models table. Numbers are None where the run has none yet."""
     cfg = TrainConfig.from_yaml(run.config)
@@ -54,6 +44,7 @@ def run_summary(run: RunDir, active_id: str | None = None) -> dict:
         "active": run.run_id == active_id,
         "run": run.run_id,
         "defect_miss_rate": None if quality is None else quality.defect_miss_rate,
+        "false_reject_rate": None if quality is None else quality.false_reject_rate,
         "worst_recall": None if quality is None else quality.worst_recall,
         "worst_class": "" if quality is None else quality.worst_class,
         "recall": "" if quality is None else ", ".join(f"{c} {r:.0%}" for c, r in quality.recall.items()),
@@ -66,7 +57,7 @@ def run_summary(run: RunDir, active_id: str | None = None) -> dict:
         "classes": ", ".join(metrics["classes"]) if metrics else "",
         "settings": key_settings(cfg),
         "good_classes": ", ".join(cfg.good_classes),
-        "training_s": training_seconds(run),
+        "training_s": run.training_seconds(),
         "status": status.get("state", ""),
         "parent": parent.get("parent_run", ""),
     }
@@ -87,30 +78,40 @@ def key_settings(cfg: TrainConfig) -> str:
     return ", ".join(parts)
 
 
-def activation_history(root: str | Path | None = None) -> list[dict]:
-    """Who made which run active, and when (with any override reason), newest first."""
-    return activation_log(root)[::-1]
+def activation_history(limit: int = 200) -> list[dict]:
+    """Who made which run active, and when (with the served checkpoint's hash and any override reason), newest
+    first, from the audit trail."""
+    return [{"run_id": e["target"], "by": e["actor"], "at": e["time"], **e["detail"]}
+            for e in audit_log().events("activate", limit)]
 
 
-def activate(run: RunDir, by: str, override_reason: str = "", root: str | Path | None = None) -> dict:
-    """Make `run` the active model, recorded with who and when. A flagged (collapsed) run needs an override
-    reason, which runs.set_active logs; a run that is still training is refused."""
-    by = by.strip()
-    if not by:
-        raise ActivationError("Enter your name in the sidebar first: the active model is recorded with who chose it.")
+def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | Path | None = None) -> dict:
+    """Make `run` the active model (admins only), pinned to a copy of its checkpoint and recorded in the audit
+    trail. Only a finished run qualifies; a flagged (collapsed) one needs an override reason."""
+    require(actor, "activate")
     run.mark_dead_run_failed()
     status = run.status()
     if status.get("state") in ("queued", "running"):
         raise ActivationError(f"{run.run_id} is still training (pid {status.get('pid')}); its checkpoint changes "
                               "every epoch. Wait until it has finished.")
+    if status.get("state") != "done":
+        raise ActivationError(f"{run.run_id} did not finish ({status.get('state')}); only a finished run can be "
+                              "made active. Resume it on the Train page first.")
     try:
-        return set_active(run, by=by, override_reason=override_reason.strip(), root=root)
+        record = set_active(run, by=actor.name, override_reason=override_reason.strip(), root=root)
     except ActivationRefused as exc:
         raise ActivationError(str(exc)) from None
+    quality = run_quality(run)
+    audit_log().record(actor, "activate", run.run_id, sha256=record["sha256"], served=record["served"],
+                       override=record.get("override", ""), problems=record.get("problems", []),
+                       accuracy=quality.accuracy if quality else None,
+                       defect_miss_rate=quality.defect_miss_rate if quality else None)
+    return record
 
 
-def delete_run(run: RunDir, root: str | Path | None = None) -> None:
-    """Remove a run's folder. Refused for the active model and for a run still training."""
+def delete_run(run: RunDir, actor: Actor, root: str | Path | None = None) -> None:
+    """Remove a run's folder (admins only, recorded). Refused for the active model and a run still training."""
+    require(actor, "delete")
     active = get_active(root if root is not None else run.path.parent)
     if active and active.get("run_id") == run.run_id:
         raise DeleteError(f"{run.run_id} is the active model. Make another run active first, then delete this one.")
@@ -120,4 +121,6 @@ def delete_run(run: RunDir, root: str | Path | None = None) -> None:
                           "Cancel it on the Train page first.")
     if not run.config.is_file():
         raise DeleteError(f"{run.path}: not a run folder (no config.yaml); nothing was deleted.")
+    summary = {k: v for k, v in run_summary(run).items() if k in ("accuracy", "macro_f1", "dataset", "status")}
     shutil.rmtree(run.path)
+    audit_log().record(actor, "delete", run.run_id, path=str(run.path), **summary)

@@ -6,6 +6,7 @@ Decisions are rows in the corrections table (defect_model.store); dataset files 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .accounts import Actor, audit_log, require
 from .config import TrainConfig
+from .presets import warm_retrain
 from .runs import RunDir, data_root, now_iso, write_json_atomic
 from .store import InspectionStore
 
@@ -113,14 +116,22 @@ def photo_file(dataset: str, photo_path: str) -> Path:
 
 
 # -- decisions ---------------------------------------------------------------
-def record_decision(store: InspectionStore, data: ReviewData, photo_path: str, action: str, who: str,
+SECOND_PERSON_ENV = "DEFECT_SECOND_PERSON"
+
+
+def second_person_required() -> bool:
+    """The plant's setting: a relabel or a dropped photo counts only once a second engineer confirms it."""
+    return os.environ.get(SECOND_PERSON_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def record_decision(store: InspectionStore, data: ReviewData, photo_path: str, action: str, actor: Actor,
                     new_label: str | None = None) -> int:
-    """One engineer's decision about a validation photo, stored as one confirmed correction row."""
+    """One engineer's decision about a validation photo, stored as one correction row: confirmed at once, or
+    waiting for a second engineer where the plant asks for one (a relabel or a dropped photo)."""
+    require(actor, "relabel")
     rows = data.predictions[data.predictions["path"] == photo_path]
     if rows.empty:
         raise ReviewError(f"{photo_path}: not a validation photo of run {data.run.run_id}; reload the page.")
-    if not who.strip():
-        raise ReviewError("Enter your name in the sidebar first: every decision is recorded with who made it.")
     row = rows.iloc[0]
     original = str(row["true_label"])
     if action == "relabel":
@@ -128,10 +139,14 @@ def record_decision(store: InspectionStore, data: ReviewData, photo_path: str, a
             raise ReviewError(f"{photo_path}: {new_label!r} is not one of the classes ({', '.join(data.classes)}).")
         if new_label == original:
             raise ReviewError(f"{photo_path} is already labelled {original!r}; confirm it (Keep) instead.")
-    return store.add_correction(source="review", action=action, photo_path=photo_path, dataset=data.dataset,
-                                new_label=new_label if action == "relabel" else None, original_label=original,
-                                model_label=str(row["pred_label"]), who=who.strip(), run_id=data.run.run_id,
-                                status="confirmed")
+    status = "pending" if action != "confirm" and second_person_required() else "confirmed"
+    correction = store.add_correction(source="review", action=action, photo_path=photo_path, dataset=data.dataset,
+                                      new_label=new_label if action == "relabel" else None, original_label=original,
+                                      model_label=str(row["pred_label"]), who=actor.name, run_id=data.run.run_id,
+                                      status=status)
+    audit_log().record(actor, action, photo_path, correction=correction, run=data.run.run_id, dataset=data.dataset,
+                       original=original, new_label=new_label, status=status)
+    return correction
 
 
 def latest_decisions(store: InspectionStore, dataset: str) -> dict[str, dict]:
@@ -166,18 +181,21 @@ def inspection_corrections(store: InspectionStore, data: ReviewData, status: str
     table = store.corrections(status=status)
     if table.empty:
         return table
-    relevant = (table["source"] == "inspection") & (
+    relevant = table["source"].isin(["inspection", "review"]) & (
         (table["dataset"] == data.dataset) | (table["run_id"] == data.run.run_id))
     return table[relevant].reset_index(drop=True)
 
 
-def decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, who: str) -> None:
-    """Confirm or reject an inspector's proposal. A confirmed one that was filed without this dataset (or with
-    a relative photo path) is re-filed for it with the photo's absolute path (a new confirmed row whose note
-    points at the original), so the retrain applies it."""
-    if not who.strip():
-        raise ReviewError("Enter your name in the sidebar first: every decision is recorded with who made it.")
+def decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, actor: Actor) -> None:
+    """Confirm or reject a waiting proposal (an inspector's, or a relabel waiting for a second engineer).
+    A confirmed one that was filed without this dataset (or with a relative photo path) is re-filed for it with
+    the photo's absolute path (a new confirmed row whose note points at the original), so the retrain applies it."""
+    require(actor, "confirm")
     correction = _plain(dict(correction))
+    if correction.get("who") == actor.name and second_person_required():
+        raise ReviewError(f"{correction['photo_path']}: you proposed this change yourself; this plant asks a second "
+                          "engineer to confirm it.")
+    who = actor.name
     if accept and correction["action"] == "relabel" and correction["new_label"] not in data.classes:
         raise ReviewError(f"{correction['photo_path']}: the proposed label {correction['new_label']!r} is not one of "
                           f"this run's classes ({', '.join(data.classes)}); reject it or review it on another run.")
@@ -186,14 +204,17 @@ def decide_inspection(store: InspectionStore, data: ReviewData, correction: dict
     photo = str(Path(correction["photo_path"]).resolve())
     if accept and (correction["dataset"] != data.dataset or photo != correction["photo_path"]):
         store.add_correction(source="inspection", action=correction["action"], photo_path=photo,
-                             new_label=correction["new_label"], who=who.strip(), dataset=data.dataset,
+                             new_label=correction["new_label"], who=who, dataset=data.dataset,
                              sha256=correction.get("sha256") or "", model_label=correction.get("model_label") or "",
                              original_label=correction.get("original_label") or "", run_id=data.run.run_id,
                              inspection_id=None if correction.get("inspection_id") is None
                              else int(correction["inspection_id"]),
                              status="confirmed",
                              note=f"confirms inspector correction #{correction['id']} by {correction['who']}")
-    store.decide_correction(int(correction["id"]), status, who.strip())
+    store.decide_correction(int(correction["id"]), status, who)
+    audit_log().record(actor, "confirm" if accept else "reject", correction["photo_path"],
+                       correction=int(correction["id"]), proposed_by=correction.get("who"),
+                       proposal=correction["action"], new_label=correction.get("new_label"))
 
 
 def decision_counts(store: InspectionStore, dataset: str) -> dict[str, int]:
@@ -208,7 +229,8 @@ def corrections_dir() -> Path:
     return data_root() / "corrections"
 
 
-def retrain_with_corrections(run: RunDir, store: InspectionStore, who: str, root: str | Path | None = None) -> RunDir:
+def retrain_with_corrections(run: RunDir, store: InspectionStore, actor: Actor,
+                             root: str | Path | None = None) -> RunDir:
     """Start a training job with the run's settings and split, plus the confirmed corrections of its dataset.
 
     Writes `<data>/corrections/<run>-<time>-corrections.csv` (path,label; empty label = unusable) and a copy
@@ -217,8 +239,7 @@ def retrain_with_corrections(run: RunDir, store: InspectionStore, who: str, root
     """
     from .jobs import start_training
 
-    if not who.strip():
-        raise ReviewError("Enter your name in the sidebar first: the retrain is recorded with who started it.")
+    require(actor, "train")
     config = TrainConfig.from_yaml(run.config)
     folder = corrections_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,9 +256,11 @@ def retrain_with_corrections(run: RunDir, store: InspectionStore, who: str, root
         split_copy = folder / f"{stem}-split.csv"
         shutil.copyfile(run.split, split_copy)
         settings["split_csv"] = str(split_copy.resolve())
-    new_run = start_training(TrainConfig.from_dict(settings), root)
+    # The settings carry their decisions, so the engine does not resolve a preset again.
+    retrain = warm_retrain(TrainConfig.from_dict(settings), run.path.resolve(), run.training_seconds(), count)
+    new_run = start_training(retrain, root, actor=actor)
     write_json_atomic(new_run.path / RETRAIN_FILE, {
-        "parent_run": run.run_id, "by": who.strip(), "at": now_iso(),
+        "parent_run": run.run_id, "by": actor.name, "at": now_iso(),
         "corrections_csv": settings["corrections_csv"], "corrections": count,
         "split_csv": settings.get("split_csv", ""),
     })

@@ -5,15 +5,22 @@ The dashboard and the CLI read and write exactly these files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import events as event_stream
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
+# A run folder whose settings are this old without a status was never started by any process.
+NEVER_STARTED_S = 60
 
 
 def runs_root() -> Path:
@@ -113,13 +120,24 @@ class RunDir:
 
     def status(self) -> dict:
         """The recorded status; a 'running' run whose process has died is reported as failed."""
-        current = read_json(self.status_file, None) or {"state": "queued" if self.exists() else "failed"}
+        current = read_json(self.status_file, None) or self._status_without_file()
         if current.get("state") in ("queued", "running") and current.get("pid") \
-                and not process_alive(current.get("pid")):
+                and not process_alive(current.get("pid"), current.get("pid_started")):
             current = dict(current, state="failed",
                            error="The training process stopped without finishing (killed or crashed). "
                                  "Resume the run to continue from its last checkpoint.")
         return current
+
+    def _status_without_file(self) -> dict:
+        """A run folder without a status: being created (queued) for a moment, else a job that never started."""
+        try:
+            age = time.time() - self.config.stat().st_mtime
+        except OSError:
+            return {"state": "failed", "error": f"{self.path}: no config.yaml; not a run."}
+        if age < NEVER_STARTED_S:
+            return {"state": "queued"}
+        return {"state": "failed", "error": "No training process ever started for this run (it has settings but no "
+                                            "status). Resume it to train, or delete it."}
 
     def mark_dead_run_failed(self) -> bool:
         """Persist a detected dead process as failed; returns True when it did."""
@@ -138,25 +156,29 @@ class RunDir:
 
     # -- events ---------------------------------------------------------
     def read_events(self) -> list[dict]:
-        if not self.events.is_file():
-            return []
-        events = []
-        with self.events.open() as handle:
-            for line in handle:
-                line = line.strip()
-                if line:
-                    try:
-                        events.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        break  # a line still being written
-        return events
+        return event_stream.read_events(self.events)
+
+    def training_seconds(self) -> float | None:
+        return event_stream.training_seconds(self.read_events())
 
     def read_metrics(self) -> dict | None:
         return read_json(self.metrics, None)
 
 
-def process_alive(pid) -> bool:
+def process_start_time(pid) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None where it cannot be read."""
+    try:
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_alive(pid, started: str | None = None) -> bool:
+    """Whether the process `pid` lives (not a zombie); with `started`, also that it is the same process, not a
+    later one that was given the same pid."""
     if not pid:
+        return False
+    if started is not None and process_start_time(pid) not in (None, started):
         return False
     try:
         os.kill(int(pid), 0)
@@ -236,19 +258,51 @@ def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str |
     if problems and not override_reason.strip():
         raise ActivationRefused(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts. "
                                 "Give an override reason to activate it anyway (it is logged).")
-    record = {"run_id": run.run_id, "path": str(run.path), "by": by, "at": now_iso()}
+    path = active_file(root)
+    served, digest = pin_checkpoint(run.checkpoint, path.parent / SERVED_DIR)
+    record = {"run_id": run.run_id, "path": str(run.path), "served": str(served), "sha256": digest, "by": by,
+              "at": now_iso()}
     if problems:
         record.update(override=override_reason.strip(), problems=problems)
-    path = active_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
-    with (path.parent / "activations.jsonl").open("a") as log:
-        log.write(json.dumps(record) + "\n")
     return record
 
 
-def activation_log(root: str | Path | None = None) -> list[dict]:
-    path = active_file(root).parent / "activations.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+SERVED_DIR = "served"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pin_checkpoint(checkpoint: Path, folder: Path) -> tuple[Path, str]:
+    """A read-only copy of `checkpoint` named by its hash: what Inspect serves, whatever the run does later
+    (a resume or a retrain rewrites the run's own checkpoint.pt, never this copy)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = file_sha256(checkpoint)
+    served = folder / f"{digest}.pt"
+    if not served.is_file():
+        fd, tmp = tempfile.mkstemp(prefix=served.name + ".", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            shutil.copyfile(checkpoint, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, served)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return served, digest
+
+
+def served_checkpoint(record: dict | None) -> Path | None:
+    """The pinned checkpoint an active-model record points at (older records: the run's own checkpoint)."""
+    if not record:
+        return None
+    if record.get("served") and Path(record["served"]).is_file():
+        return Path(record["served"])
+    fallback = Path(record.get("path", "")) / "checkpoint.pt"
+    return fallback if record.get("path") and fallback.is_file() else None

@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import sqlite3
+import tempfile
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from .audit import append_chained, prepare as prepare_chain
 from .runs import data_root
 
 VERDICTS = ("pass", "reject", "needs_person", "error")
@@ -84,12 +87,16 @@ class InspectionStore:
         self.path = Path(path) if path is not None else default_db_path()
         self.photos_dir = Path(photos_dir) if photos_dir is not None else self.path.parent / "photos"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
+        with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(inspections)")}
+            if "model_sha256" not in columns:  # a database from before inspections recorded the checkpoint
+                db.execute("ALTER TABLE inspections ADD COLUMN model_sha256 TEXT NOT NULL DEFAULT ''")
+            prepare_chain(db, "inspections")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         return db
 
@@ -101,25 +108,31 @@ class InspectionStore:
         path = self.photos_dir / digest[:2] / f"{digest}{suffix}"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            # A name of its own per writer: two sessions storing the same photo at once must not share one.
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         return digest, path
 
     # -- inspections ------------------------------------------------------
     def log_inspection(self, *, file_name: str, sha256: str, photo_path: str | Path, verdict: str,
                        inspector: str = "", run_id: str = "", predicted: str = "", confidence: float | None = None,
                        probabilities: dict | None = None, threshold: float | None = None, error: str = "",
-                       time: str | None = None) -> int:
+                       time: str | None = None, model_sha256: str = "") -> int:
+        """Append one inspection as the next link of the log's hash chain (see audit.py)."""
         if verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {verdict!r}")
-        with closing(self._connect()) as db, db:
-            cursor = db.execute(
-                "INSERT INTO inspections (time, inspector, file_name, sha256, photo_path, run_id, predicted,"
-                " confidence, probabilities, verdict, threshold, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (time or _now(), inspector, file_name, sha256, str(photo_path), run_id, predicted, confidence,
-                 json.dumps(probabilities or {}), verdict, threshold, error))
-            return int(cursor.lastrowid)
+        with closing(self._connect()) as db:
+            return append_chained(db, "inspections", {
+                "time": time or _now(), "inspector": inspector, "file_name": file_name, "sha256": sha256,
+                "photo_path": str(photo_path), "run_id": run_id, "predicted": predicted, "confidence": confidence,
+                "probabilities": json.dumps(probabilities or {}), "verdict": verdict, "threshold": threshold,
+                "error": error, "model_sha256": model_sha256})
 
     def inspections(self, since: str | None = None, until: str | None = None, verdicts=None, classes=None,
                     inspectors=None) -> pd.DataFrame:

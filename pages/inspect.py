@@ -7,10 +7,12 @@ from ui.inspect_history import history_ui
 from ui.inspect_model import active_model_ui
 from ui.inspect_widgets import results_ui, session_queue, store_ui, submit, threshold_ui, upload_ui
 from ui.router import require_router
+from ui.session import page_actor
 
 
 def main() -> None:
     st.title("Inspect")
+    actor = page_actor("inspect")
     model = active_model_ui()
     if model is None:
         return
@@ -24,7 +26,7 @@ def main() -> None:
             inspect_ui(model, store)
     if log_tab.open:
         with log_tab:
-            history_ui(store, model.classes)
+            history_ui(store, model.classes, actor)
 
 
 def inspect_ui(model, store) -> None:
@@ -33,7 +35,7 @@ def inspect_ui(model, store) -> None:
         threshold = threshold_ui()
     with upload_col:
         files = upload_ui()
-    queue = session_queue()
+    queue = session_queue(model)
     if files:
         submit(queue, model, files, threshold, store)
     results_ui(queue, model, threshold, store)

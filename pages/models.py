@@ -4,13 +4,15 @@ import streamlit as st
 
 from defect_model.runs import list_runs
 from ui.models_widgets import (active_id, active_summary_ui, activate_ui, compare_pick_ui, comparison_ui,
-                               current_user, delete_ui, downloads_ui, history_ui, manage_pick_ui, review_link_ui,
-                               runs_table_ui)
+                               delete_ui, downloads_ui, history_ui, manage_pick_ui, review_link_ui, runs_table_ui)
+from ui.accounts_widgets import manage_accounts_ui
 from ui.router import require_router
+from ui.session import page_actor
 
 
 def main() -> None:
     st.title("Models")
+    actor = page_actor("compare")
     runs = list_runs()
     if not runs:
         st.info("No runs yet. Train a model on the Train page (or start the demo model on Inspect).")
@@ -26,12 +28,15 @@ def main() -> None:
 
     st.subheader("Manage a run")
     run = manage_pick_ui(runs, active)
-    activate_ui(run, current_user(), active)
+    activate_ui(run, actor, active)
     review_link_ui(run)
     downloads_ui(run)
-    delete_ui(run, active)
+    delete_ui(run, active, actor)
     with st.expander("Who made which model active"):
         history_ui()
+    if actor.may("manage_accounts"):
+        with st.expander("Accounts"):
+            manage_accounts_ui(actor)
 
 
 require_router()

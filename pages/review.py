@@ -2,14 +2,15 @@
 
 import streamlit as st
 
-from ui.review_widgets import (calibration_ui, cell_ui, confusion_ui, current_user, inspection_ui, metrics_ui,
-                               misclassified_ui, quality_header, retrain_ui, review_data_ui, run_choice_ui, store_ui,
-                               who_hint_ui)
+from ui.review_widgets import (calibration_ui, cell_ui, confusion_ui, inspection_ui, metrics_ui, misclassified_ui,
+                               quality_header, retrain_ui, review_data_ui, run_choice_ui, store_ui)
 from ui.router import require_router
+from ui.session import page_actor
 
 
 def main() -> None:
     st.title("Review")
+    actor = page_actor("review")
     run = run_choice_ui()
     if run is None:
         return
@@ -17,8 +18,6 @@ def main() -> None:
     if data is None:
         return
     quality_header(data.metrics, data.config.good_classes)
-    who = current_user()
-    who_hint_ui(who)
     store = store_ui()
 
     matrix_tab, metrics_tab, wrong_tab, inspector_tab, calibration_tab, retrain_tab = st.tabs(
@@ -27,18 +26,18 @@ def main() -> None:
     with matrix_tab:
         true, pred = confusion_ui(data)
         if true and pred:
-            cell_ui(data, true, pred, store, who)
+            cell_ui(data, true, pred, store, actor)
     with metrics_tab:
         metrics_ui(data.metrics)
     with wrong_tab:
-        misclassified_ui(data, store, who)
+        misclassified_ui(data, store, actor)
     with calibration_tab:
         calibration_ui(data)
     if store is not None:
         with inspector_tab:
-            inspection_ui(data, store, who)
+            inspection_ui(data, store, actor)
         with retrain_tab:
-            retrain_ui(data, store, who)
+            retrain_ui(data, store, actor)
 
 
 require_router()

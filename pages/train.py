@@ -3,6 +3,7 @@
 import streamlit as st
 
 from ui.router import require_router
+from ui.session import page_actor
 from ui.train_data import corrections_ui, dataset_source_ui, insights_for, insights_ui
 from ui.train_job import job_ui, start_ui
 from ui.train_settings import estimate_ui, settings_ui
@@ -10,6 +11,7 @@ from ui.train_settings import estimate_ui, settings_ui
 
 def main() -> None:
     st.title("Train")
+    page_actor("train")
     st.caption("Training runs as a separate process: reload or close this page at any time, the job goes on.")
 
     st.subheader("Training job")

@@ -72,3 +72,18 @@ def browser():
             yield instance
         finally:
             instance.close()
+
+
+def sign_in(page, url: str | None, role: str = "admin", name: str | None = None):
+    """Create an account of `role` in the server's database and sign in through the sign-in form (of `url`, or
+    of the page already open when `url` is None)."""
+    from conftest import PASSWORD, make_account
+
+    actor = make_account(role, name)
+    if url is not None:
+        page.goto(url)
+    page.get_by_label("Account", exact=True).fill(actor.name)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text(f"{actor.name} · {actor.role}").wait_for(timeout=60_000)
+    return actor

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from defect_model import synthetic
+from defect_model.accounts import Actor
 from defect_model.config import TrainConfig
 from defect_model.engine import fit
 from defect_model.runs import RunDir
@@ -34,6 +35,41 @@ def zip_of(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+PASSWORD = "test-password-1"
+NAMES = {"admin": "adm", "engineer": "eng", "inspector": "ana"}
+
+
+def make_account(role: str = "admin", name: str | None = None) -> Actor:
+    """An account in the current $DEFECT_DB database (password PASSWORD); returns it as an Actor."""
+    from defect_model.accounts import open_accounts
+
+    name = name or NAMES[role]
+    open_accounts().save(Actor("test setup", "admin"), name, role, PASSWORD)
+    return Actor(name, role)
+
+
+def sign_in(at, role: str = "admin", name: str | None = None) -> Actor:
+    """Sign an AppTest session in as a new account of `role` (before its first run)."""
+    from defect_model.accounts import open_accounts
+
+    actor = make_account(role, name)
+    _, token = open_accounts().sign_in(actor.name, PASSWORD)
+    at.session_state["session_token"] = token
+    return actor
+
+
+ADMIN = Actor("adm", "admin")
+ENGINEER = Actor("eng", "engineer")
+INSPECTOR = Actor("ana", "inspector")
+
+
+@pytest.fixture(autouse=True)
+def private_database(tmp_path, monkeypatch):
+    """Every test writes its audit trail and accounts to a database of its own (a test may point elsewhere)."""
+    if "DEFECT_DB" not in os.environ:
+        monkeypatch.setenv("DEFECT_DB", str(tmp_path / "test-db" / "inspections.sqlite"))
 
 
 @pytest.fixture(scope="session")

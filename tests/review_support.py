@@ -113,12 +113,14 @@ def expected_confusion(table: pd.DataFrame) -> np.ndarray:
     return matrix
 
 
-def open_app_page(page: str, who: str = "eng"):
-    """Run app.py in AppTest with an inspector name and switch to `page` (e.g. "pages/review.py")."""
+def open_app_page(page: str, role: str = "engineer", name: str | None = None):
+    """Run app.py in AppTest signed in as a new account of `role` and switch to `page` (e.g. "pages/review.py")."""
     from streamlit.testing.v1 import AppTest
 
+    from conftest import sign_in
+
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
-    at.session_state["inspector"] = who
+    sign_in(at, role, name)
     at.switch_page(page)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

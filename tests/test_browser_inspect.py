@@ -7,7 +7,7 @@ import hashlib
 import pandas as pd
 from playwright.sync_api import expect
 
-from browser_support import streamlit_server
+from browser_support import sign_in, streamlit_server
 from inspect_support import corrupt_png, install_active_run, photo_bytes
 
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
@@ -33,10 +33,8 @@ def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_
     with streamlit_server(runs, tmp_path / "data") as url:
         page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
         page.set_default_timeout(90_000)
-        page.goto(url)
+        sign_in(page, url, "inspector", "Ana")
         page.wait_for_selector(UPLOADER, state="attached")
-        page.get_by_label("Inspector name").fill("Ana")
-        page.get_by_label("Inspector name").press("Enter")
 
         page.locator(UPLOADER).set_input_files([str(tmp_path / name) for name in photos])
         try:

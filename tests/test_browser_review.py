@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 
-from browser_support import streamlit_server
+from browser_support import sign_in, streamlit_server
 from defect_model.runs import get_active, list_runs, set_active
 from defect_model.store import InspectionStore
 from review_support import PLANTED, make_dataset, tree_fingerprint, write_run
@@ -37,12 +37,13 @@ def _wait_for_text(page, text: str, timeout_s: float) -> None:
     page.get_by_text(text).first.wait_for(timeout=timeout_s * 1000)
 
 
-def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_dir):
+def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_dir, monkeypatch):
     shots = artifacts_dir / "review"
     shots.mkdir(parents=True, exist_ok=True)
     dataset = make_dataset(tmp_path / "dataset")
     runs_dir, app_data = tmp_path / "runs", tmp_path / "app-data"
     app_data.mkdir()
+    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
     first = write_run(runs_dir, dataset)
     set_active(first, by="setup", root=runs_dir)
     before = tree_fingerprint(dataset)
@@ -50,9 +51,7 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
     with streamlit_server(runs_dir, app_data) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.set_default_timeout(60_000)
-        page.goto(url)
-        page.get_by_label("Inspector name").fill("Ana")
-        page.get_by_label("Inspector name").press("Enter")
+        sign_in(page, url, "admin", "Ana")
         page.get_by_role("link", name="Review", exact=True).click()
         _wait_for_text(page, "Click a cell", 90)
         _shot(page, shots, "01-review")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from browser_support import streamlit_server
+from browser_support import sign_in, streamlit_server
 from defect_model.runs import get_active, list_runs
 
 PROGRESS = re.compile(r"Epoch 1/1 · step (\d+)/(\d+)")
@@ -49,8 +49,7 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
     with streamlit_server(runs, data) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
         page.set_default_timeout(60_000)
-        page.goto(url)
-        page.get_by_text("Inspector name").wait_for()  # the router's sidebar is there
+        sign_in(page, url, "admin", "browser test")
         page.get_by_role("link", name="Train").click()
         page.get_by_text("Photos per class").wait_for(timeout=120_000)  # the demo set, generated on first use
         mark("demo dataset shown")
@@ -73,8 +72,11 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         mark("started")
         first = _wait_for_step(page, 0, timeout=120)
         mark(f"step {first} shown")
-        page.reload()  # the job outlives the page: after a reload it is found again, still progressing
-        page.get_by_text("Inspector name").wait_for()
+        page.reload()  # the job outlives the page: after a reload (and signing in again) it is found again
+        page.get_by_label("Account", exact=True).fill("browser test")
+        page.get_by_label("Password", exact=True).fill(__import__("conftest").PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("link", name="Train").click()
         later = _wait_for_step(page, first, timeout=60)
         mark(f"after the reload: step {later} shown")
         assert later > first
@@ -89,8 +91,6 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         assert charts.count() >= 4  # loss, learning rate, validation scores, and the dataset's photos per class
         # One epoch on 32 px photos may well give a model that is flagged as useless: then making it active
         # takes a reason, which is logged with it.
-        page.get_by_label("Inspector name").fill("browser test")
-        page.keyboard.press("Tab")
         flagged = page.get_by_text("this model is flagged as useless").is_visible()
         if flagged:
             page.get_by_label("Reason for making a flagged model active (logged with it)").fill("browser test")

@@ -59,3 +59,11 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path):
     assert "missing: the folder does not exist" in result.stderr and "Traceback" not in result.stderr
     result = cli("train", "--data", tmp_path, "--backbone", "vgg", check=False)
     assert result.returncode == 2 and "backbone 'vgg'" in result.stderr
+
+
+def test_a_flag_given_on_the_command_line_is_kept_by_the_product_preset(tmp_path):
+    from defect_model.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--data", str(tmp_path), "--preset", "product", "--backbone",
+                                      "resnet50"])
+    assert config_from_args(args).pinned == ["backbone"]  # resnet50 asked for, not the reference default

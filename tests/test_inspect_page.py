@@ -15,6 +15,7 @@ from defect_model.metrics import summarize
 from defect_model.runs import RunDir, get_active, new_run_dir, write_json_atomic
 from defect_model.store import InspectionStore, sha256_bytes
 from defect_model.synthetic import demo_config
+from conftest import sign_in
 from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, photo_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +42,12 @@ def env(tmp_path, monkeypatch, model_runs):
     return tmp_path
 
 
-def app(inspector: str = "Ana") -> AppTest:
+def app(inspector: str = "Ana", role: str = "inspector") -> AppTest:
+    """app.py signed in as `inspector` (an account of `role`): the inspector's name comes from the account."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    sign_in(at, role, inspector)
     at.run()
     assert not at.exception, at.exception
-    if inspector:
-        at.sidebar.text_input(key="inspector").input(inspector)
-        at.run()
     return at
 
 
@@ -88,7 +88,7 @@ def test_without_a_model_the_page_says_so_and_trains_then_offers_the_demo_model(
     monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db.sqlite"))
     started = []
 
-    def fake_start(cfg):  # the real one starts a two-minute training process
+    def fake_start(cfg, actor):  # the real one starts a two-minute training process
         started.append(cfg)
         run = new_run_dir(runs, cfg.backbone)
         cfg.to_yaml(run.config)
@@ -96,7 +96,7 @@ def test_without_a_model_the_page_says_so_and_trains_then_offers_the_demo_model(
         return run
 
     monkeypatch.setattr("ui.inspect_model.start_training", fake_start)
-    at = app(inspector="")
+    at = app(inspector="boss", role="admin")  # trains and activates the demo model: engineer and admin work
     assert "No model is active yet" in at.info[0].value
     assert not at.file_uploader
     train = next(b for b in at.button if b.label == "Train the demo model")
@@ -230,5 +230,18 @@ def test_a_correction_is_kept_for_review_and_the_history_filters(env):
     at.multiselect(key="inspect_log_verdicts").select("error").run()
     assert list(at.dataframe[-1].value["file_name"]) == ["bad.png"]
     at.multiselect(key="inspect_log_verdicts").unselect("error").run()
-    at.multiselect(key="inspect_log_inspectors").select("Ana").run()
-    assert len(at.dataframe[-1].value) == 2
+    # An inspector reads their own log only: the inspector filter is theirs and cannot be changed.
+    assert at.multiselect(key="inspect_log_inspectors").disabled
+    assert len(at.dataframe[-1].value) == 2 and set(at.dataframe[-1].value["inspector"]) == {"Ana"}
+
+
+def test_an_inspector_reads_only_their_own_inspections_an_engineer_every_one(env):
+    store = InspectionStore()
+    for who in ("Ana", "Bo"):
+        store.log_inspection(file_name=f"{who}.png", sha256="0" * 64, photo_path="/x.png", verdict="pass",
+                             inspector=who, run_id="r")
+    for role, name, seen in (("inspector", "Ana", {"Ana"}), ("engineer", "Eng", {"Ana", "Bo"})):
+        at = app(inspector=name, role=role)
+        at.session_state["inspect_tab"] = "Inspection log"
+        at.run()
+        assert set(at.dataframe[-1].value["inspector"]) == seen, role

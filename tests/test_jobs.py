@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import tiny_config
+from conftest import ENGINEER, tiny_config
 from defect_model import jobs
 from defect_model.runs import RunDir, list_runs
 
@@ -66,7 +67,7 @@ def stop_leftovers(root):
 
 def test_sigkill_mid_epoch_is_detected_as_failed_and_resume_finishes(tiny_dataset, root, stop_leftovers):
     # 40 training photos in batches of 2: 20 steps per epoch, so the kill lands inside epoch 2.
-    run = jobs.start_training(tiny_config(tiny_dataset, epochs=2, batch_size=2, image_size=32), root)
+    run = jobs.start_training(tiny_config(tiny_dataset, epochs=2, batch_size=2, image_size=32), root, actor=ENGINEER)
     pid = run.status()["pid"]
     wait_for(lambda: steps_seen(run, epoch=2, at_least=1) or finished(run), 180, "a step of epoch 2")
     os.kill(pid, signal.SIGSTOP)  # freeze it to check that it is mid-epoch, then kill it without warning
@@ -80,7 +81,7 @@ def test_sigkill_mid_epoch_is_detected_as_failed_and_resume_finishes(tiny_datase
     assert recorded["state"] == "failed" and "killed or crashed" in recorded["error"]
     assert run.checkpoint.is_file()  # from the end of epoch 1
 
-    jobs.resume_training(run, root)
+    jobs.resume_training(run, root, actor=ENGINEER)
     assert wait_for(lambda: finished(run), 180, "the resumed run to finish") == "done", log_of(run)
     events = run.read_events()
     starts = [e for e in events if e["type"] == "start"]
@@ -101,7 +102,7 @@ def test_two_concurrent_starts_make_exactly_one_job_which_cancels_and_resumes(ti
     def start() -> None:
         barrier.wait()
         try:
-            results.append(jobs.start_training(cfg, root))
+            results.append(jobs.start_training(cfg, root, actor=ENGINEER))
         except jobs.JobError as exc:
             results.append(exc)
 
@@ -121,7 +122,7 @@ def test_two_concurrent_starts_make_exactly_one_job_which_cancels_and_resumes(ti
 
     # Cancel mid-epoch: the process stops after its step, is marked cancelled and keeps a checkpoint.
     wait_for(lambda: steps_seen(run, epoch=1, at_least=3) or finished(run), 180, "a few training steps")
-    jobs.cancel(run)
+    jobs.cancel(run, actor=ENGINEER)
     assert wait_for(lambda: finished(run), 60, "the cancelled run to stop") == "cancelled", log_of(run)
     assert run.checkpoint.is_file()
     events = run.read_events()
@@ -129,7 +130,7 @@ def test_two_concurrent_starts_make_exactly_one_job_which_cancels_and_resumes(ti
     assert stopped_at["epoch"] == 1 and stopped_at["step"] < stopped_at["steps_per_epoch"]
     assert jobs.running_job(root) is None
 
-    jobs.resume_training(run, root)
+    jobs.resume_training(run, root, actor=ENGINEER)
     assert wait_for(lambda: finished(run), 180, "the resumed run to finish") == "done", log_of(run)
     starts = [e for e in run.read_events() if e["type"] == "start"]
     assert starts[1]["start_epoch"] == 1 and starts[1]["skip_steps"] == stopped_at["step"]
@@ -142,4 +143,77 @@ def test_a_finished_run_is_not_resumed(tiny_dataset, root, tmp_path):
     tiny_config(tiny_dataset).to_yaml(run.config)
     run.write_status("done")
     with pytest.raises(jobs.JobError, match="already finished"):
-        jobs.resume_training(run, root)
+        jobs.resume_training(run, root, actor=ENGINEER)
+
+
+def test_an_inspector_may_not_start_resume_or_cancel_training(tiny_dataset, root):
+    from conftest import INSPECTOR
+
+    with pytest.raises(PermissionError, match="ana \\(inspector\\) may not train.*engineer"):
+        jobs.start_training(tiny_config(tiny_dataset), root, actor=INSPECTOR)
+    assert list_runs(root) == []
+    run = RunDir(root / "stopped")
+    run.path.mkdir(parents=True)
+    tiny_config(tiny_dataset).to_yaml(run.config)
+    run.write_status("cancelled")
+    with pytest.raises(PermissionError, match="may not train"):
+        jobs.resume_training(run, root, actor=INSPECTOR)
+    with pytest.raises(PermissionError, match="may not train"):
+        jobs.cancel(run, actor=INSPECTOR)
+    assert not run.cancel_requested()
+
+
+def test_a_reused_pid_is_not_taken_for_the_job_and_never_signalled(tiny_dataset, root):
+    """The status names a pid that now belongs to an unrelated live process (started at another time)."""
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        run = RunDir(root / "old-job")
+        run.path.mkdir(parents=True)
+        tiny_config(tiny_dataset).to_yaml(run.config)
+        run.write_status("running", pid=stranger.pid, pid_started="1")  # the job's process started long ago
+        assert run.status()["state"] == "failed"
+        assert jobs.running_job(root) is None  # a start would not be refused because of it
+        jobs.cancel(run, actor=ENGINEER)
+        time.sleep(0.5)
+        assert stranger.poll() is None  # not signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_run_folder_that_no_process_ever_started_is_failed_and_can_be_deleted(tiny_dataset, root):
+    from conftest import ADMIN
+    from defect_model.lifecycle import delete_run
+
+    run = RunDir(root / "never-started")
+    run.path.mkdir(parents=True)
+    tiny_config(tiny_dataset).to_yaml(run.config)
+    assert run.status()["state"] == "queued"  # just created: a process is about to write its status
+    old = time.time() - 3600
+    os.utime(run.config, (old, old))
+    status = run.status()
+    assert status["state"] == "failed" and "No training process ever started" in status["error"]
+    assert jobs.running_job(root) is None
+    delete_run(run, ADMIN)
+    assert not run.path.exists()
+
+
+def test_the_one_job_rule_holds_for_a_terminals_train_and_resume(tiny_dataset, root, capsys):
+    from defect_model.cli import main as cli
+    from defect_model.runs import process_start_time
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        busy = RunDir(root / "dashboard-job")
+        busy.path.mkdir(parents=True)
+        tiny_config(tiny_dataset).to_yaml(busy.config)
+        busy.write_status("running", pid=other.pid, pid_started=process_start_time(other.pid))
+        assert cli(["train", "--data", str(tiny_dataset), "--run-dir", str(root / "second"), "--backbone",
+                    "resnet18", "--image-size", "32"]) == 2
+        assert "dashboard-job is still running" in capsys.readouterr().err
+        assert not (root / "second" / "events.jsonl").exists()
+        with pytest.raises(SystemExit, match="dashboard-job: the run is still running"):
+            cli(["resume", str(busy.path)])
+    finally:
+        other.kill()
+        other.wait()

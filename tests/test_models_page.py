@@ -40,8 +40,8 @@ def runs(dataset, tmp_path, monkeypatch):
     return made
 
 
-def open_models(who: str = "eng") -> AppTest:
-    return open_app_page("pages/models.py", who)
+def open_models(role: str = "admin", name: str | None = None) -> AppTest:
+    return open_app_page("pages/models.py", role, name)
 
 
 def frame(at: AppTest, column: str):
@@ -84,13 +84,23 @@ def test_compare_lists_the_changed_photos(runs):
 
 
 def test_make_active_records_who_and_when(runs):
-    at = open_models(who="ana")
+    at = open_models(name="boss")
     at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
     at.button(key=f"activate_{runs['better'].run_id}").click().run()
     record = get_active()
-    assert record["run_id"] == runs["better"].run_id and record["by"] == "ana" and record["at"]
+    assert record["run_id"] == runs["better"].run_id and record["by"] == "boss" and record["at"]
     assert any("is now the active model" in s.value for s in at.success)
-    assert activation_history()[0]["run_id"] == runs["better"].run_id
+    history = activation_history()[0]
+    assert (history["run_id"], history["by"], history["sha256"]) == (runs["better"].run_id, "boss", record["sha256"])
+
+
+def test_an_engineer_compares_but_cannot_activate_or_delete(runs):
+    at = open_models("engineer")
+    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    assert at.button(key=f"activate_{runs['better'].run_id}").disabled
+    assert any("Only an admin can make a model active" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == f"delete_{runs['better'].run_id}"]
+    assert any("Only an admin can delete a run" in c.value for c in at.caption)
 
 
 def test_a_collapsed_model_needs_an_override_reason(runs):
@@ -104,7 +114,7 @@ def test_a_collapsed_model_needs_an_override_reason(runs):
     at.text_input(key=f"override_{flat}").input("demo only, line stopped")
     at.button(key=f"activate_{flat}").click().run()
     record = get_active()
-    assert record["run_id"] == flat and record["override"] == "demo only, line stopped" and record["by"] == "eng"
+    assert record["run_id"] == flat and record["override"] == "demo only, line stopped" and record["by"] == "adm"
 
 
 def test_delete_needs_confirmation_and_spares_the_active_model(runs):

@@ -3,7 +3,9 @@ import pytest
 
 from defect_model.review import (ReviewError, decide_inspection, inspection_corrections, latest_decisions, load_review,
                                  misclassified, plain_records, record_decision, retrain_with_corrections)
+from defect_model.accounts import Actor, audit_log
 from defect_model.store import InspectionStore
+from conftest import ENGINEER, INSPECTOR
 from review_support import BLANK, PLANTED, make_dataset, write_run
 
 
@@ -41,7 +43,7 @@ def test_missing_results_name_the_file(run):
 
 def test_decisions_are_one_confirmed_row_each(run, store):
     data = load_review(run)
-    first = record_decision(store, data, PLANTED, "relabel", " eng ", "scratch")
+    first = record_decision(store, data, PLANTED, "relabel", ENGINEER, "scratch")
     table = store.corrections()
     assert len(table) == 1
     row = table.iloc[0]
@@ -49,20 +51,37 @@ def test_decisions_are_one_confirmed_row_each(run, store):
     assert (row["photo_path"], row["original_label"], row["new_label"], row["model_label"]) == \
         (PLANTED, "pit", "scratch", "scratch")
     assert (row["who"], row["decided_by"], row["dataset"], row["run_id"]) == ("eng", "eng", data.dataset, run.run_id)
-    record_decision(store, data, BLANK, "unusable", "eng")
+    record_decision(store, data, BLANK, "unusable", ENGINEER)
     assert latest_decisions(store, data.dataset)[BLANK]["new_label"] is None
 
 
 @pytest.mark.parametrize("photo, action, label, who, words", [
-    (PLANTED, "relabel", "pit", "eng", "already labelled 'pit'"),
-    (PLANTED, "relabel", "crack", "eng", "'crack' is not one of the classes"),
-    (PLANTED, "confirm", None, "", "Enter your name"),
-    ("pit/not_in_val.png", "confirm", None, "eng", "not a validation photo"),
+    (PLANTED, "relabel", "pit", ENGINEER, "already labelled 'pit'"),
+    (PLANTED, "relabel", "crack", ENGINEER, "'crack' is not one of the classes"),
+    (PLANTED, "confirm", None, INSPECTOR, "ana \\(inspector\\) may not relabel"),
+    (PLANTED, "confirm", None, None, "Sign in first"),
+    ("pit/not_in_val.png", "confirm", None, ENGINEER, "not a validation photo"),
 ])
 def test_bad_decisions_are_refused_and_write_nothing(run, store, photo, action, label, who, words):
-    with pytest.raises(ReviewError, match=words):
+    with pytest.raises((ReviewError, PermissionError), match=words):
         record_decision(store, load_review(run), photo, action, who, label)
     assert store.corrections().empty
+
+
+def test_where_the_plant_asks_a_second_engineer_confirms_a_relabel(run, store, monkeypatch):
+    monkeypatch.setenv("DEFECT_SECOND_PERSON", "1")
+    data = load_review(run)
+    first = record_decision(store, data, PLANTED, "relabel", ENGINEER, "scratch")
+    assert store.corrections().set_index("id").loc[first, "status"] == "pending"
+    assert PLANTED not in latest_decisions(store, data.dataset)  # not applied by a retrain yet
+    waiting = plain_records(inspection_corrections(store, data))
+    assert [w["id"] for w in waiting] == [first]
+    with pytest.raises(ReviewError, match="you proposed this change yourself.*second engineer"):
+        decide_inspection(store, data, waiting[0], True, ENGINEER)
+    decide_inspection(store, data, waiting[0], True, Actor("lee", "engineer"))
+    assert latest_decisions(store, data.dataset)[PLANTED]["new_label"] == "scratch"
+    actions = [(e["action"], e["actor"]) for e in audit_log().events()][::-1]
+    assert actions == [("relabel", "eng"), ("confirm", "lee")]
 
 
 def test_a_relative_inspection_photo_is_refiled_with_its_absolute_path(run, store, tmp_path, monkeypatch):
@@ -70,7 +89,7 @@ def test_a_relative_inspection_photo_is_refiled_with_its_absolute_path(run, stor
     data = load_review(run)
     proposal = store.add_correction(source="inspection", action="unusable", photo_path="data/photos/x.png",
                                     who="ana", dataset=data.dataset)
-    decide_inspection(store, data, {**plain_records(inspection_corrections(store, data))[0]}, True, "eng")
+    decide_inspection(store, data, {**plain_records(inspection_corrections(store, data))[0]}, True, ENGINEER)
     latest = latest_decisions(store, data.dataset)
     assert str(tmp_path / "data/photos/x.png") in latest
     assert store.corrections().set_index("id").loc[proposal, "status"] == "confirmed"
@@ -87,8 +106,8 @@ def test_inspector_corrections_are_listed_and_confirmed_for_this_dataset(run, st
     assert set(inspection_corrections(store, data)["id"]) == {filed_elsewhere, here}
 
     pending = inspection_corrections(store, data).set_index("id")
-    decide_inspection(store, data, pending.loc[filed_elsewhere].to_dict() | {"id": filed_elsewhere}, True, "eng")
-    decide_inspection(store, data, pending.loc[here].to_dict() | {"id": here}, False, "eng")
+    decide_inspection(store, data, pending.loc[filed_elsewhere].to_dict() | {"id": filed_elsewhere}, True, ENGINEER)
+    decide_inspection(store, data, pending.loc[here].to_dict() | {"id": here}, False, ENGINEER)
     assert inspection_corrections(store, data).empty
     out = tmp_path / "c.csv"
     store.write_corrections_csv(data.dataset, out)
@@ -102,6 +121,6 @@ def test_inspector_corrections_are_listed_and_confirmed_for_this_dataset(run, st
 def test_retrain_without_confirmed_corrections_is_refused(run, store, tmp_path, monkeypatch):
     monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
     with pytest.raises(ReviewError, match="No confirmed corrections for"):
-        retrain_with_corrections(run, store, "eng", root=tmp_path / "runs")
+        retrain_with_corrections(run, store, ENGINEER, root=tmp_path / "runs")
     assert list((tmp_path / "app-data" / "corrections").iterdir()) == []
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [run.run_id]

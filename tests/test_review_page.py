@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 import json
 import time
 
@@ -32,8 +33,8 @@ def env(tmp_path, monkeypatch):
     return {"dataset": dataset, "runs": runs, "run": run, "store": InspectionStore(app_data / "inspections.sqlite")}
 
 
-def open_review(who: str = "eng") -> AppTest:
-    return open_app_page("pages/review.py", who)
+def open_review(role: str = "engineer") -> AppTest:
+    return open_app_page("pages/review.py", role)
 
 
 def figure(at: AppTest, index: int = 0) -> dict:
@@ -65,7 +66,7 @@ def test_confusion_matrix_counts_equal_val_predictions(env):
     assert heatmap_values(at).tolist() == expected.tolist()
     # The header: defect miss rate first, recall per class beside accuracy.
     labels = [m.label for m in at.metric]
-    assert labels[:4] == ["Defect miss rate", "Worst recall (pit)", "Val accuracy", "Macro-F1"]
+    assert labels[:5] == ["Defect miss rate", "False-reject rate", "Worst recall (pit)", "Val accuracy", "Macro-F1"]
     assert at.metric[0].value == "14.3%"
 
     at.button_group(key="cm_view").set_value("Row-normalised").run()
@@ -108,10 +109,17 @@ def test_misclassified_gallery_worst_first_with_filters(env):
     assert card_paths(at, "wrong") == ["pit/pit_0002.png"]
 
 
-def test_no_name_no_decisions(env):
-    at = open_review(who="")
-    assert any("Enter your name in the sidebar" in w.value for w in at.warning)
-    assert all(b.disabled for b in at.button if b.key and b.key.endswith((":relabel", ":confirm", ":unusable")))
+def test_an_inspector_cannot_reach_the_review_page_by_its_address(env):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import sign_in
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    sign_in(at, "inspector")
+    at.switch_page("pages/review.py")
+    at.run()
+    assert [t.value for t in at.title] != ["Review"]  # only Inspect is routed for an inspector
+    assert not [b for b in at.button if b.key and b.key.endswith((":relabel", ":confirm", ":unusable"))]
 
 
 def test_per_class_metrics_and_calibration_match_the_run(env):
@@ -183,6 +191,9 @@ def test_retrain_with_corrections_trains_on_the_corrected_labels(env):
     assert report["train_counts"] == {"ok": parent_counts["ok"], "pit": parent_counts["pit"] - 1,
                                       "scratch": parent_counts["scratch"] + 1}
     assert _config(new)["split_csv"], "the retrain keeps the original run's split"
+    assert _config(new)["init_from"] == str(env["run"].path.resolve()), "it starts from the corrected run's weights"
+    warm = [e["text"] for e in new.read_events() if e["type"] == "decision" and e["text"].startswith("started from")]
+    assert warm and "head included" in warm[0]
     provenance = json.loads((new.path / "retrain.json").read_text())
     assert provenance["parent_run"] == env["run"].run_id and provenance["by"] == "eng"
     assert tree_fingerprint(env["dataset"]) == before

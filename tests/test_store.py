@@ -52,3 +52,14 @@ def test_bad_correction_requests_are_refused(store):
         store.add_correction(source="review", action="relabel", photo_path="a.png")
     with pytest.raises(ValueError, match="unknown correction action"):
         store.add_correction(source="review", action="delete", photo_path="a.png")
+
+
+def test_the_same_photo_stored_by_many_sessions_at_once_never_collides(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = InspectionStore(tmp_path / "db" / "inspections.sqlite")
+    data = b"\x89PNG same bytes" * 1000
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: store.store_photo(data, "x.png"), range(200)))
+    assert len({path for _, path in results}) == 1 and results[0][1].read_bytes() == data
+    assert not list(results[0][1].parent.glob("*.tmp"))

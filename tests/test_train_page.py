@@ -23,7 +23,7 @@ from defect_model.runs import RunDir, get_active, list_runs
 from ui.train_data import FOLDER, UPLOADED, ZIP
 from ui.train_settings import NOT_IN_FORM
 
-from conftest import zip_of
+from conftest import sign_in, zip_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "train.py")
@@ -41,8 +41,9 @@ def env(tmp_path, monkeypatch):
     return paths
 
 
-def page() -> AppTest:
+def page(role: str = "engineer") -> AppTest:
     app = AppTest.from_file(PAGE, default_timeout=60)
+    sign_in(app, role)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     return app
@@ -92,7 +93,7 @@ def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
     for name in ("backbone", "image_size", "batch_size", "epochs", "lr", "optimizer", "schedule", "weight_decay",
                  "grad_clip", "dropout", "val_fraction", "split_csv", "seed"):
         assert app.get_by_key(f"train_{name}").value == getattr(reference, name)
-    estimate = next(m.value for m in app.markdown if "Estimated training time" in m.value)
+    estimate = next(m.value for m in app.markdown if "Training time budget" in m.value)
     assert "images/s" in estimate and "no past resnet18 run" in estimate  # the network the preset picks here
     assert any("network resnet18" in m.value for m in app.markdown)  # and says why, before training
     assert not app.button(key="train_start").disabled
@@ -249,23 +250,21 @@ def test_a_finished_run_shows_its_curves_and_is_made_active(env):
     assert any("finished in 1 min 15 s" in s.value for s in app.success)
     scores = chart_traces(app, f"final_{run.run_id}_scores")
     assert scores["macro-F1"] == pytest.approx([0.55, 0.65, 0.75])
-    assert app.button(key=f"train_activate_{run.run_id}").disabled  # who chose it is recorded: a name first
-    app.session_state["inspector"] = "eng"
-    app.run()
+    assert app.button(key=f"train_activate_{run.run_id}").disabled  # an engineer may not: admins choose
+    app = page("admin")
     app.button(key=f"train_activate_{run.run_id}").click().run()
     assert get_active()["run_id"] == run.run_id and "override" not in get_active()
-    assert get_active()["by"] == "eng"
+    assert get_active()["by"] == "adm"
     assert any("This run is the active model" in i.value for i in app.info)
 
 
 def test_a_collapsed_model_needs_a_logged_reason_to_be_made_active(env):
     run = _prepare_run(env, "20260101-120000-resnet18-flat", "done", _events(3, 6, 18, time.time() - 60))
     run.metrics.write_text(json.dumps(_metrics(good=False)))
-    app = page()
+    app = page("admin")
     assert "flagged as useless" in errors(app) and "never recognises pit" in errors(app)
     button = app.button(key=f"train_activate_{run.run_id}")
-    assert button.disabled
-    app.session_state["inspector"] = "eng"
+    assert button.disabled  # a reason first
     app.text_input(key=f"train_override_{run.run_id}").set_value("line stopped, any model beats none").run()
     app.button(key=f"train_activate_{run.run_id}").click().run()
     record = get_active()
@@ -314,3 +313,10 @@ def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypa
         pid = run.status().get("pid")
         if run.status()["state"] in ("queued", "running") and pid:
             subprocess.run(["kill", "-9", str(pid)], check=False)
+
+
+def test_good_classes_are_suggested_from_names_that_read_like_a_good_part():
+    from ui.train_settings import suggested_good_classes
+
+    classes = ["functional", "possibly_defective", "ok_parts", "not_ok", "no_defect", "Good", "scratch", "free"]
+    assert suggested_good_classes(classes) == ["functional", "ok_parts", "no_defect", "Good", "free"]

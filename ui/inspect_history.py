@@ -8,24 +8,29 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import streamlit as st
 
+from defect_model.accounts import Actor
 from defect_model.inspection import VERDICT_LABELS, VERDICTS
 from defect_model.store import InspectionStore
 
 MAX_ROWS_SHOWN = 2000
 COLUMNS = ["time", "inspector", "file_name", "verdict", "predicted", "confidence", "run_id", "threshold", "error",
-           "sha256", "photo_path", "probabilities", "id"]
+           "sha256", "model_sha256", "photo_path", "probabilities", "id"]
 
 
-def history_filters_ui(store: InspectionStore, classes: list[str]) -> dict:
-    """The filter widgets; returns keyword arguments for InspectionStore.inspections."""
-    inspectors = store.distinct("inspector")
+def history_filters_ui(store: InspectionStore, classes: list[str], actor: Actor) -> dict:
+    """The filter widgets; returns keyword arguments for InspectionStore.inspections. An inspector sees their own
+    inspections only (the store is asked for no one else's)."""
+    inspectors = store.distinct("inspector") if actor.may("read_all_logs") else [actor.name]
     known_classes = list(dict.fromkeys(list(classes) + store.distinct("predicted")))
     today = datetime.now(timezone.utc).date()  # the log's times are UTC
     days, verdict_col, class_col, who_col = st.columns([1.3, 1, 1, 1])
     span = days.date_input("Dates (UTC)", value=(today - timedelta(days=30), today), key="inspect_log_dates")
     verdicts = verdict_col.multiselect("Verdict", VERDICTS, format_func=VERDICT_LABELS.get, key="inspect_log_verdicts")
     chosen_classes = class_col.multiselect("Predicted class", known_classes, key="inspect_log_classes")
-    chosen_inspectors = who_col.multiselect("Inspector", inspectors, key="inspect_log_inspectors")
+    chosen_inspectors = who_col.multiselect("Inspector", inspectors, key="inspect_log_inspectors",
+                                            disabled=not actor.may("read_all_logs"))
+    if not actor.may("read_all_logs"):
+        chosen_inspectors = [actor.name]
     start, end = (tuple(span) + (None, None))[:2] if isinstance(span, (tuple, list)) else (span, span)
     return {
         "since": start.isoformat() if start else None,
@@ -35,11 +40,11 @@ def history_filters_ui(store: InspectionStore, classes: list[str]) -> dict:
     }
 
 
-def history_ui(store: InspectionStore, classes: list[str]) -> pd.DataFrame:
+def history_ui(store: InspectionStore, classes: list[str], actor: Actor) -> pd.DataFrame:
     """Every inspection, newest first, filtered; returns the table shown."""
     st.caption(f"Every inspection is kept in `{store.path}` with a copy of its photo. Corrections go to the "
                "engineer's review.")
-    filters = history_filters_ui(store, classes)
+    filters = history_filters_ui(store, classes, actor)
     table = with_corrections(store.inspections(**filters)[COLUMNS], store)
     shown = table.head(MAX_ROWS_SHOWN)
     st.caption(f"{len(table)} inspections match" + (f"; the newest {MAX_ROWS_SHOWN} are shown, the CSV has all."

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from defect_model.config import TrainConfig
+from defect_model.insights import format_duration
 from defect_model.jobs import JobError, running_job, start_training
-from defect_model.runs import (ActivationRefused, RunDir, activation_problems, data_root, get_active, list_runs,
-                               set_active)
-from defect_model.synthetic import demo_config, ensure_demo_dataset
-from ui.resources import active_run, predictor_for
+from defect_model.runs import RunDir, activation_problems, data_root, get_active, list_runs
+from defect_model.lifecycle import ActivationError, activate
+from defect_model.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
+from ui.job_events import followed_progress
+from ui.session import current_actor
+from ui.resources import predictor_for, served_model
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,8 @@ class ActiveModel:
     run: RunDir
     predictor: object  # defect_model.inference.Predictor (imported lazily: torch loads on first use)
     good_classes: list[str]
+    checkpoint: Path  # the pinned copy activation made: a resume or retrain of the run never changes it
+    sha256: str
 
     @property
     def classes(self) -> list[str]:
@@ -37,8 +43,8 @@ def good_classes_of(run: RunDir, predictor) -> list[str]:
 
 def active_model_ui() -> ActiveModel | None:
     """The active model, loaded (cached per checkpoint version); None after saying why there is none."""
-    run = active_run()
-    if run is None:
+    served = served_model()
+    if served is None:
         record = get_active()
         if record:
             st.warning(f"The active model `{record.get('run_id')}` has no checkpoint any more "
@@ -46,17 +52,18 @@ def active_model_ui() -> ActiveModel | None:
                        icon=":material/warning:")
         no_model_ui()
         return None
+    run, checkpoint, sha256 = served
     try:
-        predictor = predictor_for(run)
+        predictor = predictor_for(run, checkpoint)
     except ValueError as exc:  # CheckpointError: the message names the file and what to do
         st.error(str(exc), icon=":material/error:")
         return None
     except Exception as exc:  # e.g. weights that do not fit the network the metadata describes
-        st.error(f"{run.checkpoint}: the model cannot be loaded ({type(exc).__name__}: {exc}). "
+        st.error(f"{checkpoint}: the model cannot be loaded ({type(exc).__name__}: {exc}). "
                  "Choose another model on the Models page or retrain this one.", icon=":material/error:")
         return None
-    warm_up(str(run.checkpoint), run.checkpoint.stat().st_mtime, predictor)
-    model = ActiveModel(run, predictor, good_classes_of(run, predictor))
+    warm_up(str(checkpoint), checkpoint.stat().st_mtime, predictor)
+    model = ActiveModel(run, predictor, good_classes_of(run, predictor), checkpoint, sha256)
     model_line_ui(model)
     return model
 
@@ -81,6 +88,13 @@ def model_line_ui(model: ActiveModel) -> None:
               else f"torch ({predictor.backend_note})" if predictor.backend_note else "torch")
     st.caption(f"Model `{model.run.run_id}` · classes: {', '.join(model.classes)} · "
                + (f"good: **{good}**" if good else "no class marked good") + f" · runs on {engine}")
+    try:
+        problems = activation_problems(model.run)
+    except (OSError, ValueError):
+        problems = []
+    if problems:
+        st.error("This model is flagged as useless: " + "; ".join(problems) + ". It may pass defective parts: tell "
+                 "the engineer, and send doubtful parts to a person.", icon=":material/warning:")
     if not model.good_classes:
         st.caption("This run marks no class as a good part (as in NEU-CLS, where every class is a defect), so no "
                    "photo passes: a confident prediction is a **reject**, an unsure one goes to a person.")
@@ -107,7 +121,8 @@ def demo_runs() -> list[RunDir]:
 def no_model_ui() -> None:
     st.info("No model is active yet, so photos cannot be inspected. The engineer trains one on the Train page "
             "and makes it active on the Models page, or you can train the small demo model here "
-            "(a ResNet18 on the built-in synthetic photos, about two minutes) and use it.",
+            f"(a ResNet18 on the built-in synthetic photos, at most {DEMO_BUDGET_MIN:g} minutes of training, less "
+            "once it has learned them) and use it.",
             icon=":material/info:")
     job = running_job()
     finished = [run for run in demo_runs() if run.status().get("state") == "done" and run.checkpoint.is_file()]
@@ -115,6 +130,8 @@ def no_model_ui() -> None:
         st.fragment(training_progress_ui, run_every=2)(job)
     elif finished:
         use_demo_model_ui(finished[0])
+    elif not (current_actor() and current_actor().may("train")):
+        st.caption(":material/lock: An engineer or admin trains models; ask one to start the demo model.")
     elif st.button("Train the demo model", type="primary", icon=":material/model_training:"):
         start_demo_training()
 
@@ -122,8 +139,8 @@ def no_model_ui() -> None:
 def start_demo_training() -> None:
     try:
         data = ensure_demo_dataset(demo_data_dir())
-        run = start_training(demo_config(data))
-    except (JobError, OSError) as exc:
+        run = start_training(demo_config(data), actor=current_actor())
+    except (JobError, OSError, PermissionError) as exc:
         st.error(f"The demo model could not be started: {exc}", icon=":material/error:")
         return
     st.toast(f"Training {run.run_id} started")
@@ -134,10 +151,10 @@ def training_progress_ui(job: RunDir) -> None:
     """Polled every two seconds: the running job's progress; a full rerun once it has finished."""
     if job.status().get("state") not in ("queued", "running"):
         st.rerun()
-    steps = [e for e in job.read_events() if e.get("type") == "step"]
-    done = steps[-1]["global_step"] / max(steps[-1]["total_steps"], 1) if steps else 0.0
-    st.progress(done, text=f"Training `{job.run_id}`: {done:.0%}. Follow it on the Train page; "
-                           "this page offers the model when it is done.")
+    progress = followed_progress(job, now=time.time())
+    eta = f", about {format_duration(progress.eta_s)} left" if progress.eta_s is not None else ""
+    st.progress(progress.fraction, text=f"Training `{job.run_id}`: {progress.fraction:.0%}{eta}. Follow it on the "
+                                        "Train page; this page offers the model when it is done.")
     st.page_link("pages/train.py", label="Open the Train page", icon=":material/model_training:")
 
 
@@ -152,10 +169,13 @@ def use_demo_model_ui(run: RunDir) -> None:
         st.error(f"It cannot be used here: {'; '.join(problems)}. Retrain it on the Train page, or ask the "
                  "engineer (Models page).", icon=":material/warning:")
         return
+    if not (current_actor() and current_actor().may("activate")):
+        st.caption(":material/lock: An admin makes a model active; ask one to use the demo model.")
+        return
     if st.button("Use the demo model", type="primary", icon=":material/check:"):
         try:
-            set_active(run, by=st.session_state.get("inspector", "") or "inspect page")
-        except ActivationRefused as exc:
+            activate(run, current_actor())
+        except (ActivationError, PermissionError) as exc:
             st.error(str(exc), icon=":material/warning:")
             return
         st.rerun()

@@ -19,8 +19,10 @@ from defect_model.inspection import (DEFAULT_THRESHOLD, VERDICT_LABELS, VERDICTS
                                      verdict_counts)
 from defect_model.store import InspectionStore, default_db_path
 from ui.inspect_model import ActiveModel
+from ui.session import current_actor
 
 QUEUE_KEY = "inspect_queue"
+QUEUE_MODEL_KEY = "inspect_queue_model"  # (run id, checkpoint hash) the batch was inspected with
 SEEN_KEY = "inspect_seen_uploads"
 ROUND_KEY = "inspect_upload_round"
 SELECTED_KEY = "inspect_selected"
@@ -35,15 +37,41 @@ UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many 
 
 
 # -- session state -------------------------------------------------------------------
-def session_queue() -> InspectionQueue:
-    """This browser session's queue (never shared: pages keep no module-level state)."""
-    if QUEUE_KEY not in st.session_state:
+def session_queue(model: ActiveModel) -> InspectionQueue:
+    """This browser session's batch (never shared: pages keep no module-level state). A batch belongs to one
+    model: when the active model changed, a new batch starts (the earlier results stay in the log)."""
+    served = (model.run.run_id, model.sha256)
+    previous = st.session_state.get(QUEUE_MODEL_KEY)
+    if QUEUE_KEY not in st.session_state or previous != served:
+        if QUEUE_KEY in st.session_state and st.session_state[QUEUE_KEY].results():
+            st.info(f"The active model changed to {model.run.run_id}: a new batch starts here. The earlier results "
+                    "are in the inspection log.", icon=":material/swap_horiz:")
         st.session_state[QUEUE_KEY] = InspectionQueue(threads=inference_threads())
+        st.session_state[QUEUE_MODEL_KEY] = served
     return st.session_state[QUEUE_KEY]
 
 
+def kept_slider(label: str, low: float, high: float, default: float, step: float, key: str, **kwargs) -> float:
+    """A slider whose value survives tab switches and reruns that do not draw it (Streamlit forgets the state of
+    a widget that a run did not draw): the value lives under a key of its own, the widget follows it."""
+    kept = f"{key}_kept"
+    st.session_state.setdefault(kept, default)
+    st.session_state[key] = st.session_state[kept]
+
+    def keep() -> None:
+        st.session_state[kept] = st.session_state[key]
+
+    return st.slider(label, low, high, step=step, key=key, on_change=keep, **kwargs)
+
+
+def kept_value(key: str, default: float) -> float:
+    return st.session_state.get(f"{key}_kept", default)
+
+
 def inspector_name() -> str:
-    return str(st.session_state.get("inspector", "") or "").strip()
+    """The signed-in account: each inspection is logged under it."""
+    actor = current_actor()
+    return actor.name if actor else ""
 
 
 def store_ui() -> InspectionStore | None:
@@ -58,8 +86,8 @@ def store_ui() -> InspectionStore | None:
 
 # -- input -----------------------------------------------------------------------------
 def threshold_ui() -> float:
-    return st.slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
-                     help="A photo whose most likely class is below this probability goes to a person "
+    return kept_slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
+                       help="A photo whose most likely class is below this probability goes to a person "
                           "instead of pass / reject. Changing it re-decides the results shown and exported; "
                           "the log keeps the verdict given at inspection time.")
 
@@ -70,8 +98,6 @@ def upload_ui() -> list[tuple[str, bytes]]:
     files = st.file_uploader("Product photos", accept_multiple_files=True, key=f"inspect_upload_{round_}",
                              help=UPLOAD_HELP)
     st.caption(UPLOAD_HELP)
-    if not inspector_name():
-        st.caption(":orange[Enter your name in the sidebar: each inspection is logged under it.]")
     seen = st.session_state.setdefault(SEEN_KEY, set())
     new = [(f.name, f.getvalue()) for f in files or [] if f.file_id not in seen]
     seen.update(f.file_id for f in files or [])
@@ -80,7 +106,7 @@ def upload_ui() -> list[tuple[str, bytes]]:
 
 def submit(queue: InspectionQueue, model: ActiveModel, files, threshold: float, store: InspectionStore) -> None:
     settings = InspectionSettings(run_id=model.run.run_id, good_classes=model.good_classes, threshold=threshold,
-                                  inspector=inspector_name())
+                                  inspector=inspector_name(), model_sha256=model.sha256)
     _, before = queue.progress()
     queue.submit(model.predictor, files, settings, store)
     # The first photo is one small batch: waiting for it here draws its verdict in this run,
@@ -148,7 +174,7 @@ def summary_ui(results: list[FileResult], threshold: float, good_classes: list[s
 
 
 def actions_ui(queue, results, threshold, good_classes, running: bool) -> None:
-    opacity = st.session_state.get("inspect_opacity", 0.45)
+    opacity = kept_value("inspect_opacity", 0.45)
     stamp = results[-1].time.replace(":", "").replace("-", "")[:15]
     with st.container(horizontal=True):
         st.download_button("Download results CSV", results_csv(results, threshold, good_classes),
@@ -205,7 +231,8 @@ def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: I
         target = class_col.selectbox("Heatmap for class", result.classes, index=result.predicted_index,
                                      key=f"inspect_cam_class_{result.index}",
                                      format_func=lambda c: f"{c} (predicted)" if c == result.predicted else c)
-        opacity = opacity_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
+        with opacity_col:
+            opacity = kept_slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
         for note in result.notes:
             st.caption(f":material/info: {note}")
         with images:
@@ -320,7 +347,7 @@ def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: 
 
 
 def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str], selected: int | None) -> None:
-    opacity = st.session_state.get("inspect_opacity", 0.45)
+    opacity = kept_value("inspect_opacity", 0.45)
     for start in range(0, len(results), GRID_COLUMNS):
         for column, result in zip(st.columns(GRID_COLUMNS), results[start:start + GRID_COLUMNS]):
             with column, st.container(border=True, key=f"inspect-result-{result.index}"):

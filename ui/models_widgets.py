@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from defect_model.compare import compare_runs, epoch_curves
 from defect_model.config import TrainConfig
+from defect_model.accounts import Actor
 from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
                                     run_quality, run_summary)
 from defect_model.runs import RunDir, activation_problems, get_active
@@ -17,10 +18,6 @@ from ui.flash import flash, flash_ui
 from ui.review_widgets import confusion_figure, quality_header
 
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
-
-
-def current_user() -> str:
-    return str(st.session_state.get("inspector") or "").strip()
 
 
 def _flash(where: str, kind: str, text: str) -> None:
@@ -54,6 +51,7 @@ def runs_table_ui(runs: list[RunDir], active: str | None) -> pd.DataFrame:
     })
     if has_good:
         view["defect miss rate"] = table["defect_miss_rate"]
+        view["false-reject rate"] = table["false_reject_rate"]
     view["worst recall"] = [None if pd.isna(r) else f"{r:.0%} ({c})"
                             for r, c in zip(table.get("worst_recall", []), table.get("worst_class", []))]
     view["recall per class"] = table.get("recall", "")
@@ -76,7 +74,7 @@ def runs_table_ui(runs: list[RunDir], active: str | None) -> pd.DataFrame:
 
     formats = {"val accuracy": "{:.1%}", "macro-F1": "{:.3f}"}
     if has_good:
-        formats["defect miss rate"] = "{:.1%}"
+        formats["defect miss rate"] = formats["false-reject rate"] = "{:.1%}"
     st.dataframe(view.style.apply(paint, axis=1).format(formats, na_rep="–"), hide_index=True, key="runs_table")
     if any(collapsed):
         st.caption(":red[Rows in red are collapsed models: they would pass defective parts and cannot be made active "
@@ -187,18 +185,18 @@ def manage_pick_ui(runs: list[RunDir], active: str | None) -> RunDir:
     return runs[ids.index(chosen)]
 
 
-def _activate(run: RunDir, who: str, reason_key: str | None) -> None:
+def _activate(run: RunDir, actor: Actor, reason_key: str | None) -> None:
     reason = st.session_state.get(reason_key, "") if reason_key else ""
     try:
-        record = activate(run, who, reason)
-    except ActivationError as exc:
+        record = activate(run, actor, reason)
+    except (ActivationError, PermissionError) as exc:
         _flash("activate", "error", str(exc))
         return
     _flash("activate", "success", f"{run.run_id} is now the active model (by {record['by']}, {record['at']})"
            + (f", override: {record['override']}" if record.get("override") else "") + ".")
 
 
-def activate_ui(run: RunDir, who: str, active: str | None) -> None:
+def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
     flash_ui("models", "activate", keep=True)
     if run.run_id == active:
         st.success(f"{run.run_id} is the active model.", icon=":material/star:")
@@ -213,8 +211,9 @@ def activate_ui(run: RunDir, who: str, active: str | None) -> None:
     if quality is None or not run.checkpoint.is_file():
         st.info(f"{run.run_id} has no checkpoint with validation results yet ({state}); it cannot become active.")
         return
-    if not who:
-        st.warning("Enter your name in the sidebar: the active model is recorded with who chose it.")
+    allowed = actor.may("activate")
+    if not allowed:
+        st.caption(":material/lock: Only an admin can make a model active.")
     problems = activation_problems(run)
     needs_override = bool(problems)
     reason_key = None
@@ -224,8 +223,8 @@ def activate_ui(run: RunDir, who: str, active: str | None) -> None:
         reason_key = f"override_{run.run_id}"
         st.text_input("Override reason", key=reason_key, placeholder="why this model must go live anyway")
     st.button("Make active anyway" if needs_override else "Make active", key=f"activate_{run.run_id}",
-              type="secondary" if needs_override else "primary", on_click=_activate, args=(run, who, reason_key),
-              disabled=not who)
+              type="secondary" if needs_override else "primary", on_click=_activate, args=(run, actor, reason_key),
+              disabled=not allowed)
 
 
 def review_link_ui(run: RunDir) -> None:
@@ -270,13 +269,13 @@ def downloads_ui(run: RunDir) -> None:
             st.caption(export.describe())
 
 
-def _delete(run: RunDir, confirm_key: str) -> None:
+def _delete(run: RunDir, actor: Actor, confirm_key: str) -> None:
     if not st.session_state.get(confirm_key):
         _flash("delete", "error", "Tick the confirmation box first.")
         return
     try:
-        delete_run(run)
-    except DeleteError as exc:
+        delete_run(run, actor)
+    except (DeleteError, PermissionError) as exc:
         _flash("delete", "error", str(exc))
         return
     for key in ("manage_run", "compare_a", "compare_b", "review_run", confirm_key):
@@ -284,15 +283,18 @@ def _delete(run: RunDir, confirm_key: str) -> None:
     _flash("delete", "success", f"Deleted run {run.run_id} ({run.path}).")
 
 
-def delete_ui(run: RunDir, active: str | None) -> None:
+def delete_ui(run: RunDir, active: str | None, actor: Actor) -> None:
     flash_ui("models", "delete", keep=True)
     if run.run_id == active:
         st.caption("The active model cannot be deleted; make another run active first.")
         return
+    if not actor.may("delete"):
+        st.caption(":material/lock: Only an admin can delete a run.")
+        return
     confirm_key = f"confirm_delete_{run.run_id}"
     st.checkbox(f"Yes, delete {run.run_id} and all its files (checkpoint, metrics, logs). This cannot be undone.",
                 key=confirm_key)
-    st.button("Delete run", key=f"delete_{run.run_id}", on_click=_delete, args=(run, confirm_key),
+    st.button("Delete run", key=f"delete_{run.run_id}", on_click=_delete, args=(run, actor, confirm_key),
               disabled=not st.session_state.get(confirm_key), icon=":material/delete:")
 
 
@@ -302,5 +304,6 @@ def history_ui() -> None:
         st.caption("No model has been made active from here yet.")
         return
     table = pd.DataFrame(history)
-    columns = [c for c in ("at", "run_id", "by", "override", "problems") if c in table.columns]
+    columns = [c for c in ("at", "run_id", "by", "sha256", "accuracy", "defect_miss_rate", "override", "problems")
+               if c in table.columns]
     st.dataframe(table[columns], hide_index=True, key="history_table")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from defect_model.runs import RunDir, get_active, resolve_run
+from pathlib import Path
+
+from defect_model.runs import RunDir, get_active, resolve_run, served_checkpoint
 
 
 @st.cache_resource(show_spinner="Loading the model (a new model's fast inference graph is prepared once)…",
@@ -16,9 +18,21 @@ def _load_predictor(checkpoint: str, mtime: float):
     return Predictor.from_checkpoint(checkpoint, threads=inference_threads())
 
 
-def predictor_for(run: RunDir):
-    """The run's Predictor, loaded once per checkpoint version and shared by every session."""
-    return _load_predictor(str(run.checkpoint), run.checkpoint.stat().st_mtime)
+def predictor_for(run: RunDir, checkpoint: Path | None = None):
+    """The Predictor of `checkpoint` (default: the run's own), loaded once per checkpoint version and shared by
+    every session."""
+    checkpoint = checkpoint or run.checkpoint
+    return _load_predictor(str(checkpoint), checkpoint.stat().st_mtime)
+
+
+def served_model() -> tuple[RunDir, Path, str] | None:
+    """(run, the pinned checkpoint Inspect serves, its sha256) of the active model, or None."""
+    record = get_active()
+    run = active_run()
+    checkpoint = served_checkpoint(record)
+    if run is None or checkpoint is None:
+        return None
+    return run, checkpoint, record.get("sha256", "")
 
 
 def active_run() -> RunDir | None:

@@ -12,6 +12,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from PIL import Image
 
+from defect_model.accounts import Actor
 from defect_model.calibration import reliability
 from defect_model.quality import ModelQuality, assess
 from defect_model.review import (ReviewData, ReviewError, cell_photos, confusion_counts, decide_inspection,
@@ -20,15 +21,12 @@ from defect_model.review import (ReviewData, ReviewError, cell_photos, confusion
                                  retrain_with_corrections, row_normalised)
 from defect_model.runs import RunDir, list_runs
 from defect_model.store import InspectionStore
+from ui.job_events import followed_progress
 from ui.resources import active_run, predictor_for
 
 PAGE_SIZE = 6
 THUMB = 176  # pixels: small photos are enlarged to this for the cards
 FLASH = "review_flash"
-
-
-def current_user() -> str:
-    return str(st.session_state.get("inspector") or "").strip()
 
 
 def pct(value) -> str:
@@ -82,6 +80,9 @@ def quality_header(metrics: dict, good_classes, compact: bool = False) -> ModelQ
     if quality.defect_miss_rate is not None:
         numbers.append(("Defect miss rate", pct(quality.defect_miss_rate),
                         f"share of defect photos predicted as {', '.join(good_classes)}"))
+    if quality.false_reject_rate is not None:
+        numbers.append(("False-reject rate", pct(quality.false_reject_rate),
+                        f"share of {', '.join(good_classes)} photos predicted as a defect (good parts sent to rework)"))
     numbers += [(f"Worst recall ({quality.worst_class})", pct(quality.worst_recall), "the class it misses most"),
                 ("Val accuracy", pct(quality.accuracy), None), ("Macro-F1", f"{quality.macro_f1:.3f}", None)]
     if compact:
@@ -134,12 +135,6 @@ def store_ui() -> InspectionStore | None:
         return None
 
 
-def who_hint_ui(who: str) -> None:
-    if not who:
-        st.warning("Enter your name in the sidebar (Inspector name): every label decision is recorded with who "
-                   "made it and when.", icon=":material/badge:")
-
-
 # -- confusion matrix --------------------------------------------------------------------------
 def _select_cell(key: str) -> None:
     """A click on the matrix picks the cell's true and predicted class."""
@@ -169,7 +164,7 @@ def confusion_ui(data: ReviewData) -> tuple[str | None, str | None]:
     return true, pred
 
 
-def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | None, who: str) -> None:
+def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | None, actor: Actor) -> None:
     photos = cell_photos(data.predictions, true, pred)
     kind = "correct" if true == pred else "wrong"
     st.markdown(f"**{len(photos)} photo(s) of {true} predicted as {pred}** ({kind}), highest loss first")
@@ -179,7 +174,7 @@ def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | Non
     st.dataframe(photos[["path", "true_label", "pred_label", "confidence", "loss"]], hide_index=True,
                  column_config={"confidence": st.column_config.NumberColumn(format="%.3f"),
                                 "loss": st.column_config.NumberColumn(format="%.3f")})
-    photo_cards_ui(data, photos, store, who, section="cell")
+    photo_cards_ui(data, photos, store, actor, section="cell")
 
 
 # -- photo cards with heatmaps and decisions --------------------------------------------------
@@ -259,13 +254,13 @@ def _show(column, image, caption: str) -> None:
         column.image(image, caption=caption, width=THUMB)
 
 
-def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, who: str, label_key: str | None,
+def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, actor: Actor, label_key: str | None,
             card: str) -> None:
     """Button callback: one decision, one correction row; the outcome is shown on the card."""
     new_label = st.session_state.get(label_key) if label_key else None
     try:
-        record_decision(store, data, path, action, who, new_label)
-    except ReviewError as exc:
+        record_decision(store, data, path, action, actor, new_label)
+    except (ReviewError, PermissionError) as exc:
         st.session_state[FLASH] = {"card": card, "kind": "error", "text": str(exc)}
         return
     done = {"confirm": "label confirmed", "relabel": f"relabelled to {new_label}",
@@ -282,7 +277,7 @@ def _page_of(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return rows.iloc[start:start + PAGE_SIZE]
 
 
-def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore | None, who: str,
+def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore | None, actor: Actor,
                    section: str) -> None:
     """One card per photo: the photo, Grad-CAM for the predicted and the true class, probabilities, and
     the decision buttons (confirm the label, change it, or mark the photo unusable)."""
@@ -314,24 +309,24 @@ def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore 
                 (info_col.success if flash["kind"] == "success" else info_col.error)(flash["text"])
             if store is None:
                 continue
-            disabled = not who
+            disabled = not actor.may("relabel")
             others = [c for c in data.classes if c != row.true_label]
             label_key = f"{card}:new_label"
             info_col.selectbox("Correct label", others, key=label_key, index=others.index(row.pred_label)
                                if row.pred_label in others else 0, disabled=disabled)
             info_col.button("Relabel", key=f"{card}:relabel", on_click=_decide, disabled=disabled,
-                            args=(store, data, row.path, "relabel", who, label_key, card), width="stretch",
+                            args=(store, data, row.path, "relabel", actor, label_key, card), width="stretch",
                             help="The photo is filed under the wrong class: train on the label chosen above.")
             confirm_col, unusable_col = info_col.columns(2)
             confirm_col.button(f"Keep {row.true_label}", key=f"{card}:confirm", on_click=_decide, disabled=disabled,
-                               args=(store, data, row.path, "confirm", who, None, card), width="stretch",
+                               args=(store, data, row.path, "confirm", actor, None, card), width="stretch",
                                help=f"The label {row.true_label} is right; the model is wrong.")
             unusable_col.button("Unusable", key=f"{card}:unusable", on_click=_decide, disabled=disabled,
-                                args=(store, data, row.path, "unusable", who, None, card), width="stretch",
+                                args=(store, data, row.path, "unusable", actor, None, card), width="stretch",
                                 help="Blurred, empty or not a product photo: leave it out of training.")
 
 
-def misclassified_ui(data: ReviewData, store: InspectionStore | None, who: str) -> None:
+def misclassified_ui(data: ReviewData, store: InspectionStore | None, actor: Actor) -> None:
     left, right = st.columns(2)
     true_filter = left.multiselect("True class", data.classes, key="wrong_true", placeholder="all classes")
     pred_filter = right.multiselect("Predicted class", data.classes, key="wrong_pred", placeholder="all classes")
@@ -341,7 +336,7 @@ def misclassified_ui(data: ReviewData, store: InspectionStore | None, who: str) 
     if wrong.empty:
         st.success("No wrong predictions with these filters.")
         return
-    photo_cards_ui(data, wrong, store, who, section="wrong")
+    photo_cards_ui(data, wrong, store, actor, section="wrong")
 
 
 # -- per-class metrics -------------------------------------------------------------------------
@@ -415,10 +410,10 @@ def calibration_ui(data: ReviewData) -> float:
 
 
 # -- inspector corrections ---------------------------------------------------------------------
-def _decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, who: str) -> None:
+def _decide_inspection(store: InspectionStore, data: ReviewData, correction: dict, accept: bool, actor: Actor) -> None:
     try:
-        decide_inspection(store, data, correction, accept, who)
-    except ReviewError as exc:
+        decide_inspection(store, data, correction, accept, actor)
+    except (ReviewError, PermissionError) as exc:
         st.session_state[FLASH] = {"card": f"inspection:{correction['id']}", "kind": "error", "text": str(exc)}
         return
     st.session_state[FLASH] = {"card": "inspection", "kind": "success",
@@ -426,7 +421,7 @@ def _decide_inspection(store: InspectionStore, data: ReviewData, correction: dic
                                        f"{'confirmed' if accept else 'rejected'}."}
 
 
-def inspection_ui(data: ReviewData, store: InspectionStore, who: str) -> int:
+def inspection_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> int:
     """Inspectors' proposals from the Inspect page, for the engineer to confirm or reject; returns how many wait."""
     pending = inspection_corrections(store, data)
     flash = st.session_state.get(FLASH) or {}
@@ -451,14 +446,14 @@ def inspection_ui(data: ReviewData, store: InspectionStore, who: str) -> int:
             if flash.get("card") == f"inspection:{record['id']}":
                 text_col.error(flash["text"])
             buttons.button("Confirm", key=f"inspection:{record['id']}:yes", on_click=_decide_inspection,
-                           args=(store, data, record, True, who), disabled=not who, type="primary")
+                           args=(store, data, record, True, actor), disabled=not actor.may("confirm"), type="primary")
             buttons.button("Reject", key=f"inspection:{record['id']}:no", on_click=_decide_inspection,
-                           args=(store, data, record, False, who), disabled=not who)
+                           args=(store, data, record, False, actor), disabled=not actor)
     return len(pending)
 
 
 # -- retrain -----------------------------------------------------------------------------------
-def retrain_ui(data: ReviewData, store: InspectionStore, who: str) -> RunDir | None:
+def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir | None:
     """Confirmed decisions for this dataset and one button that retrains with them; returns the new run."""
     from defect_model.jobs import JobError, running_job
 
@@ -479,12 +474,12 @@ def retrain_ui(data: ReviewData, store: InspectionStore, who: str) -> RunDir | N
         st.info(f"Training job {busy.run_id} is running; a retrain can start when it has finished.")
     started = st.session_state.get("retrain_started")
     clicked = st.button("Retrain with corrections", type="primary", key="retrain",
-                        disabled=not who or not decided or busy is not None,
+                        disabled=not actor.may("train") or not decided or busy is not None,
                         help="Starts a background training job (the Train page shows its progress).")
     if clicked:
         try:
-            new_run = retrain_with_corrections(data.run, store, who)
-        except (ReviewError, JobError) as exc:
+            new_run = retrain_with_corrections(data.run, store, actor)
+        except (ReviewError, JobError, PermissionError) as exc:
             st.error(str(exc))
             return None
         st.session_state["retrain_started"] = started = new_run.run_id
@@ -502,8 +497,8 @@ def retrain_status_ui(run_id: str) -> None:
     except FileNotFoundError:
         return
     state = run.status().get("state", "")
-    epochs = [e for e in run.read_events() if e.get("type") == "epoch"]
-    progress = f", epoch {epochs[-1]['epoch']}/{epochs[-1]['epochs']}" if epochs else ""
+    now = followed_progress(run)
+    progress = f", epoch {now.epoch}/{now.epochs}" if now.started else ""
     message = f"Retrain {run_id}: **{state}**{progress}."
     if state == "done":
         st.success(message + " Compare it with this run on the Models page before making it active.")

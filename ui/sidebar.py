@@ -1,4 +1,4 @@
-"""The sidebar every page shares: who is inspecting and which model is active."""
+"""The sidebar every page shares: who is signed in (and sign-out) and which model is active."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import streamlit as st
 
 from defect_model.config import TrainConfig
 from defect_model.quality import assess
+from defect_model.accounts import Actor
 from ui.resources import active_run
+from ui.accounts_widgets import own_password_ui
+from ui.session import accounts, sign_out
 
 
 def model_card(run) -> None:
@@ -26,11 +29,20 @@ def model_card(run) -> None:
     st.caption(f"Trained {run.status().get('finished', run.status().get('updated', ''))[:16].replace('T', ' ')}")
 
 
-def sidebar() -> None:
+def sidebar(actor: Actor | None) -> None:
     with st.sidebar:
-        st.text_input("Inspector name", key="inspector", placeholder="Your name (logged with each inspection)")
+        if actor is None:
+            return
+        st.text(f"{actor.name} · {actor.role}")  # user text shown as text, never as markdown
+        st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=sign_out, type="tertiary")
+        if not accounts().has_password(actor.name) and "@" not in actor.name:
+            st.warning("Set a password for your account: the sign-in link works only once.", icon=":material/key:")
+        with st.expander("My password", expanded=not accounts().has_password(actor.name) and "@" not in actor.name):
+            own_password_ui(actor)
         run = active_run()
         if run is None:
-            st.info("No active model yet. Train one on the Train page, or start the demo model on Inspect.")
+            st.info("No active model yet. " + ("Train one on the Train page, or start the demo model on Inspect."
+                                               if actor.may("train") else "An engineer trains one and an admin "
+                                               "makes it active."))
         else:
             model_card(run)

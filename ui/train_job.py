@@ -16,12 +16,15 @@ import yaml
 from defect_model import jobs
 from defect_model.config import TrainConfig
 from defect_model.data import DatasetError
+from defect_model.events import curves, progress as read_progress
 from defect_model.insights import format_duration
 from defect_model.lifecycle import activate
 from defect_model.quality import assess
 from defect_model.runs import RunDir, get_active, list_runs, runs_root
 from ui.flash import flash, flash_ui
-from ui.train_progress import curves, loss_figure, lr_figure, read_progress, scores_figure
+from ui.session import current_actor
+from ui.job_events import followed_events
+from ui.train_charts import loss_figure, lr_figure, scores_figure
 
 REFRESH_S = 2.0
 LOG_LINES = 25
@@ -46,8 +49,8 @@ def start_job(cfg: TrainConfig, corrections_from=None) -> None:
             from ui.train_data import write_corrections
 
             cfg = TrainConfig.from_dict({**cfg.to_dict(), "corrections_csv": write_corrections(corrections_from)})
-        run = jobs.start_training(cfg, runs_root())
-    except jobs.JobError as exc:
+        run = jobs.start_training(cfg, runs_root(), actor=current_actor())
+    except (jobs.JobError, PermissionError) as exc:
         _flash("error", f"Not started: {exc}", "start")
         return
     except (DatasetError, OSError, ValueError) as exc:
@@ -61,8 +64,8 @@ def start_job(cfg: TrainConfig, corrections_from=None) -> None:
 def resume_job(run_id: str) -> None:
     run = RunDir(runs_root() / run_id)
     try:
-        jobs.resume_training(run, runs_root())
-    except jobs.JobError as exc:
+        jobs.resume_training(run, runs_root(), actor=current_actor())
+    except (jobs.JobError, PermissionError) as exc:
         _flash("error", f"Not resumed: {exc}")
         return
     st.session_state[FOCUS_KEY] = run.run_id
@@ -71,14 +74,17 @@ def resume_job(run_id: str) -> None:
 
 def cancel_job(run_id: str) -> None:
     """Ask the job to stop after its current step (the button then reads 'Cancelling…')."""
-    jobs.cancel(RunDir(runs_root() / run_id))
+    try:
+        jobs.cancel(RunDir(runs_root() / run_id), actor=current_actor())
+    except PermissionError as exc:
+        _flash("error", f"Not cancelled: {exc}")
 
 
 def make_active(run_id: str, reason_key: str | None = None) -> None:
     reason = (st.session_state.get(reason_key) or "").strip() if reason_key else ""
     try:
-        activate(RunDir(runs_root() / run_id), by=st.session_state.get("inspector", "") or "", override_reason=reason)
-    except ValueError as exc:  # refused: no name, still training, no checkpoint, or flagged without a reason
+        activate(RunDir(runs_root() / run_id), current_actor(), override_reason=reason)
+    except (ValueError, PermissionError) as exc:  # refused: role, still training, no checkpoint, flagged w/o reason
         _flash("error", f"Not made active: {exc}")
         return
     _flash("success", f"{run_id} is now the active model" + (f" (override: {reason})" if reason else "") + ".")
@@ -153,7 +159,7 @@ def live_view(run_path: str) -> None:
     if status["state"] not in ("queued", "running"):
         run.mark_dead_run_failed()
         st.rerun(scope="app")
-    events = run.read_events()
+    events = followed_events(run)
     progress = read_progress(events, now=time.time())
     settings = run_settings(run)
     st.markdown(f":material/model_training: **Training {run.run_id}** · {settings.get('backbone', '?')} at "
@@ -161,6 +167,10 @@ def live_view(run_path: str) -> None:
     eta = f" · ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None else ""
     speed = f" · {progress.images_per_s:.0f} images/s" if progress.images_per_s else ""
     st.progress(progress.fraction, text=progress.text() + eta + speed)
+    for text in progress.warnings:
+        st.warning(text, icon=":material/warning:")
+    if progress.notes:
+        st.caption(progress.notes[-1])
     charts_ui(events, progress.epochs, key=f"live_{run.run_id}")
     left, right = st.columns([1, 4])
     with left:
@@ -192,7 +202,7 @@ def finished_view(run: RunDir) -> None:
     """A run that is not running: its outcome, curves and log, and resume / make active."""
     status = run.status()
     state = status["state"]
-    events = run.read_events()
+    events = followed_events(run)
     progress = read_progress(events)
     settings = run_settings(run)
     if state == "done":
@@ -223,7 +233,7 @@ def done_ui(run: RunDir, settings: dict) -> None:
         st.warning(f"{run.run_id} finished but wrote no metrics.json; it cannot be made active.")
         return
     quality = assess(metrics, settings.get("good_classes", []))
-    elapsed = next((e.get("elapsed_s") for e in reversed(run.read_events()) if e.get("type") == "end"), None)
+    elapsed = run.training_seconds()
     took = f" in {format_duration(elapsed)}" if elapsed else ""
     active = (get_active() or {}).get("run_id") == run.run_id
     if quality.collapsed:
@@ -235,10 +245,10 @@ def done_ui(run: RunDir, settings: dict) -> None:
     if active:
         st.info("This run is the active model.", icon=":material/verified:")
         return
-    named = bool((st.session_state.get("inspector") or "").strip())
+    actor = current_actor()
+    named = bool(actor and actor.may("activate"))
     if not named:
-        st.caption(":material/badge: Enter your name in the sidebar to make a run active: "
-                   "the active model is recorded with who chose it.")
+        st.caption(":material/lock: Only an admin can make a run active (on this page or on Models).")
     if quality.collapsed:
         reason_key = f"train_override_{run.run_id}"
         reason = st.text_input("Reason for making a flagged model active (logged with it)", key=reason_key)
@@ -255,10 +265,16 @@ def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:
     if running is not None:
         st.caption(f"Training job {running.run_id} is running; only one job runs at a time, "
                    "so a start is refused until it finishes or is cancelled.")
+    no_good = False
+    if cfg is not None and not cfg.good_classes:
+        st.warning("No class is marked as meaning a good part: without one, no photo can pass and the defect miss "
+                   "rate cannot be measured. Choose it under Settings, or say that this set has none.",
+                   icon=":material/help:")
+        no_good = not st.checkbox("This dataset has no good class (every class is a defect)", key="train_no_good")
     # Handled here, not in an on_click callback: a callback's arguments are those of the previous page run,
     # which misses a setting changed in the same interaction as the click.
     if st.button("Start training", key="train_start", type="primary", icon=":material/rocket_launch:",
-                 disabled=cfg is None):
+                 disabled=cfg is None or no_good):
         start_job(cfg, corrections_from)
         st.rerun()
     flash_ui("train", "start")

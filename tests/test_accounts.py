@@ -1,0 +1,104 @@
+"""Accounts, sign-in and roles (defect_model.accounts)."""
+
+import sqlite3
+
+import pytest
+
+from defect_model import accounts as accounts_module
+from defect_model.accounts import (Accounts, Actor, PermissionDenied, SignInError, allowed, require, terminal_actor)
+from defect_model.audit import verify
+
+ROOT_ADMIN = Actor("root", "admin")
+
+
+@pytest.fixture()
+def accounts(tmp_path) -> Accounts:
+    return Accounts(tmp_path / "db.sqlite")
+
+
+def test_roles_include_what_the_role_below_may_do():
+    assert allowed("inspector", "inspect") and not allowed("inspector", "train")
+    assert allowed("engineer", "train") and allowed("engineer", "relabel") and not allowed("engineer", "activate")
+    assert all(allowed("admin", action) for action in accounts_module.PERMISSIONS)
+    assert not allowed("visitor", "inspect")
+    with pytest.raises(PermissionDenied, match="Sign in first"):
+        require(None, "inspect")
+    with pytest.raises(PermissionDenied, match="eng \\(engineer\\) may not activate: that needs the admin role"):
+        require(Actor("eng", "engineer"), "activate")
+
+
+def test_a_password_signs_in_and_the_session_ends_with_sign_out(accounts):
+    accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
+    actor, token = accounts.sign_in(" eng ", "a long password")
+    assert actor == Actor("eng", "engineer") and accounts.session_actor(token) == actor
+    with sqlite3.connect(accounts.path) as db:  # only a hash of the token and an Argon2 hash are stored
+        assert db.execute("SELECT COUNT(*) FROM sessions WHERE token_hash = ?", (token,)).fetchone()[0] == 0
+        assert db.execute("SELECT password_hash FROM accounts WHERE name='eng'").fetchone()[0].startswith("$argon2id$")
+    accounts.sign_out(token)
+    assert accounts.session_actor(token) is None
+
+
+def test_wrong_passwords_are_refused_and_repeated_failures_lock_the_account_for_a_while(accounts):
+    accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
+    for _ in range(accounts_module.MAX_FAILURES):
+        with pytest.raises(SignInError, match="Wrong account name or password"):
+            accounts.sign_in("eng", "guess")
+    with pytest.raises(SignInError, match="Too many failed sign-ins for 'eng'. Wait"):
+        accounts.sign_in("eng", "a long password")  # even the right one, until the window has passed
+    with pytest.raises(SignInError, match="Wrong account name or password"):
+        accounts.sign_in("nobody", "x")  # an unknown name reads the same as a wrong password
+    failed = [e for e in accounts.audit.events("sign_in_failed")]
+    assert len(failed) == accounts_module.MAX_FAILURES + 1
+
+
+def test_sessions_expire(accounts, monkeypatch):
+    accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
+    monkeypatch.setattr(accounts_module, "SESSION_HOURS", -1)
+    _, token = accounts.sign_in("eng", "a long password")
+    assert accounts.session_actor(token) is None
+
+
+def test_a_disabled_account_loses_its_sessions(accounts):
+    accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
+    _, token = accounts.sign_in("eng", "a long password")
+    accounts.disable(ROOT_ADMIN, "eng")
+    assert accounts.session_actor(token) is None
+    with pytest.raises(SignInError):
+        accounts.sign_in("eng", "a long password")
+
+
+def test_only_an_admin_manages_accounts_and_short_passwords_are_refused(accounts):
+    with pytest.raises(PermissionDenied, match="may not manage accounts"):
+        accounts.save(Actor("eng", "engineer"), "mallory", "admin", "a long password")
+    with pytest.raises(ValueError, match="at least 10 characters"):
+        accounts.save(ROOT_ADMIN, "eng", "engineer", "short")
+    with pytest.raises(ValueError, match="not one of inspector, engineer, admin"):
+        accounts.save(ROOT_ADMIN, "eng", "owner", "a long password")
+    assert accounts.list() == []
+
+
+def test_the_first_start_makes_an_admin_with_a_one_time_link(accounts):
+    token = accounts.first_admin_link()
+    assert token and accounts.first_admin_link() is None  # only on a database without accounts
+    actor, session = accounts.use_link(token)
+    assert actor == Actor("admin", "admin") and accounts.session_actor(session) == actor
+    with pytest.raises(SignInError, match="used already or has expired"):
+        accounts.use_link(token)
+    assert not accounts.has_password("admin")
+    accounts.set_own_password(actor, "the admin's own password")
+    assert accounts.sign_in("admin", "the admin's own password")[0] == actor
+
+
+def test_identity_provider_users_get_their_accounts_role_else_inspector(accounts):
+    accounts.save(ROOT_ADMIN, "lee@plant.example", "engineer")
+    assert accounts.sign_in_external("lee@plant.example")[0].role == "engineer"
+    actor, token = accounts.sign_in_external("new@plant.example")
+    assert actor.role == "inspector" and accounts.session_actor(token) == actor
+
+
+def test_every_account_change_and_sign_in_is_in_a_verified_audit_trail(accounts):
+    accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
+    accounts.sign_in("eng", "a long password")
+    assert [e["action"] for e in accounts.audit.events()][::-1] == ["account_saved", "sign_in"]
+    assert verify(accounts.path) == []
+    assert terminal_actor().role == "admin" and terminal_actor().name.endswith("(terminal)")

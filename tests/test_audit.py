@@ -1,0 +1,96 @@
+"""The hash-chained audit trail and inspection log: an edit or a removed row is named by `audit verify`;
+activation pins the served checkpoint."""
+
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+from defect_model.audit import AuditLog, verify
+from defect_model.cli import main as cli
+from defect_model.inference import Predictor
+from defect_model.lifecycle import activate
+from defect_model.runs import RunDir, get_active, served_checkpoint
+from defect_model.store import InspectionStore
+from conftest import ADMIN
+from inspect_support import photo_bytes
+
+
+@pytest.fixture()
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "inspections.sqlite"
+    monkeypatch.setenv("DEFECT_DB", str(path))
+    store = InspectionStore(path)
+    for i in range(5):
+        store.log_inspection(file_name=f"p{i}.png", sha256=f"{i:064x}", photo_path=f"/photos/p{i}.png",
+                             verdict="pass", inspector="ana", run_id="run-1", predicted="ok", confidence=0.9,
+                             probabilities={"ok": 0.9, "pit": 0.1}, threshold=0.7, model_sha256="ab" * 32)
+    log = AuditLog(path)
+    for i in range(4):
+        log.record(ADMIN, "activate", f"run-{i}", sha256=f"{i}" * 64)
+    return path
+
+
+def _execute(path, sql: str, *params) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(sql, params)
+
+
+def test_an_untouched_log_verifies(db, capsys):
+    assert verify(db) == []
+    assert cli(["audit", "verify"]) == 0
+    assert "verify (no row altered or removed)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("table, sql, row, words", [
+    ("inspections", "UPDATE inspections SET verdict = 'reject' WHERE id = 3", 3, "altered"),
+    ("inspections", "UPDATE inspections SET confidence = 0.99 WHERE id = 5", 5, "altered"),
+    ("inspections", "DELETE FROM inspections WHERE id = 2", 2, "removed (row 2 missing before row 3)"),
+    ("audit", "UPDATE audit SET actor = 'mallory' WHERE id = 2", 2, "altered"),
+    ("audit", "DELETE FROM audit WHERE id = 3", 3, "removed"),
+])
+def test_an_edited_or_removed_row_is_named(db, capsys, table, sql, row, words):
+    _execute(db, sql)
+    findings = verify(db)
+    assert [(f.table, f.row_id) for f in findings] == [(table, row)]
+    assert words in findings[0].problem
+    assert cli(["audit", "verify"]) == 1
+    assert f"{table} row {row}: " in capsys.readouterr().err
+
+
+def test_a_row_rewritten_with_a_fresh_hash_still_breaks_the_next_link(db):
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute("SELECT * FROM inspections WHERE id = 2").fetchone())
+    from defect_model.audit import _digest
+
+    row["verdict"] = "reject"
+    row["row_hash"] = _digest(row)
+    _execute(db, "UPDATE inspections SET verdict = ?, row_hash = ? WHERE id = 2", row["verdict"], row["row_hash"])
+    assert [(f.table, f.row_id) for f in verify(db)] == [("inspections", 2)]
+
+
+def test_each_inspection_records_the_served_checkpoints_hash(db):
+    log = InspectionStore(db).inspections()
+    assert set(log["model_sha256"]) == {"ab" * 32}
+
+
+def test_resuming_or_retraining_the_active_run_does_not_change_what_inspect_serves(trained_run, tmp_path):
+    runs = tmp_path / "runs"
+    run = RunDir(shutil.copytree(trained_run.path, runs / trained_run.run_id))
+    record = activate(run, ADMIN, "page test; its accuracy does not matter", root=runs)
+    served = served_checkpoint(get_active(runs))
+    assert served != run.checkpoint and served.name == f"{record['sha256']}.pt"
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(photo_bytes("pit", 3))
+    before = Predictor.from_checkpoint(served).predict(photo)
+
+    # A resume or retrain rewrites the run's own checkpoint with other weights ...
+    payload = __import__("torch").load(run.checkpoint, weights_only=True)
+    payload["model"] = {k: v * 0 if v.is_floating_point() else v for k, v in payload["model"].items()}
+    __import__("torch").save(payload, run.checkpoint)
+    assert not np.allclose(Predictor.from_checkpoint(run.checkpoint).predict(photo), before)
+    # ... and Inspect still serves the pinned copy, unchanged.
+    after = Predictor.from_checkpoint(served_checkpoint(get_active(runs))).predict(photo)
+    assert np.array_equal(after, before)

@@ -126,7 +126,7 @@ class Accounts:
             db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
+        db = sqlite3.connect(self.path, timeout=30)  # transactions per `with db:` block
         db.row_factory = sqlite3.Row
         return db
 

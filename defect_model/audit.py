@@ -38,6 +38,14 @@ CREATE INDEX IF NOT EXISTS audit_action ON audit(action);
 CHAIN_COLUMNS = ("prev_hash", "row_hash")
 
 
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection to the project's database in autocommit mode (chained inserts open their own
+    transaction), rows as sqlite3.Row; one per call, so it is safe from several sessions and threads."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    return db
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -141,9 +149,7 @@ class AuditLog:
             prepare(db, "audit")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        return db
+        return connect(self.path)
 
     def record(self, actor, action: str, target: str = "", **detail) -> int:
         """Append one event; `actor` has `.name` and `.role` (accounts.Actor)."""

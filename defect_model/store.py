@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .audit import append_chained, prepare as prepare_chain
+from .audit import append_chained, connect, prepare as prepare_chain
 from .runs import data_root
 
 VERDICTS = ("pass", "reject", "needs_person", "error")
@@ -96,9 +96,7 @@ class InspectionStore:
             prepare_chain(db, "inspections")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        return db
+        return connect(self.path)
 
     # -- photos -----------------------------------------------------------
     def store_photo(self, data: bytes, file_name: str) -> tuple[str, Path]:

@@ -53,7 +53,8 @@ SMALL_DATA_IMAGES = 1000
 REFERENCE_BACKBONE = "resnet50"
 REFERENCE_EPOCHS = 5
 REFERENCE_SIZE = 224
-# A warm start needs a fraction of a from-scratch run's time; bench/results/quality.md measures it.
+# A warm start needs a fraction of a from-scratch run's time (a judgement: bench/results/warm-start.md
+# measured a third as 3 photos short of the run it corrects on NEU-CLS).
 WARM_START_SHARE = 1 / 3
 # Epochs without a better validation macro-F1 before a run stops (counted in the last fifth of its plan, or at
 # once after a perfect score): a quarter of the plan, at least 4.

@@ -76,12 +76,14 @@ def reap_children() -> None:
             _STARTED.pop(pid, None)
 
 
-def running_job(root: str | Path | None = None) -> RunDir | None:
-    """The run whose training process is alive, if any; dead ones are marked failed on the way."""
+def running_job(root: str | Path | None = None, ignore_pid: int | None = None) -> RunDir | None:
+    """The run whose training process is alive (other than `ignore_pid`'s), if any; dead ones are marked failed
+    on the way."""
     reap_children()
     for run in list_runs(root):
         run.mark_dead_run_failed()
-        if run.status()["state"] in ("queued", "running"):
+        status = run.status()
+        if status["state"] in ("queued", "running") and (ignore_pid is None or status.get("pid") != ignore_pid):
             return run
     return None
 
@@ -142,10 +144,7 @@ def claim_for_this_process(run: RunDir) -> None:
 
 
 def _refuse_if_busy(root: Path, this_process: int | None = None) -> None:
-    busy = running_job(root)
-    if busy is not None and busy.status().get("pid") == this_process:
-        busy = next((run for run in list_runs(root) if run.path != busy.path and not run.mark_dead_run_failed()
-                     and run.status()["state"] in ("queued", "running")), None)
+    busy = running_job(root, ignore_pid=this_process)
     if busy is not None:
         raise JobError(f"Training job {busy.run_id} is still running (pid {busy.status().get('pid')}). "
                        "Wait for it to finish or cancel it first; only one job runs at a time.")

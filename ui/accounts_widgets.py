@@ -45,4 +45,5 @@ def manage_accounts_ui(actor: Actor) -> None:
             except (ValueError, PermissionError) as exc:
                 st.error(str(exc))
                 return
-            st.success(f"Saved: {name.strip()} ({role}).")
+            st.success(f"Account saved ({role}).")
+            st.text(name.strip())

@@ -124,13 +124,14 @@ def no_model_ui() -> None:
             f"(a ResNet18 on the built-in synthetic photos, at most {DEMO_BUDGET_MIN:g} minutes of training, less "
             "once it has learned them) and use it.",
             icon=":material/info:")
+    actor = current_actor()
     job = running_job()
     finished = [run for run in demo_runs() if run.status().get("state") == "done" and run.checkpoint.is_file()]
     if job is not None:
         st.fragment(training_progress_ui, run_every=2)(job)
     elif finished:
         use_demo_model_ui(finished[0])
-    elif not (current_actor() and current_actor().may("train")):
+    elif not (actor and actor.may("train")):
         st.caption(":material/lock: An engineer or admin trains models; ask one to start the demo model.")
     elif st.button("Train the demo model", type="primary", icon=":material/model_training:"):
         start_demo_training()
@@ -169,12 +170,13 @@ def use_demo_model_ui(run: RunDir) -> None:
         st.error(f"It cannot be used here: {'; '.join(problems)}. Retrain it on the Train page, or ask the "
                  "engineer (Models page).", icon=":material/warning:")
         return
-    if not (current_actor() and current_actor().may("activate")):
+    actor = current_actor()
+    if not (actor and actor.may("activate")):
         st.caption(":material/lock: An admin makes a model active; ask one to use the demo model.")
         return
     if st.button("Use the demo model", type="primary", icon=":material/check:"):
         try:
-            activate(run, current_actor())
+            activate(run, actor)
         except (ActivationError, PermissionError) as exc:
             st.error(str(exc), icon=":material/warning:")
             return

@@ -35,9 +35,10 @@ def sidebar(actor: Actor | None) -> None:
             return
         st.text(f"{actor.name} · {actor.role}")  # user text shown as text, never as markdown
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=sign_out, type="tertiary")
-        if not accounts().has_password(actor.name) and "@" not in actor.name:
+        needs_password = "@" not in actor.name and not accounts().has_password(actor.name)
+        if needs_password:
             st.warning("Set a password for your account: the sign-in link works only once.", icon=":material/key:")
-        with st.expander("My password", expanded=not accounts().has_password(actor.name) and "@" not in actor.name):
+        with st.expander("My password", expanded=needs_password):
             own_password_ui(actor)
         run = active_run()
         if run is None:

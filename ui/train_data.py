@@ -103,7 +103,8 @@ def dataset_source_ui() -> Dataset | None:
         else:
             with st.spinner("Generating the demo dataset (first use only)…"):
                 ensure_demo_dataset(path)
-        st.caption(f"Synthetic metal surfaces: ok and four defect classes, in `{path}`.")
+        st.caption("Synthetic metal surfaces: ok and four defect classes, in this folder:")
+        st.text(str(path))
         return Dataset(DEMO, path.resolve())
     if source == UPLOADED:
         names = uploaded_names()

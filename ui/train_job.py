@@ -167,10 +167,12 @@ def live_view(run_path: str) -> None:
     eta = f" · ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None else ""
     speed = f" · {progress.images_per_s:.0f} images/s" if progress.images_per_s else ""
     st.progress(progress.fraction, text=progress.text() + eta + speed)
-    for text in progress.warnings:
-        st.warning(text, icon=":material/warning:")
+    for text in progress.warnings:  # they name classes (folder names): shown as text, not Markdown
+        with st.container(border=True):
+            st.markdown(":orange[:material/warning: **Still failing while it trains**]")
+            st.text(text)
     if progress.notes:
-        st.caption(progress.notes[-1])
+        st.text(progress.notes[-1])
     charts_ui(events, progress.epochs, key=f"live_{run.run_id}")
     left, right = st.columns([1, 4])
     with left:

@@ -25,6 +25,7 @@ from .runs import data_root
 VERDICTS = ("pass", "reject", "needs_person", "error")
 CORRECTION_ACTIONS = ("confirm", "relabel", "unusable")
 CORRECTION_STATES = ("pending", "confirmed", "rejected")
+SOURCES = ("browser", "hot folder")  # where an inspected photo came from
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inspections (
@@ -83,7 +84,10 @@ def sha256_bytes(data: bytes) -> str:
 class InspectionStore:
     """Small SQLite wrapper; a connection per call, so it is safe from several sessions and threads."""
 
-    def __init__(self, path: str | Path | None = None, photos_dir: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, photos_dir: str | Path | None = None, source: str = "browser"):
+        if source not in SOURCES:
+            raise ValueError(f"unknown inspection source {source!r}; use one of {', '.join(SOURCES)}")
+        self.source = source  # what log_inspection records unless told otherwise
         self.path = Path(path) if path is not None else default_db_path()
         self.photos_dir = Path(photos_dir) if photos_dir is not None else self.path.parent / "photos"
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,8 @@ class InspectionStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(inspections)")}
             if "model_sha256" not in columns:  # a database from before inspections recorded the checkpoint
                 db.execute("ALTER TABLE inspections ADD COLUMN model_sha256 TEXT NOT NULL DEFAULT ''")
+            if "source" not in columns:  # older rows were all browser uploads; audit.LATER_COLUMNS keeps them verified
+                db.execute("ALTER TABLE inspections ADD COLUMN source TEXT NOT NULL DEFAULT 'browser'")
             prepare_chain(db, "inspections")
 
     def _connect(self) -> sqlite3.Connection:
@@ -121,20 +127,34 @@ class InspectionStore:
     def log_inspection(self, *, file_name: str, sha256: str, photo_path: str | Path, verdict: str,
                        inspector: str = "", run_id: str = "", predicted: str = "", confidence: float | None = None,
                        probabilities: dict | None = None, threshold: float | None = None, error: str = "",
-                       time: str | None = None, model_sha256: str = "") -> int:
+                       time: str | None = None, model_sha256: str = "", source: str | None = None) -> int:
         """Append one inspection as the next link of the log's hash chain (see audit.py)."""
         if verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {verdict!r}")
+        source = source or self.source
+        if source not in SOURCES:
+            raise ValueError(f"unknown inspection source {source!r}; use one of {', '.join(SOURCES)}")
         with closing(self._connect()) as db:
             return append_chained(db, "inspections", {
                 "time": time or _now(), "inspector": inspector, "file_name": file_name, "sha256": sha256,
                 "photo_path": str(photo_path), "run_id": run_id, "predicted": predicted, "confidence": confidence,
                 "probabilities": json.dumps(probabilities or {}), "verdict": verdict, "threshold": threshold,
-                "error": error, "model_sha256": model_sha256})
+                "error": error, "model_sha256": model_sha256, "source": source})
+
+    def last_inspection_id(self) -> int:
+        """The id of the newest logged inspection (0 for an empty log); ids only grow."""
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM inspections").fetchone()[0])
+
+    def inspections_after(self, after_id: int, source: str) -> list[dict]:
+        """Inspections from `source` logged after row `after_id`, oldest first, as dicts."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM inspections WHERE id > ? AND source = ? ORDER BY id", (after_id, source))
+            return [dict(row) for row in rows]
 
     def inspections(self, since: str | None = None, until: str | None = None, verdicts=None, classes=None,
-                    inspectors=None) -> pd.DataFrame:
-        """The log, newest first, filtered by ISO time range, verdict, predicted class and inspector."""
+                    inspectors=None, sources=None) -> pd.DataFrame:
+        """The log, newest first, filtered by ISO time range, verdict, predicted class, inspector and source."""
         clauses, params = [], []
         if since:
             clauses.append("time >= ?")
@@ -142,7 +162,8 @@ class InspectionStore:
         if until:
             clauses.append("time <= ?")
             params.append(until)
-        for column, values in (("verdict", verdicts), ("predicted", classes), ("inspector", inspectors)):
+        for column, values in (("verdict", verdicts), ("predicted", classes), ("inspector", inspectors),
+                               ("source", sources)):
             if values:
                 clauses.append(f"{column} IN ({','.join('?' * len(values))})")
                 params += list(values)
@@ -152,7 +173,7 @@ class InspectionStore:
 
     def distinct(self, column: str) -> list[str]:
         """The different non-empty values of an inspections column (for filter choices), sorted."""
-        if column not in ("inspector", "predicted", "verdict", "run_id"):
+        if column not in ("inspector", "predicted", "verdict", "run_id", "source"):
             raise ValueError(f"no filter on column {column!r}")
         with closing(self._connect()) as db:
             rows = db.execute(f"SELECT DISTINCT {column} FROM inspections WHERE {column} != '' ORDER BY 1")
@@ -163,6 +184,20 @@ class InspectionStore:
                        who: str = "", dataset: str = "", sha256: str = "", model_label: str = "",
                        original_label: str = "", run_id: str = "", inspection_id: int | None = None,
                        status: str = "pending", note: str = "") -> int:
+        """Record a correction; returns its id. Saving the same one again (same photo, action, label and person
+        as the photo's latest correction, not rejected) returns that correction's id and stores nothing: a form
+        sent twice (Enter, then the button) is one correction."""
+        return self.add_correction_once(
+            source=source, action=action, photo_path=photo_path, new_label=new_label, who=who, dataset=dataset,
+            sha256=sha256, model_label=model_label, original_label=original_label, run_id=run_id,
+            inspection_id=inspection_id, status=status, note=note)[0]
+
+    def add_correction_once(self, *, source: str, action: str, photo_path: str, new_label: str | None = None,
+                            who: str = "", dataset: str = "", sha256: str = "", model_label: str = "",
+                            original_label: str = "", run_id: str = "", inspection_id: int | None = None,
+                            status: str = "pending", note: str = "") -> tuple[int, bool]:
+        """add_correction that also says whether a row was stored: (id, True), or (the earlier id, False) when
+        it repeats the photo's latest correction."""
         if action not in CORRECTION_ACTIONS:
             raise ValueError(f"unknown correction action {action!r}; use one of {', '.join(CORRECTION_ACTIONS)}")
         if status not in CORRECTION_STATES:
@@ -174,6 +209,13 @@ class InspectionStore:
         elif action == "confirm":
             new_label = new_label or original_label
         with closing(self._connect()) as db, db:
+            db.execute("BEGIN IMMEDIATE")  # the look-up and the insert as one step, also across sessions
+            latest = db.execute(
+                "SELECT id, who, action, new_label, status FROM corrections WHERE dataset = ? AND photo_path = ?"
+                " ORDER BY id DESC LIMIT 1", (dataset, str(photo_path))).fetchone()
+            if latest is not None and latest["status"] != "rejected" and (
+                    latest["who"], latest["action"], latest["new_label"]) == (who, action, new_label):
+                return int(latest["id"]), False
             cursor = db.execute(
                 "INSERT INTO corrections (time, who, source, action, dataset, photo_path, sha256, model_label,"
                 " original_label, new_label, run_id, inspection_id, status, decided_by, decided_at, note)"
@@ -181,7 +223,7 @@ class InspectionStore:
                 (_now(), who, source, action, dataset, str(photo_path), sha256, model_label, original_label,
                  new_label, run_id, inspection_id, status, who if status != "pending" else "",
                  _now() if status != "pending" else "", note))
-            return int(cursor.lastrowid)
+            return int(cursor.lastrowid), True
 
     def decide_correction(self, correction_id: int, status: str, who: str = "") -> None:
         if status not in CORRECTION_STATES:

@@ -32,7 +32,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 from defect_model.config import TrainConfig  # noqa: E402
-from defect_model.runs import RunDir, set_active  # noqa: E402
+from defect_model.lifecycle import set_active  # noqa: E402
+from defect_model.runs import RunDir  # noqa: E402
 
 MODELS = {  # name: (label, recipe)
     "demo": ("demo recipe (resnet18, 96 px)", dict(backbone="resnet18", image_size=96)),

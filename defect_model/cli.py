@@ -184,7 +184,7 @@ def cmd_resume(args) -> int:
         raise SystemExit(f"{run.path}: the run is still {state} (pid {run.status().get('pid')}); cancel it first.")
     claim_for_this_process(run)
     run.cancel_file.unlink(missing_ok=True)  # resuming overrides an earlier cancel request
-    fit(TrainConfig.from_yaml(run.config), run, callbacks=[TerminalProgress()], resume=True)
+    fit(run.settings(), run, callbacks=[TerminalProgress()], resume=True)
     return 0
 
 
@@ -197,7 +197,7 @@ def cmd_evaluate(args) -> int:
     from .runs import resolve_run
 
     run = resolve_run(args.run)
-    cfg = TrainConfig.from_yaml(run.config)
+    cfg = run.settings()
     predictor = Predictor.from_checkpoint(run.checkpoint)
     split = pd.read_csv(run.split)
     val = split[split["split"] == "val"]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import TrainConfig
 from .events import curves
 from .quality import assess
 from .runs import RunDir
@@ -103,7 +102,7 @@ def _read(run: RunDir) -> tuple[dict, pd.DataFrame, list[str]]:
     if not metrics or not run.val_predictions.is_file():
         raise FileNotFoundError(f"{run.path}: no metrics.json or val_predictions.csv yet. "
                                 "Compare runs that have finished at least one epoch.")
-    good = TrainConfig.from_yaml(run.config).good_classes
+    good = run.settings().good_classes
     try:
         predictions = pd.read_csv(run.val_predictions, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

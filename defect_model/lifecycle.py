@@ -11,10 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .config import TrainConfig
-from .quality import ModelQuality, assess
 from .accounts import Actor, audit_log, require
-from .runs import ActivationRefused, RunDir, get_active, read_json, set_active
+from .config import TrainConfig
+from .runs import RunDir, SERVED_DIR, active_file, get_active, now_iso, pin_checkpoint, read_json, write_json_atomic
 from .review import RETRAIN_FILE
 
 
@@ -26,19 +25,12 @@ class DeleteError(ValueError):
     """A run that may not be deleted now; the message says what to do."""
 
 
-def run_quality(run: RunDir) -> ModelQuality | None:
-    metrics = run.read_metrics()
-    if not metrics:
-        return None
-    return assess(metrics, TrainConfig.from_yaml(run.config).good_classes)
-
-
 def run_summary(run: RunDir, active_id: str | None = None) -> dict:
     """One row of the Models table. Numbers are None where the run has none yet."""
-    cfg = TrainConfig.from_yaml(run.config)
+    cfg = run.settings()
     status = run.status()
     metrics = run.read_metrics()
-    quality = assess(metrics, cfg.good_classes) if metrics else None
+    quality = run.quality()
     parent = read_json(run.path / RETRAIN_FILE, {}) or {}
     return {
         "active": run.run_id == active_id,
@@ -85,6 +77,36 @@ def activation_history(limit: int = 200) -> list[dict]:
             for e in audit_log().events("activate", limit)]
 
 
+def activation_problems(run: RunDir) -> list[str]:
+    """Why a run should not inspect parts: no checkpoint, no validation metrics, or a collapsed model."""
+    if not run.checkpoint.is_file():
+        return ["it has no checkpoint yet"]
+    quality = run.quality()
+    if quality is None:
+        return ["it has no validation metrics"]
+    return quality.problems
+
+
+def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str | Path | None = None) -> dict:
+    """Point the active-model record at a pinned copy of `run`'s checkpoint. A flagged run needs
+    `override_reason` (kept in the record). `activate` is the way in for people: it adds the role check, the
+    run-state check and the audit trail."""
+    problems = activation_problems(run)
+    if problems and not run.checkpoint.is_file():
+        raise ActivationError(f"{run.run_id} cannot be the active model: {'; '.join(problems)}.")
+    if problems and not override_reason.strip():
+        raise ActivationError(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts. "
+                              "Give an override reason to activate it anyway (it is logged).")
+    path = active_file(root)
+    served, digest = pin_checkpoint(run.checkpoint, path.parent / SERVED_DIR)
+    record = {"run_id": run.run_id, "path": str(run.path), "served": str(served), "sha256": digest, "by": by,
+              "at": now_iso()}
+    if problems:
+        record.update(override=override_reason.strip(), problems=problems)
+    write_json_atomic(path, record)
+    return record
+
+
 def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | Path | None = None) -> dict:
     """Make `run` the active model (admins only), pinned to a copy of its checkpoint and recorded in the audit
     trail. Only a finished run qualifies; a flagged (collapsed) one needs an override reason."""
@@ -97,11 +119,8 @@ def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | P
     if status.get("state") != "done":
         raise ActivationError(f"{run.run_id} did not finish ({status.get('state')}); only a finished run can be "
                               "made active. Resume it on the Train page first.")
-    try:
-        record = set_active(run, by=actor.name, override_reason=override_reason.strip(), root=root)
-    except ActivationRefused as exc:
-        raise ActivationError(str(exc)) from None
-    quality = run_quality(run)
+    record = set_active(run, by=actor.name, override_reason=override_reason.strip(), root=root)
+    quality = run.quality()
     audit_log().record(actor, "activate", run.run_id, sha256=record["sha256"], served=record["served"],
                        override=record.get("override", ""), problems=record.get("problems", []),
                        accuracy=quality.accuracy if quality else None,
@@ -119,8 +138,8 @@ def delete_run(run: RunDir, actor: Actor, root: str | Path | None = None) -> Non
     if run.status().get("state") in ("queued", "running"):
         raise DeleteError(f"{run.run_id} is still training (pid {run.status().get('pid')}). "
                           "Cancel it on the Train page first.")
-    if not run.config.is_file():
-        raise DeleteError(f"{run.path}: not a run folder (no config.yaml); nothing was deleted.")
+    if not run.exists():
+        raise DeleteError(f"{run.path}: not a run folder (no request.yaml or config.yaml); nothing was deleted.")
     summary = {k: v for k, v in run_summary(run).items() if k in ("accuracy", "macro_f1", "dataset", "status")}
     shutil.rmtree(run.path)
     audit_log().record(actor, "delete", run.run_id, path=str(run.path), **summary)

@@ -48,7 +48,7 @@ class ReviewData:
 def load_review(run: RunDir) -> ReviewData:
     """The run's config, metrics and validation predictions, or a ReviewError that says what is missing."""
     try:
-        config = TrainConfig.from_yaml(run.config)
+        config = run.settings()
     except (OSError, ValueError) as exc:
         raise ReviewError(f"{run.config}: cannot read the run's settings ({exc}). Pick another run.") from None
     metrics = run.read_metrics()
@@ -240,7 +240,7 @@ def retrain_with_corrections(run: RunDir, store: InspectionStore, actor: Actor,
     from .jobs import start_training
 
     require(actor, "train")
-    config = TrainConfig.from_yaml(run.config)
+    config = run.settings()
     folder = corrections_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{run.run_id}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

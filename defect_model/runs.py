@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import events as event_stream
+from .config import TrainConfig
+from .quality import ModelQuality, assess
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.
@@ -60,7 +62,13 @@ class RunDir:
         return self.path.name
 
     @property
+    def request(self) -> Path:
+        """What the user asked for (written once by whoever starts the run)."""
+        return self.path / "request.yaml"
+
+    @property
     def config(self) -> Path:
+        """The settings the run trains with, resolved by the engine (written once, when training starts)."""
         return self.path / "config.yaml"
 
     @property
@@ -105,7 +113,16 @@ class RunDir:
         return self.path / "train.log"
 
     def exists(self) -> bool:
-        return self.config.is_file()
+        return self.config.is_file() or self.request.is_file()
+
+    def settings(self) -> TrainConfig:
+        """The run's settings: as the engine resolved them, or as requested while it has not started yet."""
+        return TrainConfig.from_yaml(self.config if self.config.is_file() else self.request)
+
+    def quality(self) -> ModelQuality | None:
+        """Accuracy beside per-class recall and the defect miss rate; None before the first validation."""
+        metrics = self.read_metrics()
+        return assess(metrics, self.settings().good_classes) if metrics else None
 
     # -- status ---------------------------------------------------------
     def write_status(self, state: str, **fields) -> None:
@@ -130,10 +147,11 @@ class RunDir:
 
     def _status_without_file(self) -> dict:
         """A run folder without a status: being created (queued) for a moment, else a job that never started."""
+        settings = self.config if self.config.is_file() else self.request
         try:
-            age = time.time() - self.config.stat().st_mtime
+            age = time.time() - settings.stat().st_mtime
         except OSError:
-            return {"state": "failed", "error": f"{self.path}: no config.yaml; not a run."}
+            return {"state": "failed", "error": f"{self.path}: no request.yaml or config.yaml; not a run."}
         if age < NEVER_STARTED_S:
             return {"state": "queued"}
         return {"state": "failed", "error": "No training process ever started for this run (it has settings but no "
@@ -210,7 +228,7 @@ def list_runs(root: str | Path | None = None) -> list[RunDir]:
     root = Path(root) if root is not None else runs_root()
     if not root.is_dir():
         return []
-    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "config.yaml").is_file()]
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and RunDir(p).exists()]
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
@@ -221,7 +239,7 @@ def resolve_run(ref: str | Path, root: str | Path | None = None) -> RunDir:
         path = (Path(root) if root is not None else runs_root()) / str(ref)
     run = RunDir(path)
     if not run.exists():
-        raise FileNotFoundError(f"{ref}: no run there (no config.yaml). List runs with `ls {runs_root()}`.")
+        raise FileNotFoundError(f"{ref}: no run there (no request.yaml or config.yaml). List runs with `ls {runs_root()}`.")
     return run
 
 
@@ -231,41 +249,6 @@ def active_file(root: str | Path | None = None) -> Path:
 
 def get_active(root: str | Path | None = None) -> dict | None:
     return read_json(active_file(root), None)
-
-
-class ActivationRefused(ValueError):
-    """A run that must not become the active model without an explicit, logged override."""
-
-
-def activation_problems(run: RunDir) -> list[str]:
-    """Why a run should not inspect parts: unfinished, no checkpoint, or a collapsed model."""
-    from .config import TrainConfig
-    from .quality import assess
-
-    if not run.checkpoint.is_file():
-        return ["it has no checkpoint yet"]
-    metrics = run.read_metrics()
-    if not metrics:
-        return ["it has no validation metrics"]
-    return assess(metrics, TrainConfig.from_yaml(run.config).good_classes).problems
-
-
-def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str | Path | None = None) -> dict:
-    """Make `run` the model inspections use. A flagged run needs `override_reason`; every change is logged."""
-    problems = activation_problems(run)
-    if problems and not run.checkpoint.is_file():
-        raise ActivationRefused(f"{run.run_id} cannot be the active model: {'; '.join(problems)}.")
-    if problems and not override_reason.strip():
-        raise ActivationRefused(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts. "
-                                "Give an override reason to activate it anyway (it is logged).")
-    path = active_file(root)
-    served, digest = pin_checkpoint(run.checkpoint, path.parent / SERVED_DIR)
-    record = {"run_id": run.run_id, "path": str(run.path), "served": str(served), "sha256": digest, "by": by,
-              "at": now_iso()}
-    if problems:
-        record.update(override=override_reason.strip(), problems=problems)
-    write_json_atomic(path, record)
-    return record
 
 
 SERVED_DIR = "served"

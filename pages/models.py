@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from defect_model.runs import list_runs
 from ui.models_widgets import (active_id, active_summary_ui, activate_ui, compare_pick_ui, comparison_ui,
-                               delete_ui, downloads_ui, history_ui, manage_pick_ui, review_link_ui, runs_table_ui)
+                               delete_ui, downloads_ui, history_ui, list_runs, manage_pick_ui, review_link_ui,
+                               runs_table_ui)
 from ui.accounts_widgets import manage_accounts_ui
 from ui.router import require_router
 from ui.session import page_actor

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from defect_model.config import TrainConfig
-from defect_model.runs import RunDir, activation_problems, set_active
+from defect_model.lifecycle import activation_problems, set_active
+from defect_model.runs import RunDir
 from defect_model.synthetic import make_sample
 
 

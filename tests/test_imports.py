@@ -14,3 +14,14 @@ def test_importing_the_package_does_not_load_torch():
     code = "import sys, defect_model; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_pages_import_only_ui():
+    """Pages describe the page; everything they call lives in ui/ (which may use the engine)."""
+    from pathlib import Path
+
+    pages = Path(__file__).resolve().parents[1] / "pages"
+    for page in pages.glob("*.py"):
+        imports = [line for line in page.read_text().splitlines() if line.startswith(("from ", "import "))]
+        outside = [line for line in imports if not line.startswith(("import streamlit", "from ui.", "from __future__"))]
+        assert not outside, f"{page.name} imports past ui/: {outside}"

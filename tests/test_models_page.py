@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 from defect_model.compare import compare_runs
 from defect_model.lifecycle import activation_history
 from defect_model.quality import assess
-from defect_model.runs import get_active, set_active
+from defect_model.lifecycle import set_active
+from defect_model.runs import get_active
 from review_support import PLANTED, VAL, make_dataset, open_app_page, write_run
 
 # The candidate fixes pit_0002 and the planted photo's label, and breaks ok_0001.

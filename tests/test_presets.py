@@ -7,7 +7,8 @@ from defect_model.config import TrainConfig
 from defect_model.engine import fit
 from defect_model import synthetic
 from defect_model.presets import MIN_EPOCHS, MIN_STEPS_PER_EPOCH, SMALL_NETWORK, apply_product_preset
-from defect_model.runs import ActivationRefused, RunDir, get_active, set_active
+from defect_model.lifecycle import ActivationError, set_active
+from defect_model.runs import RunDir, get_active
 from conftest import tiny_config
 
 
@@ -121,7 +122,7 @@ def test_a_collapsed_run_is_flagged_and_refused_as_the_active_model(tiny_dataset
     assert all(e["collapsed"] for e in events if e["type"] == "epoch")
 
     root = tmp_path / "runs-root"
-    with pytest.raises(ActivationRefused, match="flagged.*override reason"):
+    with pytest.raises(ActivationError, match="flagged.*override reason"):
         set_active(run, by="eng", root=root)
     assert get_active(root) is None
     record = set_active(run, by="eng", override_reason="demo only, not for the line", root=root)

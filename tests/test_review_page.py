@@ -13,7 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from defect_model.calibration import reliability
-from defect_model.runs import list_runs, set_active
+from defect_model.lifecycle import set_active
+from defect_model.runs import list_runs
 from defect_model.store import InspectionStore
 from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, open_app_page,
                             tree_fingerprint, write_run)

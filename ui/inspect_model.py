@@ -8,11 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from defect_model.config import TrainConfig
 from defect_model.insights import format_duration
 from defect_model.jobs import JobError, running_job, start_training
-from defect_model.runs import RunDir, activation_problems, data_root, get_active, list_runs
-from defect_model.lifecycle import ActivationError, activate
+from defect_model.runs import RunDir, data_root, get_active, list_runs
+from defect_model.lifecycle import ActivationError, activate, activation_problems
 from defect_model.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
 from ui.job_events import followed_progress
 from ui.session import current_actor
@@ -35,7 +34,7 @@ class ActiveModel:
 def good_classes_of(run: RunDir, predictor) -> list[str]:
     """The run's settings decide which classes mean a good part; the checkpoint's copy if config.yaml is unreadable."""
     try:
-        good = TrainConfig.from_yaml(run.config).good_classes
+        good = run.settings().good_classes
     except (OSError, ValueError):
         good = predictor.meta.get("config", {}).get("good_classes", [])
     return [name for name in good if name in predictor.classes]
@@ -111,7 +110,7 @@ def demo_runs() -> list[RunDir]:
     found = []
     for run in list_runs():
         try:
-            if Path(TrainConfig.from_yaml(run.config).data_dir).resolve() == target:
+            if Path(run.settings().data_dir).resolve() == target:
                 found.append(run)
         except (OSError, ValueError):
             continue

@@ -9,11 +9,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from defect_model.compare import compare_runs, epoch_curves
-from defect_model.config import TrainConfig
 from defect_model.accounts import Actor
-from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
-                                    run_quality, run_summary)
-from defect_model.runs import RunDir, activation_problems, get_active
+from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, activation_problems,
+                                    delete_run, run_summary)
+from defect_model.runs import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
 from ui.review_widgets import confusion_figure, quality_header
 
@@ -93,7 +92,7 @@ def active_summary_ui(runs: list[RunDir], active: str | None) -> None:
                 f"{str(record.get('at', ''))[:16].replace('T', ' ')} UTC"
                 + (f"; override: {record['override']}" if record.get("override") else ""))
     if metrics:
-        quality_header(metrics, TrainConfig.from_yaml(run.config).good_classes)
+        quality_header(metrics, run.settings().good_classes)
 
 
 # -- compare -----------------------------------------------------------------------------------
@@ -139,12 +138,12 @@ def comparison_ui(a: RunDir, b: RunDir) -> None:
     except (FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
         return
-    quality_a, quality_b = run_quality(a), run_quality(b)
+    quality_a, quality_b = a.quality(), b.quality()
     left, right = st.columns(2)
     for column, tag, run, quality in ((left, "A", a, quality_a), (right, "B", b, quality_b)):
         with column:
             st.markdown(f"**{tag}** `{run.run_id}`")
-            quality_header(run.read_metrics(), TrainConfig.from_yaml(run.config).good_classes, compact=True)
+            quality_header(run.read_metrics(), run.settings().good_classes, compact=True)
     st.plotly_chart(curves_figure(a, b), key="compare_curves")
     table = result.metrics.copy()
     table["better"] = table["better"].map({"a": "A", "b": "B", "": ""})
@@ -203,7 +202,7 @@ def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
         return
     state = run.status().get("state")
     try:
-        quality = run_quality(run)
+        quality = run.quality()
     except (OSError, ValueError) as exc:
         st.error(f"{run.config}: cannot read this run's settings ({exc}). It cannot become active; delete it or "
                  "fix the file.")

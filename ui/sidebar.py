@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from defect_model.config import TrainConfig
 from defect_model.quality import assess
 from defect_model.accounts import Actor
 from ui.resources import active_run
@@ -19,7 +18,7 @@ def model_card(run) -> None:
     if not metrics:
         st.caption("No validation metrics yet.")
         return
-    cfg = TrainConfig.from_yaml(run.config)
+    cfg = run.settings()
     quality = assess(metrics, cfg.good_classes)
     if quality.collapsed:
         st.error("This model is flagged as useless: " + "; ".join(quality.problems), icon=":material/warning:")

@@ -140,10 +140,12 @@ def record_decision(store: InspectionStore, data: ReviewData, photo_path: str, a
         if new_label == original:
             raise ReviewError(f"{photo_path} is already labelled {original!r}; confirm it (Keep) instead.")
     status = "pending" if action != "confirm" and second_person_required() else "confirmed"
-    correction = store.add_correction(source="review", action=action, photo_path=photo_path, dataset=data.dataset,
-                                      new_label=new_label if action == "relabel" else None, original_label=original,
-                                      model_label=str(row["pred_label"]), who=actor.name, run_id=data.run.run_id,
-                                      status=status)
+    correction, stored = store.add_correction_once(
+        source="review", action=action, photo_path=photo_path, dataset=data.dataset,
+        new_label=new_label if action == "relabel" else None, original_label=original,
+        model_label=str(row["pred_label"]), who=actor.name, run_id=data.run.run_id, status=status)
+    if not stored:  # the same decision again (a double click): one correction, one audit entry
+        return correction
     audit_log().record(actor, action, photo_path, correction=correction, run=data.run.run_id, dataset=data.dataset,
                        original=original, new_label=new_label, status=status)
     return correction

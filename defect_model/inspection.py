@@ -19,7 +19,7 @@ import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,11 +175,15 @@ def expand_uploads(files: Iterable[tuple[str, bytes]]) -> list[Upload]:
         except ArchiveError as exc:
             out.append(Upload(name, data, str(exc)))
             continue
+        except Exception as exc:  # a reader bug must not stop the other files either
+            out.append(Upload(name, data, f"{name}: the zip could not be read ({type(exc).__name__}: {exc}). "
+                                          "Create the zip again, or upload the photos themselves."))
+            continue
         if not members:
             out.append(Upload(name, data, f"{name}: the zip holds no files. Zip the photos themselves and upload "
                                           "it again."))
         for member, content in members:
-            member_name = f"{name}/{PurePosixPath(member.replace(chr(92), '/'))}"
+            member_name = f"{name}/{member}"
             if Path(member).suffix.lower() == ".zip":
                 out.append(Upload(member_name, content, f"{member_name}: a zip inside a zip is not opened. "
                                                         "Upload the inner zip on its own."))

@@ -280,3 +280,22 @@ def test_the_worker_uses_the_configured_number_of_torch_threads(predictor, monke
     monkeypatch.delenv("DEFECT_INFERENCE_THREADS")
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert inference_threads() == 8
+
+
+def test_a_damaged_zip_between_two_photos_is_one_error_and_the_photos_are_inspected(predictor, store):
+    """Issue 16 item 6: a bad CRC (or encryption, Deflate64, a name that is not UTF-8) once sank the batch."""
+    from hostile_corpus import ENCRYPTED, Member, raw_zip
+
+    damaged = raw_zip([Member(b"line/a.png", sample_png(seed=1), crc=1)])
+    locked = raw_zip([Member(b"line/b.png", sample_png(seed=2), flags=ENCRYPTED)])
+    files = [("first.png", sample_png(seed=3)), ("damaged.zip", damaged), ("locked.zip", locked),
+             ("last.png", sample_png(seed=4))]
+    queue = InspectionQueue(batch_size=4)
+    assert queue.submit(predictor, files, SETTINGS, store) == 4
+    assert queue.wait(60)
+    results = {r.name: r for r in queue.results()}
+    assert results["first.png"].ok and results["last.png"].ok
+    assert results["damaged.zip"].error.startswith("damaged.zip: member 'line/a.png' is damaged")
+    assert results["locked.zip"].error.startswith("locked.zip: member 'line/b.png' is encrypted")
+    logged = dict(zip(store.inspections()["file_name"], store.inspections()["verdict"]))
+    assert logged["damaged.zip"] == logged["locked.zip"] == "error" and len(logged) == 4

@@ -179,6 +179,17 @@ class InspectionStore:
             rows = db.execute(f"SELECT DISTINCT {column} FROM inspections WHERE {column} != '' ORDER BY 1")
             return [row[0] for row in rows]
 
+    def inspections_by_id(self, ids) -> pd.DataFrame:
+        """These inspections (a page's batch, the photos corrections refer to), oldest first; unknown ids are
+        left out."""
+        ids = sorted({int(i) for i in ids})
+        with closing(self._connect()) as db:
+            frames = [pd.read_sql_query(f"SELECT * FROM inspections WHERE id IN ({','.join('?' * len(part))})",
+                                        db, params=part) for part in (ids[i:i + 500] for i in range(0, len(ids), 500))]
+        if not frames:
+            return self.inspections().head(0)
+        return pd.concat(frames).sort_values("id").reset_index(drop=True)
+
     # -- corrections ------------------------------------------------------
     def add_correction(self, *, source: str, action: str, photo_path: str, new_label: str | None = None,
                        who: str = "", dataset: str = "", sha256: str = "", model_label: str = "",

@@ -143,7 +143,7 @@ def test_inspector_corrections_appear_for_confirmation(env):
     proposal = store.add_correction(source="inspection", action="relabel", photo_path=str(env["dataset"] / BLANK),
                                     new_label="pit", who="ana", run_id=env["run"].run_id, model_label="ok")
     at = open_review()
-    assert any("ana proposes to relabel as **pit**" in m.value for m in at.markdown)
+    assert any("ana proposes to relabel **zz\\_blank\\.png** as **pit**" in m.value for m in at.markdown)
     at.button(key=f"inspection:{proposal}:yes").click().run()
     assert not at.exception
     table = store.corrections().set_index("id")
@@ -170,7 +170,10 @@ def test_retrain_with_corrections_trains_on_the_corrected_labels(env):
                                 original_label="pit", dataset=str(env["dataset"]), who="eng", status="confirmed")
     assert len(env["store"].corrections(status="confirmed")) == 3
 
-    at.button(key="retrain").click().run()
+    at.button(key="retrain").click().run()  # asks first, with the time it will take
+    assert [run.run_id for run in list_runs(env["runs"])] == [env["run"].run_id]
+    assert any("of training on this machine" in m.value and "3 correction(s)" in m.value for m in at.markdown)
+    at.button(key="retrain_confirm").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     new = next(run for run in list_runs(env["runs"]) if run.run_id != env["run"].run_id)
     deadline = time.time() + 240
@@ -217,3 +220,59 @@ def test_no_runs_yet(tmp_path, monkeypatch):
     monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
     at = open_review()
     assert any("No run with validation results yet" in i.value for i in at.info)
+
+
+def test_inspector_correction_cards_name_the_uploaded_file_not_the_stored_copy(env):
+    store = env["store"]
+    stored = "/var/photos/ab/ab12cd34ef.png"
+    inspection = store.log_inspection(file_name="line3-scratch-07.png", sha256="ab12cd34ef", photo_path=stored,
+                                      verdict="pass", inspector="ana", run_id=env["run"].run_id, predicted="ok")
+    store.add_correction(source="inspection", action="relabel", photo_path=stored, new_label="scratch", who="ana",
+                         run_id=env["run"].run_id, model_label="ok", inspection_id=inspection, note="a *deep* one")
+    at = open_review()
+    text = next(m.value for m in at.markdown if "proposes to" in m.value)
+    assert "line3\\-scratch\\-07\\.png" in text and "ab12cd34ef" not in text
+    assert "Note: a *deep* one" in [t.value for t in at.text]  # the inspector's words as typed, not Markdown
+
+
+def test_a_relabel_clicked_twice_is_one_correction_and_the_card_shows_the_new_label(env):
+    at = open_review()
+    at.multiselect(key="wrong_true").set_value(["pit"]).run()
+    at.selectbox(key=f"wrong:{PLANTED}:new_label").set_value("scratch")
+    at.button(key=f"wrong:{PLANTED}:relabel").click().run()
+    at.button(key=f"wrong:{PLANTED}:relabel").click().run()
+    assert len(env["store"].corrections()) == 1
+    title = next(m.value for m in at.markdown if m.value.startswith("**zz\\_planted"))
+    assert "label **scratch** (relabelled; filed as pit)" in title
+    assert at.selectbox(key=f"wrong:{PLANTED}:new_label").value == "scratch"  # the same choice: a click repeats it
+    assert at.button(key=f"wrong:{PLANTED}:confirm").label == "Back to pit"
+    at.button(key=f"wrong:{PLANTED}:confirm").click().run()  # undo: the label it was filed under is right
+    title = next(m.value for m in at.markdown if m.value.startswith("**zz\\_planted"))
+    assert "label **pit**, predicted **scratch**" in title
+
+
+def test_the_probability_list_always_has_the_photos_label():
+    from collections import namedtuple
+
+    from ui.review_widgets import probability_lines
+
+    classes = [f"c{i}" for i in range(7)]
+    Row = namedtuple("Row", ["true_label", "pred_label"] + [f"prob_{c}" for c in classes])
+    row = Row("c6", "c0", 0.4, 0.2, 0.15, 0.1, 0.08, 0.05, 0.02)  # the label has the lowest probability
+    lines = probability_lines(row, classes, "c6")
+    assert len(lines) == 6 and lines[0] == "c0: **40.0%** (predicted)" and lines[-1] == "c6: **2.0%** (label)"
+    relabelled = probability_lines(row, classes, "c5")
+    assert relabelled[-2:] == ["c5: **5.0%** (label)", "c6: **2.0%** (filed as)"]
+
+
+def test_retrain_is_not_started_without_confirmation(env):
+    env["store"].add_correction(source="review", action="relabel", photo_path=PLANTED, new_label="scratch",
+                                original_label="pit", dataset=str(env["dataset"]), who="eng", status="confirmed")
+    at = open_review()
+    at.button(key="retrain").click().run()
+    plan = next(m.value for m in at.markdown if "of training on this machine" in m.value)
+    assert plan.startswith("About **") and "1 correction(s)" in plan and "resnet18 at 64 px" in plan
+    at.button(key="retrain_cancel").click().run()
+    assert not at.exception
+    assert [run.run_id for run in list_runs(env["runs"])] == [env["run"].run_id]
+    assert not [b for b in at.button if b.key == "retrain_confirm"]  # the question is closed

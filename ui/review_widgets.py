@@ -4,6 +4,8 @@ quality header (defect miss rate and per-class recall beside accuracy; a collaps
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,14 @@ FLASH = "review_flash"
 
 def pct(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+MARKDOWN_SIGNS = "\\`*_{}[]()#+-.!|<>~$:"
+
+
+def md(text) -> str:
+    """A file, class or run name to put inside Markdown: every Markdown sign escaped, so it shows as typed."""
+    return "".join("\\" + char if char in MARKDOWN_SIGNS else char for char in str(text))
 
 
 # -- shared by the Review and Models pages --------------------------------------------------
@@ -110,10 +120,23 @@ def run_choice_ui() -> RunDir | None:
     active = active_run()
     if st.session_state.get("review_run") not in ids:
         st.session_state["review_run"] = active.run_id if active and active.run_id in ids else ids[0]
-    chosen = st.selectbox("Run", ids, key="review_run",
-                          format_func=lambda rid: rid + ("  (active model)" if active and rid == active.run_id else ""),
-                          help="The run whose validation results you review. Default: the active model.")
+    labels = {run.run_id: run_label(run, active.run_id if active else None) for run in runs}
+    chosen = st.selectbox("Run", ids, key="review_run", format_func=labels.get,
+                          help="The run whose validation results you review. Default: the active model. A run still "
+                               "training shows its latest epoch's results.")
     return runs[ids.index(chosen)]
+
+
+def run_state(run: RunDir) -> str:
+    """The run's state, read now from its status (a dead training process reads as failed)."""
+    return run.status().get("state", "") or "unknown"
+
+
+def run_label(run: RunDir, active: str | None) -> str:
+    """How a list of runs names a run: its id, its state unless it finished, and the active model."""
+    state = run_state(run)
+    return (run.run_id + ("" if state == "done" else f" · {state}")
+            + ("  (active model)" if run.run_id == active else ""))
 
 
 def review_data_ui(run: RunDir) -> ReviewData | None:
@@ -263,9 +286,10 @@ def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, ac
     except (ReviewError, PermissionError) as exc:
         st.session_state[FLASH] = {"card": card, "kind": "error", "text": str(exc)}
         return
-    done = {"confirm": "label confirmed", "relabel": f"relabelled to {new_label}",
+    done = {"confirm": "label confirmed", "relabel": f"relabelled to {md(new_label)}",
             "unusable": "marked unusable"}[action]
-    st.session_state[FLASH] = {"card": card, "kind": "success", "text": f"{path}: {done}. Saved as a correction."}
+    st.session_state[FLASH] = {"card": card, "kind": "success",
+                               "text": f"{md(Path(path).name)}: {done}. Saved as a correction."}
 
 
 def _page_of(rows: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -277,53 +301,96 @@ def _page_of(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return rows.iloc[start:start + PAGE_SIZE]
 
 
+def current_label(row, decided: dict | None) -> str:
+    """The photo's label once the latest decision about it is applied ("" when it is dropped as unusable)."""
+    if not decided:
+        return row.true_label
+    if decided["action"] == "relabel":
+        return decided["new_label"]
+    return "" if decided["action"] == "unusable" else row.true_label
+
+
+def probability_lines(row, classes: list[str], label: str, shown: int = 5) -> list[str]:
+    """The highest probabilities, and always the photo's label and the original one among them, as Markdown
+    lines: "pit: **12.0%** (label)"."""
+    probs = sorted(((c, getattr(row, f"prob_{c}", None)) for c in classes), key=lambda item: -(item[1] or 0))
+    keep = {c for c, _ in probs[:shown]} | {label, row.true_label}
+    lines = []
+    for name, p in probs:
+        if name not in keep or p is None:
+            continue
+        tags = [tag for tag, on in (("predicted", name == row.pred_label), ("label", name == label),
+                                    ("filed as", name == row.true_label != label)) if on]
+        lines.append(f"{md(name)}: **{p:.1%}**" + (f" ({', '.join(tags)})" if tags else ""))
+    return lines
+
+
+def card_title(row, label: str) -> str:
+    if label == row.true_label:
+        filed = f"label **{md(label)}**"
+    elif label:
+        filed = f"label **{md(label)}** (relabelled; filed as {md(row.true_label)})"
+    else:
+        filed = f"**unusable** (filed as {md(row.true_label)})"
+    return (f"**{md(Path(row.path).name)}** — {filed}, predicted **{md(row.pred_label)}** ({row.confidence:.0%}), "
+            f"loss {row.loss:.3f}")
+
+
 def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore | None, actor: Actor,
                    section: str) -> None:
     """One card per photo: the photo, Grad-CAM for the predicted and the true class, probabilities, and
-    the decision buttons (confirm the label, change it, or mark the photo unusable)."""
+    the decision buttons (confirm the label, change it, or mark the photo unusable). A decision shows at once:
+    the card gives the photo's label after it."""
     shown = _page_of(rows, f"{section}_page")
     cams = _card_heatmaps(data, shown)
     decisions = latest_decisions(store, data.dataset) if store is not None else {}
     flash = st.session_state.get(FLASH) or {}
-    probability_columns = [f"prob_{c}" for c in data.classes]
     for number, row in enumerate(shown.itertuples(index=False)):
         card = f"{section}:{row.path}"
+        decided = decisions.get(row.path)
+        label = current_label(row, decided)
         with st.container(border=True, key=f"card-{section}-{number}"):
-            st.markdown(f"`{row.path}` — true **{row.true_label}**, predicted **{row.pred_label}** "
-                        f"({row.confidence:.0%}), loss {row.loss:.3f}")
+            st.markdown(card_title(row, label), help=f"{row.path} in {data.dataset}")
             photo_col, pred_col, true_col, info_col = st.columns([1, 1, 1, 1.5])
             _show(photo_col, _photo(data.dataset, row.path), "photo")
-            _show(pred_col, cams.get((row.path, row.pred_label)), f"Grad-CAM: predicted {row.pred_label}")
+            _show(pred_col, cams.get((row.path, row.pred_label)), f"Heatmap (Grad-CAM): predicted {row.pred_label}")
             if row.true_label != row.pred_label:
-                _show(true_col, cams.get((row.path, row.true_label)), f"Grad-CAM: true {row.true_label}")
+                _show(true_col, cams.get((row.path, row.true_label)), f"Heatmap (Grad-CAM): filed as {row.true_label}")
             else:
-                true_col.caption("Predicted = true class: one heatmap.")
-            probs = sorted(((c, getattr(row, f"prob_{c}", None)) for c in data.classes),
-                           key=lambda item: -(item[1] or 0))
-            info_col.markdown("  \n".join(f"{c}: **{p:.1%}**" for c, p in probs[:5] if p is not None)
-                              if probability_columns else "")
-            decided = decisions.get(row.path)
+                true_col.caption("Predicted = filed class: one heatmap.")
+            info_col.markdown("  \n".join(probability_lines(row, data.classes, label)))
             if decided:
                 info_col.info(describe_decision(decided), icon=":material/task_alt:")
             if flash.get("card") == card:
                 (info_col.success if flash["kind"] == "success" else info_col.error)(flash["text"])
             if store is None:
                 continue
-            disabled = not actor.may("relabel")
-            others = [c for c in data.classes if c != row.true_label]
-            label_key = f"{card}:new_label"
-            info_col.selectbox("Correct label", others, key=label_key, index=others.index(row.pred_label)
-                               if row.pred_label in others else 0, disabled=disabled)
-            info_col.button("Relabel", key=f"{card}:relabel", on_click=_decide, disabled=disabled,
-                            args=(store, data, row.path, "relabel", actor, label_key, card), width="stretch",
-                            help="The photo is filed under the wrong class: train on the label chosen above.")
-            confirm_col, unusable_col = info_col.columns(2)
-            confirm_col.button(f"Keep {row.true_label}", key=f"{card}:confirm", on_click=_decide, disabled=disabled,
-                               args=(store, data, row.path, "confirm", actor, None, card), width="stretch",
-                               help=f"The label {row.true_label} is right; the model is wrong.")
-            unusable_col.button("Unusable", key=f"{card}:unusable", on_click=_decide, disabled=disabled,
-                                args=(store, data, row.path, "unusable", actor, None, card), width="stretch",
-                                help="Blurred, empty or not a product photo: leave it out of training.")
+            decision_buttons_ui(info_col, store, data, row, label, actor, card)
+
+
+def decision_buttons_ui(column, store: InspectionStore, data: ReviewData, row, label: str, actor: Actor,
+                        card: str) -> None:
+    """Relabel (to a class other than the one it is filed under), keep that label, or drop the photo as unusable.
+    The choices stay the same after a decision, so a second click repeats it (and stores nothing) instead of
+    choosing something else."""
+    disabled = not actor.may("relabel")
+    others = [c for c in data.classes if c != row.true_label]
+    label_key = f"{card}:new_label"
+    column.selectbox("Correct label", others, key=label_key, index=others.index(row.pred_label)
+                     if row.pred_label in others else 0, disabled=disabled)
+    column.button("Relabel", key=f"{card}:relabel", on_click=_decide, disabled=disabled,
+                  args=(store, data, row.path, "relabel", actor, label_key, card), width="stretch",
+                  help="The photo is filed under the wrong class: train on the label chosen above.")
+    confirm_col, unusable_col = column.columns(2)
+    undo = label != row.true_label
+    confirm_col.button(f"Back to {row.true_label}" if undo else f"Keep {row.true_label}", key=f"{card}:confirm",
+                       on_click=_decide, disabled=disabled, width="stretch",
+                       args=(store, data, row.path, "confirm", actor, None, card),
+                       help=f"The label it was filed under, {row.true_label}, is right"
+                            + (" after all: undo the decision." if undo else "; the model is wrong."))
+    unusable_col.button("Unusable", key=f"{card}:unusable", on_click=_decide, disabled=disabled or label == "",
+                        args=(store, data, row.path, "unusable", actor, None, card), width="stretch",
+                        help="Blurred, empty or not a product photo: leave it out of training.")
 
 
 def misclassified_ui(data: ReviewData, store: InspectionStore | None, actor: Actor) -> None:
@@ -421,6 +488,25 @@ def _decide_inspection(store: InspectionStore, data: ReviewData, correction: dic
                                        f"{'confirmed' if accept else 'rejected'}."}
 
 
+def inspected_names(store: InspectionStore, corrections: list[dict]) -> dict[int, str]:
+    """Correction id -> the file name the photo was uploaded under (the stored copy is named by its hash; that
+    name is the fallback when the inspection is not in the log)."""
+    ids = [int(c["inspection_id"]) for c in corrections if c.get("inspection_id") is not None]
+    log = store.inspections_by_id(ids) if ids else None
+    uploaded = dict(zip(log["id"], log["file_name"])) if log is not None else {}
+    return {c["id"]: uploaded.get(c.get("inspection_id")) or Path(c["photo_path"]).name for c in corrections}
+
+
+def proposal_text(record: dict, name: str) -> str:
+    """"ana proposes to relabel **scratch-07.png** as **pit** (the model said ok, run …), 2026-11-30 14:02 UTC"."""
+    proposal = (f"relabel **{md(name)}** as **{md(record['new_label'])}**" if record["action"] == "relabel" else
+                f"mark **{md(name)}** **unusable**" if record["action"] == "unusable" else
+                f"confirm **{md(name)}** as **{md(record['new_label'] or record['original_label'])}**")
+    return (f"{md(record['who'] or 'An inspector')} proposes to {proposal} (the model said "
+            f"{md(record['model_label'] or '?')}, run {md(record['run_id'] or '?')}), "
+            f"{str(record['time'])[:16].replace('T', ' ')} UTC")
+
+
 def inspection_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> int:
     """Inspectors' proposals from the Inspect page, for the engineer to confirm or reject; returns how many wait."""
     pending = inspection_corrections(store, data)
@@ -432,30 +518,94 @@ def inspection_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> int
                 "page when the model got a photo wrong.")
         return 0
     st.markdown(f"**{len(pending)} inspector correction(s) waiting for confirmation**")
-    for record in plain_records(pending.head(20)):
-        with st.container(border=True):
+    records = plain_records(pending.head(20))
+    names = inspected_names(store, records)
+    for record in records:
+        with st.container(border=True, key=f"proposal-{record['id']}"):
             photo_col, text_col, buttons = st.columns([1, 2.4, 1])
             _show(photo_col, _photo("", record["photo_path"]), "")  # stored inspection photos: own path
-            proposal = (f"relabel as **{record['new_label']}**" if record["action"] == "relabel" else
-                        "mark **unusable**" if record["action"] == "unusable" else
-                        f"confirm **{record['new_label'] or record['original_label']}**")
-            text_col.markdown(f"{record['who'] or 'An inspector'} proposes to {proposal} "
-                              f"(model said {record['model_label'] or '?'}, run {record['run_id'] or '?'}), "
-                              f"{str(record['time'])[:16].replace('T', ' ')} UTC  \n`{record['photo_path']}`"
-                              + (f"  \n{record['note']}" if record.get("note") else ""))
+            text_col.markdown(proposal_text(record, names[record["id"]]),
+                              help=f"Stored copy: {record['photo_path']}")
+            if record.get("note"):
+                text_col.text(f"Note: {record['note']}")
             if flash.get("card") == f"inspection:{record['id']}":
                 text_col.error(flash["text"])
             buttons.button("Confirm", key=f"inspection:{record['id']}:yes", on_click=_decide_inspection,
                            args=(store, data, record, True, actor), disabled=not actor.may("confirm"), type="primary")
             buttons.button("Reject", key=f"inspection:{record['id']}:no", on_click=_decide_inspection,
-                           args=(store, data, record, False, actor), disabled=not actor)
+                           args=(store, data, record, False, actor), disabled=not actor.may("confirm"))
     return len(pending)
 
 
 # -- retrain -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrainPlan:
+    """What "Retrain with corrections" will start, for the confirmation: settings, photos and the time."""
+    config: object  # TrainConfig of the retrain
+    corrections: int
+    train_photos: int
+    val_photos: int
+    seconds: float  # expected wall time: the estimate, capped by the time budget
+
+    def text(self) -> str:
+        from defect_model.insights import format_duration
+
+        cfg = self.config
+        budget = f", stopping at its time budget of {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""
+        return (f"About **{format_duration(self.seconds)}** of training on this machine{budget}: "
+                f"{cfg.backbone} at {cfg.image_size} px, up to {cfg.epochs} epoch(s) over {self.train_photos} "
+                f"training photos ({self.val_photos} for validation), starting from this run's weights with "
+                f"{self.corrections} correction(s) applied.")
+
+
+def retrain_plan(data: ReviewData, corrections: int) -> RetrainPlan:
+    """The retrain's settings as defect_model.review.retrain_with_corrections derives them, and its estimate."""
+    from defect_model.insights import STARTUP_S, estimate_training_time
+    from defect_model.presets import warm_retrain
+
+    cfg = warm_retrain(data.config, data.run.path.resolve(), data.run.training_seconds(), corrections)
+    val = len(data.predictions)
+    try:
+        split = pd.read_csv(data.run.split)
+        train = int((split["split"] == "train").sum())
+    except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        train = val * 4  # no split file: the default 80/20 split
+    estimate = estimate_training_time(cfg.backbone, cfg.image_size, cfg.epochs, cfg.epoch_images or train, val)
+    seconds = estimate.seconds
+    if cfg.time_budget_min:
+        seconds = min(seconds, STARTUP_S + cfg.time_budget_min * 60)
+    return RetrainPlan(cfg, corrections, train, val, seconds)
+
+
+def _start_retrain(data: ReviewData, store: InspectionStore, actor: Actor) -> None:
+    """The confirmation's button: start the job; what happened is shown on the page."""
+    from defect_model.jobs import JobError
+
+    try:
+        new_run = retrain_with_corrections(data.run, store, actor)
+    except (ReviewError, JobError, PermissionError) as exc:
+        st.session_state[FLASH] = {"card": "retrain", "kind": "error", "text": str(exc)}
+        return
+    st.session_state["retrain_started"] = new_run.run_id
+
+
+@st.dialog("Start a retrain with corrections?", width="large")
+def confirm_retrain_dialog(data: ReviewData, store: InspectionStore, actor: Actor, plan: RetrainPlan) -> None:
+    st.markdown(plan.text())
+    st.caption(f"A new run next to {data.run.run_id}; the original photos and this run are not changed. The new "
+               "model is not used for inspection until an admin makes it active on the Models page.")
+    start_col, cancel_col = st.columns(2)
+    if start_col.button("Start the retrain", type="primary", key="retrain_confirm", icon=":material/play_arrow:",
+                        on_click=_start_retrain, args=(data, store, actor), width="stretch"):
+        st.rerun()
+    if cancel_col.button("Cancel", key="retrain_cancel", width="stretch"):
+        st.rerun()
+
+
 def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir | None:
-    """Confirmed decisions for this dataset and one button that retrains with them; returns the new run."""
-    from defect_model.jobs import JobError, running_job
+    """Confirmed decisions for this dataset and the button that retrains with them, after a confirmation that
+    shows the time it will take; returns the new run."""
+    from defect_model.jobs import running_job
 
     counts = decision_counts(store, data.dataset)
     decided = latest_decisions(store, data.dataset)
@@ -466,23 +616,22 @@ def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir
                                                 "who", "decided_at"]]
         st.dataframe(table, hide_index=True)
     cfg = data.config
-    st.caption(f"The retrain uses run {data.run.run_id}'s settings ({cfg.backbone}, {cfg.image_size}px, "
-               f"{cfg.epochs} epoch(s)) and its train/val split, with these corrections applied. The original photos "
+    st.caption(f"The retrain uses run {data.run.run_id}'s settings ({cfg.backbone}, {cfg.image_size}px) and its "
+               "train/val split, with these corrections applied, and starts from its weights. The original photos "
                "are never changed.")
     busy = running_job()
     if busy is not None:
         st.info(f"Training job {busy.run_id} is running; a retrain can start when it has finished.")
+    flash = st.session_state.get(FLASH) or {}
+    if flash.get("card") == "retrain":
+        st.error(flash["text"])
+    if st.button("Retrain with corrections", type="primary", key="retrain", icon=":material/model_training:",
+                 disabled=not actor.may("train") or not decided or busy is not None,
+                 help="Shows how long it will take, then starts a background training job on your confirmation "
+                      "(the Train page shows its progress)."):
+        st.session_state.pop(FLASH, None)
+        confirm_retrain_dialog(data, store, actor, retrain_plan(data, len(decided)))
     started = st.session_state.get("retrain_started")
-    clicked = st.button("Retrain with corrections", type="primary", key="retrain",
-                        disabled=not actor.may("train") or not decided or busy is not None,
-                        help="Starts a background training job (the Train page shows its progress).")
-    if clicked:
-        try:
-            new_run = retrain_with_corrections(data.run, store, actor)
-        except (ReviewError, JobError, PermissionError) as exc:
-            st.error(str(exc))
-            return None
-        st.session_state["retrain_started"] = started = new_run.run_id
     if started:
         retrain_status_ui(started)
     return None if not started else RunDir(data.run.path.parent / started)

@@ -7,6 +7,7 @@ says what to do.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Union
 
@@ -16,6 +17,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # A photo larger than this is refused before it is decoded (decompression bombs).
 MAX_PIXELS = 64_000_000
+# The most memory one photo's pixels may take, decoded and as the RGB copy handed on: width x height x
+# bytes per pixel of its mode, so a 16-bit photo counts twice an 8-bit one. A larger JPEG is decoded at
+# 1/2, 1/4 or 1/8 scale; any other photo that fits when decoded is reduced before it is converted, and
+# one that does not fit even then is refused. Every use here (the network's input, thumbnails, overlays
+# up to 2048 px) needs far fewer pixels than this allows.
+MAX_DECODED_BYTES = 128 * 1024**2
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+                    "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}  # any other mode: 4 (RGBA, CMYK, I, F)
 
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
@@ -64,9 +73,15 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             if width * height > MAX_PIXELS:
                 raise ImageError(label, f"the photo is {width}x{height} pixels, too large to inspect safely",
                                  f"Resize it below {MAX_PIXELS // 1_000_000} megapixels and upload it again.")
+            if img.format == "JPEG":
+                _draft_within_budget(img)
+            _refuse_over_budget(img, label)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img, label)
+            img = _reduce(img, _reduction(img.size, img.mode))
+            img = _to_rgb(ImageOps.exif_transpose(img), label)
+            if img.size not in ((width, height), (height, width)):
+                img.info["reduced_from"] = (width, height)  # what the file holds; the callers may say so
+            return img
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -80,6 +95,43 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
                          "Export the photo again from the camera or image tool.") from None
 
 
+def decoded_bytes(size: tuple[int, int], mode: str) -> int:
+    """Memory a photo of this size takes decoded in `mode`: width x height x bytes per pixel."""
+    return size[0] * size[1] * _BYTES_PER_PIXEL.get(mode, 4)
+
+
+def _reduction(size: tuple[int, int], mode: str) -> int:
+    """The smallest whole factor that brings the photo, decoded and as RGB, within MAX_DECODED_BYTES."""
+    need = max(decoded_bytes(size, mode), decoded_bytes(size, "RGB"))
+    return max(1, math.ceil(math.sqrt(need / MAX_DECODED_BYTES)))
+
+
+def _draft_within_budget(img: Image.Image) -> None:
+    """Let the JPEG decoder scale down while it decodes (1/2, 1/4 or 1/8), as far as the budget needs."""
+    factor = _reduction(img.size, img.mode)
+    if factor > 1:
+        img.draft(img.mode, (math.ceil(img.width / factor), math.ceil(img.height / factor)))
+
+
+def _refuse_over_budget(img: Image.Image, label: str) -> None:
+    need = decoded_bytes(img.size, img.mode)
+    if need > MAX_DECODED_BYTES:
+        most = MAX_DECODED_BYTES // _BYTES_PER_PIXEL.get(img.mode, 4) / 1e6
+        raise ImageError(label, f"the photo is {img.width}x{img.height} {img.mode} and would take "
+                                f"{need / 1024**2:.1f} MB decoded, more than the {MAX_DECODED_BYTES / 1024**2:.0f} MB "
+                                "allowed per photo",
+                         f"Resize it below {most:.0f} megapixels (or save it as JPEG) and upload it again.")
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    if factor == 1:
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # 1-bit, palette and 16-bit modes: Pillow reduces them by resizing
+        return img.resize((max(1, img.width // factor), max(1, img.height // factor)), Image.BOX)
+
+
 def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -87,27 +139,33 @@ def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
         raise ImageError(label, f"an array of shape {array.shape} is not a photo",
                          "Pass an HxW, HxWx3 or HxWx4 array.")
     if array.dtype != np.uint8:
-        array = _scale_to_uint8(array.astype(np.float64))
+        array = _scale_to_uint8(array)
     return Image.fromarray(array)
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     """Map integer or float pixel data to 0..255 without clipping it to white."""
-    top = values.max() if values.size else 0.0
+    top = float(values.max()) if values.size else 0.0
     if top <= 1.0:
         scale = 255.0
     elif top <= 255.0:
         scale = 1.0
     else:
         scale = 255.0 / 65535.0
-    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    if values.dtype.kind == "u" and values.dtype.itemsize == 2:
+        # A table of all 65,536 values: no floating-point copy of the photo (8 bytes a pixel, several times over).
+        table = np.clip(np.rint(np.arange(65536) * scale), 0, 255).astype(np.uint8)
+        return table[values]
+    scaled = values.astype(np.float32) * np.float32(scale)
+    np.rint(scaled, out=scaled)
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
 
 
 def _to_rgb(img: Image.Image, label: str) -> Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_scale_to_uint8(np.asarray(img, dtype=np.float64))).convert("RGB")
+        return Image.fromarray(_scale_to_uint8(np.asarray(img))).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     try:

@@ -74,3 +74,57 @@ def test_non_square_photo_is_not_stretched_when_padding_or_cropping():
 def test_prepare_array_shape():
     array = prepare_array(Image.new("RGB", (33, 17)), 32, "pad")
     assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+
+
+# -- issue 16 item 3: memory per photo, by its bytes per pixel -------------------------------------------------
+def test_a_16_bit_8000x7999_png_is_reduced_without_gigabytes_of_memory(tmp_path):
+    """A 124 KB 16-bit PNG of 64 megapixels took +1.55 GB of memory (and 18 s) to load."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hostile_corpus import sixteen_bit_png
+
+    path = tmp_path / "deep.png"
+    path.write_bytes(sixteen_bit_png(8000, 7999))
+    code = ("import json, resource, sys\n"
+            "from defect_model.images import load_image\n"
+            "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+            "before = peak()\n"
+            "photo = load_image(sys.argv[1])\n"
+            "print(json.dumps([photo.mode, photo.info.get('reduced_from'), peak() - before]))\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=root, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    mode, reduced_from, growth_mb = json.loads(out)
+    assert mode == "RGB" and reduced_from == [8000, 7999]  # reduced, and it says from what
+    assert growth_mb < 400, f"+{growth_mb} MB to load one photo"
+
+
+def test_a_jpeg_over_the_memory_budget_is_decoded_at_a_smaller_scale(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    original = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, *args: drafts.append(args) or original(self, *args))
+    monkeypatch.setattr("defect_model.images.MAX_DECODED_BYTES", 200_000)
+    photo = load_image(_png_bytes(Image.new("RGB", (600, 400), (90, 60, 30)), "JPEG"), name="wide.jpg")
+    assert photo.size == (300, 200) and photo.info["reduced_from"] == (600, 400)
+    assert drafts  # scaled by the JPEG decoder itself, not after decoding in full
+
+
+def test_a_16_bit_photo_counts_two_bytes_per_pixel_and_is_reduced(monkeypatch):
+    monkeypatch.setattr("defect_model.images.MAX_DECODED_BYTES", 100_000)
+    array = (np.arange(200 * 200).reshape(200, 200) * 1.5).astype(np.uint16)
+    photo = load_image(_png_bytes(Image.fromarray(array)), name="deep.png")  # 80 KB decoded, 120 KB as RGB
+    assert photo.mode == "RGB" and photo.size == (100, 100) and photo.info["reduced_from"] == (200, 200)
+    values = np.asarray(photo)[:, :, 0]
+    assert values.min() < 5 and values.max() > 200  # still scaled by its 16 bits, not clipped
+
+
+def test_a_png_too_large_to_decode_within_the_budget_is_refused(monkeypatch):
+    monkeypatch.setattr("defect_model.images.MAX_DECODED_BYTES", 100_000)
+    with pytest.raises(ImageError, match=r"big.png: the photo is 400x400 RGBA.*0.6 MB decoded.*Resize it"):
+        load_image(_png_bytes(Image.new("RGBA", (400, 400))), name="big.png")

@@ -286,6 +286,10 @@ def inspect_batch(predictor, uploads: Sequence[Upload], settings: InspectionSett
             result.notes[:0] = check_upload(upload.name, upload.data)
             photo = load_image(upload.data, upload.name)
             result.photo_size = photo.size
+            if "reduced_from" in photo.info:
+                width, height = photo.info["reduced_from"]
+                result.notes.append(f"a {width}x{height} photo, inspected at {photo.width}x{photo.height} to bound "
+                                    "the memory one photo may take")
             ready.append((result, photo, predictor.prepare(photo, upload.name)))
         except ImageError as exc:
             result.error = str(exc)

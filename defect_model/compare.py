@@ -8,6 +8,7 @@ retrained candidate carries the corrected labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,28 @@ class Comparison:
     common_photos: int
     only_a: list[str]
     only_b: list[str]
+    dataset_a: str = ""
+    dataset_b: str = ""
+
+    @property
+    def same_dataset(self) -> bool:
+        return _same_folder(self.dataset_a, self.dataset_b)
+
+    @property
+    def photo_by_photo(self) -> bool:
+        """Whether the two runs were validated on photos they share, so their predictions can be set side by side."""
+        return self.same_dataset and self.common_photos > 0
+
+    def why_not_photo_by_photo(self) -> str:
+        """Why the changed-photo list is empty for a reason other than "nothing changed" ("" when it is not)."""
+        if not self.same_dataset:
+            return (f"A ({self.a.run_id}) was validated on {self.dataset_a}, B ({self.b.run_id}) on "
+                    f"{self.dataset_b}: different photos, so the two cannot be compared photo by photo. Their "
+                    "numbers above are each measured on their own photos; compare them with care.")
+        if not self.common_photos:
+            return (f"A ({self.a.run_id}) and B ({self.b.run_id}) share no validation photo (different splits of "
+                    f"{self.dataset_a}), so they cannot be compared photo by photo.")
+        return ""
 
     @property
     def fixed(self) -> int:
@@ -97,6 +120,10 @@ def with_confidence(predictions: pd.DataFrame) -> pd.DataFrame:
     return predictions.assign(confidence=predictions[probs].max(axis=1) if probs else np.nan)
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
 def _read(run: RunDir) -> tuple[dict, pd.DataFrame, list[str]]:
     metrics = run.read_metrics()
     if not metrics or not run.val_predictions.is_file():
@@ -112,15 +139,75 @@ def _read(run: RunDir) -> tuple[dict, pd.DataFrame, list[str]]:
 
 
 def compare_runs(a: RunDir, b: RunDir) -> Comparison:
+    """A against B. Photos are matched by their path in the dataset, so only runs on the same dataset folder are
+    compared photo by photo; for others the changed list is empty and `why_not_photo_by_photo` says why."""
     metrics_a, pred_a, good_a = _read(a)
     metrics_b, pred_b, good_b = _read(b)
+    dataset_a, dataset_b = a.settings().data_dir, b.settings().data_dir
+    if not _same_folder(dataset_a, dataset_b):  # the same relative path names a different photo there
+        pred_b = pred_b.iloc[0:0]
+        pred_a = pred_a.iloc[0:0]
     paths_a, paths_b = set(pred_a["path"]), set(pred_b["path"])
     return Comparison(a=a, b=b, metrics=metric_deltas(metrics_a, metrics_b, good_a, good_b),
                       changed=changed_predictions(pred_a, pred_b), common_photos=len(paths_a & paths_b),
-                      only_a=sorted(paths_a - paths_b), only_b=sorted(paths_b - paths_a))
+                      only_a=sorted(paths_a - paths_b), only_b=sorted(paths_b - paths_a),
+                      dataset_a=dataset_a, dataset_b=dataset_b)
 
 
 def epoch_curves(run: RunDir) -> pd.DataFrame:
     """One row per finished epoch: epoch, train_loss, val_loss, val_accuracy, val_macro_f1, elapsed_s."""
     columns = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "elapsed_s"]
     return curves(run.read_events())[1][columns]
+
+
+@dataclass
+class Switch:
+    """What changes when `candidate` becomes the active model in place of `current` (None: no active model)."""
+    current: RunDir | None
+    candidate: RunDir
+    classes_now: list[str]
+    classes_after: list[str]
+    good_now: list[str]
+    good_after: list[str]
+    overall: pd.DataFrame  # metric, now, after, change
+    per_class: pd.DataFrame  # class, recall now, recall after, missed now, missed after
+
+    @property
+    def classes_added(self) -> list[str]:
+        return [c for c in self.classes_after if c not in self.classes_now] if self.current else []
+
+    @property
+    def classes_dropped(self) -> list[str]:
+        return [c for c in self.classes_now if c not in self.classes_after]
+
+
+OVERALL = ("defect miss rate", "false-reject rate", "accuracy", "macro-F1")
+
+
+def switch_summary(current: RunDir | None, candidate: RunDir) -> Switch:
+    """The numbers an activation changes: defect miss rate, false-reject rate, accuracy and macro-F1, and per class
+    the recall (share of its photos recognised) and the miss rate (1 - recall), now and after."""
+    metrics_after = candidate.read_metrics() or {}
+    if not metrics_after:
+        raise FileNotFoundError(f"{candidate.metrics}: no validation metrics; this run cannot become active.")
+    good_after = candidate.settings().good_classes
+    metrics_now, good_now = {}, []
+    if current is not None:
+        metrics_now = current.read_metrics() or {}
+        good_now = current.settings().good_classes
+    rows_after = metric_rows(metrics_after, good_after)
+    rows_now = metric_rows(metrics_now, good_now) if metrics_now else {}
+    overall = pd.DataFrame([{"metric": name, "now": rows_now.get(name), "after": rows_after.get(name)}
+                            for name in OVERALL if name in rows_after or name in rows_now],
+                           columns=["metric", "now", "after"])
+    overall["change"] = [None if pd.isna(n) or pd.isna(a) else a - n for n, a in zip(overall["now"], overall["after"])]
+    classes_now, classes_after = list(metrics_now.get("classes", [])), list(metrics_after["classes"])
+    per_class = []
+    for name in dict.fromkeys(classes_after + classes_now):
+        now, after = rows_now.get(f"recall {name}"), rows_after.get(f"recall {name}")
+        per_class.append({"class": name, "recall now": now, "recall after": after,
+                          "missed now": None if now is None else 1 - now,
+                          "missed after": None if after is None else 1 - after})
+    return Switch(current, candidate, classes_now, classes_after, list(good_now), list(good_after), overall,
+                  pd.DataFrame(per_class, columns=["class", "recall now", "recall after", "missed now",
+                                                   "missed after"]))

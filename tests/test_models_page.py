@@ -54,7 +54,7 @@ def test_every_run_is_a_row_and_the_defect_miss_rate_comes_first(runs, dataset):
     at = open_models()
     table = frame(at, "flag")
     assert table["run"].tolist() == [runs[k].run_id for k in ("collapsed", "better", "base")]
-    assert list(table.columns[:3]) == ["active", "run", "defect miss rate"]
+    assert list(table.columns[:5]) == ["active", "run", "status", "started (UTC)", "defect miss rate"]
     for name, run in runs.items():
         row = table.set_index("run").loc[run.run_id]
         quality = assess(run.read_metrics(), ["ok"])
@@ -63,6 +63,7 @@ def test_every_run_is_a_row_and_the_defect_miss_rate_comes_first(runs, dataset):
         assert row["recall per class"] == ", ".join(f"{c} {r:.0%}" for c, r in quality.recall.items())
         assert row["flag"].startswith("COLLAPSED") == (name == "collapsed")
         assert (row["status"], row["training time"], row["dataset"]) == ("done", "8 s", str(dataset))
+        assert row["started (UTC)"] == run.status()["started"][:16].replace("T", " ")
     assert table.set_index("run").loc[runs["base"].run_id, "active"] == "★ active"
     # The page's first number is the active model's defect miss rate.
     assert at.metric[0].label == "Defect miss rate"
@@ -88,6 +89,8 @@ def test_make_active_records_who_and_when(runs):
     at = open_models(name="boss")
     at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
     at.button(key=f"activate_{runs['better'].run_id}").click().run()
+    assert get_active()["run_id"] == runs["base"].run_id, "nothing changes before the confirmation"
+    at.button(key=f"activate_confirm_{runs['better'].run_id}").click().run()
     record = get_active()
     assert record["run_id"] == runs["better"].run_id and record["by"] == "boss" and record["at"]
     assert any("is now the active model" in s.value for s in at.success)
@@ -110,10 +113,13 @@ def test_a_collapsed_model_needs_an_override_reason(runs):
     at.selectbox(key="manage_run").set_value(flat).run()
     assert any("is flagged" in e.value and "never recognises" in e.value for e in at.error)
     at.button(key=f"activate_{flat}").click().run()
+    at.button(key=f"activate_confirm_{flat}").click().run()
     assert get_active()["run_id"] == runs["base"].run_id
     assert any("override reason" in e.value and "flagged" in e.value for e in at.error)
     at.text_input(key=f"override_{flat}").input("demo only, line stopped")
     at.button(key=f"activate_{flat}").click().run()
+    assert any("Override reason (recorded): demo only, line stopped" in m.value for m in at.markdown)
+    at.button(key=f"activate_confirm_{flat}").click().run()
     record = get_active()
     assert record["run_id"] == flat and record["override"] == "demo only, line stopped" and record["by"] == "adm"
 
@@ -149,3 +155,59 @@ def test_review_this_run_opens_the_review_page_on_it(runs):
     assert not at.exception
     assert at.title[0].value == "Review"
     assert at.selectbox(key="review_run").value == runs["better"].run_id
+
+
+def test_make_active_asks_first_with_what_changes_for_the_inspectors(runs, dataset, tmp_path):
+    other = write_run(runs["base"].path.parent, dataset, "20260104-120000-resnet18-two", started="2026-01-04T12:00:00+00:00",
+                      rows=[(p, "scratch" if t == "pit" else t, "scratch" if pr == "pit" else pr, c)
+                            for p, t, pr, c in VAL])  # "pit" is no longer a class
+    import json
+
+    metrics = json.loads(other.metrics.read_text())
+    metrics["classes"] = ["ok", "scratch"]
+    metrics["per_class"].pop("pit")
+    other.metrics.write_text(json.dumps(metrics))
+    at = open_models(name="boss")
+    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    at.button(key=f"activate_{runs['better'].run_id}").click().run()
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"Inspections will use **{runs['better'].run_id.replace('-', chr(92) + '-')}**" in text
+    assert "Classes (unchanged): ok, pit, scratch." in text
+    assert "Recorded as made active by **boss** (admin)" in text
+    overall = frame(at, "change").set_index("")
+    base, better = assess(runs["base"].read_metrics(), ["ok"]), assess(runs["better"].read_metrics(), ["ok"])
+    assert overall.loc["defect miss rate", "now"] == f"{base.defect_miss_rate:.1%}"
+    assert overall.loc["defect miss rate", "after"] == f"{better.defect_miss_rate:.1%}"
+    per_class = frame(at, "missed after").set_index("class")
+    assert per_class.loc["pit", "recall after"] == f"{better.recall['pit']:.1%}"
+    assert per_class.loc["pit", "missed after"] == f"{1 - better.recall['pit']:.1%}"
+    at.button(key=f"activate_cancel_{runs['better'].run_id}").click().run()
+    assert get_active()["run_id"] == runs["base"].run_id
+
+    at.selectbox(key="manage_run").set_value(other.run_id).run()
+    at.button(key=f"activate_{other.run_id}").click().run()
+    assert any("**Classes change**: it drops pit" in m.value for m in at.markdown)
+
+
+def test_runs_on_different_datasets_are_not_compared_photo_by_photo(runs, tmp_path):
+    elsewhere = write_run(runs["base"].path.parent, make_dataset(tmp_path / "line-2"),
+                          "20260105-120000-resnet18-line2", started="2026-01-05T12:00:00+00:00")
+    at = open_models()
+    at.selectbox(key="compare_a").set_value(runs["base"].run_id)
+    at.selectbox(key="compare_b").set_value(elsewhere.run_id)
+    at.run()
+    assert any("cannot be compared photo by photo" in i.value for i in at.info)
+    assert not any("changed prediction" in m.value for m in at.markdown)
+    assert not [d for d in at.dataframe if "outcome" in d.value.columns]
+
+
+def test_cancelled_and_failed_runs_are_labelled_in_every_run_list(runs):
+    runs["better"].write_status("cancelled")
+    runs["collapsed"].write_status("failed", error="out of memory")
+    at = open_models()
+    table = frame(at, "flag").set_index("run")
+    assert table.loc[runs["better"].run_id, "status"] == "cancelled (stopped early)"
+    assert table.loc[runs["collapsed"].run_id, "status"] == "failed"
+    assert any("Grey rows did not finish" in c.value for c in at.caption)
+    labels = at.selectbox(key="manage_run").options  # as the list shows them
+    assert f"{runs['better'].run_id} · cancelled" in labels and f"{runs['collapsed'].run_id} · failed" in labels

@@ -8,15 +8,20 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from defect_model.compare import compare_runs, epoch_curves
+from defect_model.compare import Switch, compare_runs, epoch_curves, switch_summary
 from defect_model.accounts import Actor
 from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, activation_problems,
                                     delete_run, run_summary)
 from defect_model.runs import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
-from ui.review_widgets import confusion_figure, quality_header
+from ui.review_widgets import confusion_figure, md, quality_header, run_label, run_state
 
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
+LIVE_STATES = ("queued", "running")
+POLL_SECONDS = 3  # while a run trains, the table follows its state; nothing polls otherwise
+STATE_TEXT = {"done": "done", "running": "running", "queued": "queued (starting)",
+              "cancelled": "cancelled (stopped early)", "failed": "failed", "unreadable": "unreadable"}
+STOPPED = ("cancelled", "failed", "unreadable")
 
 
 def _flash(where: str, kind: str, text: str) -> None:
@@ -40,13 +45,50 @@ def summaries(runs: list[RunDir], active: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def runs_table_ui(runs: list[RunDir], active: str | None) -> pd.DataFrame:
-    """Every run as a row. With good classes marked, the defect miss rate is the first number."""
-    table = summaries(runs, active)
-    has_good = table.get("defect_miss_rate") is not None and table["defect_miss_rate"].notna().any()
+def runs_table_ui(runs: list[RunDir], active: str | None) -> None:
+    """Every run as a row, its state and start first, then the defect miss rate (with good classes marked).
+    While a run trains, the table is redrawn every few seconds, so its state follows the run's."""
+    live = live_runs(runs)
+    st.fragment(_runs_table, run_every=POLL_SECONDS if live else None)(runs, active, live)
+
+
+def live_runs(runs: list[RunDir]) -> tuple[str, ...]:
+    return tuple(run.run_id for run in runs if run_state(run) in LIVE_STATES)
+
+
+def _runs_table(runs: list[RunDir], active: str | None, live_before: tuple[str, ...]) -> None:
+    view, collapsed, stopped = runs_view(summaries(runs, active))
+
+    def paint(row):
+        if collapsed[row.name]:
+            return ["color: #c62828; font-weight: 600"] * len(row)
+        return ["color: #6b7280; font-style: italic"] * len(row) if stopped[row.name] else [""] * len(row)
+
+    formats = {"val accuracy": "{:.1%}", "macro-F1": "{:.3f}"}
+    formats.update({name: "{:.1%}" for name in ("defect miss rate", "false-reject rate") if name in view})
+    st.dataframe(view.style.apply(paint, axis=1).format(formats, na_rep="–"), hide_index=True, key="runs_table")
+    notes = []
+    if any(collapsed):
+        notes.append(":red[Rows in red are collapsed models: they would pass defective parts and cannot be made "
+                     "active without an override reason.]")
+    if any(stopped):
+        notes.append("Grey rows did not finish (cancelled or failed): their numbers are from the last epoch they "
+                     "completed. Resume them on the Train page.")
+    if notes:
+        st.caption(" ".join(notes))
+    if live_runs(runs) != live_before:
+        st.rerun(scope="app")  # a run started or ended: the choices below follow too
+
+
+def runs_view(table: pd.DataFrame) -> tuple[pd.DataFrame, list[bool], list[bool]]:
+    """The table as shown, and per row whether it is collapsed and whether the run stopped before the end."""
+    has_good = "defect_miss_rate" in table and table["defect_miss_rate"].notna().any()
+    states = table.get("status", pd.Series([""] * len(table))).fillna("")
     view = pd.DataFrame({
         "active": table["active"].map(lambda a: "★ active" if a else ""),
         "run": table["run"],
+        "status": [STATE_TEXT.get(state, state) for state in states],
+        "started (UTC)": table.get("date", ""),
     })
     if has_good:
         view["defect miss rate"] = table["defect_miss_rate"]
@@ -57,28 +99,13 @@ def runs_table_ui(runs: list[RunDir], active: str | None) -> pd.DataFrame:
     view["val accuracy"] = table.get("accuracy")
     view["macro-F1"] = table.get("macro_f1")
     view["flag"] = [("COLLAPSED: " + p) if c else "" for c, p in zip(table["collapsed"], table.get("problems", ""))]
-    view["date"] = table.get("date", "")
     view["dataset"] = table.get("dataset", "")
     view["classes"] = table.get("classes", "")
     view["settings"] = table.get("settings", "")
     view["training time"] = [None if pd.isna(s) else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
                              for s in table.get("training_s", [])]
-    view["status"] = table.get("status", "")
     view["retrained from"] = table.get("parent", "")
-    collapsed = table["collapsed"].fillna(False).tolist()
-
-    def paint(row):
-        red = "color: #c62828; font-weight: 600" if collapsed[row.name] else ""
-        return [red] * len(row)
-
-    formats = {"val accuracy": "{:.1%}", "macro-F1": "{:.3f}"}
-    if has_good:
-        formats["defect miss rate"] = formats["false-reject rate"] = "{:.1%}"
-    st.dataframe(view.style.apply(paint, axis=1).format(formats, na_rep="–"), hide_index=True, key="runs_table")
-    if any(collapsed):
-        st.caption(":red[Rows in red are collapsed models: they would pass defective parts and cannot be made active "
-                   "without an override reason.]")
-    return view
+    return view, table["collapsed"].fillna(False).tolist(), [state in STOPPED for state in states]
 
 
 def active_summary_ui(runs: list[RunDir], active: str | None) -> None:
@@ -106,9 +133,10 @@ def compare_pick_ui(runs: list[RunDir], active: str | None) -> tuple[RunDir | No
         st.session_state["compare_a"] = active if active in ids else ids[1]
     if st.session_state.get("compare_b") not in ids:
         st.session_state["compare_b"] = next(i for i in ids if i != st.session_state["compare_a"])
+    labels = {r.run_id: run_label(r, active) for r in done}
     left, right = st.columns(2)
-    a = left.selectbox("Run A (baseline)", ids, key="compare_a")
-    b = right.selectbox("Run B (candidate)", ids, key="compare_b")
+    a = left.selectbox("Run A (baseline)", ids, key="compare_a", format_func=labels.get)
+    b = right.selectbox("Run B (candidate)", ids, key="compare_b", format_func=labels.get)
     if a == b:
         st.warning("Pick two different runs.")
         return None, None
@@ -127,9 +155,14 @@ def curves_figure(a: RunDir, b: RunDir) -> go.Figure:
                                         name=f"{tag.upper()} {column.replace('_', ' ')}", legendgroup=name,
                                         line={"color": color, "dash": dash}), row=1, col=col)
     figure.update_xaxes(title_text="epoch", dtick=1)
-    figure.update_layout(height=400, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    # The top margin leaves the toolbar (shown on hover) a row of its own above the subplot titles.
+    figure.update_layout(height=420, margin={"l": 10, "r": 10, "t": 70, "b": 10},
                          legend={"orientation": "h", "y": -0.22, "yanchor": "top"})
     return figure
+
+
+CURVES_CONFIG = {"displayModeBar": "hover", "displaylogo": False,
+                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}
 
 
 def comparison_ui(a: RunDir, b: RunDir) -> None:
@@ -138,23 +171,36 @@ def comparison_ui(a: RunDir, b: RunDir) -> None:
     except (FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
         return
-    quality_a, quality_b = a.quality(), b.quality()
     left, right = st.columns(2)
-    for column, tag, run, quality in ((left, "A", a, quality_a), (right, "B", b, quality_b)):
+    for column, tag, run in ((left, "A", a), (right, "B", b)):
         with column:
-            st.markdown(f"**{tag}** `{run.run_id}`")
+            st.markdown(f"**{tag}** {md(run.run_id)}")
             quality_header(run.read_metrics(), run.settings().good_classes, compact=True)
-    st.plotly_chart(curves_figure(a, b), key="compare_curves")
-    table = result.metrics.copy()
-    table["better"] = table["better"].map({"a": "A", "b": "B", "": ""})
-    st.dataframe(table.rename(columns={"a": "A", "b": "B", "delta": "B − A"}), hide_index=True, key="compare_metrics",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("A", "B", "B − A")})
+    st.plotly_chart(curves_figure(a, b), key="compare_curves", config=CURVES_CONFIG)
+    metrics_table_ui(result.metrics)
     left, right = st.columns(2)
     for column, tag, run in ((left, "A", a), (right, "B", b)):
         metrics = run.read_metrics()
         column.plotly_chart(confusion_figure(metrics["confusion_matrix"], metrics["classes"],
                                              title=f"{tag}: {run.run_id}", height=320 + 30 * len(metrics["classes"])),
                             key=f"compare_cm_{tag}", config={"displayModeBar": False})
+    if result.photo_by_photo:
+        changed_photos_ui(result)
+    else:
+        st.info(result.why_not_photo_by_photo(), icon=":material/compare_arrows:")
+
+
+def metrics_table_ui(metrics: pd.DataFrame) -> None:
+    """A, B and B − A per metric; "–" where a run has no such number (e.g. a class only the other one knows)."""
+    table = metrics.assign(better=metrics["better"].map({"a": "A", "b": "B", "": ""}))
+    table = table.rename(columns={"a": "A", "b": "B", "delta": "B − A"})
+    for column in ("A", "B", "B − A"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    st.dataframe(table.style.format({c: "{:.3f}" for c in ("A", "B", "B − A")}, na_rep="–"), hide_index=True,
+                 key="compare_metrics")
+
+
+def changed_photos_ui(result) -> None:
     changed = result.changed
     st.markdown(f"**{len(changed)} validation photo(s) changed prediction** out of {result.common_photos} in both: "
                 f"{result.fixed} fixed, {result.broken} broken, {len(changed) - result.fixed - result.broken} "
@@ -179,8 +225,8 @@ def manage_pick_ui(runs: list[RunDir], active: str | None) -> RunDir:
     if st.session_state.get("manage_run") not in ids:
         newest_done = next((r.run_id for r in runs if r.status().get("state") == "done"), ids[0])
         st.session_state["manage_run"] = newest_done
-    chosen = st.selectbox("Run", ids, key="manage_run",
-                          format_func=lambda rid: rid + ("  (active model)" if rid == active else ""))
+    labels = {r.run_id: run_label(r, active) for r in runs}
+    chosen = st.selectbox("Run", ids, key="manage_run", format_func=labels.get)
     return runs[ids.index(chosen)]
 
 
@@ -221,9 +267,88 @@ def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
                  "made active with an override reason, which is recorded.", icon=":material/warning:")
         reason_key = f"override_{run.run_id}"
         st.text_input("Override reason", key=reason_key, placeholder="why this model must go live anyway")
-    st.button("Make active anyway" if needs_override else "Make active", key=f"activate_{run.run_id}",
-              type="secondary" if needs_override else "primary", on_click=_activate, args=(run, actor, reason_key),
-              disabled=not allowed)
+    if st.button("Make active anyway…" if needs_override else "Make active…", key=f"activate_{run.run_id}",
+                 type="secondary" if needs_override else "primary", disabled=not allowed,
+                 help="Shows what changes for the inspectors (classes, defect miss rate, recall per class) and asks "
+                      "you to confirm."):
+        confirm_activation_dialog(run, actor, reason_key, active)
+
+
+def active_run_beside(run: RunDir, active: str | None) -> RunDir | None:
+    """The active model's run folder (in the same runs folder as `run`), when it is there with metrics."""
+    if not active:
+        return None
+    current = RunDir(run.path.parent / active)
+    return current if current.exists() and current.read_metrics() else None
+
+
+@st.dialog("Make this model active?", width="large")
+def confirm_activation_dialog(run: RunDir, actor: Actor, reason_key: str | None, active: str | None) -> None:
+    """What changes for the inspectors, and who it is recorded for; nothing changes until confirmed."""
+    current = active_run_beside(run, active)
+    try:
+        switch = switch_summary(current, run)
+    except (OSError, ValueError) as exc:
+        st.error(f"{run.path}: the summary cannot be read ({exc}). Nothing was changed.")
+        return
+    for line in switch_lines(switch, actor, active, st.session_state.get(reason_key, "") if reason_key else ""):
+        st.markdown(line)
+    switch_tables_ui(switch)
+    yes, no = st.columns(2)
+    if yes.button("Yes, make it active", key=f"activate_confirm_{run.run_id}", type="primary", width="stretch",
+                  icon=":material/check:", on_click=_activate, args=(run, actor, reason_key)):
+        st.rerun()
+    if no.button("Cancel", key=f"activate_cancel_{run.run_id}", width="stretch"):
+        st.rerun()
+
+
+def switch_lines(switch: Switch, actor: Actor, active: str | None, reason: str) -> list[str]:
+    """The summary in sentences (Markdown, names escaped)."""
+    run = switch.candidate
+    lines = [f"Inspections will use **{md(run.run_id)}**"
+             + (f" instead of {md(active)}." if active else "; no model is active now.")]
+    if switch.current is None or switch.classes_now == switch.classes_after:
+        lines.append(f"Classes{' (unchanged)' if switch.current else ''}: {md(', '.join(switch.classes_after))}.")
+    else:
+        change = []
+        if switch.classes_added:
+            change.append(f"adds {md(', '.join(switch.classes_added))}")
+        if switch.classes_dropped:
+            change.append(f"drops {md(', '.join(switch.classes_dropped))} (no photo will be called that any more)")
+        lines.append("**Classes change**: it " + " and ".join(change or ["orders them differently"]) + ".")
+    if switch.good_now != switch.good_after and switch.current is not None:
+        lines.append(f"**Good (pass) classes change**: {md(', '.join(switch.good_now) or 'none')} → "
+                     f"{md(', '.join(switch.good_after) or 'none')}.")
+    elif not switch.good_after:
+        lines.append("No class is marked good: no photo will pass; confident ones are rejected.")
+    if reason.strip():
+        lines.append(f"Override reason (recorded): {md(reason.strip())}")
+    lines.append(f"Recorded as made active by **{md(actor.name)}** ({actor.role}), now, with the checkpoint's "
+                 "fingerprint (sha256), in the audit trail.")
+    return lines
+
+
+def _share(value, metric: str = "") -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.3f}" if metric == "macro-F1" else f"{value:.1%}"
+
+
+def switch_tables_ui(switch: Switch) -> None:
+    """Overall numbers, then recall and miss rate per class, each now and after."""
+    overall = switch.overall
+    st.dataframe(pd.DataFrame({
+        "": overall["metric"],
+        "now": [_share(v, m) for m, v in zip(overall["metric"], overall["now"])],
+        "after": [_share(v, m) for m, v in zip(overall["metric"], overall["after"])],
+        "change": ["–" if pd.isna(v) else (f"{v:+.3f}" if m == "macro-F1" else f"{v * 100:+.1f} points")
+                   for m, v in zip(overall["metric"], overall["change"])],
+    }), hide_index=True, key="activation_overall")
+    st.caption("Per class: recall is the share of that class's validation photos the model recognises; missed is "
+               "the rest (1 − recall).")
+    st.dataframe(switch.per_class.assign(**{column: switch.per_class[column].map(_share)
+                                            for column in switch.per_class.columns if column != "class"}),
+                 hide_index=True, key="activation_per_class")
 
 
 def review_link_ui(run: RunDir) -> None:

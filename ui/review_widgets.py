@@ -29,6 +29,7 @@ from ui.resources import active_run, predictor_for
 PAGE_SIZE = 6
 THUMB = 176  # pixels: small photos are enlarged to this for the cards
 FLASH = "review_flash"
+STATIC_CHART = {"displayModeBar": False}  # nothing to zoom; the toolbar would cover the title and legend
 
 
 def pct(value) -> str:
@@ -433,7 +434,7 @@ def metrics_ui(metrics: dict) -> pd.DataFrame:
                          title={"text": f"macro-F1 {metrics['macro_f1']:.2f} (dashed line), accuracy "
                                         f"{metrics['accuracy']:.2f} (dotted line)", "font": {"size": 13}},
                          margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"})
-    st.plotly_chart(figure, key="metrics_chart")
+    st.plotly_chart(figure, key="metrics_chart", config=STATIC_CHART)
     return table
 
 
@@ -472,7 +473,7 @@ def calibration_ui(data: ReviewData) -> float:
     figure.update_yaxes(title_text="photos", row=2, col=1)
     figure.update_layout(height=480, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
-    st.plotly_chart(figure, key="reliability_chart")
+    st.plotly_chart(figure, key="reliability_chart", config=STATIC_CHART)
     return result.ece
 
 

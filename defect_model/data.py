@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
+import stat
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,39 +40,96 @@ class DatasetScan:
         return {name: found.get(name, 0) for name in self.classes}
 
 
+def data_roots(default: str | Path) -> list[Path]:
+    """The folders datasets may be read from: $DEFECT_DATA_ROOTS (separated by os.pathsep), else `default`."""
+    listed = [part for part in os.environ.get("DEFECT_DATA_ROOTS", "").split(os.pathsep) if part.strip()]
+    return [Path(part).expanduser().resolve() for part in listed or [default]]
+
+
+def allowed_data_folder(path: str | Path, roots: Sequence[str | Path]) -> Path:
+    """The real path of the folder `path` when it lies inside one of `roots`; else a DatasetError.
+
+    Links are followed before the check, so a link inside a root that leads out of it is refused. A
+    relative path is taken from the first root. Whether a folder outside the roots exists is not said.
+    """
+    roots = [Path(root).expanduser().resolve() for root in roots]
+    typed = Path(path).expanduser()
+    real = (typed if typed.is_absolute() else roots[0] / typed).resolve()
+    if not any(real == root or root in real.parents for root in roots):
+        listed = ", ".join(str(root) for root in roots)
+        raise DatasetError(f"{path}: datasets are read only from inside {listed}, and this folder is not (links "
+                           "that lead out are not followed). Copy the dataset into one of them, or ask the "
+                           "administrator to add its folder to DEFECT_DATA_ROOTS.")
+    if not real.exists():
+        raise DatasetError(f"{path}: the folder does not exist on this server. Check the path; it must hold one "
+                           "sub-folder per class.")
+    if not real.is_dir():
+        raise DatasetError(f"{path}: this is a file, not a folder. Give the folder that holds one sub-folder "
+                           "per class.")
+    return real
+
+
+def _kind_of_file(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special"
+
+
+def _scan_class(root: Path, class_dir: Path, items: list, skipped: list) -> None:
+    """Add the class folder's photos to `items` and every file left out, with the reason, to `skipped`."""
+    for path in sorted(class_dir.rglob("*")):
+        rel_path = path.relative_to(root)
+        if any(part.startswith(".") for part in rel_path.parts):
+            continue
+        mode = path.lstat().st_mode  # never follows a link, never opens the file
+        if stat.S_ISDIR(mode):
+            continue
+        rel = rel_path.as_posix()
+        if stat.S_ISLNK(mode):
+            skipped.append((rel, "symbolic link, not followed"))
+        elif not stat.S_ISREG(mode):  # reading a FIFO named x.jpg waits for a writer forever
+            skipped.append((rel, f"not a regular file ({_kind_of_file(mode)}); not read"))
+        elif is_image_name(path):
+            items.append((rel, class_dir.name))
+        else:
+            skipped.append((rel, f"not a photo (extension not one of {', '.join(IMAGE_EXTENSIONS)})"))
+
+
 def scan_image_folder(root: str | Path) -> DatasetScan:
-    """List the photos of a class-per-folder dataset; files that are not photos are reported."""
+    """List the photos of a class-per-folder dataset; files that are not photos, links and empty classes are reported."""
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"{root}: the folder does not exist. Check the path.")
     if not root.is_dir():
         raise DatasetError(f"{root}: this is a file, not a folder. Give the folder that holds one sub-folder per class.")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     items: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
+    class_dirs = []
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if entry.is_symlink() and entry.is_dir():
+            skipped.append((f"{entry.name}/", "symbolic link, not followed"))
+        elif entry.is_dir():
+            class_dirs.append(entry)
     for class_dir in class_dirs:
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_dir() or path.name.startswith("."):
-                continue
-            rel = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                skipped.append((rel, "symbolic link, not followed"))
-            elif is_image_name(path):
-                items.append((rel, class_dir.name))
-            else:
-                skipped.append((rel, f"not a photo (extension not one of {', '.join(IMAGE_EXTENSIONS)})"))
-    classes = [d.name for d in class_dirs if any(label == d.name for _, label in items)]
+        _scan_class(root, class_dir, items, skipped)
+    found = {label for _, label in items}
+    classes = [d.name for d in class_dirs if d.name in found]
+    empty = [d.name for d in class_dirs if d.name not in found]
+    skipped += [(f"{name}/", "class folder without photos; left out of the classes") for name in empty]
     scan = DatasetScan(root=root, classes=classes, items=items, skipped=skipped)
-    check_trainable(scan.counts(), str(root))
+    check_trainable(scan.counts(), str(root), empty)
     return scan
 
 
-def check_trainable(counts: dict[str, int], where: str) -> None:
+def check_trainable(counts: dict[str, int], where: str, empty: Sequence[str] = ()) -> None:
     """Refuse a dataset with fewer than 2 classes or a class with fewer than 2 photos."""
     if len(counts) < 2:
         found = ", ".join(counts) or "none"
+        without = f" Folder(s) without photos: {', '.join(empty)}." if empty else ""
         raise DatasetError(
-            f"{where}: found {len(counts)} class folder(s) with photos ({found}); training needs at least 2. "
+            f"{where}: found {len(counts)} class folder(s) with photos ({found}); training needs at least 2.{without} "
             "Put each class's photos in its own sub-folder, e.g. scratch/001.jpg, ok/002.jpg.")
     small = [f"{name} ({n})" for name, n in counts.items() if n < 2]
     if small:

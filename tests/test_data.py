@@ -70,3 +70,91 @@ def test_unreadable_photos_are_reported_and_training_goes_on(dataset_copy, tmp_p
     assert sorted(item["path"] for item in report["unreadable"]) == ["ok/ok_0000.png", "pit/pit_0001.png"]
     assert [item["path"] for item in report["skipped"]] == ["crack/readme.md"]
     assert run.status()["state"] == "done"
+
+
+# -- issue 16 items 1 and 11: folders on the server, what a scan reads, empty class folders ---------------------
+import os  # noqa: E402
+import threading  # noqa: E402
+
+from defect_model.data import allowed_data_folder, data_roots  # noqa: E402
+from hostile_corpus import class_folder, fifo  # noqa: E402
+
+
+@pytest.fixture()
+def roots(tmp_path):
+    """Two allowed data roots, each with a dataset, and a private folder beside them."""
+    first, second = tmp_path / "data", tmp_path / "line-2"
+    class_folder(first / "set")
+    class_folder(second / "set")
+    class_folder(tmp_path / "private")
+    return [first, second]
+
+
+def test_data_roots_come_from_the_environment_else_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEFECT_DATA_ROOTS", raising=False)
+    assert data_roots(tmp_path / "data") == [(tmp_path / "data").resolve()]
+    monkeypatch.setenv("DEFECT_DATA_ROOTS", os.pathsep.join([str(tmp_path / "a"), "", str(tmp_path / "b")]))
+    assert data_roots(tmp_path / "data") == [(tmp_path / "a").resolve(), (tmp_path / "b").resolve()]
+
+
+def test_a_folder_inside_a_root_is_allowed_by_its_real_path(roots):
+    assert allowed_data_folder(roots[1] / "set", roots) == (roots[1] / "set").resolve()
+    assert allowed_data_folder("set", roots) == (roots[0] / "set").resolve()  # relative: from the first root
+    assert allowed_data_folder(roots[0] / "set" / ".." / "set", roots) == (roots[0] / "set").resolve()
+
+
+@pytest.mark.parametrize("where", ["outside", "dot-dot", "link"])
+def test_a_folder_outside_the_roots_is_refused_with_the_roots_and_what_to_do(roots, tmp_path, where):
+    typed = {"outside": tmp_path / "private", "dot-dot": roots[0] / ".." / "private",
+             "link": roots[0] / "shortcut"}[where]
+    (roots[0] / "shortcut").symlink_to(tmp_path / "private")
+    with pytest.raises(DatasetError) as refused:
+        allowed_data_folder(typed, roots)
+    message = str(refused.value)
+    assert message.startswith(f"{typed}: ") and str(roots[0]) in message and str(roots[1]) in message
+    assert "DEFECT_DATA_ROOTS" in message and "Copy the dataset" in message
+
+
+def test_a_missing_folder_inside_a_root_is_named(roots):
+    with pytest.raises(DatasetError, match="nowhere: the folder does not exist"):
+        allowed_data_folder(roots[0] / "nowhere", roots)
+    (roots[0] / "file.txt").write_text("x")
+    with pytest.raises(DatasetError, match="file.txt: this is a file, not a folder"):
+        allowed_data_folder(roots[0] / "file.txt", roots)
+
+
+def test_a_fifo_named_like_a_photo_is_skipped_not_read(tmp_path):
+    """A FIFO named x.jpg hung the Train page's look through the photos."""
+    from defect_model.insights import inspect_dataset
+
+    root = class_folder(tmp_path / "set")
+    fifo(root / "ok" / "x.jpg")
+    found = {}
+    worker = threading.Thread(target=lambda: found.update(insights=inspect_dataset(root)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "reading the dataset hung on a FIFO"
+    assert ("ok/x.jpg", "not a regular file (a FIFO); not read") in found["insights"].skipped
+    assert found["insights"].counts == {"ok": 3, "pit": 3}
+
+
+def test_links_are_not_followed_out_of_the_dataset(tmp_path):
+    root = class_folder(tmp_path / "set")
+    class_folder(tmp_path / "private", classes=("crack",))
+    (root / "leak").symlink_to(tmp_path / "private" / "crack")
+    (root / "ok" / "peek").symlink_to(tmp_path / "private" / "crack")
+    scan = scan_image_folder(root)
+    assert scan.classes == ["ok", "pit"] and len(scan.items) == 6  # nothing from the private folder
+    assert ("leak/", "symbolic link, not followed") in scan.skipped
+    assert ("ok/peek", "symbolic link, not followed") in scan.skipped
+
+
+def test_an_empty_class_folder_is_named_not_dropped_silently(tmp_path):
+    root = class_folder(tmp_path / "set")
+    (root / "rust").mkdir()
+    scan = scan_image_folder(root)
+    assert scan.classes == ["ok", "pit"]
+    assert ("rust/", "class folder without photos; left out of the classes") in scan.skipped
+    shutil.rmtree(root / "pit")
+    with pytest.raises(DatasetError, match=r"1 class folder\(s\) with photos \(ok\).*without photos: rust"):
+        scan_image_folder(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -102,12 +103,12 @@ def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
 def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_path):
     app = page()
     app.radio(key="train_source").set_value(FOLDER).run()
-    missing = tmp_path / "no-such-folder"
+    missing = env["data"] / "no-such-folder"
     app.text_input(key="train_folder").set_value(str(missing)).run()
     assert f"{missing}: the folder does not exist" in errors(app)
     assert not [b for b in app.button if b.key == "train_start"]
 
-    flat = tmp_path / "flat"
+    flat = env["data"] / "flat"
     flat.mkdir()
     for photo in sorted((env["data"] / "demo" / "ok").iterdir()):  # photos, but no class sub-folders
         shutil.copy(photo, flat / photo.name)
@@ -116,6 +117,25 @@ def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_p
     message = errors(app)
     assert str(flat) in message and "class folder" in message and "sub-folder" in message
     assert not [b for b in app.button if b.key == "train_start"]
+
+
+def test_a_folder_outside_the_data_roots_is_refused_and_nothing_of_it_is_shown(env, tmp_path, monkeypatch):
+    """Issue 16 item 1: another user's folder was listed, its photos shown and a file of it named."""
+    other = tmp_path / "other-user"
+    shutil.copytree(env["data"] / "demo", other)
+    (other / "ok" / "salaries.txt").write_text("private")
+    app = page()
+    app.radio(key="train_source").set_value(FOLDER).run()
+    app.text_input(key="train_folder").set_value(str(other)).run()
+    message = errors(app)
+    assert str(other) in message and str(env["data"].resolve()) in message and "DEFECT_DATA_ROOTS" in message
+    assert not app.dataframe and not [c for c in app.get("plotly_chart")]  # no file list, no counts
+    assert not [b for b in app.button if b.key == "train_start"]
+
+    monkeypatch.setenv("DEFECT_DATA_ROOTS", f"{env['data']}{os.pathsep}{tmp_path / 'other-user'}")
+    app.run()  # the same folder is allowed once it lies inside a configured root
+    assert not app.error, errors(app)
+    assert [b for b in app.button if b.key == "train_start"]
 
 
 def _upload(app: AppTest, file_name: str, data: bytes, name: str = "") -> AppTest:

@@ -12,7 +12,7 @@ import plotly.express as px
 import streamlit as st
 
 from defect_model.archives import ArchiveError, extract_zip
-from defect_model.data import DatasetError, scan_image_folder
+from defect_model.data import DatasetError, allowed_data_folder, data_roots, scan_image_folder
 from defect_model.insights import DatasetInsights, inspect_dataset
 from defect_model.runs import data_root
 from defect_model.store import InspectionStore
@@ -47,7 +47,9 @@ def uploaded_names() -> list[str]:
     folder = uploads_dir()
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+    # Hidden folders are uploads still being extracted; ".partial" ones are left over from older versions.
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".partial"))
 
 
 def save_uploaded_zip(data: bytes, file_name: str, name: str) -> Path:
@@ -114,18 +116,7 @@ def dataset_source_ui() -> Dataset | None:
         name = st.selectbox("Uploaded dataset", names, key="train_uploaded")
         return Dataset(f"uploaded '{name}'", (uploads_dir() / name).resolve())
     if source == FOLDER:
-        typed = st.text_input("Folder on the server", key="train_folder",
-                              placeholder="/data/photos (one sub-folder per class)").strip()
-        if not typed:
-            st.info("Type the path of a folder that holds one sub-folder per class.")
-            return None
-        path = Path(typed).expanduser()
-        if not path.is_dir():
-            reason = "does not exist" if not path.exists() else "is a file, not a folder"
-            st.error(f"{path}: the folder {reason} on this server. Check the path; it must hold one "
-                     "sub-folder per class.", icon=":material/folder_off:")
-            return None
-        return Dataset(str(path), path.resolve())
+        return server_folder_ui()
     st.file_uploader("Dataset .zip (one folder per class inside)", type=["zip"], key="train_zip",
                      on_change=lambda: st.session_state.pop("train_zip_error", None))
     st.text_input("Name to keep it under", key="train_zip_name", placeholder="default: the zip's file name",
@@ -134,6 +125,24 @@ def dataset_source_ui() -> Dataset | None:
     if error := st.session_state.get("train_zip_error"):
         st.error(error, icon=":material/error:")
     return None
+
+
+def server_folder_ui() -> Dataset | None:
+    """A folder typed by path, inside the configured data roots only (another user's folder is not listed)."""
+    roots = data_roots(data_root())
+    typed = st.text_input("Folder on the server", key="train_folder",
+                          placeholder=f"{roots[0] / 'photos'} (one sub-folder per class)",
+                          help=f"A folder inside {', '.join(map(str, roots))}. A relative path starts in "
+                               f"{roots[0]}.").strip()
+    if not typed:
+        st.info("Type the path of a folder that holds one sub-folder per class.")
+        return None
+    try:
+        path = allowed_data_folder(typed, roots)
+    except DatasetError as exc:
+        st.error(str(exc), icon=":material/folder_off:")
+        return None
+    return Dataset(typed, path)
 
 
 def _signature(path: Path) -> tuple:

@@ -102,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     show = audit_sub.add_parser("show", help="the newest audit events")
     show.add_argument("--limit", type=int, default=30)
 
+    watch = sub.add_parser("watch", help="hot folder: inspect photos with the active model as a camera writes them",
+                           description="Inspect each photo written into IN_DIR once it is complete (size and mtime "
+                                       "unchanged for --settle seconds, or a NAME.ready marker), log it with source "
+                                       "'hot folder', append a line to the results CSV and move it on. Safe to stop "
+                                       "(Ctrl-C, SIGTERM) and restart: no photo is inspected twice or lost.")
+    watch.add_argument("in_dir", metavar="IN_DIR", help="the folder the camera writes into")
+    watch.add_argument("--done", required=True, metavar="DIR", help="where inspected photos go")
+    watch.add_argument("--rejects", metavar="DIR", help="where photos with a reject verdict go (default: --done)")
+    watch.add_argument("--errors", metavar="DIR", help="where unreadable files go, each beside NAME.error.txt "
+                                                      "(default: DONE/errors)")
+    watch.add_argument("--results", metavar="CSV", help="one line per photo: time,file,verdict,class,confidence,"
+                                                        "model,inspection_id,error (default: DONE/results.csv)")
+    watch.add_argument("--threshold", type=float, help="confidence below which a person decides (default: the "
+                                                       "Inspect page's, 0.7)")
+    watch.add_argument("--settle", type=float, help="seconds a file's size must stay unchanged (default: 1)")
+    watch.add_argument("--poll", type=float, help="seconds between looks at the folder (default: 0.2)")
+    watch.add_argument("--batch-size", type=int, help="photos per forward pass in a burst (default: 32)")
+    watch.add_argument("--threads", type=int, help="inference threads (default: half the cores, as the dashboard)")
+
     demo = sub.add_parser("demo-data", help="write the synthetic demo dataset (ok + 4 defect classes)")
     demo.add_argument("out", metavar="OUT", help="folder to create")
     demo.add_argument("--per-class", type=int, default=60, help="photos per class (default: 60)")
@@ -266,6 +285,46 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    import signal
+    import threading
+
+    from .hotfolder import HOT_FOLDER, WatchError, WatchOptions, load_active_model, make_folders, watch
+    from .inspection import inference_threads
+    from .store import InspectionStore
+
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt  # asked twice: leave now; the next start finishes the batch
+        print("stopping after the current batch (Ctrl-C again to leave at once)", file=sys.stderr, flush=True)
+        stop.set()
+
+    given = {"settle_s": args.settle, "poll_s": args.poll, "batch_size": args.batch_size, "threshold": args.threshold}
+    options = WatchOptions(threads=args.threads or inference_threads(),
+                           **{name: value for name, value in given.items() if value is not None})
+    try:
+        folders = make_folders(args.in_dir, args.done, args.rejects, args.errors, args.results)
+        model = load_active_model(threads=options.threads)
+        print(f"watching {folders.incoming} with model {model.run_id} (threshold {options.threshold:g}); results in "
+              f"{folders.results}", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        state = watch(folders, InspectionStore(source=HOT_FOLDER), options, stop, model=model,
+                      on_photo=lambda row: print(f"{row['verdict']:<12} {row.get('predicted') or '':<12} "
+                                                 f"{row['file_name']}", flush=True))
+    except WatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("left at once; photos in the folder's .hotfolder/processing are finished at the next start",
+              file=sys.stderr)
+        return 130
+    print(f"stopped: {state.count} photo(s) inspected", file=sys.stderr)
+    return 0
+
+
 def cmd_accounts(args) -> int:
     import getpass
 
@@ -311,7 +370,8 @@ def cmd_audit(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit}
+            "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
+            "watch": cmd_watch}
 
 
 def main(argv: list[str] | None = None) -> int:

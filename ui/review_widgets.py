@@ -23,8 +23,9 @@ from defect_model.review import (ReviewData, ReviewError, cell_photos, confusion
                                  retrain_with_corrections, row_normalised)
 from defect_model.runs import RunDir, list_runs
 from defect_model.store import InspectionStore
-from ui.job_events import followed_progress
+from ui.job_events import job_progress_ui
 from ui.resources import active_run, predictor_for
+from ui.text import md
 
 PAGE_SIZE = 6
 THUMB = 176  # pixels: small photos are enlarged to this for the cards
@@ -34,14 +35,6 @@ STATIC_CHART = {"displayModeBar": False}  # nothing to zoom; the toolbar would c
 
 def pct(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
-
-
-MARKDOWN_SIGNS = "\\`*_{}[]()#+-.!|<>~$:"
-
-
-def md(text) -> str:
-    """A file, class or run name to put inside Markdown: every Markdown sign escaped, so it shows as typed."""
-    return "".join("\\" + char if char in MARKDOWN_SIGNS else char for char in str(text))
 
 
 # -- shared by the Review and Models pages --------------------------------------------------
@@ -85,23 +78,24 @@ def quality_header(metrics: dict, good_classes, compact: bool = False) -> ModelQ
     """Defect miss rate first (when good classes are marked), per-class recall beside accuracy; red if collapsed."""
     quality = assess(metrics, good_classes)
     if quality.collapsed:
-        st.error("This model is flagged as useless: " + "; ".join(quality.problems)
+        st.error("This model is flagged as useless: " + "; ".join(md(p) for p in quality.problems)
                  + ". It would pass defective parts; do not make it active.", icon=":material/warning:")
     numbers = []
     if quality.defect_miss_rate is not None:
         numbers.append(("Defect miss rate", pct(quality.defect_miss_rate),
-                        f"share of defect photos predicted as {', '.join(good_classes)}"))
+                        f"share of defect photos predicted as {md(', '.join(good_classes))}"))
     if quality.false_reject_rate is not None:
         numbers.append(("False-reject rate", pct(quality.false_reject_rate),
-                        f"share of {', '.join(good_classes)} photos predicted as a defect (good parts sent to rework)"))
-    numbers += [(f"Worst recall ({quality.worst_class})", pct(quality.worst_recall), "the class it misses most"),
+                        f"share of {md(', '.join(good_classes))} photos predicted as a defect (good parts sent to "
+                        "rework)"))
+    numbers += [(f"Worst recall ({md(quality.worst_class)})", pct(quality.worst_recall), "the class it misses most"),
                 ("Val accuracy", pct(quality.accuracy), None), ("Macro-F1", f"{quality.macro_f1:.3f}", None)]
     if compact:
         st.markdown(" · ".join(f"**{label}** {value}" for label, value, _ in numbers))
     else:
         for column, (label, value, help_text) in zip(st.columns(len(numbers)), numbers):
             column.metric(label, value, help=help_text)
-    st.caption("Recall per class: " + ", ".join(f"{c} {r:.0%}" for c, r in quality.recall.items()))
+    st.caption("Recall per class: " + ", ".join(f"{md(c)} {r:.0%}" for c, r in quality.recall.items()))
     return quality
 
 
@@ -154,8 +148,8 @@ def store_ui() -> InspectionStore | None:
     except Exception as exc:  # sqlite raises several types for a bad path or a locked, damaged file
         from defect_model.store import default_db_path
 
-        st.error(f"{default_db_path()}: cannot open the corrections database ({exc}). Check that the folder is "
-                 "writable, or set DEFECT_DB to another file.")
+        st.error(md(f"{default_db_path()}: cannot open the corrections database ({exc}). Check that the folder is "
+                    "writable, or set DEFECT_DB to another file."))
         return None
 
 
@@ -191,7 +185,7 @@ def confusion_ui(data: ReviewData) -> tuple[str | None, str | None]:
 def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | None, actor: Actor) -> None:
     photos = cell_photos(data.predictions, true, pred)
     kind = "correct" if true == pred else "wrong"
-    st.markdown(f"**{len(photos)} photo(s) of {true} predicted as {pred}** ({kind}), highest loss first")
+    st.markdown(f"**{len(photos)} photo(s) of {md(true)} predicted as {md(pred)}** ({kind}), highest loss first")
     if photos.empty:
         st.info("This cell is empty.")
         return
@@ -254,7 +248,7 @@ def _card_heatmaps(data: ReviewData, rows: pd.DataFrame) -> dict:
     try:
         predictor = predictor_for(data.run)
     except (CheckpointError, FileNotFoundError) as exc:
-        st.warning(f"No heatmaps: {exc}", icon=":material/warning:")
+        st.warning(f"No heatmaps: {md(exc)}", icon=":material/warning:")
         return {}
     index = {name: i for i, name in enumerate(predictor.classes)}
     items = []
@@ -273,7 +267,7 @@ def _show(column, image, caption: str) -> None:
             caption += " (flat: no region stands out)"
         image = image["image"]
     if isinstance(image, str):
-        column.error(f"{image}", icon=":material/broken_image:")
+        column.error(md(image), icon=":material/broken_image:")
     elif image is not None:
         column.image(image, caption=caption, width=THUMB)
 
@@ -285,7 +279,7 @@ def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, ac
     try:
         record_decision(store, data, path, action, actor, new_label)
     except (ReviewError, PermissionError) as exc:
-        st.session_state[FLASH] = {"card": card, "kind": "error", "text": str(exc)}
+        st.session_state[FLASH] = {"card": card, "kind": "error", "text": md(exc)}
         return
     done = {"confirm": "label confirmed", "relabel": f"relabelled to {md(new_label)}",
             "unusable": "marked unusable"}[action]
@@ -351,12 +345,13 @@ def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore 
         decided = decisions.get(row.path)
         label = current_label(row, decided)
         with st.container(border=True, key=f"card-{section}-{number}"):
-            st.markdown(card_title(row, label), help=f"{row.path} in {data.dataset}")
+            st.markdown(card_title(row, label), help=f"{md(row.path)} in {md(data.dataset)}")
             photo_col, pred_col, true_col, info_col = st.columns([1, 1, 1, 1.5])
             _show(photo_col, _photo(data.dataset, row.path), "photo")
-            _show(pred_col, cams.get((row.path, row.pred_label)), f"Heatmap (Grad-CAM): predicted {row.pred_label}")
+            _show(pred_col, cams.get((row.path, row.pred_label)), f"Heatmap (Grad-CAM): predicted {md(row.pred_label)}")
             if row.true_label != row.pred_label:
-                _show(true_col, cams.get((row.path, row.true_label)), f"Heatmap (Grad-CAM): filed as {row.true_label}")
+                _show(true_col, cams.get((row.path, row.true_label)),
+                      f"Heatmap (Grad-CAM): filed as {md(row.true_label)}")
             else:
                 true_col.caption("Predicted = filed class: one heatmap.")
             info_col.markdown("  \n".join(probability_lines(row, data.classes, label)))
@@ -384,10 +379,10 @@ def decision_buttons_ui(column, store: InspectionStore, data: ReviewData, row, l
                   help="The photo is filed under the wrong class: train on the label chosen above.")
     confirm_col, unusable_col = column.columns(2)
     undo = label != row.true_label
-    confirm_col.button(f"Back to {row.true_label}" if undo else f"Keep {row.true_label}", key=f"{card}:confirm",
+    confirm_col.button(f"Back to {md(row.true_label)}" if undo else f"Keep {md(row.true_label)}", key=f"{card}:confirm",
                        on_click=_decide, disabled=disabled, width="stretch",
                        args=(store, data, row.path, "confirm", actor, None, card),
-                       help=f"The label it was filed under, {row.true_label}, is right"
+                       help=f"The label it was filed under, {md(row.true_label)}, is right"
                             + (" after all: undo the decision." if undo else "; the model is wrong."))
     unusable_col.button("Unusable", key=f"{card}:unusable", on_click=_decide, disabled=disabled or label == "",
                         args=(store, data, row.path, "unusable", actor, None, card), width="stretch",
@@ -482,7 +477,7 @@ def _decide_inspection(store: InspectionStore, data: ReviewData, correction: dic
     try:
         decide_inspection(store, data, correction, accept, actor)
     except (ReviewError, PermissionError) as exc:
-        st.session_state[FLASH] = {"card": f"inspection:{correction['id']}", "kind": "error", "text": str(exc)}
+        st.session_state[FLASH] = {"card": f"inspection:{correction['id']}", "kind": "error", "text": md(exc)}
         return
     st.session_state[FLASH] = {"card": "inspection", "kind": "success",
                                "text": f"Inspector correction #{correction['id']} "
@@ -526,7 +521,7 @@ def inspection_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> int
             photo_col, text_col, buttons = st.columns([1, 2.4, 1])
             _show(photo_col, _photo("", record["photo_path"]), "")  # stored inspection photos: own path
             text_col.markdown(proposal_text(record, names[record["id"]]),
-                              help=f"Stored copy: {record['photo_path']}")
+                              help=f"Stored copy: {md(record['photo_path'])}")
             if record.get("note"):
                 text_col.text(f"Note: {record['note']}")
             if flash.get("card") == f"inspection:{record['id']}":
@@ -585,7 +580,7 @@ def _start_retrain(data: ReviewData, store: InspectionStore, actor: Actor) -> No
     try:
         new_run = retrain_with_corrections(data.run, store, actor)
     except (ReviewError, JobError, PermissionError) as exc:
-        st.session_state[FLASH] = {"card": "retrain", "kind": "error", "text": str(exc)}
+        st.session_state[FLASH] = {"card": "retrain", "kind": "error", "text": md(exc)}
         return
     st.session_state["retrain_started"] = new_run.run_id
 
@@ -593,7 +588,7 @@ def _start_retrain(data: ReviewData, store: InspectionStore, actor: Actor) -> No
 @st.dialog("Start a retrain with corrections?", width="large")
 def confirm_retrain_dialog(data: ReviewData, store: InspectionStore, actor: Actor, plan: RetrainPlan) -> None:
     st.markdown(plan.text())
-    st.caption(f"A new run next to {data.run.run_id}; the original photos and this run are not changed. The new "
+    st.caption(f"A new run next to {md(data.run.run_id)}; the original photos and this run are not changed. The new "
                "model is not used for inspection until an admin makes it active on the Models page.")
     start_col, cancel_col = st.columns(2)
     if start_col.button("Start the retrain", type="primary", key="retrain_confirm", icon=":material/play_arrow:",
@@ -610,19 +605,19 @@ def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir
 
     counts = decision_counts(store, data.dataset)
     decided = latest_decisions(store, data.dataset)
-    st.markdown(f"Confirmed decisions for `{data.dataset}`: **{counts['relabel']} relabelled**, "
+    st.markdown(f"Confirmed decisions for {md(data.dataset)}: **{counts['relabel']} relabelled**, "
                 f"**{counts['unusable']} unusable** (dropped), {counts['confirm']} label(s) confirmed as they were.")
     if decided:
         table = pd.DataFrame(decided.values())[["photo_path", "action", "original_label", "new_label", "source",
                                                 "who", "decided_at"]]
         st.dataframe(table, hide_index=True)
     cfg = data.config
-    st.caption(f"The retrain uses run {data.run.run_id}'s settings ({cfg.backbone}, {cfg.image_size}px) and its "
+    st.caption(f"The retrain uses run {md(data.run.run_id)}'s settings ({cfg.backbone}, {cfg.image_size}px) and its "
                "train/val split, with these corrections applied, and starts from its weights. The original photos "
                "are never changed.")
     busy = running_job()
     if busy is not None:
-        st.info(f"Training job {busy.run_id} is running; a retrain can start when it has finished.")
+        st.info(f"Training job {md(busy.run_id)} is running; a retrain can start when it has finished.")
     flash = st.session_state.get(FLASH) or {}
     if flash.get("card") == "retrain":
         st.error(flash["text"])
@@ -647,14 +642,13 @@ def retrain_status_ui(run_id: str) -> None:
     except FileNotFoundError:
         return
     state = run.status().get("state", "")
-    now = followed_progress(run)
-    progress = f", epoch {now.epoch}/{now.epochs}" if now.started else ""
-    message = f"Retrain {run_id}: **{state}**{progress}."
+    message = f"Retrain {md(run_id)}: **{md(state)}**."
     if state == "done":
         st.success(message + " Compare it with this run on the Models page before making it active.")
         st.page_link("pages/models.py", label="Open Models", icon=":material/inventory_2:")
     elif state in ("failed", "cancelled"):
-        st.error(message + f" {run.status().get('error', '')} See {run.log}.")
+        st.error(message + f" {md(run.status().get('error', ''))} See {md(run.log)}.")
     else:
+        job_progress_ui(run)
         st.info(message + " Follow it on the Train page.")
         st.page_link("pages/train.py", label="Open Train", icon=":material/model_training:")

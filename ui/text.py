@@ -1,0 +1,25 @@
+"""User text shown as text: file, class, run, dataset and account names, and the messages that quote them.
+
+Streamlit reads Markdown in st.markdown, st.caption, st.error / warning / info / success, st.toast, and
+in widget, metric, expander and image-caption labels and help texts. There a file named
+':green-badge[pass] x.jpg' drew a pass badge and one named '![](http://host/t.png)' loaded a remote
+image. Whatever a user or a file can name goes into those through `md`; st.text, st.code,
+st.dataframe and selectbox options show text as it is already.
+"""
+
+from __future__ import annotations
+
+import re
+
+# CommonMark lets a backslash escape any ASCII punctuation, and an escaped character is never markup.
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")  # a line break would start a new block: a heading, a list
+# Streamlit swaps ':material/name:', ':streamlit:' and emoji shortcodes for icons in the parsed text, where a
+# backslash no longer separates them: a zero-width space between the colon and the name does.
+_SHORTCODE_START = re.compile(r":(?=[\w+-])")
+
+
+def md(text: object) -> str:
+    """`text` to put inside Streamlit Markdown, shown character for character: no formatting, link, image or icon."""
+    plain = _SHORTCODE_START.sub(":\u200b", _CONTROL.sub(" ", str(text)))
+    return _PUNCTUATION.sub(r"\\\1", plain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -36,23 +37,28 @@ DEADLINE_S = 30
 
 
 # -- a tiny active model --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory) -> Path:
-    """A runs folder whose active model is an untrained resnet18 at 64 px (activated by an admin): these tests
-    are about files, not accuracy."""
-    root = tmp_path_factory.mktemp("hotfolder-runs")
-    run = RunDir(root / "20260101-000000-resnet18-test")
+def make_active_run(root: Path, name: str, seed: int = 0) -> RunDir:
+    """A finished run with an untrained resnet18 at 64 px, made active under `root` by an admin: these tests are
+    about files, not accuracy."""
+    run = RunDir(root / name)
     run.path.mkdir()
     cfg = TrainConfig(data_dir=str(root / "data"), backbone="resnet18", image_size=64, batch_size=8, epochs=1,
-                      seed=0, good_classes=["ok"])
+                      seed=seed, good_classes=["ok"])
     cfg.to_yaml(run.config)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     save_checkpoint(run.checkpoint, build_model("resnet18", len(CLASSES), 0.0).state_dict(),
                     checkpoint_meta(cfg, CLASSES, run, 1, None))
     run.write_status("done", started="2026-01-01T00:00:00+00:00")
     with pytest.MonkeyPatch.context() as patch:  # activation's audit record goes to a database of its own
         patch.setenv("DEFECT_DB", str(root / "activation.sqlite"))
         activate(run, ADMIN, override_reason="hot folder test; an untrained model", root=root)
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hotfolder-runs")
+    make_active_run(root, "20260101-000000-resnet18-test")
     return root
 
 
@@ -187,11 +193,11 @@ def test_unreadable_files_go_to_the_errors_folder_with_their_message(place, mode
 
 # -- restarts ---------------------------------------------------------------------------------
 def test_a_crash_between_logging_and_moving_neither_repeats_nor_loses_the_photo(place, model, runs_dir):
-    """The two crash windows after the commit point, made by hand: logged but no CSV line, and CSV line
-    written but the photo not moved."""
+    """The two crash windows after the commit point, made by hand for one batch: logged but no CSV line, and
+    CSV line written but the photo not moved."""
+    drop(place["incoming"], "a.png", photo_bytes("pit", seed=1))  # there before the start: one batch
+    drop(place["incoming"], "b.png", photo_bytes("crack", seed=2))
     with Watcher(place, model, runs_dir, settle_s=0.1, poll_s=0.05) as watcher:
-        drop(place["incoming"], "a.png", photo_bytes("pit", seed=1))
-        drop(place["incoming"], "b.png", photo_bytes("crack", seed=2))
         wait_for(lambda: len(result_lines(watcher.folders.results)) == 2)
     folders = watcher.folders
     for name in ("a.png", "b.png"):  # back into processing, as if the watcher had died before moving them
@@ -207,6 +213,20 @@ def test_a_crash_between_logging_and_moving_neither_repeats_nor_loses_the_photo(
     assert sorted(line["file"] for line in lines) == ["a.png", "b.png"]
     assert all(line["inspection_id"] for line in lines)
     assert folders.results.read_text().endswith("\n")
+
+
+def test_making_another_model_active_switches_the_watcher_before_its_next_batch(place, model, runs_dir, tmp_path):
+    own_runs = Path(shutil.copytree(runs_dir, tmp_path / "runs"))  # the same active model, in a folder of its own
+    with Watcher(place, model, own_runs, settle_s=0.1, poll_s=0.05) as watcher:
+        drop(place["incoming"], "before.png", photo_bytes("pit", seed=1))
+        wait_for(lambda: len(result_lines(watcher.folders.results)) == 1)
+        newer = make_active_run(own_runs, "20260102-000000-resnet18-newer", seed=1)
+        drop(place["incoming"], "after.png", photo_bytes("pit", seed=1))
+        wait_for(lambda: len(result_lines(watcher.folders.results)) == 2)
+    lines = {line["file"]: line["model"] for line in result_lines(watcher.folders.results)}
+    assert lines == {"before.png": model.run_id, "after.png": newer.run_id}
+    hashes = {row["file_name"]: row["model_sha256"] for row in logged(place["db"])}
+    assert hashes["before.png"] == model.sha256 and hashes["after.png"] not in ("", model.sha256)
 
 
 def watcher_process(place, runs_dir, *extra) -> subprocess.Popen:

@@ -302,19 +302,16 @@ def settings_for(model: ActiveModel, threshold: float) -> InspectionSettings:
 # -- the results CSV -------------------------------------------------------------------------------
 def prepare_results(path: Path) -> None:
     """Create the CSV with its header; cut a line torn by a crash mid-write, so every line is whole."""
-    if not path.exists() or path.stat().st_size == 0:
-        with path.open("w", newline="") as handle:
-            csv.writer(handle).writerow(CSV_COLUMNS)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return
-    with path.open("rb+") as handle:
+    with path.open("ab+") as handle:
         size = handle.seek(0, os.SEEK_END)
         handle.seek(max(0, size - RESULTS_TAIL_BYTES))
         tail = handle.read()
-        if not tail.endswith(b"\n"):
-            handle.truncate(size - len(tail) + tail.rfind(b"\n") + 1)
+        if tail and not tail.endswith(b"\n"):
+            size = size - len(tail) + tail.rfind(b"\n") + 1
+            handle.truncate(size)
             os.fsync(handle.fileno())
+    if size == 0:
+        append_result(path, list(CSV_COLUMNS))
 
 
 def csv_line(row: dict) -> list[str]:

@@ -222,10 +222,11 @@ class InspectionStore:
         with closing(self._connect()) as db, db:
             db.execute("BEGIN IMMEDIATE")  # the look-up and the insert as one step, also across sessions
             latest = db.execute(
-                "SELECT id, who, action, new_label, status FROM corrections WHERE dataset = ? AND photo_path = ?"
-                " ORDER BY id DESC LIMIT 1", (dataset, str(photo_path))).fetchone()
-            if latest is not None and latest["status"] != "rejected" and (
-                    latest["who"], latest["action"], latest["new_label"]) == (who, action, new_label):
+                "SELECT id, who, action, new_label, sha256, status FROM corrections WHERE dataset = ? AND"
+                " photo_path = ? ORDER BY id DESC LIMIT 1", (dataset, str(photo_path))).fetchone()
+            if latest is not None and latest["status"] != "rejected" and (  # sha256: a photo kept without a copy
+                    latest["who"], latest["action"], latest["new_label"], latest["sha256"]) == (
+                    who, action, new_label, sha256):
                 return int(latest["id"]), False
             cursor = db.execute(
                 "INSERT INTO corrections (time, who, source, action, dataset, photo_path, sha256, model_label,"

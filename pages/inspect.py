@@ -1,5 +1,5 @@
-"""Inspect: upload product photos, get a verdict, every class's confidence and a Grad-CAM heatmap for each;
-export the results; every inspection is logged."""
+"""Inspect: upload product photos, get a verdict, every class's confidence and a heatmap (Grad-CAM) of where the
+model looked for each; export the results; every inspection is logged, and a reload keeps the batch."""
 
 import streamlit as st
 
@@ -35,7 +35,7 @@ def inspect_ui(model, store) -> None:
         threshold = threshold_ui()
     with upload_col:
         files = upload_ui()
-    queue = session_queue(model)
+    queue = session_queue(model, store)  # after a reload: the batch named in the address, read back from the log
     if files:
         submit(queue, model, files, threshold, store)
     results_ui(queue, model, threshold, store)

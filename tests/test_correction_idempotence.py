@@ -72,3 +72,10 @@ def test_a_review_decision_clicked_twice_is_one_correction_and_one_audit_entry(t
     assert record_decision(store, data, PLANTED, "relabel", engineer, "scratch") == first
     assert len(store.corrections()) == 1
     assert [e["action"] for e in audit_log().events()] == ["relabel"]
+
+
+def test_photos_kept_without_a_copy_are_told_apart_by_their_fingerprint(store):
+    uncopied = {**PROPOSAL, "photo_path": ""}
+    first = store.add_correction(**uncopied)
+    assert store.add_correction(**uncopied) == first
+    assert store.add_correction(**{**uncopied, "sha256": "other"}) != first

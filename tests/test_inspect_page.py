@@ -140,7 +140,8 @@ def test_good_upload_gives_verdicts_charts_heatmaps_and_log_rows(env):
     # Detail of the first photo: the photo, its heatmap, and a probability chart over every class.
     assert len(at.get("plotly_chart")) == 1
     captions = [img.proto.imgs[0].caption for img in at.image]
-    assert any(c.startswith("Photo, 96x96") for c in captions) and any("Grad-CAM" in c for c in captions)
+    assert any(c.startswith("Photo, 96x96") for c in captions) and any("Heatmap: where the model looked for" in c
+                                                                        for c in captions)
     assert len(at.image) == 4  # detail photo + detail overlay + two grid overlays
 
     log = store().inspections().sort_values("id")
@@ -154,7 +155,8 @@ def test_good_upload_gives_verdicts_charts_heatmaps_and_log_rows(env):
     other = next(c for c in toggle.options if "(predicted)" not in c)
     toggle.select(other).run()
     assert not at.exception, at.exception
-    assert any(f"where the model sees “{other}”" in img.proto.imgs[0].caption for img in at.image)
+    assert any(f"where the model looked for “{other}”" in img.proto.imgs[0].caption for img in at.image)
+    assert "Grad-CAM" in toggle.help  # the technical name is explained, not shown bare
 
 
 def test_bad_uploads_get_a_message_each_and_the_rest_is_inspected(env):
@@ -245,3 +247,104 @@ def test_an_inspector_reads_only_their_own_inspections_an_engineer_every_one(env
         at.session_state["inspect_tab"] = "Inspection log"
         at.run()
         assert set(at.dataframe[-1].value["inspector"]) == seen, role
+
+
+# -- corrections, export, reload, open ------------------------------------------------------------
+# These need a model, not a good one: an untrained one from review_support is ready in a second.
+@pytest.fixture()
+def quick(tmp_path, monkeypatch):
+    from defect_model.lifecycle import set_active
+    from review_support import make_dataset, write_run
+
+    runs = tmp_path / "quick-runs"
+    run = write_run(runs, make_dataset(tmp_path / "quick-data"))
+    set_active(run, by="test", root=runs, override_reason="page test; its accuracy does not matter")
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    return run
+
+
+def unescaped(text: str) -> str:
+    """A message as the page shows it (names in it are escaped for Markdown)."""
+    return text.replace("\\", "")
+
+
+def test_the_correction_form_chooses_no_class_and_saving_twice_stores_one(quick):
+    at = upload(app(), [("a.png", photo_bytes("scratch", 40))])
+    choice = at.selectbox(key="inspect_correct_label_0")
+    assert choice.value is None  # a careless click cannot save a wrong label
+    save = next(b for b in at.button if b.label == "Save correction")
+    save.click().run()
+    assert store().corrections().empty
+    assert any("Choose the correct class" in w.value for w in at.warning)
+
+    label = next(c for c in choice.options if c != "(photo unusable)")
+    at.selectbox(key="inspect_correct_label_0").select(label)
+    at.text_input(key="inspect_correct_note_0").input("streak")
+    next(b for b in at.button if b.label == "Save correction").click().run()  # Enter in the note field
+    next(b for b in at.button if b.label == "Save correction").click().run()  # then the button
+    saved = store().corrections()
+    assert len(saved) == 1 and saved.iloc[0]["new_label"] == label and saved.iloc[0]["who"] == "Ana"
+    assert any("Correction saved" in s.value for s in at.success)
+
+
+def test_the_results_csv_names_the_inspector(quick):
+    import pandas as pd
+
+    from defect_model.inspection import DEFAULT_THRESHOLD
+    from ui.inspect_widgets import results_csv_of
+
+    at = upload(app(), [("a.png", photo_bytes("ok", 41)), ("b.png", photo_bytes("pit", 42))])
+    results = at.session_state["inspect_queue"].results()
+    table = pd.read_csv(io.BytesIO(results_csv_of(results, DEFAULT_THRESHOLD, ["ok"], "Ana")))
+    assert list(table["inspector"]) == ["Ana", "Ana"]
+    assert list(table.columns).index("inspector") == list(table.columns).index("time") + 1
+
+
+def test_a_reload_keeps_the_batch_through_the_address(quick):
+    files = [("ok-part.png", photo_bytes("ok", 51)), ("pitted.png", photo_bytes("pit", 52)), ("bad.png", b"nope")]
+    at = upload(app(), files)
+    before = at.session_state["inspect_queue"].results()
+    batch = at.query_params["batch"]
+    assert batch == f"{before[0].inspection_id}-{before[-1].inspection_id}"
+
+    # A reload is a new session with the same address: sign in again, the batch comes back from the log.
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    sign_in(again, "inspector", "Ana")
+    again.query_params["batch"] = batch
+    again.run()
+    assert not again.exception, again.exception
+    assert sorted(cards(again)) == ["inspect-result-0", "inspect-result-1", "inspect-result-2"]
+    assert metrics(again) == metrics(at)
+    assert cards(again)["inspect-result-0"][0] == 1  # its heatmap overlay was computed again
+    assert any(unescaped(e.value).startswith("bad.png:") for e in again.error)
+    # New photos join the batch after the restored ones, and the address follows.
+    upload(again, [("more.png", photo_bytes("crack", 53))])
+    assert "inspect-result-3" in cards(again)
+    assert again.query_params["batch"] == f"{before[0].inspection_id}-{before[0].inspection_id + 3}"
+    # Clear results empties the page and the address.
+    next(b for b in again.button if b.label == "Clear results").click().run()
+    assert not cards(again) and "batch" not in again.query_params
+
+
+def test_another_inspector_or_model_does_not_get_the_batch(quick):
+    at = upload(app(), [("a.png", photo_bytes("ok", 61))])
+    batch = at.query_params["batch"]
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    sign_in(other, "inspector", "Bo")
+    other.query_params["batch"] = batch
+    other.run()
+    assert not cards(other)
+    assert any("not yours" in c.value for c in other.caption)
+
+
+def test_open_scrolls_to_the_detail(quick):
+    at = upload(app(), [("a.png", photo_bytes("ok", 71)), ("b.png", photo_bytes("pit", 72))])
+    assert not at.get("html")
+    at.button(key="inspect_open_1").click().run()
+    assert at.session_state["inspect_selected"] == 1
+    scripts = [h.proto.body for h in at.get("html")]
+    assert len(scripts) == 1 and "scrollIntoView" in scripts[0] and "inspect-detail" in scripts[0]
+    at.run()
+    assert not at.get("html"), "only right after the click"

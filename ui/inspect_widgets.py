@@ -6,8 +6,10 @@ the work itself is done by defect_model.inspection in a background queue.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sqlite3
+import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,40 +17,113 @@ import streamlit as st
 
 from defect_model.inspection import (DEFAULT_THRESHOLD, VERDICT_LABELS, VERDICTS, FileResult, InspectionQueue,
                                      InspectionSettings, class_counts, heatmap_for_class, inference_threads,
-                                     load_stored_photo, overlay_for, overlays_zip, results_csv, results_table,
+                                     load_stored_photo, overlay_for, overlays_zip, results_table,
                                      verdict_counts)
 from defect_model.store import InspectionStore, default_db_path
+from ui.inspect_history import decode_ids, encode_ids, restore_batch
 from ui.inspect_model import ActiveModel
 from ui.session import current_actor
+from ui.text import code, md
 
 QUEUE_KEY = "inspect_queue"
 QUEUE_MODEL_KEY = "inspect_queue_model"  # (run id, checkpoint hash) the batch was inspected with
 SEEN_KEY = "inspect_seen_uploads"
 ROUND_KEY = "inspect_upload_round"
 SELECTED_KEY = "inspect_selected"
+RESTORED_KEY = "inspect_restored"  # results read back from the log after a reload
+SCROLL_KEY = "inspect_scroll_to_detail"
+BATCH_PARAM = "batch"  # ?batch=12-15,18: the inspection ids of the page's batch, so a reload keeps it
+UNUSABLE = "(photo unusable)"
 GRID_COLUMNS = 4
 PAGE_SIZE = 24
 POLL_SECONDS = 1.0  # while a batch runs; each poll redraws the results, which costs the worker CPU
 FIRST_RESULT_WAIT_S = 3.0  # after an upload, wait this long for the first verdict before drawing the page
 BADGES = {"pass": ("green", ":material/check_circle:"), "reject": ("red", ":material/cancel:"),
           "needs_person": ("orange", ":material/person_search:"), "error": ("gray", ":material/error:")}
+HEATMAP_HELP = ("The heatmap (Grad-CAM) colours the parts of the photo that weighed most for the chosen class: red "
+                "strongest, blue least. Pick another class to see what would speak for it.")
+FINGERPRINT_HELP = ("A fingerprint (SHA-256) of the file's bytes: the same photo always has the same one, so the log "
+                    "can tell which photo was judged.")
 UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
                "batches while you keep working, and every file is logged.")
 
 
 # -- session state -------------------------------------------------------------------
-def session_queue(model: ActiveModel) -> InspectionQueue:
+class SessionBatch:
+    """The results on the page: those read back from the log after a reload, then this session's new ones
+    (numbered after them). Everything else is the session's InspectionQueue."""
+
+    def __init__(self, queue: InspectionQueue, restored: list[FileResult]):
+        self.queue = queue
+        self.restored = restored
+
+    def results(self) -> list[FileResult]:
+        offset = len(self.restored)
+        new = self.queue.results()
+        return self.restored + ([dataclasses.replace(r, index=r.index + offset) for r in new] if offset else new)
+
+    @property
+    def running(self) -> bool:
+        return self.queue.running
+
+    def progress(self) -> tuple[int, int]:
+        return self.queue.progress()
+
+    def stop(self) -> int:
+        return self.queue.stop()
+
+    def wait_for_results(self, count: int, timeout: float) -> bool:
+        return self.queue.wait_for_results(count - len(self.restored), timeout)
+
+    def submit(self, predictor, files, settings: InspectionSettings, store: InspectionStore) -> int:
+        return self.queue.submit(predictor, files, settings, store)
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.restored.clear()
+
+
+def session_queue(model: ActiveModel, store: InspectionStore) -> SessionBatch:
     """This browser session's batch (never shared: pages keep no module-level state). A batch belongs to one
-    model: when the active model changed, a new batch starts (the earlier results stay in the log)."""
+    model: when the active model changed, a new batch starts (the earlier results stay in the log). A new
+    session (a reload) starts with the batch named in the address, read back from the log."""
     served = (model.run.run_id, model.sha256)
     previous = st.session_state.get(QUEUE_MODEL_KEY)
-    if QUEUE_KEY not in st.session_state or previous != served:
-        if QUEUE_KEY in st.session_state and st.session_state[QUEUE_KEY].results():
-            st.info(f"The active model changed to {model.run.run_id}: a new batch starts here. The earlier results "
-                    "are in the inspection log.", icon=":material/swap_horiz:")
+    if QUEUE_KEY not in st.session_state:
         st.session_state[QUEUE_KEY] = InspectionQueue(threads=inference_threads())
         st.session_state[QUEUE_MODEL_KEY] = served
-    return st.session_state[QUEUE_KEY]
+        st.session_state[RESTORED_KEY] = restored_batch_ui(store, model)
+    elif previous != served:
+        batch = SessionBatch(st.session_state[QUEUE_KEY], st.session_state.get(RESTORED_KEY, []))
+        if batch.results():
+            st.info(f"The active model changed to {md(model.run.run_id)}: a new batch starts here. The earlier "
+                    "results are in the inspection log.", icon=":material/swap_horiz:")
+        st.session_state[QUEUE_KEY] = InspectionQueue(threads=inference_threads())
+        st.session_state[QUEUE_MODEL_KEY] = served
+        st.session_state[RESTORED_KEY] = []
+        st.query_params.pop(BATCH_PARAM, None)
+    return SessionBatch(st.session_state[QUEUE_KEY], st.session_state.setdefault(RESTORED_KEY, []))
+
+
+def restored_batch_ui(store: InspectionStore, model: ActiveModel) -> list[FileResult]:
+    """The batch the address names (after a reload), read back from the log; [] when there is none."""
+    ids = decode_ids(st.query_params.get(BATCH_PARAM, ""))
+    if not ids:
+        return []
+    with st.spinner(f"Reading your batch of {len(ids)} photo(s) back from the inspection log…"):
+        results, note = restore_batch(store, ids, inspector_name(), model)
+    if note:
+        st.caption(f":material/info: Batch from the address: {note}.")
+    return results
+
+
+def remember_batch(results: list[FileResult]) -> None:
+    """Keep the batch's inspection ids in the address, so a reload brings the batch back."""
+    encoded = encode_ids(r.inspection_id for r in results if r.inspection_id is not None)
+    if encoded and st.query_params.get(BATCH_PARAM) != encoded:
+        st.query_params[BATCH_PARAM] = encoded
+    elif not encoded and BATCH_PARAM in st.query_params:
+        del st.query_params[BATCH_PARAM]
 
 
 def kept_slider(label: str, low: float, high: float, default: float, step: float, key: str, **kwargs) -> float:
@@ -79,8 +154,8 @@ def store_ui() -> InspectionStore | None:
     try:
         return InspectionStore()
     except (OSError, sqlite3.Error) as exc:
-        st.error(f"{default_db_path()}: the inspection log cannot be opened ({exc}). Make the folder writable or "
-                 "set DEFECT_DB to a writable file, then reload the page.", icon=":material/error:")
+        st.error(md(f"{default_db_path()}: the inspection log cannot be opened ({exc}). Make the folder writable "
+                    "or set DEFECT_DB to a writable file, then reload the page."), icon=":material/error:")
         return None
 
 
@@ -104,7 +179,7 @@ def upload_ui() -> list[tuple[str, bytes]]:
     return new
 
 
-def submit(queue: InspectionQueue, model: ActiveModel, files, threshold: float, store: InspectionStore) -> None:
+def submit(queue: SessionBatch, model: ActiveModel, files, threshold: float, store: InspectionStore) -> None:
     settings = InspectionSettings(run_id=model.run.run_id, good_classes=model.good_classes, threshold=threshold,
                                   inspector=inspector_name(), model_sha256=model.sha256)
     _, before = queue.progress()
@@ -114,16 +189,17 @@ def submit(queue: InspectionQueue, model: ActiveModel, files, threshold: float, 
     queue.wait_for_results(len(queue.results()) + 1, FIRST_RESULT_WAIT_S)
 
 
-def clear_results(queue: InspectionQueue) -> None:
-    """Forget the results on the page (the log keeps them) and empty the uploader."""
+def clear_results(queue: SessionBatch) -> None:
+    """Forget the results on the page (the log keeps them), in the address too, and empty the uploader."""
     queue.clear()
+    st.query_params.pop(BATCH_PARAM, None)
     st.session_state[ROUND_KEY] = st.session_state.get(ROUND_KEY, 0) + 1
     st.session_state[SEEN_KEY] = set()
     st.session_state.pop(SELECTED_KEY, None)
 
 
 # -- results ------------------------------------------------------------------------------
-def results_ui(queue: InspectionQueue, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
+def results_ui(queue: SessionBatch, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
     """Progress and results; polls while the queue works so results appear batch by batch."""
     running = queue.running
     st.fragment(_results_fragment, run_every=POLL_SECONDS if running else None)(
@@ -136,6 +212,7 @@ def _results_fragment(queue, model, threshold, store, was_running) -> None:
     if running:
         progress_ui(queue, done, total)
     results = queue.results()
+    remember_batch(results)
     if not results:
         if not running:
             st.caption("Results appear here, photo by photo, as soon as they are inspected.")
@@ -145,6 +222,7 @@ def _results_fragment(queue, model, threshold, store, was_running) -> None:
         selected = selected_result(results)
         with st.container(border=True, key="inspect-detail"):
             detail_ui(selected, model, threshold, store)
+        scroll_to_detail_ui()
         grid_or_table_ui(results, threshold, model.good_classes, selected.index)
     if was_running and not running:
         st.rerun()  # the whole page once more, so the polling stops and the export buttons are enabled
@@ -166,10 +244,10 @@ def summary_ui(results: list[FileResult], threshold: float, good_classes: list[s
         column.metric(VERDICT_LABELS[verdict].capitalize(), counts[verdict], border=True)
     per_class = class_counts(results)
     st.caption(f"{len(results)} files · per class: "
-               + " · ".join(f"{name} **{count}**" for name, count in per_class.items()))
+               + " · ".join(f"{md(name)} **{count}**" for name, count in per_class.items()))
     unlogged = [r.log_error for r in results if r.log_error]
     if unlogged:
-        st.warning("Some results could not be logged:\n\n" + "\n".join(f"- {m}" for m in unlogged),
+        st.warning("Some results could not be logged:\n\n" + "\n".join(f"- {md(m)}" for m in unlogged),
                    icon=":material/warning:")
 
 
@@ -177,7 +255,8 @@ def actions_ui(queue, results, threshold, good_classes, running: bool) -> None:
     opacity = kept_value("inspect_opacity", 0.45)
     stamp = results[-1].time.replace(":", "").replace("-", "")[:15]
     with st.container(horizontal=True):
-        st.download_button("Download results CSV", results_csv(results, threshold, good_classes),
+        st.download_button("Download results CSV", results_csv_of(results, threshold, good_classes,
+                                                                  inspector_name()),
                            file_name=f"inspection-{stamp}.csv", mime="text/csv", icon=":material/download:",
                            key="inspect_csv", on_click="ignore")
         st.download_button("Download heatmap overlays (ZIP)", functools.partial(overlays_zip, results, opacity),
@@ -189,6 +268,13 @@ def actions_ui(queue, results, threshold, good_classes, running: bool) -> None:
             st.rerun()  # the whole page: the uploader (outside this fragment) is emptied too
 
 
+def results_csv_of(results: list[FileResult], threshold: float, good_classes: list[str], inspector: str) -> bytes:
+    """The results CSV with the inspector (the signed-in account) beside the time of each inspection."""
+    table = results_table(results, threshold, good_classes)
+    table.insert(table.columns.get_loc("time") + 1, "inspector", inspector)
+    return table.to_csv(index=False, float_format="%.6f").encode()
+
+
 def badge(verdict: str) -> None:
     colour, icon = BADGES[verdict]
     st.badge(VERDICT_LABELS[verdict], color=colour, icon=icon)
@@ -197,7 +283,7 @@ def badge(verdict: str) -> None:
 def describe(result: FileResult, verdict: str) -> str:
     if not result.ok:
         return "could not be inspected"
-    return f"{result.predicted} · {result.confidence:.0%}"
+    return f"{md(result.predicted)} · {result.confidence:.0%}"
 
 
 # -- one photo in detail -------------------------------------------------------------------
@@ -210,31 +296,51 @@ def selected_result(results: list[FileResult]) -> FileResult | None:
 
 
 def select(index: int) -> None:
+    """Show this photo in the detail above the grid, and scroll up to it."""
     st.session_state[SELECTED_KEY] = index
+    st.session_state[SCROLL_KEY] = time.monotonic_ns()  # a new number per click
+
+
+SCROLL_SCRIPT = """<script>
+document.querySelector('.st-key-inspect-detail')?.scrollIntoView({behavior: 'smooth', block: 'start'});
+</script><!-- %d -->"""
+
+
+def scroll_to_detail_ui() -> None:
+    """After "Open" (or a table row) chose a photo: bring the detail into view, where it changed. A fixed script
+    of ours (no user text), numbered per click so the browser runs it again."""
+    click = st.session_state.pop(SCROLL_KEY, None)
+    if click:
+        st.html(SCROLL_SCRIPT % click, unsafe_allow_javascript=True)
 
 
 def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
     verdict = result.verdict_at(threshold, model.good_classes)
     title, tag = st.columns([4, 1], vertical_alignment="center")
-    title.markdown(f"#### {result.name}")
+    title.markdown(f"#### {md(result.name)}")
     with tag:
         badge(verdict)
     if not result.ok:
-        st.error(result.error, icon=":material/error:")
-        st.caption(f"Logged as an error (inspection {result.inspection_id}); sha256 `{result.sha256[:16]}…`")
+        st.error(md(result.error), icon=":material/error:")
+        st.caption(f"Logged as an error (inspection {result.inspection_id}); photo fingerprint "
+                   f"`{result.sha256[:16]}…`", help=FINGERPRINT_HELP)
         return
     photo = load_stored_photo(result, max_side=1024) or result.thumbnail
+    if photo is None:  # read back from the log, and the stored copy is gone
+        st.warning(f"{md(result.name)}: the stored copy of this photo is gone, so it cannot be shown again. Its "
+                   "verdict is in the inspection log.", icon=":material/broken_image:")
+        return
     pictures, chart_col = st.columns([2, 1.3], gap="medium")
     with pictures:
         images = st.container()
         class_col, opacity_col = st.columns(2)
         target = class_col.selectbox("Heatmap for class", result.classes, index=result.predicted_index,
-                                     key=f"inspect_cam_class_{result.index}",
+                                     key=f"inspect_cam_class_{result.index}", help=HEATMAP_HELP,
                                      format_func=lambda c: f"{c} (predicted)" if c == result.predicted else c)
         with opacity_col:
             opacity = kept_slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="inspect_opacity")
         for note in result.notes:
-            st.caption(f":material/info: {note}")
+            st.caption(f":material/info: {md(note)}")
         with images:
             heat = class_heatmap_ui(result, model, result.classes.index(target))
             photo_col, heat_col = st.columns(2)
@@ -242,14 +348,14 @@ def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: I
                             width="stretch")
             if heat is not None:
                 heat_col.image(overlay_for(result, opacity, photo, heat),
-                               caption=f"Grad-CAM: where the model sees “{target}”", width="stretch")
+                               caption=f"Heatmap: where the model looked for “{md(target)}”", width="stretch")
     with chart_col:
-        st.markdown(f"Predicted **{result.predicted}** with {result.confidence:.1%} "
+        st.markdown(f"Predicted **{md(result.predicted)}** with {result.confidence:.1%} "
                     f"(threshold {threshold:.0%}) → **{VERDICT_LABELS[verdict]}**")
         st.plotly_chart(probability_chart(result, model.good_classes, threshold),
                         key=f"inspect_chart_{result.index}", config={"displayModeBar": False})
-        st.caption(f"Model `{result.model_id}` · {result.time.replace('T', ' ')[:19]} UTC · "
-                   f"sha256 `{result.sha256[:16]}…` · inspection {result.inspection_id}")
+        st.caption(f"Model {code(result.model_id)} · {result.time.replace('T', ' ')[:19]} UTC · photo fingerprint "
+                   f"`{result.sha256[:16]}…` · inspection {result.inspection_id}", help=FINGERPRINT_HELP)
         correction_ui(result, store)
 
 
@@ -257,7 +363,7 @@ def class_heatmap_ui(result: FileResult, model: ActiveModel, class_index: int) -
     if class_index == result.predicted_index:
         return result.heatmap_float()
     if result.model_id != model.run.run_id:
-        st.caption(f"This photo was inspected with model `{result.model_id}`; heatmaps for other classes need "
+        st.caption(f"This photo was inspected with model {code(result.model_id)}; heatmaps for other classes need "
                    "that model active. Showing the predicted class.")
         return result.heatmap_float()
     checkpoint = model.run.checkpoint
@@ -292,28 +398,42 @@ def probability_chart(result: FileResult, good_classes: list[str], threshold: fl
 
 
 def correction_ui(result: FileResult, store: InspectionStore) -> None:
-    """'The model said scratches, it is inclusion': kept for review and retraining."""
+    """'The model said scratches, it is inclusion': kept for review and retraining. No class is chosen
+    beforehand, so a careless click saves nothing; saving the same correction again stores it once."""
     message = st.empty()
-    options = [c for c in result.classes if c != result.predicted] + ["(photo unusable)"]
+    options = [c for c in result.classes if c != result.predicted] + [UNUSABLE]
     with st.form(key=f"inspect_correction_{result.index}", border=False):
         st.markdown("**Disagree with the model?**")
-        choice = st.selectbox(f"The model said {result.predicted}; the correct class is", options,
-                              key=f"inspect_correct_label_{result.index}")
+        choice = st.selectbox(f"The model said {md(result.predicted)}; the correct class is", options, index=None,
+                              placeholder="choose the correct class", key=f"inspect_correct_label_{result.index}")
         note = st.text_input("Note (optional)", key=f"inspect_correct_note_{result.index}")
         if st.form_submit_button("Save correction", icon=":material/save:"):
-            unusable = choice == "(photo unusable)"
-            store.add_correction(source="inspection", action="unusable" if unusable else "relabel",
-                                 photo_path=result.photo_path, new_label=None if unusable else choice,
+            if choice is None:
+                message.warning("Choose the correct class (or “photo unusable”) first; nothing was saved.",
+                                icon=":material/edit_note:")
+                return
+            store.add_correction(source="inspection", action="unusable" if choice == UNUSABLE else "relabel",
+                                 photo_path=result.photo_path, new_label=None if choice == UNUSABLE else choice,
                                  who=inspector_name(), sha256=result.sha256, model_label=result.predicted,
                                  run_id=result.model_id, inspection_id=result.inspection_id, note=note)
-    saved = store.corrections()
-    saved = saved[saved["inspection_id"] == result.inspection_id] if len(saved) else saved
-    if len(saved):
-        last = saved.iloc[-1]
-        label = last["new_label"] if last["action"] == "relabel" else "photo unusable"
-        message.success(f"Correction saved: the model said {result.predicted}, {last['who'] or 'the inspector'} "
-                        f"says **{label}** ({last['status']}; the engineer reviews it before retraining).",
+    saved = my_correction(store, result)
+    if saved is not None:
+        label = saved["new_label"] if saved["action"] == "relabel" else "photo unusable"
+        message.success(f"Correction saved: the model said {md(result.predicted)}, {md(saved['who'])} says "
+                        f"**{md(label)}** ({saved['status']}; the engineer reviews it before retraining).",
                         icon=":material/edit_note:")
+
+
+def my_correction(store: InspectionStore, result: FileResult) -> dict | None:
+    """The signed-in inspector's latest correction of this photo (of this inspection, or the same photo inspected
+    before), or None."""
+    saved = store.corrections(dataset="")
+    if saved.empty:
+        return None
+    same_photo = (saved["inspection_id"] == result.inspection_id) | (
+        (saved["sha256"] == result.sha256) & (saved["photo_path"] == result.photo_path))
+    mine = saved[same_photo & (saved["who"] == inspector_name()) & (saved["source"] == "inspection")]
+    return None if mine.empty else mine.iloc[-1].to_dict()
 
 
 # -- many photos -------------------------------------------------------------------------------
@@ -355,16 +475,17 @@ def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str]
 
 
 def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool) -> None:
-    if result.ok:
-        st.image(overlay_for(result, opacity), width="stretch")
-    st.markdown(f"**{result.name}**" + (" :blue-badge[shown above]" if is_selected else ""))
+    picture = overlay_for(result, opacity) if result.ok else None
+    if picture is not None:
+        st.image(picture, width="stretch")
+    st.markdown(f"**{md(result.name)}**" + (" :blue-badge[shown above]" if is_selected else ""))
     badge(verdict)
     if result.ok:
         st.caption(describe(result, verdict))
         st.button("Open", key=f"inspect_open_{result.index}", on_click=select, args=(result.index,),
                   icon=":material/zoom_in:", width="stretch")
     else:
-        st.error(result.error, icon=":material/error:")
+        st.error(md(result.error), icon=":material/error:")
 
 
 def table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:

@@ -6,6 +6,7 @@ Deflate64 flags, a wrong CRC, names that claim UTF-8 and are not, and 300,000 me
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -41,6 +42,7 @@ def png_header_only(width: int, height: int, bit_depth: int = 8, colour_type: in
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+@functools.lru_cache(maxsize=4)  # a second or two each: the corpus asks for it more than once
 def sixteen_bit_png(width: int, height: int) -> bytes:
     """A 16-bit grayscale PNG (a few hundred KB for 8000x7999: it compresses to almost nothing)."""
     return encode(Image.new("I;16", (width, height), 1000))
@@ -112,11 +114,13 @@ def deflated(data: bytes) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
+@functools.lru_cache(maxsize=4)
 def many_members_zip(count: int) -> bytes:
     """`count` empty members: the member-count bomb."""
     return raw_zip([Member(b"f%d.png" % i) for i in range(count)])
 
 
+@functools.lru_cache(maxsize=4)
 def small_members_bomb(count: int, member_bytes: int = 1024**2) -> bytes:
     """`count` members of `member_bytes` zeros each, every one under any per-member size limit."""
     zeros = b"\0" * member_bytes
@@ -150,3 +154,46 @@ def fifo(path: Path) -> Path:
     os.mkfifo(path)
     assert stat.S_ISFIFO(path.lstat().st_mode)
     return path
+
+
+def cmyk_jpeg() -> bytes:
+    return encode(Image.new("CMYK", (60, 60), (10, 200, 30, 0)), "JPEG")
+
+
+def grayscale_png() -> bytes:
+    return encode(make_sample("pit", np.random.default_rng(7), 64)[0].convert("L"))
+
+
+def sixteen_bit_small_png() -> bytes:
+    return encode(Image.fromarray(np.linspace(0, 60000, 64 * 64).reshape(64, 64).astype(np.uint16)))
+
+
+def one_pixel_png() -> bytes:
+    return encode(Image.new("RGB", (1, 1), (128, 64, 32)))
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def png_magic_then_garbage() -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20
+
+
+def symlink_member_zip() -> bytes:
+    return raw_zip([Member(b"ok/a.png", photo()), Member(b"ok/link.png", b"/etc/passwd", mode=stat.S_IFLNK | 0o777)])
+
+
+def nested_zip() -> bytes:
+    inner = raw_zip([Member(b"inner/b.png", photo("ok", 2))])
+    return raw_zip([Member(b"a.png", photo("pit", 1)), Member(b"inner.zip", inner)])
+
+
+def cp437_names_zip() -> bytes:
+    """Names in the old DOS code page, without the UTF-8 flag (as old Windows tools write them)."""
+    return raw_zip([Member("übersicht-ä.png".encode("cp437"), photo("ok", 3))])
+
+
+def hidden_files_zip() -> bytes:
+    return raw_zip([Member(b"a.png", photo("ok", 4)), Member(b"__MACOSX/._a.png", b"\0\x05\x16\x07"),
+                    Member(b".DS_Store", b"\0\0\0\1Bud1")])

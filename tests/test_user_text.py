@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from ui.text import md
+from defect_model import synthetic
+from ui.text import code, md
+from ui.train_data import FOLDER
+
+from conftest import shown, sign_in
+from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, photo_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PUNCTUATION = r"[!-/:-@\[-`{-~]"
 HOSTILE_NAMES = [
@@ -15,11 +25,6 @@ HOSTILE_NAMES = [
     ":smile: :streamlit:", "# heading", "- item", "1. first", "> quote", "two\nlines\r\n# x", "|a|b|\n|-|-|",
     "~~gone~~", "&copy; &#60;", "C:\\data\\x.png", "line-3_v2.0 (copy).png", "www.example.com", "a\\*b",
 ]
-
-
-def shown(markdown: str) -> str:
-    """The text CommonMark shows for backslash escapes and plain characters (zero-width spaces are invisible)."""
-    return re.sub(r"\\(" + PUNCTUATION + ")", r"\1", markdown).replace("\u200b", "")
 
 
 def markup_left(markdown: str) -> list[str]:
@@ -53,3 +58,89 @@ def test_one_home_for_the_escaping():
     import ui.review_widgets
 
     assert ui.review_widgets.md is md
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("20261130-101500-resnet18-ab12", "`20261130-101500-resnet18-ab12`"),
+    ("a`b", "``a`b``"),
+    ("`x``", "``` `x`` ```"),
+    (":material/home: run", "`:\u200bmaterial/home: run`"),
+])
+def test_code_spans_cannot_be_closed_by_the_name(name, expected):
+    assert code(name) == expected
+
+
+# -- the pages -------------------------------------------------------------------------------------------------
+HOSTILE_FILE = ":green-badge[pass] ![](http:evil.example:t.png) x.png"  # a file name cannot hold '/'
+HOSTILE_CLASS = ":green-badge[pass] **ok**"
+
+
+MARKDOWN_BODIES = ("markdown", "caption", "error", "warning", "info", "success", "toast")
+LABELLED = ("expander", "metric", "button", "text_input", "selectbox", "checkbox", "radio", "multiselect")
+
+
+def rendered_as_markdown(app: AppTest) -> list[str]:
+    """Every text on the page that Streamlit reads as Markdown: bodies, captions, alerts, labels and help texts."""
+    texts = [element.value for kind in MARKDOWN_BODIES for element in app.get(kind)]
+    for element in (element for kind in LABELLED for element in app.get(kind)):
+        texts += [text for text in (getattr(element, "label", None), getattr(element, "help", None))
+                  if isinstance(text, str)]
+    return texts
+
+
+def assert_shown_literally(app: AppTest, name: str) -> None:
+    texts = rendered_as_markdown(app)
+    assert any(md(name) in text for text in texts), f"{name!r} is not on the page"
+    assert not any(name in text for text in texts), [t for t in texts if name in t]
+    assert not any(re.search(r"(?<!\\):green-badge\[", text) for text in texts)
+
+
+def test_the_train_page_shows_hostile_class_and_folder_names_literally(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    data = tmp_path / "data"
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(data))
+    synthetic.generate(data / "demo", per_class=3, size=48, seed=3)
+    hostile = data / "line-7"
+    shutil.copytree(data / "demo" / "ok", hostile / HOSTILE_CLASS)
+    shutil.copytree(data / "demo" / "pit", hostile / "pit")
+    app = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60)
+    sign_in(app, "engineer")
+    app.run()
+    app.radio(key="train_source").set_value(FOLDER).run()
+    app.text_input(key="train_folder").set_value(str(hostile)).run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert_shown_literally(app, HOSTILE_CLASS)  # the sample row of the class
+
+    missing = data / HOSTILE_FILE
+    app.text_input(key="train_folder").set_value(str(missing)).run()
+    assert shown(app.error[0].value).startswith(f"{missing}: the folder does not exist")
+    assert_shown_literally(app, HOSTILE_FILE)
+
+
+@pytest.fixture()
+def inspect_env(trained_run, tmp_path, monkeypatch):
+    keep_app_py_as_the_router(monkeypatch)
+    runs = tmp_path / "runs"
+    install_active_run(trained_run, runs)
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+
+
+def test_the_inspect_page_shows_a_hostile_file_name_literally(inspect_env):
+    """A file named ':green-badge[pass] ...' drew a pass badge on its card; '![](...)' would load an image."""
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    sign_in(app, "inspector")
+    app.run()
+    broken = HOSTILE_FILE.replace("x.png", "broken.png")
+    app.file_uploader[0].set_value([(HOSTILE_FILE, photo_bytes("pit", 3), "image/png"),
+                                    (broken, corrupt_png(), "image/png")])
+    app.run()
+    assert app.session_state["inspect_queue"].wait(90)
+    app.run()
+    assert not app.exception, app.exception
+    assert_shown_literally(app, HOSTILE_FILE)  # the detail title and the card
+    errors = [shown(e.value) for e in app.error]
+    assert any(error.startswith(f"{broken}: ") for error in errors), errors
+    assert_shown_literally(app, broken)

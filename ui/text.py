@@ -3,7 +3,7 @@
 Streamlit reads Markdown in st.markdown, st.caption, st.error / warning / info / success, st.toast, and
 in widget, metric, expander and image-caption labels and help texts. There a file named
 ':green-badge[pass] x.jpg' drew a pass badge and one named '![](http://host/t.png)' loaded a remote
-image. Whatever a user or a file can name goes into those through `md`; st.text, st.code,
+image. Whatever a user or a file can name goes into those through `md` (or `code`); st.text, st.code,
 st.dataframe and selectbox options show text as it is already.
 """
 
@@ -23,3 +23,11 @@ def md(text: object) -> str:
     """`text` to put inside Streamlit Markdown, shown character for character: no formatting, link, image or icon."""
     plain = _SHORTCODE_START.sub(":\u200b", _CONTROL.sub(" ", str(text)))
     return _PUNCTUATION.sub(r"\\\1", plain)
+
+
+def code(text: object) -> str:
+    """`text` as inline code (run ids, paths), fenced by more backticks than it holds so it cannot end early."""
+    plain = _SHORTCODE_START.sub(":\u200b", _CONTROL.sub(" ", str(text)))  # ':material/' is swapped even in code
+    fence = "`" * (max(map(len, re.findall(r"`+", plain)), default=0) + 1)
+    padded = f" {plain} " if plain.startswith("`") or plain.endswith("`") else plain
+    return f"{fence}{padded}{fence}"

@@ -61,7 +61,7 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
         _click_cell(page, "pit", "scratch")
         _wait_for_text(page, "photo(s) of pit predicted as scratch", 60)
         card = page.locator(".st-key-card-cell-0")
-        card.get_by_text("Grad-CAM: true pit").wait_for()
+        card.get_by_text("Heatmap (Grad-CAM): filed as pit").wait_for()
         card.scroll_into_view_if_needed()
         _shot(page, shots, "02-cell-opened")
 
@@ -85,6 +85,11 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
         # Retrain with the correction (a real background job; tiny, about 10-30 s).
         page.get_by_role("tab", name="Retrain with corrections").click()
         page.get_by_role("button", name="Retrain with corrections").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("of training on this machine").wait_for()  # the estimate, before anything starts
+        assert [run.run_id for run in list_runs(runs_dir)] == [first.run_id]
+        _shot(page, shots, "04a-retrain-confirmation")
+        dialog.get_by_role("button", name="Start the retrain").click()
         _wait_for_text(page, "Compare it with this run on the Models page", 180)
         _shot(page, shots, "04-retrained")
         second = next(run for run in list_runs(runs_dir) if run.run_id != first.run_id)
@@ -103,7 +108,8 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
             reason.press("Enter")
             page.get_by_role("button", name="Make active anyway").click()
         else:
-            page.get_by_role("button", name="Make active", exact=True).click()
+            page.get_by_role("button", name="Make active").click()
+        page.get_by_role("dialog").get_by_role("button", name="Yes, make it active").click()
         _wait_for_text(page, "is now the active model", 60)
         _shot(page, shots, "06-activated")
 
@@ -112,3 +118,90 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
     assert tree_fingerprint(dataset) == before, "the review must never edit or delete dataset files"
     parent = json.loads((second.path / "retrain.json").read_text())
     assert parent["parent_run"] == first.run_id and parent["by"] == "Ana"
+
+
+def _two_runs(tmp_path, monkeypatch):
+    """A dataset, its active run and a second finished run; the app's data folder (and database) beside them."""
+    dataset = make_dataset(tmp_path / "dataset")
+    runs_dir, app_data = tmp_path / "runs", tmp_path / "app-data"
+    app_data.mkdir()
+    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
+    first = write_run(runs_dir, dataset)
+    set_active(first, by="setup", root=runs_dir)
+    second = write_run(runs_dir, dataset, "20260102-120000-resnet18-next", started="2026-01-02T12:00:00+00:00")
+    return dataset, runs_dir, app_data, first, second
+
+
+def test_a_correction_sent_with_enter_then_the_button_is_stored_once(browser, tmp_path, artifacts_dir, monkeypatch):
+    """Issue 14 item 9: an inspector's correction saved with Enter in the note and then the button is one
+    correction, and the Review page names it by the file the inspector uploaded, not by its stored copy."""
+    shots = artifacts_dir / "review"
+    shots.mkdir(parents=True, exist_ok=True)
+    dataset, runs_dir, app_data, _, _ = _two_runs(tmp_path, monkeypatch)
+    upload = tmp_path / "line3_scratch-07.png"
+    upload.write_bytes((dataset / PLANTED).read_bytes())
+
+    with streamlit_server(runs_dir, app_data) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.set_default_timeout(60_000)
+        sign_in(page, url, "admin", "Ana")
+        page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached")
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(upload)])
+        detail = page.locator(".st-key-inspect-detail")
+        detail.get_by_text("Disagree with the model?").wait_for(timeout=90_000)
+
+        # Choose the class, type a note, press Enter (that sends the form), then also click the button.
+        detail.get_by_role("combobox", name="the correct class is").click()
+        page.get_by_role("option").first.click()
+        note = detail.locator(".st-key-inspect_correct_note_0 input")
+        note.fill("deep scratch")
+        note.press("Enter")
+        detail.get_by_text("Correction saved").wait_for()
+        detail.get_by_role("button", name="Save correction").click()
+        page.wait_for_timeout(2000)  # the second run of the form has stored whatever it stores
+        _shot(page, shots, "10-correction-enter-then-click")
+        corrections = InspectionStore(app_data / "inspections.sqlite").corrections()
+        assert len(corrections) == 1, corrections[["id", "who", "new_label", "note"]]
+        assert corrections.loc[0, "who"] == "Ana" and corrections.loc[0, "note"] == "deep scratch"
+
+        # The engineer's view of it: one proposal, named by the file the inspector uploaded.
+        page.get_by_role("link", name="Review", exact=True).click()
+        page.get_by_role("tab", name="Inspector corrections").click()
+        page.get_by_text("inspector correction(s) waiting").wait_for()
+        cards = page.locator('[class*="st-key-proposal-"]')
+        assert cards.count() == 1
+        text = cards.first.inner_text()
+        assert "line3_scratch-07.png" in text and corrections.loc[0, "sha256"][:12] not in text
+        _shot(page, shots, "11-inspector-correction")
+
+
+def test_make_active_asks_first_with_what_changes(browser, tmp_path, artifacts_dir, monkeypatch):
+    """Issue 14 item 10: "Make active" changes nothing until a summary of what changes (classes, numbers, recall
+    per class, who) is confirmed; Cancel leaves the active model as it was."""
+    shots = artifacts_dir / "review"
+    shots.mkdir(parents=True, exist_ok=True)
+    _, runs_dir, app_data, first, second = _two_runs(tmp_path, monkeypatch)
+
+    with streamlit_server(runs_dir, app_data) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.set_default_timeout(60_000)
+        sign_in(page, url, "admin", "Ana")
+        page.get_by_role("link", name="Models", exact=True).click()
+        page.get_by_role("heading", name="Manage a run").wait_for()
+        page.get_by_role("button", name="Make active").click()
+        page.wait_for_timeout(2000)  # whatever the click does, it has done it
+        assert get_active(runs_dir)["run_id"] == first.run_id, "made active without a confirmation"
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Inspections will use").wait_for()
+        for words in ("Classes (unchanged)", "recall is the share", "Recorded as made active by Ana"):
+            assert dialog.get_by_text(words).count(), words
+        assert dialog.locator('[data-testid="stDataFrame"]').count() == 2  # overall numbers; recall per class
+        _shot(page, shots, "12-activation-confirmation")
+        dialog.get_by_role("button", name="Cancel").click()
+        dialog.wait_for(state="detached")
+        assert get_active(runs_dir)["run_id"] == first.run_id
+        page.get_by_role("button", name="Make active").click()
+        page.get_by_role("dialog").get_by_role("button", name="Yes, make it active").click()
+        _wait_for_text(page, "is now the active model", 60)
+    record = get_active(runs_dir)
+    assert record["run_id"] == second.run_id and record["by"] == "Ana"

@@ -11,6 +11,7 @@ from defect_model.lifecycle import activation_history
 from defect_model.quality import assess
 from defect_model.lifecycle import set_active
 from defect_model.runs import get_active
+from conftest import shown
 from review_support import PLANTED, VAL, make_dataset, open_app_page, write_run
 
 # The candidate fixes pit_0002 and the planted photo's label, and breaks ok_0001.
@@ -132,7 +133,7 @@ def test_delete_needs_confirmation_and_spares_the_active_model(runs):
     at.checkbox(key=f"confirm_delete_{victim.run_id}").check().run()
     at.button(key=f"delete_{victim.run_id}").click().run()
     assert not victim.path.exists() and runs["base"].path.exists()
-    assert any(f"Deleted run {victim.run_id}" in s.value for s in at.success)
+    assert any(f"Deleted run {victim.run_id}" in shown(s.value) for s in at.success)
     assert victim.run_id not in frame(at, "flag")["run"].tolist()
     at.selectbox(key="manage_run").set_value(runs["base"].run_id).run()
     assert not [b for b in at.button if b.key == f"delete_{runs['base'].run_id}"]

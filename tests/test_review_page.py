@@ -16,6 +16,7 @@ from defect_model.calibration import reliability
 from defect_model.lifecycle import set_active
 from defect_model.runs import list_runs
 from defect_model.store import InspectionStore
+from conftest import shown
 from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, open_app_page,
                             tree_fingerprint, write_run)
 
@@ -212,7 +213,8 @@ def _config(run) -> dict:
 def test_a_damaged_predictions_file_is_named_on_the_page(env):
     env["run"].val_predictions.write_text("path,true_label\nx.png,ok\n")
     at = open_review()
-    assert any(str(env["run"].val_predictions) in e.value and "missing column(s)" in e.value for e in at.error)
+    assert any(str(env["run"].val_predictions) in shown(e.value) and "missing column(s)" in shown(e.value)
+               for e in at.error)
 
 
 def test_no_runs_yet(tmp_path, monkeypatch):
@@ -242,12 +244,12 @@ def test_a_relabel_clicked_twice_is_one_correction_and_the_card_shows_the_new_la
     at.button(key=f"wrong:{PLANTED}:relabel").click().run()
     at.button(key=f"wrong:{PLANTED}:relabel").click().run()
     assert len(env["store"].corrections()) == 1
-    title = next(m.value for m in at.markdown if m.value.startswith("**zz\\_planted"))
+    title = next(m.value for m in at.markdown if m.value.startswith("**pit/zz\\_planted"))
     assert "label **scratch** (relabelled; filed as pit)" in title
     assert at.selectbox(key=f"wrong:{PLANTED}:new_label").value == "scratch"  # the same choice: a click repeats it
     assert at.button(key=f"wrong:{PLANTED}:confirm").label == "Back to pit"
     at.button(key=f"wrong:{PLANTED}:confirm").click().run()  # undo: the label it was filed under is right
-    title = next(m.value for m in at.markdown if m.value.startswith("**zz\\_planted"))
+    title = next(m.value for m in at.markdown if m.value.startswith("**pit/zz\\_planted"))
     assert "label **pit**, predicted **scratch**" in title
 
 

@@ -24,7 +24,7 @@ from defect_model.runs import RunDir, get_active, list_runs
 from ui.train_data import FOLDER, UPLOADED, ZIP
 from ui.train_settings import NOT_IN_FORM
 
-from conftest import sign_in, zip_of
+from conftest import shown, sign_in, zip_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "train.py")
@@ -63,7 +63,8 @@ def chart_traces(app: AppTest, key: str) -> dict[str, list]:
 
 
 def errors(app: AppTest) -> str:
-    return "\n".join(e.value for e in app.error)
+    """The error messages as the page shows them (names inside are escaped Markdown)."""
+    return "\n".join(shown(e.value) for e in app.error)
 
 
 def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
@@ -164,7 +165,7 @@ def test_bad_zips_are_refused_and_a_good_one_is_kept_by_name(env):
               for label in ("ok", "pit") for p in sorted((env["data"] / "demo" / label).iterdir())}
     _upload(app, "parts.zip", zip_of(photos), name="line-3")
     assert not app.error
-    assert any("Saved parts.zip as dataset 'line-3'" in s.value for s in app.success)
+    assert any("Saved parts.zip as dataset 'line-3'" in shown(s.value) for s in app.success)
     assert app.radio(key="train_source").value == UPLOADED
     assert app.selectbox(key="train_uploaded").value == "line-3"
     assert sorted(p.name for p in (env["data"] / "datasets" / "line-3").iterdir()) == ["ok", "pit"]
@@ -322,7 +323,7 @@ def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypa
         assert (cfg.backbone, cfg.image_size, cfg.epochs, cfg.data_dir) == ("resnet18", 32, 1, demo)
         rows = pd.read_csv(cfg.corrections_csv, keep_default_na=False).to_dict("records")
         assert rows == [{"path": "ok/ok_0001.png", "label": "pit"}, {"path": "pit/pit_0002.png", "label": ""}]
-        assert any(f"Training job {run.run_id} started" in s.value for s in app.success)
+        assert any(f"Training job {run.run_id} started" in shown(s.value) for s in app.success)
         assert app.selectbox(key="train_view_run").value == run.run_id
         deadline = time.time() + 120
         while run.status()["state"] in ("queued", "running") and time.time() < deadline:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from defect_model.accounts import ROLES, Actor
 from ui.session import accounts
+from ui.text import md
 
 
 def own_password_ui(actor: Actor) -> None:
@@ -20,7 +21,7 @@ def own_password_ui(actor: Actor) -> None:
             try:
                 accounts().set_own_password(actor, first)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
                 return
             st.success("Password set. Use it to sign in from now on.")
 
@@ -43,7 +44,7 @@ def manage_accounts_ui(actor: Actor) -> None:
             try:
                 accounts().save(actor, name, role, password or None)
             except (ValueError, PermissionError) as exc:
-                st.error(str(exc))
+                st.error(md(exc))
                 return
             st.success(f"Account saved ({role}).")
             st.text(name.strip())

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.text import md
+
 
 def flash(scope: str, where: str, kind: str, text: str) -> None:
-    """Leave one message for the page `scope`, to be shown at `where` (kind: success or error)."""
+    """Leave one message for the page `scope`, to be shown at `where` (kind: success or error), as plain text."""
     st.session_state[f"flash_{scope}"] = {"where": where, "kind": kind, "text": text}
 
 
@@ -21,4 +23,4 @@ def flash_ui(scope: str, where: str, keep: bool = False) -> None:
         return
     if not keep:
         del st.session_state[f"flash_{scope}"]
-    getattr(st, message["kind"])(message["text"])
+    getattr(st, message["kind"])(md(message["text"]))  # messages name runs, files and errors: shown as typed

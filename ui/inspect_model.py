@@ -16,6 +16,7 @@ from defect_model.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dat
 from ui.job_events import followed_progress
 from ui.session import current_actor
 from ui.resources import predictor_for, served_model
+from ui.text import code, md
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ def active_model_ui() -> ActiveModel | None:
     if served is None:
         record = get_active()
         if record:
-            st.warning(f"The active model `{record.get('run_id')}` has no checkpoint any more "
-                       f"({record.get('path', '')}). Choose another model on the Models page.",
+            st.warning(f"The active model {code(record.get('run_id'))} has no checkpoint any more "
+                       f"({md(record.get('path', ''))}). Choose another model on the Models page.",
                        icon=":material/warning:")
         no_model_ui()
         return None
@@ -55,11 +56,11 @@ def active_model_ui() -> ActiveModel | None:
     try:
         predictor = predictor_for(run, checkpoint)
     except ValueError as exc:  # CheckpointError: the message names the file and what to do
-        st.error(str(exc), icon=":material/error:")
+        st.error(md(exc), icon=":material/error:")
         return None
     except Exception as exc:  # e.g. weights that do not fit the network the metadata describes
-        st.error(f"{checkpoint}: the model cannot be loaded ({type(exc).__name__}: {exc}). "
-                 "Choose another model on the Models page or retrain this one.", icon=":material/error:")
+        st.error(md(f"{checkpoint}: the model cannot be loaded ({type(exc).__name__}: {exc}). "
+                    "Choose another model on the Models page or retrain this one."), icon=":material/error:")
         return None
     warm_up(str(checkpoint), checkpoint.stat().st_mtime, predictor)
     model = ActiveModel(run, predictor, good_classes_of(run, predictor), checkpoint, sha256)
@@ -81,19 +82,19 @@ def warm_up(checkpoint: str, mtime: float, _predictor) -> bool:
 
 
 def model_line_ui(model: ActiveModel) -> None:
-    good = ", ".join(model.good_classes)
+    good = md(", ".join(model.good_classes))
     predictor = model.predictor
     engine = ("ONNX Runtime (checked equal to torch)" if predictor.backend == "onnxruntime"
               else f"torch ({predictor.backend_note})" if predictor.backend_note else "torch")
-    st.caption(f"Model `{model.run.run_id}` · classes: {', '.join(model.classes)} · "
+    st.caption(f"Model {code(model.run.run_id)} · classes: {md(', '.join(model.classes))} · "
                + (f"good: **{good}**" if good else "no class marked good") + f" · runs on {engine}")
     try:
         problems = activation_problems(model.run)
     except (OSError, ValueError):
         problems = []
     if problems:
-        st.error("This model is flagged as useless: " + "; ".join(problems) + ". It may pass defective parts: tell "
-                 "the engineer, and send doubtful parts to a person.", icon=":material/warning:")
+        st.error("This model is flagged as useless: " + "; ".join(map(md, problems)) + ". It may pass defective "
+                 "parts: tell the engineer, and send doubtful parts to a person.", icon=":material/warning:")
     if not model.good_classes:
         st.caption("This run marks no class as a good part (as in NEU-CLS, where every class is a defect), so no "
                    "photo passes: a confident prediction is a **reject**, an unsure one goes to a person.")
@@ -141,9 +142,9 @@ def start_demo_training() -> None:
         data = ensure_demo_dataset(demo_data_dir())
         run = start_training(demo_config(data), actor=current_actor())
     except (JobError, OSError, PermissionError) as exc:
-        st.error(f"The demo model could not be started: {exc}", icon=":material/error:")
+        st.error(f"The demo model could not be started: {md(exc)}", icon=":material/error:")
         return
-    st.toast(f"Training {run.run_id} started")
+    st.toast(f"Training {code(run.run_id)} started")
     st.rerun()
 
 
@@ -161,12 +162,12 @@ def training_progress_ui(job: RunDir) -> None:
 def use_demo_model_ui(run: RunDir) -> None:
     status = run.status()
     accuracy = status.get("val_accuracy")
-    st.success(f"The demo model `{run.run_id}` is trained"
+    st.success(f"The demo model {code(run.run_id)} is trained"
                + (f" (validation accuracy {accuracy:.0%})." if accuracy is not None else "."),
                icon=":material/check_circle:")
     problems = activation_problems(run)
     if problems:
-        st.error(f"It cannot be used here: {'; '.join(problems)}. Retrain it on the Train page, or ask the "
+        st.error(f"It cannot be used here: {'; '.join(map(md, problems))}. Retrain it on the Train page, or ask the "
                  "engineer (Models page).", icon=":material/warning:")
         return
     actor = current_actor()
@@ -177,6 +178,6 @@ def use_demo_model_ui(run: RunDir) -> None:
         try:
             activate(run, actor)
         except (ActivationError, PermissionError) as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(md(exc), icon=":material/warning:")
             return
         st.rerun()

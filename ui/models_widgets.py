@@ -14,7 +14,8 @@ from defect_model.lifecycle import (ActivationError, DeleteError, activate, acti
                                     delete_run, run_summary)
 from defect_model.runs import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
-from ui.review_widgets import confusion_figure, md, quality_header, run_label, run_state
+from ui.review_widgets import confusion_figure, quality_header, run_label, run_state
+from ui.text import code, md
 
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
 LIVE_STATES = ("queued", "running")
@@ -115,9 +116,9 @@ def active_summary_ui(runs: list[RunDir], active: str | None) -> None:
         return
     metrics = run.read_metrics()
     record = get_active() or {}
-    st.markdown(f"**Active model** `{run.run_id}` — chosen by {record.get('by') or '?'} at "
+    st.markdown(f"**Active model** {code(run.run_id)} — chosen by {md(record.get('by') or '?')} at "
                 f"{str(record.get('at', ''))[:16].replace('T', ' ')} UTC"
-                + (f"; override: {record['override']}" if record.get("override") else ""))
+                + (f"; override: {md(record['override'])}" if record.get("override") else ""))
     if metrics:
         quality_header(metrics, run.settings().good_classes)
 
@@ -169,7 +170,7 @@ def comparison_ui(a: RunDir, b: RunDir) -> None:
     try:
         result = compare_runs(a, b)
     except (FileNotFoundError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     left, right = st.columns(2)
     for column, tag, run in ((left, "A", a), (right, "B", b)):
@@ -187,7 +188,7 @@ def comparison_ui(a: RunDir, b: RunDir) -> None:
     if result.photo_by_photo:
         changed_photos_ui(result)
     else:
-        st.info(result.why_not_photo_by_photo(), icon=":material/compare_arrows:")
+        st.info(md(result.why_not_photo_by_photo()), icon=":material/compare_arrows:")
 
 
 def metrics_table_ui(metrics: pd.DataFrame) -> None:
@@ -244,17 +245,18 @@ def _activate(run: RunDir, actor: Actor, reason_key: str | None) -> None:
 def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
     flash_ui("models", "activate", keep=True)
     if run.run_id == active:
-        st.success(f"{run.run_id} is the active model.", icon=":material/star:")
+        st.success(f"{code(run.run_id)} is the active model.", icon=":material/star:")
         return
     state = run.status().get("state")
     try:
         quality = run.quality()
     except (OSError, ValueError) as exc:
-        st.error(f"{run.config}: cannot read this run's settings ({exc}). It cannot become active; delete it or "
-                 "fix the file.")
+        st.error(md(f"{run.config}: cannot read this run's settings ({exc}). It cannot become active; delete it "
+                    "or fix the file."))
         return
     if quality is None or not run.checkpoint.is_file():
-        st.info(f"{run.run_id} has no checkpoint with validation results yet ({state}); it cannot become active.")
+        st.info(f"{code(run.run_id)} has no checkpoint with validation results yet ({md(state)}); it cannot become "
+                "active.")
         return
     allowed = actor.may("activate")
     if not allowed:
@@ -263,8 +265,8 @@ def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
     needs_override = bool(problems)
     reason_key = None
     if needs_override:
-        st.error(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts, so it can only be "
-                 "made active with an override reason, which is recorded.", icon=":material/warning:")
+        st.error(f"{code(run.run_id)} is flagged: {'; '.join(map(md, problems))}. It would pass defective parts, so "
+                 "it can only be made active with an override reason, which is recorded.", icon=":material/warning:")
         reason_key = f"override_{run.run_id}"
         st.text_input("Override reason", key=reason_key, placeholder="why this model must go live anyway")
     if st.button("Make active anyway…" if needs_override else "Make active…", key=f"activate_{run.run_id}",
@@ -289,7 +291,7 @@ def confirm_activation_dialog(run: RunDir, actor: Actor, reason_key: str | None,
     try:
         switch = switch_summary(current, run)
     except (OSError, ValueError) as exc:
-        st.error(f"{run.path}: the summary cannot be read ({exc}). Nothing was changed.")
+        st.error(md(f"{run.path}: the summary cannot be read ({exc}). Nothing was changed."))
         return
     for line in switch_lines(switch, actor, active, st.session_state.get(reason_key, "") if reason_key else ""):
         st.markdown(line)
@@ -363,7 +365,7 @@ def downloads_ui(run: RunDir) -> None:
     from defect_model.export import ExportError, cached_export, export_onnx
 
     if not run.checkpoint.is_file():
-        st.info(f"{run.checkpoint}: no checkpoint yet.")
+        st.info(md(f"{run.checkpoint}: no checkpoint yet."))
         return
     size_mb = run.checkpoint.stat().st_size / 1e6
     left, right = st.columns(2)
@@ -382,7 +384,7 @@ def downloads_ui(run: RunDir) -> None:
                     export = export_onnx(run)
                 slot.empty()
             except ExportError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
         if export is not None:
             from pathlib import Path
 
@@ -390,7 +392,7 @@ def downloads_ui(run: RunDir) -> None:
             st.download_button(f"Download model.onnx ({path.stat().st_size / 1e6:.1f} MB)", data=path.read_bytes,
                                file_name=f"{run.run_id}.onnx", mime="application/octet-stream",
                                key=f"download_onnx_{run.run_id}", icon=":material/download:")
-            st.caption(export.describe())
+            st.caption(md(export.describe()))
 
 
 def _delete(run: RunDir, actor: Actor, confirm_key: str) -> None:

@@ -138,7 +138,7 @@ def review_data_ui(run: RunDir) -> ReviewData | None:
     try:
         return load_review(run)
     except ReviewError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return None
 
 
@@ -327,7 +327,7 @@ def card_title(row, label: str) -> str:
         filed = f"label **{md(label)}** (relabelled; filed as {md(row.true_label)})"
     else:
         filed = f"**unusable** (filed as {md(row.true_label)})"
-    return (f"**{md(Path(row.path).name)}** — {filed}, predicted **{md(row.pred_label)}** ({row.confidence:.0%}), "
+    return (f"**{md(row.path)}** — {filed}, predicted **{md(row.pred_label)}** ({row.confidence:.0%}), "
             f"loss {row.loss:.3f}")
 
 
@@ -345,7 +345,7 @@ def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore 
         decided = decisions.get(row.path)
         label = current_label(row, decided)
         with st.container(border=True, key=f"card-{section}-{number}"):
-            st.markdown(card_title(row, label), help=f"{md(row.path)} in {md(data.dataset)}")
+            st.markdown(card_title(row, label), help=f"In the dataset {md(data.dataset)}")
             photo_col, pred_col, true_col, info_col = st.columns([1, 1, 1, 1.5])
             _show(photo_col, _photo(data.dataset, row.path), "photo")
             _show(pred_col, cams.get((row.path, row.pred_label)), f"Heatmap (Grad-CAM): predicted {md(row.pred_label)}")

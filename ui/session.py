@@ -12,6 +12,7 @@ import streamlit as st
 
 from defect_model.accounts import Accounts, Actor, PERMISSIONS, SignInError, open_accounts
 from defect_model.store import default_db_path
+from ui.text import md
 
 TOKEN_KEY = "session_token"
 LINK_PARAM = "token"
@@ -39,7 +40,7 @@ def identity_provider_configured() -> bool:
 
 def _start_session(actor: Actor, token: str) -> None:
     st.session_state[TOKEN_KEY] = token
-    st.toast(f"Signed in as {actor.name} ({actor.role})")
+    st.toast(f"Signed in as {md(actor.name)} ({actor.role})")
 
 
 def sign_in_page() -> None:
@@ -51,7 +52,7 @@ def sign_in_page() -> None:
         try:
             actor, token = accounts().use_link(link)
         except SignInError as exc:
-            st.error(str(exc), icon=":material/lock:")
+            st.error(md(exc), icon=":material/lock:")
         else:
             _start_session(actor, token)
             st.rerun()
@@ -70,7 +71,7 @@ def sign_in_page() -> None:
         try:
             actor, token = accounts().sign_in(name, password)
         except SignInError as exc:
-            st.error(str(exc), icon=":material/lock:")
+            st.error(md(exc), icon=":material/lock:")
         else:
             _start_session(actor, token)
             st.rerun()
@@ -92,7 +93,7 @@ def page_actor(action: str) -> Actor:
     """The signed-in actor when their role may `action`; otherwise the page says so and stops here."""
     actor = current_actor()
     if actor is None or not actor.may(action):
-        who = "You are not signed in" if actor is None else f"{actor.name} ({actor.role}) may not use this page"
+        who = "You are not signed in" if actor is None else f"{md(actor.name)} ({actor.role}) may not use this page"
         st.error(f"{who}: it needs the {PERMISSIONS[action]} role. Ask an admin.", icon=":material/lock:")
         st.stop()
     return actor

@@ -9,22 +9,24 @@ from defect_model.accounts import Actor
 from ui.resources import active_run
 from ui.accounts_widgets import own_password_ui
 from ui.session import accounts, sign_out
+from ui.text import md
 
 
 def model_card(run) -> None:
     """Run id, classes, accuracy beside per-class recall (and the defect miss rate), date."""
     metrics = run.read_metrics()
-    st.markdown(f"**Active model** `{run.run_id}`")
+    st.markdown(f"**Active model** {md(run.run_id)}")
     if not metrics:
         st.caption("No validation metrics yet.")
         return
     cfg = run.settings()
     quality = assess(metrics, cfg.good_classes)
     if quality.collapsed:
-        st.error("This model is flagged as useless: " + "; ".join(quality.problems), icon=":material/warning:")
-    st.caption(f"Classes: {', '.join(metrics['classes'])}")
-    st.caption(quality.headline())
-    st.caption("Recall per class: " + ", ".join(f"{c} {r:.0%}" for c, r in quality.recall.items()))
+        st.error("This model is flagged as useless: " + "; ".join(map(md, quality.problems)),
+                 icon=":material/warning:")
+    st.caption(f"Classes: {md(', '.join(metrics['classes']))}")
+    st.caption(md(quality.headline()))
+    st.caption("Recall per class: " + ", ".join(f"{md(c)} {r:.0%}" for c, r in quality.recall.items()))
     st.caption(f"Trained {run.status().get('finished', run.status().get('updated', ''))[:16].replace('T', ' ')}")
 
 

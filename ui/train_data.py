@@ -17,6 +17,7 @@ from defect_model.insights import DatasetInsights, inspect_dataset
 from defect_model.runs import data_root
 from defect_model.store import InspectionStore
 from defect_model.synthetic import ensure_demo_dataset
+from ui.text import md
 
 DEMO, UPLOADED, FOLDER, ZIP = "Demo dataset", "Uploaded dataset", "Folder on the server", "Upload a .zip"
 SOURCES = (DEMO, UPLOADED, FOLDER, ZIP)
@@ -97,7 +98,7 @@ def dataset_source_ui() -> Dataset | None:
     source = st.radio("Dataset source", SOURCES, key="train_source", horizontal=True,
                       help="Every dataset is a folder with one sub-folder of photos per class.")
     if added := st.session_state.pop("train_zip_added", None):
-        st.success(added, icon=":material/check_circle:")
+        st.success(md(added), icon=":material/check_circle:")
     if source == DEMO:
         path = demo_path()
         if path.is_dir():
@@ -123,7 +124,7 @@ def dataset_source_ui() -> Dataset | None:
                   help="Letters, digits, '.', '_' and '-'. The dataset is kept under this name in the data folder.")
     st.button("Add dataset", key="train_zip_add", on_click=_add_zip, icon=":material/upload:")
     if error := st.session_state.get("train_zip_error"):
-        st.error(error, icon=":material/error:")
+        st.error(md(error), icon=":material/error:")
     return None
 
 
@@ -132,15 +133,15 @@ def server_folder_ui() -> Dataset | None:
     roots = data_roots(data_root())
     typed = st.text_input("Folder on the server", key="train_folder",
                           placeholder=f"{roots[0] / 'photos'} (one sub-folder per class)",
-                          help=f"A folder inside {', '.join(map(str, roots))}. A relative path starts in "
-                               f"{roots[0]}.").strip()
+                          help=f"A folder inside {md(', '.join(map(str, roots)))}. A relative path starts in "
+                               f"{md(roots[0])}.").strip()
     if not typed:
         st.info("Type the path of a folder that holds one sub-folder per class.")
         return None
     try:
         path = allowed_data_folder(typed, roots)
     except DatasetError as exc:
-        st.error(str(exc), icon=":material/folder_off:")
+        st.error(md(exc), icon=":material/folder_off:")
         return None
     return Dataset(typed, path)
 
@@ -163,10 +164,10 @@ def insights_for(dataset: Dataset) -> DatasetInsights | None:
     try:
         return _insights(str(dataset.path), _signature(dataset.path))
     except DatasetError as exc:
-        st.error(str(exc), icon=":material/folder_off:")
+        st.error(md(exc), icon=":material/folder_off:")
     except OSError as exc:
-        st.error(f"{dataset.path}: cannot be read ({exc.strerror or exc}). Check that the dashboard's user may "
-                 "read the folder and its sub-folders.", icon=":material/folder_off:")
+        st.error(md(f"{dataset.path}: cannot be read ({exc.strerror or exc}). Check that the dashboard's user may "
+                    "read the folder and its sub-folders."), icon=":material/folder_off:")
     return None
 
 
@@ -190,11 +191,11 @@ def insights_ui(insights: DatasetInsights) -> None:
         b.metric("Unusable files", len(insights.unreadable) + len(insights.skipped))
         st.caption("Sizes: " + _top(insights.sizes) + "  \nModes: " + _top(insights.modes))
     if warning := insights.imbalance_warning():
-        st.warning(warning, icon=":material/balance:")
+        st.warning(md(warning), icon=":material/balance:")
     with st.expander("Sample photos per class", expanded=True):
         for name in insights.classes:
             label, photos = st.columns([1, 6], vertical_alignment="center")
-            label.markdown(f"**{name}**  \n{insights.counts[name]} photos")
+            label.markdown(f"**{md(name)}**  \n{insights.counts[name]} photos")
             if insights.samples[name]:
                 photos.image([str(p) for p in insights.samples[name]], width=80)
             else:
@@ -219,7 +220,7 @@ def corrections_ui(dataset: Dataset, classes: list[str]) -> dict | None:
     try:
         table = InspectionStore().corrections(dataset=dataset.key)
     except Exception as exc:  # noqa: BLE001 - a broken database must not break the Train page
-        st.warning(f"The corrections database could not be read ({exc}); training goes on without corrections.")
+        st.warning(f"The corrections database could not be read ({md(exc)}); training goes on without corrections.")
         return None
     if table.empty:
         st.caption("No label corrections recorded for this dataset yet (they come from Inspect and Review).")
@@ -234,7 +235,7 @@ def corrections_ui(dataset: Dataset, classes: list[str]) -> dict | None:
             st.caption("Pending corrections are decided on the Review page; only confirmed ones can be included.")
     bad = sorted({str(label) for label in confirmed["new_label"].dropna() if str(label) not in classes})
     if bad:
-        st.error(f"Corrections for {dataset.path} use labels that are not classes of it: {', '.join(bad)}. "
+        st.error(f"Corrections for {md(dataset.path)} use labels that are not classes of it: {md(', '.join(bad))}. "
                  "Reject those corrections on the Review page to include the others.")
         return None
     if confirmed.empty:

@@ -25,6 +25,7 @@ from ui.flash import flash, flash_ui
 from ui.session import current_actor
 from ui.job_events import followed_events
 from ui.train_charts import loss_figure, lr_figure, scores_figure
+from ui.text import code, md
 
 REFRESH_S = 2.0
 LOG_LINES = 25
@@ -141,7 +142,7 @@ def job_ui() -> None:
     run_id = st.selectbox("Run", ids, key=VIEW_KEY, format_func=lambda i: _label(RunDir(root / i)),
                           help="The running job, or any earlier run: its curves, its log, resume or activate it.")
     if running and running.run_id != run_id:
-        st.info(f"Training job {running.run_id} is running.", icon=":material/sync:")
+        st.info(f"Training job {code(running.run_id)} is running.", icon=":material/sync:")
         st.button("Show the running job", key="train_show_running",
                   on_click=lambda: st.session_state.update({VIEW_KEY: running.run_id}))
     run = RunDir(root / run_id)
@@ -162,8 +163,9 @@ def live_view(run_path: str) -> None:
     events = followed_events(run)
     progress = read_progress(events, now=time.time())
     settings = run_settings(run)
-    st.markdown(f":material/model_training: **Training {run.run_id}** · {settings.get('backbone', '?')} at "
-                f"{settings.get('image_size', '?')} px on `{settings.get('data_dir', '?')}` · pid {status.get('pid')}")
+    st.markdown(f":material/model_training: **Training {md(run.run_id)}** · {md(settings.get('backbone', '?'))} at "
+                f"{md(settings.get('image_size', '?'))} px on {code(settings.get('data_dir', '?'))} · "
+                f"pid {md(status.get('pid'))}")
     eta = f" · ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None else ""
     speed = f" · {progress.images_per_s:.0f} images/s" if progress.images_per_s else ""
     st.progress(progress.fraction, text=progress.text() + eta + speed)
@@ -211,9 +213,9 @@ def finished_view(run: RunDir) -> None:
         done_ui(run, settings)
     elif state == "failed":
         error = plain_error(status.get("error", "")) or "The training process stopped; see its log below."
-        st.error(f"**Training {run.run_id} failed.** {error}", icon=":material/error:")
+        st.error(f"**Training {md(run.run_id)} failed.** {md(error)}", icon=":material/error:")
     elif state == "cancelled":
-        st.warning(f"Training {run.run_id} was cancelled at epoch {progress.epoch}, step {progress.step}; "
+        st.warning(f"Training {code(run.run_id)} was cancelled at epoch {progress.epoch}, step {progress.step}; "
                    "its last checkpoint is kept.", icon=":material/stop_circle:")
     charts_ui(events, progress.epochs, key=f"final_{run.run_id}")
     if state in ("failed", "cancelled"):
@@ -232,17 +234,17 @@ def finished_view(run: RunDir) -> None:
 def done_ui(run: RunDir, settings: dict) -> None:
     metrics = run.read_metrics()
     if not metrics:
-        st.warning(f"{run.run_id} finished but wrote no metrics.json; it cannot be made active.")
+        st.warning(f"{code(run.run_id)} finished but wrote no metrics.json; it cannot be made active.")
         return
     quality = assess(metrics, settings.get("good_classes", []))
     elapsed = run.training_seconds()
     took = f" in {format_duration(elapsed)}" if elapsed else ""
     active = (get_active() or {}).get("run_id") == run.run_id
     if quality.collapsed:
-        st.error(f"**{run.run_id} finished{took}, but this model is flagged as useless:** "
-                 + "; ".join(quality.problems) + f". ({quality.headline()})", icon=":material/warning:")
+        st.error(f"**{md(run.run_id)} finished{took}, but this model is flagged as useless:** "
+                 + "; ".join(map(md, quality.problems)) + f". ({md(quality.headline())})", icon=":material/warning:")
     else:
-        st.success(f"**{run.run_id} finished{took}.** {quality.headline()}, macro-F1 {quality.macro_f1:.1%}.",
+        st.success(f"**{md(run.run_id)} finished{took}.** {md(quality.headline())}, macro-F1 {quality.macro_f1:.1%}.",
                    icon=":material/check_circle:")
     if active:
         st.info("This run is the active model.", icon=":material/verified:")
@@ -265,7 +267,7 @@ def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:
     """The Start button; a job already running is named, and a second start is refused by jobs."""
     running = jobs.running_job(runs_root())
     if running is not None:
-        st.caption(f"Training job {running.run_id} is running; only one job runs at a time, "
+        st.caption(f"Training job {code(running.run_id)} is running; only one job runs at a time, "
                    "so a start is refused until it finishes or is cancelled.")
     no_good = False
     if cfg is not None and not cfg.good_classes:

@@ -19,6 +19,7 @@ from defect_model.config import TrainConfig
 from defect_model.data import DatasetError, read_split_csv, scan_image_folder
 from defect_model.insights import DatasetInsights, TimeEstimate, estimate_training_time
 from defect_model.presets import apply_product_preset
+from ui.text import md
 
 # Set by the page, not by the form (pretrained must stay off: no weights offline).
 NOT_IN_FORM = {"data_dir", "corrections_csv", "pretrained", "decisions", "pinned"}
@@ -196,7 +197,7 @@ def estimate_ui(cfg: TrainConfig, insights: DatasetInsights) -> TimeEstimate:
     resolved, decisions = preset_preview(cfg, insights)
     if decisions:
         with st.expander(f"What the {cfg.preset} preset will decide for this dataset", expanded=True):
-            st.markdown("\n".join(f"- {d}" for d in decisions))
+            st.markdown("\n".join(f"- {md(d)}" for d in decisions))  # they name classes (folder names)
     train, val = split_sizes(resolved, insights.counts)
     drawn = resolved.epoch_images or train  # photos drawn per epoch
     estimate = estimate_training_time(resolved.backbone, resolved.image_size, resolved.epochs, drawn, val)

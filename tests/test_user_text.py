@@ -18,7 +18,8 @@ from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PUNCTUATION = r"[!-/:-@\[-`{-~]"
+PUNCTUATION = r"[!-/:-@\[-`{-~]"  # what a backslash may escape in CommonMark
+MARKUP = r"[\\`*_{}\[\]()#+\-.!|<>~$:&@]"  # what may start markup in CommonMark, GFM or Streamlit
 HOSTILE_NAMES = [
     ":green-badge[pass] x.jpg", "![](http://host/t.png)", "[click](http://evil.example)", "**bold** _it_ `code`",
     "<img src=x onerror=alert(1)>", "$x^2$ and $$y$$", ":material/check_circle: ok.png", ":material_check: ok.png",
@@ -28,13 +29,13 @@ HOSTILE_NAMES = [
 
 
 def markup_left(markdown: str) -> list[str]:
-    """Punctuation that is not escaped, and ':name' starts that Streamlit turns into icons after parsing."""
+    """Markup characters that are not escaped, and ':name' starts that Streamlit turns into icons after parsing."""
     left, i = [], 0
     while i < len(markdown):
         if markdown[i] == "\\" and re.fullmatch(PUNCTUATION, markdown[i + 1:i + 2]):
             i += 2
             continue
-        if re.fullmatch(PUNCTUATION, markdown[i]):
+        if re.fullmatch(MARKUP, markdown[i]):
             left.append(markdown[i])
         i += 1
     parsed = re.sub(r"\\(" + PUNCTUATION + ")", r"\1", markdown)
@@ -50,7 +51,7 @@ def test_md_shows_a_name_as_typed_with_no_markup_left(name):
 
 
 def test_plain_names_stay_readable():
-    assert md("scratch") == "scratch" and md("ok 12") == "ok 12"
+    assert md("scratch") == "scratch" and md("ok 12, pit; 50% 'a' \"b\"") == "ok 12, pit; 50% 'a' \"b\""
     assert md("a.png") == "a\\.png"
 
 

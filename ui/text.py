@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 
-# CommonMark lets a backslash escape any ASCII punctuation, and an escaped character is never markup.
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Every ASCII punctuation character that CommonMark, GitHub's extensions or Streamlit can read as markup
+# (emphasis, code, links and images, headings, lists, tables, HTML and entities, math, autolinks,
+# directives such as ':green-badge[...]'); a backslash before one makes it plain text. The others
+# (, ; ' " % / = ? ^) never start markup and are left as they are, so sentences stay readable.
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&@])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")  # a line break would start a new block: a heading, a list
 # Streamlit swaps ':material/name:', ':streamlit:' and emoji shortcodes for icons in the parsed text, where a
 # backslash no longer separates them: a zero-width space between the colon and the name does.
@@ -22,7 +25,7 @@ _SHORTCODE_START = re.compile(r":(?=[\w+-])")
 def md(text: object) -> str:
     """`text` to put inside Streamlit Markdown, shown character for character: no formatting, link, image or icon."""
     plain = _SHORTCODE_START.sub(":\u200b", _CONTROL.sub(" ", str(text)))
-    return _PUNCTUATION.sub(r"\\\1", plain)
+    return _MARKUP.sub(r"\\\1", plain)
 
 
 def code(text: object) -> str:

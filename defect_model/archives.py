@@ -119,8 +119,8 @@ def _safe_members(archive: zipfile.ZipFile, name: str, zip_bytes: int, max_files
         total += info.file_size
         _refuse_too_many(name, len(members), max_files)
         if total > max_total_bytes:
-            raise ArchiveError(f"{name}: the files add up to more than the limit of {_size(max_total_bytes)} uncompressed. "
-                               "Split the dataset into smaller zips.")
+            raise ArchiveError(f"{name}: the files add up to more than the limit of {_size(max_total_bytes)} "
+                               "uncompressed. Split the dataset into smaller zips.")
     if total > BOMB_FLOOR_BYTES and total > MAX_RATIO * zip_bytes:
         raise ArchiveError(f"{name}: {_size(zip_bytes)} would expand to {_size(total)} "
                            f"({total // max(zip_bytes, 1)}x); this looks like a zip bomb and is refused. "

@@ -148,7 +148,7 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
     if variant == "compiled":
         model = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    loader = make_loader(DecodedDataset(decoded), cfg.batch_size, True, cfg.seed, 1,
+    loader = make_loader(DecodedDataset(decoded), batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=1,
                          epoch_images=cfg.batch_size * (warmup + steps))
     setup = time.perf_counter() - setup_started
     stamps = [time.perf_counter()]
@@ -157,7 +157,7 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
         if kind == "step":
             stamps.append(time.perf_counter())
 
-    train_one_epoch(model, optimizer, None, loader, cfg, 1, emit, lambda: False)
+    train_one_epoch(model, optimizer, None, loader, cfg, epoch=1, emit=emit, should_stop=lambda: False)
     times = [b - a for a, b in zip(stamps, stamps[1:])]
     return {"variant": variant, "setup_s": setup, "decode_photos": len(decoded.paths), "step_s": times[warmup:],
             "first_steps_s": times[:warmup], "peak_rss_gib": peak_rss_gib(), "precision": precision,

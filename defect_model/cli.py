@@ -1,59 +1,51 @@
-"""Command line: `python -m defect_model {train,resume,evaluate,predict,demo-data}`."""
+"""Command line: `python -m defect_model {train,run,resume,evaluate,predict,demo-data,accounts,audit}`."""
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import hashlib
-import os
 import sys
 import typing
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, settings_of
 
-CLI_SKIPPED_FIELDS = {"data_dir", "split_csv", "corrections_csv", "decisions", "pinned"}
-
-
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field; defaults come from the dataclass (the reference recipe)."""
-    hints = typing.get_type_hints(TrainConfig)
+def _add_config_arguments(parser: argparse.ArgumentParser, config_class=TrainConfig) -> None:
+    """One option per setting the command line offers; defaults come from the dataclass (the reference recipe)."""
     group = parser.add_argument_group("training settings (defaults: the reference recipe)")
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in CLI_SKIPPED_FIELDS:
+    for setting in settings_of(config_class):
+        if not setting.cli:
             continue
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        help_text = f"{field.metadata['help']} (default: {default})"
-        hint = hints[field.name]
-        if hint is bool:
+        flag = "--" + setting.name.replace("_", "-")
+        help_text = f"{setting.help} (default: {setting.default})"
+        if setting.type is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif typing.get_origin(hint) is tuple:
+        elif typing.get_origin(setting.type) is tuple:
             group.add_argument(flag, type=float, nargs=3, default=None, metavar=("R", "G", "B"), help=help_text)
-        elif typing.get_origin(hint) is list:
+        elif typing.get_origin(setting.type) is list:
             group.add_argument(flag, nargs="*", default=None, metavar="CLASS", help=help_text)
         else:
-            group.add_argument(flag, type=hint, default=None, help=help_text)
+            group.add_argument(flag, type=setting.type, default=None, help=help_text)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+def config_from_args(args: argparse.Namespace, config_class=TrainConfig) -> TrainConfig:
+    base = config_class.from_yaml(args.config).to_dict() if args.config else {}
     given = []
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(args, field.name, None)
-        if value is not None and field.name not in CLI_SKIPPED_FIELDS:
-            base[field.name] = value
-            given.append(field.name)
+    for setting in settings_of(config_class):
+        value = getattr(args, setting.name, None)
+        if value is not None and setting.cli:
+            base[setting.name] = value
+            given.append(setting.name)
     base["pinned"] = sorted(set(base.get("pinned", [])) | set(given) - {"preset"})
     base["data_dir"] = str(Path(args.data).resolve())
     base["split_csv"] = str(Path(args.split).resolve()) if args.split else base.get("split_csv", "")
     if args.corrections:
         base["corrections_csv"] = str(Path(args.corrections).resolve())
-    return TrainConfig.from_dict(base)
+    return config_class.from_dict(base)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m defect_model",
         description="Train, evaluate and run ResNet defect classifiers on folders of photos.")
@@ -70,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", metavar="DIR", help="write the run here (default: a new folder under --runs-root)")
     train.add_argument("--runs-root", metavar="DIR", help="where new runs are created (default: $DEFECT_RUNS_DIR or ./runs)")
     train.add_argument("--config", metavar="YAML", help="start from these settings instead of the reference recipe")
-    _add_config_arguments(train)
+    _add_config_arguments(train, config_class)
+
+    run = sub.add_parser("run", help="train a run folder: from its request.yaml, or on from its last checkpoint "
+                                     "(what the dashboard starts)")
+    run.add_argument("run", metavar="RUN", help="run directory or run id")
 
     resume = sub.add_parser("resume", help="continue an interrupted, cancelled or crashed run from its last checkpoint")
     resume.add_argument("run", metavar="RUN", help="run directory or run id")
@@ -170,41 +166,58 @@ class TerminalProgress:
 
 
 def cmd_train(args) -> int:
-    from .engine import fit
-    from .jobs import claim_for_this_process
+    """A new run folder with the request these flags make, trained in this process (`run` does the rest)."""
+    import contextlib
+
+    from .jobs import JobError
     from .runs import RunDir, new_run_dir
 
-    cfg = config_from_args(args)
+    request = config_from_args(args)
     if args.run_dir:
         run = RunDir(Path(args.run_dir))
         run.path.mkdir(parents=True, exist_ok=True)
-        if run.checkpoint.exists():
-            raise SystemExit(f"{run.path}: this run already has a checkpoint. "
+        if run.exists():
+            raise SystemExit(f"{run.path}: this folder already holds a run. "
                              f"Use `python -m defect_model resume {run.path}` or choose a new --run-dir.")
     else:
-        run = new_run_dir(args.runs_root, cfg.backbone)
+        run = new_run_dir(args.runs_root, Path(request.data_dir).name)
+    request.to_yaml(run.request)
     print(f"run directory: {run.path}", file=sys.stderr, flush=True)
-    claim_for_this_process(run)
-    metrics = fit(cfg, run, callbacks=[TerminalProgress()])
-    return 0 if metrics else 1
+    try:
+        return train_run_folder(run)
+    except JobError:  # refused (another job is training): a request left behind would wait forever
+        run.request.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run.path.rmdir()  # only when empty: never a folder with anything else in it
+        raise
+
+
+def cmd_run(args) -> int:
+    from .runs import resolve_run
+
+    return train_run_folder(resolve_run(args.run))
 
 
 def cmd_resume(args) -> int:
-    from .engine import fit
-    from .jobs import claim_for_this_process
     from .runs import resolve_run
 
     run = resolve_run(args.run)
-    state = run.status()["state"]
-    if state == "done":
+    run.cancel_file.unlink(missing_ok=True)  # resuming by hand overrides an earlier cancel request
+    return train_run_folder(run)
+
+
+def train_run_folder(run) -> int:
+    """Train a run folder in this process: from its request, or on from its last checkpoint once it has
+    resolved settings. Refused while another job (or another process on this run) is training."""
+    from .engine import fit
+    from .jobs import claim_for_this_process
+
+    if run.status()["state"] == "done":
         print(f"{run.path}: the run already finished; nothing to resume.", file=sys.stderr)
         return 0
-    if state in ("queued", "running") and run.status().get("pid") != os.getpid():
-        raise SystemExit(f"{run.path}: the run is still {state} (pid {run.status().get('pid')}); cancel it first.")
     claim_for_this_process(run)
-    run.cancel_file.unlink(missing_ok=True)  # resuming overrides an earlier cancel request
-    fit(run.settings(), run, callbacks=[TerminalProgress()], resume=True)
-    return 0
+    metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=run.config.is_file())
+    return 0 if metrics else 1
 
 
 def cmd_evaluate(args) -> int:
@@ -369,7 +382,7 @@ def cmd_audit(args) -> int:
     return 1
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "evaluate": cmd_evaluate,
+COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
             "watch": cmd_watch}
 

@@ -268,7 +268,7 @@ def class_balance_weights(labels: torch.Tensor) -> torch.Tensor:
     return (1.0 / counts.clamp(min=1))[labels]
 
 
-def make_loader(dataset: DecodedDataset, batch_size: int, train: bool, seed: int, epoch: int = 0,
+def make_loader(dataset: DecodedDataset, *, batch_size: int, train: bool, seed: int, epoch: int = 0,
                 world_size: int = 1, rank: int = 0, sampling: str = "shuffle", epoch_images: int = 0) -> DataLoader:
     """The one place the sampler is chosen: distributed, class-balanced, shuffled or in order."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)

@@ -33,7 +33,7 @@ from .data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections
 from .metrics import metrics_from_predictions
 from .model import build_model, warm_start
 from .preprocess import normalize_batch
-from .presets import apply_product_preset
+from . import presets
 from .quality import assess
 from .runs import RunDir, now_iso, process_start_time, read_json, write_json_atomic
 
@@ -119,11 +119,20 @@ def to_input(pixels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return normalize_batch(pixels, cfg.mean, cfg.std, channels_last=cfg.channels_last)
 
 
-def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, epoch: int, emit: Emitter,
+def training_loader(train_set: DecodedDataset, cfg: TrainConfig, epoch: int, dist: Dist):
+    """The training photos of `epoch`, in the order and number the settings and the process's rank ask for."""
+    return make_loader(train_set, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
+                       world_size=dist.world_size, rank=dist.rank, sampling=cfg.sampling,
+                       epoch_images=cfg.epoch_images)
+
+
+def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, *, epoch: int, emit: Emitter,
                     should_stop: Callable[[], bool], skip_steps: int = 0, global_step: int = 0,
                     total_steps: int = 0, class_weights: torch.Tensor | None = None,
                     device: torch.device = torch.device("cpu")) -> tuple[float, int, bool]:
-    """Train over one epoch; returns (mean loss, steps done in this epoch, stopped early)."""
+    """Train over one epoch; returns (mean loss, steps done in this epoch, stopped early). `skip_steps`: steps
+    of this epoch done before a resume (their photos are drawn again, not trained on); `global_step` and
+    `total_steps` number the steps' events across the run."""
     model.train()
     losses = []
     steps_per_epoch = len(loader)
@@ -255,18 +264,17 @@ def decode_split(cfg: TrainConfig, plan: SplitPlan) -> PreparedData:
     return PreparedData(scan.classes, decoded["train"], decoded["val"], report)
 
 
-def resolve_config(cfg: TrainConfig, plan: SplitPlan) -> TrainConfig:
-    """Apply the product preset once (its decisions are kept in the config) and the step floor."""
-    if cfg.preset == "product" and not cfg.decisions:
-        train_paths = [rel for rel, _, split in plan.rows if split == "train"]
-        cfg = apply_product_preset(cfg, plan.counts("train"), photo_sizes(plan.scan.root, train_paths, 500),
-                                   sum(plan.counts("val").values()))
-    steps_per_epoch = max(1, (cfg.epoch_images or sum(plan.counts("train").values())) // cfg.batch_size)
-    if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
-        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
-        cfg = dataclasses.replace(cfg, epochs=epochs, decisions=cfg.decisions + [
-            f"epochs raised to {epochs} to reach the floor of {cfg.min_steps} optimizer steps"])
-    return cfg
+def resolve_settings(cfg: TrainConfig, plan: SplitPlan, device: torch.device) -> TrainConfig:
+    """The settings this run trains with: the preset resolved on the real split and the precision this machine
+    can do, marked resolved (settings that already are come back as they are)."""
+    if cfg.resolved:
+        return cfg
+    train_paths = [rel for rel, _, split in plan.rows if split == "train"]
+    sizes = photo_sizes(plan.scan.root, train_paths, 500) if cfg.preset == "product" else None
+    cfg = presets.resolve(cfg, plan.counts("train"), sizes, sum(plan.counts("val").values()))
+    precision, reason = resolve_precision(cfg.precision, device)
+    return dataclasses.replace(cfg, precision=precision, resolved=True,
+                               decisions=cfg.decisions + ([reason] if reason else []))
 
 
 LOSS_WEIGHT_POWER = {"none": 0.0, "class": 1.0, "sqrt": 0.5}
@@ -312,8 +320,6 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
     previous = _install_sigterm(stop_flag)
     try:
         if writes:
-            if not resume:
-                cfg.to_yaml(run.config)
             run.write_status("running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
                              started=now_iso())
         return _fit(cfg, run, emit, resume, dist, stop_requested)
@@ -336,12 +342,9 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     seed_everything(cfg.seed)
     device = training_device()
     plan = plan_split(cfg, run, reuse_split=resume, write=dist.is_main)
-    cfg = resolve_config(cfg, plan)
-    precision, reason = resolve_precision(cfg.precision, device)
-    if reason:
-        cfg = dataclasses.replace(cfg, precision=precision, decisions=cfg.decisions + [reason])
-    if dist.is_main:
-        cfg.to_yaml(run.config)  # the resolved settings, with the preset's decisions
+    cfg = resolve_settings(cfg, plan, device)
+    if dist.is_main and not run.config.is_file():
+        cfg.to_yaml(run.config)  # written once: the settings this run trains with, the preset's decisions included
     for decision in cfg.decisions:
         emit("decision", text=decision)
     data = decode_split(cfg, plan)
@@ -354,8 +357,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         model = model.to(memory_format=torch.channels_last)
     class_weights = (class_loss_weights(data.train.labels, len(classes), LOSS_WEIGHT_POWER[cfg.loss_weighting])
                      .to(device) if cfg.loss_weighting != "none" else None)
-    steps_per_epoch = len(make_loader(train_set, cfg.batch_size, True, cfg.seed, 0, dist.world_size, dist.rank,
-                                      cfg.sampling, cfg.epoch_images))
+    steps_per_epoch = len(training_loader(train_set, cfg, 0, dist))
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
 
@@ -387,11 +389,10 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     epoch = start_epoch
     while epoch <= course.epochs:
         epoch_started = time.perf_counter()
-        loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, epoch, dist.world_size, dist.rank,
-                             cfg.sampling, cfg.epoch_images)
         train_loss, steps_done, stopped = train_one_epoch(
-            model, optimizer, scheduler, loader, cfg, epoch, emit, stop_requested, skip_steps,
-            (epoch - 1) * steps_per_epoch + skip_steps, steps_per_epoch * course.epochs, class_weights, device)
+            model, optimizer, scheduler, training_loader(train_set, cfg, epoch, dist), cfg, epoch=epoch, emit=emit,
+            should_stop=stop_requested, skip_steps=skip_steps, global_step=(epoch - 1) * steps_per_epoch + skip_steps,
+            total_steps=steps_per_epoch * course.epochs, class_weights=class_weights, device=device)
         skip_steps = 0
         finished_epoch = not stopped or steps_done == steps_per_epoch
         if finished_epoch and not steps_every_step(cfg):
@@ -411,8 +412,8 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
                 course.epochs = planned
                 replan_scheduler(scheduler, cfg, planned, steps_per_epoch)
         if dist.is_main:
-            _save(run, model, optimizer, scheduler, data, cfg, metrics, table, next_position, elapsed, course,
-                  improved)
+            _save(run, model, optimizer, scheduler, data=data, cfg=cfg, metrics=metrics, table=table,
+                  next_position=next_position, elapsed=elapsed, course=course, improved=improved)
         quality = assess(metrics, cfg.good_classes)
         epochs_left = course.epochs - epoch
         emit("epoch", epoch=epoch, epochs=course.epochs, complete=finished_epoch, train_loss=train_loss,
@@ -525,7 +526,7 @@ def early_warning(quality, epoch: int, epochs: int, cfg: TrainConfig) -> str:
 
 def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position: tuple[int, int],
               device: torch.device) -> tuple[dict, pd.DataFrame]:
-    val_loader = make_loader(val_set, cfg.batch_size, False, cfg.seed)
+    val_loader = make_loader(val_set, batch_size=cfg.batch_size, train=False, seed=cfg.seed)
     probs, labels, losses = evaluate(model, val_loader, cfg, device)
     table = predictions_table(data.val.paths, probs, labels, losses, data.classes)
     metrics = metrics_from_predictions(table, data.classes)
@@ -533,7 +534,7 @@ def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position
     return metrics, table
 
 
-def _save(run: RunDir, model, optimizer, scheduler, data: PreparedData, cfg, metrics: dict, table: pd.DataFrame,
+def _save(run: RunDir, model, optimizer, scheduler, *, data: PreparedData, cfg, metrics: dict, table: pd.DataFrame,
           next_position: tuple[int, int], elapsed: float, course: Course, improved: bool) -> None:
     """Write predictions, metrics and a checkpoint that resumes at `next_position` (and best.pt if improved)."""
     table.to_csv(run.val_predictions, index=False)

@@ -1,24 +1,18 @@
-"""What a dataset holds before training on it, and how long training it will take on this machine.
+"""What a dataset holds before training on it (how long training takes: `timing`).
 
 No streamlit and no torch here: the Train page and the CLI can both use it.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from PIL import Image, UnidentifiedImageError
 
 from .data import scan_image_folder
-from .events import images_per_s
-from .hardware import cpu_native_bf16
 from .images import ImageError, load_image
-from .runs import RunDir, list_runs
 
 # A class with this many times fewer photos than the largest one is called out.
 IMBALANCE_WARNING = 1.5
@@ -129,110 +123,3 @@ def _reason(path: Path, rel: str, exc: Exception) -> str:
     except Exception:  # noqa: BLE001 - any other failure is reported by its own message below
         pass
     return str(exc) or type(exc).__name__
-
-
-# --- training time --------------------------------------------------------------------------
-
-# Training images/s (normalise, forward, backward, AdamW step; batch 32, channels_last, tcmalloc, 2 threads,
-# fp32) measured with `bench/train_throughput.py` on the development machine (2 cores of an AMD EPYC
-# without native bf16) on 2026-11-30, quiet. They are used only until a run on this machine has measured the
-# backbone. Between and beyond the measured sizes the rate follows the power law through the two points.
-BUILTIN_IMAGES_PER_S: dict[tuple[str, int], float] = {
-    ("resnet18", 64): 104.2,
-    ("resnet18", 224): 12.5,
-    ("resnet34", 64): 57.2,
-    ("resnet34", 224): 6.6,
-    ("resnet50", 64): 51.9,
-    ("resnet50", 224): 5.3,
-}
-# Where the processor computes bf16 natively, training runs in bf16 mixed precision (`precision: auto`):
-# about 1.8x the fp32 speed on a 2-core Zen 4 (bench/results/perf.md).
-BF16_SPEEDUP = 1.8
-# Validation needs a forward pass only: about a third of a training step's work.
-EVAL_SPEEDUP = 3.0
-# Starting the process (importing torch), decoding the photos, building the model.
-STARTUP_S = 15.0
-PAST_RUNS_LOOKED_AT = 20
-
-
-@dataclass
-class TimeEstimate:
-    seconds: float
-    images_per_s: float
-    source: str  # where images_per_s comes from, in words
-
-    def text(self) -> str:
-        return f"about {format_duration(self.seconds)} ({self.images_per_s:.0f} training images/s, {self.source})"
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def size_exponent(backbone: str) -> float:
-    """How steeply images/s falls with the image size: rate ~ size**-k, k from the built-in table (else 2)."""
-    points = sorted((size, rate) for (name, size), rate in BUILTIN_IMAGES_PER_S.items() if name == backbone)
-    if len(points) < 2:
-        return 2.0
-    (small, fast), (large, slow) = points[0], points[-1]
-    return math.log(fast / slow) / math.log(large / small)
-
-
-def _scaled(images_per_s: float, measured_size: int, size: int, backbone: str) -> float:
-    return images_per_s * (measured_size / size) ** size_exponent(backbone)
-
-
-def run_throughput(run: RunDir) -> tuple[str, int, float] | None:
-    """(backbone, image_size, median training images/s) a past run measured, or None."""
-    try:
-        config = yaml.safe_load(run.config.read_text()) or {}
-        backbone, size = str(config["backbone"]), int(config["image_size"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None
-    rate = images_per_s(run.read_events())
-    return (backbone, size, rate) if rate else None
-
-
-def measured_images_per_s(backbone: str, image_size: int, root: str | Path | None = None) -> tuple[float, int] | None:
-    """Training images/s for `backbone` at `image_size` from past runs on this machine: (rate, runs used)."""
-    same_size, other_size = [], []
-    for run in list_runs(root)[:PAST_RUNS_LOOKED_AT]:
-        found = run_throughput(run)
-        if found is None or found[0] != backbone:
-            continue
-        (same_size if found[1] == image_size else other_size).append(
-            _scaled(found[2], found[1], image_size, backbone))
-    rates = same_size or other_size
-    return (statistics.median(rates), len(rates)) if rates else None
-
-
-def builtin_images_per_s(backbone: str, image_size: int) -> float:
-    sizes = sorted(size for name, size in BUILTIN_IMAGES_PER_S if name == backbone)
-    if not sizes:
-        raise ValueError(f"no built-in throughput for backbone {backbone!r}")
-    nearest = min(sizes, key=lambda size: abs(size - image_size))
-    speedup = BF16_SPEEDUP if cpu_native_bf16() else 1.0
-    return speedup * _scaled(BUILTIN_IMAGES_PER_S[(backbone, nearest)], nearest, image_size, backbone)
-
-
-def estimate_training_time(backbone: str, image_size: int, epochs: int, train_images: int, val_images: int,
-                           root: str | Path | None = None) -> TimeEstimate:
-    """Wall time of a training run: start-up plus, per epoch, the training and validation passes."""
-    measured = measured_images_per_s(backbone, image_size, root)
-    if measured:
-        rate, runs = measured
-        source = f"measured by {runs} past run{'s' if runs > 1 else ''} of {backbone} on this machine"
-    else:
-        rate = builtin_images_per_s(backbone, image_size)
-        source = f"built-in figure for {backbone}; no past {backbone} run on this machine yet"
-    per_epoch = train_images / rate + val_images / (rate * EVAL_SPEEDUP)
-    return TimeEstimate(seconds=STARTUP_S + epochs * per_epoch, images_per_s=rate, source=source)

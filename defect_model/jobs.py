@@ -1,13 +1,17 @@
 """Training jobs as separate processes: start (one at a time), find, cancel, resume.
 
-The dashboard and a terminal user run the same command: `python -m defect_model train ...`.
-A job outlives the page that started it; its state lives in the run directory.
+A job is a run folder. `start` writes what was asked (`request.yaml`, with the corrections and split it
+names copied into the folder) and runs `python -m defect_model run RUN_DIR`, the command a terminal user
+types too; `resume` runs the same command again. The engine writes the resolved `config.yaml` once. A job
+outlives the page that started it; its state lives in the run directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +21,7 @@ from pathlib import Path
 from .accounts import Actor, audit_log, require
 from .config import TrainConfig
 from .runs import RunDir, list_runs, new_run_dir, process_start_time, runs_root
+from .store import InspectionStore
 
 TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -43,15 +48,9 @@ def training_env(base: dict | None = None) -> dict:
     return env
 
 
-def train_command(run: RunDir, resume: bool = False) -> list[str]:
-    if resume:
-        return [sys.executable, "-m", "defect_model", "resume", str(run.path)]
-    cfg = TrainConfig.from_yaml(run.config)
-    command = [sys.executable, "-m", "defect_model", "train", "--config", str(run.config),
-               "--data", cfg.data_dir, "--run-dir", str(run.path)]
-    if cfg.split_csv:
-        command += ["--split", cfg.split_csv]
-    return command
+def run_command(run: RunDir) -> list[str]:
+    """The training process of a run folder, for a first start and a resume alike."""
+    return [sys.executable, "-m", "defect_model", "run", str(run.path)]
 
 
 @contextmanager
@@ -76,23 +75,26 @@ def reap_children() -> None:
             _STARTED.pop(pid, None)
 
 
-def running_job(root: str | Path | None = None, ignore_pid: int | None = None) -> RunDir | None:
+def running_job(root: str | Path | None = None, ignore_pid: int | None = None,
+                unclaimed: RunDir | None = None) -> RunDir | None:
     """The run whose training process is alive (other than `ignore_pid`'s), if any; dead ones are marked failed
-    on the way."""
+    on the way. `unclaimed`: a run being claimed, which does not count while no process has claimed it yet."""
     reap_children()
     for run in list_runs(root):
         run.mark_dead_run_failed()
         status = run.status()
+        if unclaimed is not None and run.path == unclaimed.path and not status.get("pid"):
+            continue
         if status["state"] in ("queued", "running") and (ignore_pid is None or status.get("pid") != ignore_pid):
             return run
     return None
 
 
-def _launch(run: RunDir, resume: bool, root: Path) -> RunDir:
+def _launch(run: RunDir) -> RunDir:
     run.cancel_file.unlink(missing_ok=True)  # an old request must not stop the new process
     try:
         with open(run.log, "a") as log:
-            process = subprocess.Popen(train_command(run, resume), stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(run_command(run), stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env=training_env(), cwd=os.getcwd(),
                                        start_new_session=True)
     except OSError as exc:
@@ -106,21 +108,48 @@ def _launch(run: RunDir, resume: bool, root: Path) -> RunDir:
     return run
 
 
-def start_training(cfg: TrainConfig, root: str | Path | None = None, *, actor: Actor) -> RunDir:
-    """Create a run for `cfg` and start its training process (engineers); refused while another job runs."""
+def start(request: TrainConfig, root: str | Path | None = None, *, actor: Actor,
+          corrections: InspectionStore | None = None, split_from: str | Path | None = None) -> RunDir:
+    """Create a run folder for `request` and start its training process (engineers); refused while another job
+    runs. The one way a job starts: the Train page, Review's retrain and the demo model all come here.
+
+    `corrections`: apply the confirmed label corrections this store holds for the request's dataset (written
+    into the run folder, so that the run can be repeated whatever is corrected later). `split_from`: train with
+    this split CSV (copied into the run folder: a retrain keeps its parent's split after the parent is deleted).
+    """
     require(actor, "train")
     root = Path(root) if root is not None else runs_root()
     with _start_lock(root):
         _refuse_if_busy(root)
-        run = new_run_dir(root, cfg.backbone)
-        cfg.to_yaml(run.config)
-        _launch(run, resume=False, root=root)
-    audit_log().record(actor, "train_start", run.run_id, data=cfg.data_dir, preset=cfg.preset,
-                       init_from=cfg.init_from, corrections=cfg.corrections_csv)
+        run = new_run_dir(root, Path(request.data_dir).name)
+        try:
+            request = _with_run_files(request, run, corrections, split_from)
+            request.to_yaml(run.request)
+        except BaseException:
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        _launch(run)
+    audit_log().record(actor, "train_start", run.run_id, data=request.data_dir, preset=request.preset,
+                       init_from=request.init_from, corrections=request.corrections_csv)
     return run
 
 
-def resume_training(run: RunDir, root: str | Path | None = None, *, actor: Actor) -> RunDir:
+def _with_run_files(request: TrainConfig, run: RunDir, corrections: InspectionStore | None,
+                    split_from: str | Path | None) -> TrainConfig:
+    """`request` pointing at copies, in the run folder, of the split and the corrections it is to use."""
+    changes = {}
+    if split_from:
+        shutil.copyfile(split_from, run.requested_split)
+        changes["split_csv"] = str(run.requested_split.resolve())
+    if corrections is not None:
+        if corrections.write_corrections_csv(request.data_dir, run.corrections) == 0:
+            raise JobError(f"No confirmed label corrections for {request.data_dir}. Confirm, relabel or mark photos "
+                           "unusable on the Review page first, or start without corrections.")
+        changes["corrections_csv"] = str(run.corrections.resolve())
+    return dataclasses.replace(request, **changes)
+
+
+def resume(run: RunDir, root: str | Path | None = None, *, actor: Actor) -> RunDir:
     """Continue a cancelled or failed run from its last checkpoint, in a new process (engineers)."""
     require(actor, "train")
     root = Path(root) if root is not None else run.path.parent
@@ -129,7 +158,7 @@ def resume_training(run: RunDir, root: str | Path | None = None, *, actor: Actor
         state = run.status()["state"]
         if state == "done":
             raise JobError(f"{run.run_id} already finished; there is nothing to resume.")
-        _launch(run, resume=True, root=root)
+        _launch(run)
     audit_log().record(actor, "train_resume", run.run_id)
     return run
 
@@ -139,12 +168,12 @@ def claim_for_this_process(run: RunDir) -> None:
     one-job rule for a terminal's `train` and `resume` too, through the same lock the dashboard takes."""
     root = run.path.parent
     with _start_lock(root):
-        _refuse_if_busy(root, this_process=os.getpid())
+        _refuse_if_busy(root, this_process=os.getpid(), claiming=run)
         run.write_status("queued", pid=os.getpid(), pid_started=process_start_time(os.getpid()))
 
 
-def _refuse_if_busy(root: Path, this_process: int | None = None) -> None:
-    busy = running_job(root, ignore_pid=this_process)
+def _refuse_if_busy(root: Path, this_process: int | None = None, claiming: RunDir | None = None) -> None:
+    busy = running_job(root, ignore_pid=this_process, unclaimed=claiming)
     if busy is not None:
         raise JobError(f"Training job {busy.run_id} is still running (pid {busy.status().get('pid')}). "
                        "Wait for it to finish or cancel it first; only one job runs at a time.")

@@ -1,4 +1,4 @@
-"""Build the network from a backbone name. Knows nothing of training."""
+"""Build the network from a backbone name (the registry: `backbones`). Knows nothing of training."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from .config import BACKBONES
+from .backbones import backbone as registered
 
 
 def build_model(backbone: str, num_classes: int, dropout: float = 0.2,
@@ -15,11 +15,10 @@ def build_model(backbone: str, num_classes: int, dropout: float = 0.2,
 
     `zero_init_residual` changes only the initial weights (each block's last BatchNorm starts at 0),
     never the architecture: a checkpoint loads the same either way."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"Unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}.")
+    builder = registered(backbone).builder
     if num_classes < 2:
         raise ValueError("A classifier needs at least 2 classes.")
-    net = getattr(models, backbone)(weights=None, zero_init_residual=zero_init_residual)
+    net = getattr(models, builder)(weights=None, zero_init_residual=zero_init_residual)
     net.fc = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(net.fc.in_features, num_classes))
     return net
 

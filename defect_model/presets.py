@@ -29,14 +29,14 @@ from statistics import median
 import yaml
 
 from .config import TrainConfig
-from .insights import STARTUP_S, estimate_training_time
+from .backbones import backbone as registered
+from .timing import STARTUP_S, estimate_training_time
 
 IMBALANCE_LIMIT = 3.0
-# The smallest and largest training resolution the preset picks: below 128 px a ResNet's last feature map
-# is 4x4; above 224 px a from-scratch step costs more than twice as much on a CPU for a detail the
-# photos' own resolution rarely adds.
+# The smallest training resolution the preset picks: below 128 px a ResNet's last feature map is 4x4. The
+# largest is the network's native size (the backbone registry's; 224 px for the ResNets): above it a
+# from-scratch step costs more than twice as much on a CPU for a detail the photos' own resolution rarely adds.
 MIN_IMAGE_SIZE = 128
-MAX_IMAGE_SIZE = 224
 SIZE_STEP = 32
 # Passes over the training photos a from-scratch network needs before its accuracy settles (NEU-CLS: the
 # reference's 5 epochs left it under-trained at 0.94; 30 reached 0.98). The preset lowers the resolution
@@ -83,33 +83,33 @@ def imbalance_ratio(counts: dict[str, int]) -> float:
     return max(values) / min(values) if values else 1.0
 
 
-def image_size_for(sizes: list[tuple[int, int]] | None, requested: int,
-                   planned_epochs=None) -> tuple[int, int | None]:
+def image_size_for(sizes: list[tuple[int, int]] | None, requested: int, planned_epochs=None,
+                   largest: int = 224) -> tuple[int, int | None]:
     """(training size, the photos' median short side): the photos' own resolution within the preset's range,
     lowered while the budget would buy fewer than MIN_EPOCHS passes over the photos at it."""
     if not sizes:
         return min(MIN_IMAGE_SIZE, requested), None
     side = int(median(min(w, h) for w, h in sizes))
-    size = min(requested, max(MIN_IMAGE_SIZE, min(MAX_IMAGE_SIZE, side // SIZE_STEP * SIZE_STEP)))
+    size = min(requested, max(MIN_IMAGE_SIZE, min(largest, side // SIZE_STEP * SIZE_STEP)))
     while planned_epochs and size - SIZE_STEP >= MIN_IMAGE_SIZE and planned_epochs(size) < MIN_EPOCHS:
         size -= SIZE_STEP
     return size, side
 
 
-def size_decision(size: int, side: int | None, planned_epochs, budget: float) -> str:
+def size_decision(size: int, side: int | None, planned_epochs, budget: float, largest: int = 224) -> str:
     if side is None:
         return f"image size {size} px (no photo sizes known)"
     if side < size:
         return (f"image size {size} px: the photos are smaller (median short side {side} px) and are enlarged, so "
                 "that the network's last feature map is not too coarse to place a defect")
-    native = max(MIN_IMAGE_SIZE, min(MAX_IMAGE_SIZE, side // SIZE_STEP * SIZE_STEP))
+    native = max(MIN_IMAGE_SIZE, min(largest, side // SIZE_STEP * SIZE_STEP))
     if size < native:
         return (f"image size {size} px: the photos' median short side is {side} px, but at {native} px the budget of "
                 f"{budget:g} min buys only {planned_epochs(native)} passes over the photos, and a network trained "
                 f"from scratch needs about {MIN_EPOCHS}; at {size} px it gets {planned_epochs(size)}")
     if side > size:
         return (f"image size {size} px: the photos' median short side is {side} px; shrunk further, thin defects "
-                f"lose the detail that shows them, and above {MAX_IMAGE_SIZE} px a step costs too much on a CPU")
+                f"lose the detail that shows them, and above {largest} px a step costs too much on a CPU")
     return f"image size {size} px: the photos' own resolution (median short side {side} px)"
 
 
@@ -196,9 +196,10 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
 
     size = changes.get("image_size", cfg.image_size)
     if untouched("image_size") and "image_size" not in changes:
-        size, side = image_size_for(sizes, cfg.image_size, planned_epochs)
+        largest = registered(backbone).native_size
+        size, side = image_size_for(sizes, cfg.image_size, planned_epochs, largest)
         changes["image_size"] = size
-        decisions.append(size_decision(size, side, planned_epochs, budget))
+        decisions.append(size_decision(size, side, planned_epochs, budget, largest))
 
     if sizes and any(abs(w - h) > 0.05 * max(w, h) for w, h in sizes):
         changes["resize_mode"] = "pad"
@@ -225,6 +226,23 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
         decisions.append(start + ": " + "; ".join(OPTIMISATION_WORDS[k].format(**chosen) for k in chosen))
     return dataclasses.replace(cfg, decisions=decisions, **changes)
 
+
+
+def resolve(cfg: TrainConfig, train_counts: dict[str, int], sizes: list[tuple[int, int]] | None = None,
+            val_images: int = 0) -> TrainConfig:
+    """The settings a run will train with, for a training split of `train_counts` (photos per class) whose
+    photos have `sizes`: the product preset applied once (its decisions kept in the settings), then the floor
+    of optimizer steps. The engine calls this on the real split, the Train page on its estimate of it."""
+    if cfg.resolved:
+        return cfg
+    if cfg.preset == "product":
+        cfg = apply_product_preset(cfg, train_counts, sizes, val_images)
+    steps_per_epoch = max(1, (cfg.epoch_images or sum(train_counts.values())) // cfg.batch_size)
+    if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
+        cfg = dataclasses.replace(cfg, epochs=epochs, decisions=cfg.decisions + [
+            f"epochs raised to {epochs} to reach the floor of {cfg.min_steps} optimizer steps"])
+    return cfg
 
 
 def warm_retrain(resolved: TrainConfig, source_run: str | Path, trained_seconds: float | None,

@@ -7,9 +7,7 @@ Decisions are rows in the corrections table (defect_model.store); dataset files 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import pandas as pd
 from .accounts import Actor, audit_log, require
 from .config import TrainConfig
 from .presets import warm_retrain
-from .runs import RunDir, data_root, now_iso, write_json_atomic
+from .runs import RunDir, now_iso, write_json_atomic
 from .store import InspectionStore
 
 PREDICTION_COLUMNS = ("path", "true_label", "pred_label", "loss")
@@ -227,43 +225,27 @@ def decision_counts(store: InspectionStore, dataset: str) -> dict[str, int]:
 
 
 # -- retrain -----------------------------------------------------------------
-def corrections_dir() -> Path:
-    return data_root() / "corrections"
-
-
 def retrain_with_corrections(run: RunDir, store: InspectionStore, actor: Actor,
                              root: str | Path | None = None) -> RunDir:
-    """Start a training job with the run's settings and split, plus the confirmed corrections of its dataset.
-
-    Writes `<data>/corrections/<run>-<time>-corrections.csv` (path,label; empty label = unusable) and a copy
-    of the run's split next to it, so the retrain sees the same photos even if this run is deleted later.
-    Raises ReviewError when there is nothing to apply and jobs.JobError when another job is running.
-    """
-    from .jobs import start_training
+    """Start a training job from the run's weights, with its resolved settings and split, plus the confirmed
+    corrections of its dataset (both copied into the new run's folder by jobs.start, so the retrain sees the
+    same photos even if this run is deleted later). Raises ReviewError when there is nothing to apply and
+    jobs.JobError when another job is running."""
+    from .jobs import start
 
     require(actor, "train")
     config = run.settings()
-    folder = corrections_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{run.run_id}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    corrections_csv = folder / f"{stem}-corrections.csv"
-    count = store.write_corrections_csv(config.data_dir, corrections_csv)
+    count = store.corrections(dataset=config.data_dir, status="confirmed")["photo_path"].nunique()
     if count == 0:
-        corrections_csv.unlink()
         raise ReviewError(f"No confirmed corrections for {config.data_dir} yet. Confirm, relabel or mark photos "
                           "unusable in the review (or confirm inspector corrections) first.")
-    settings = config.to_dict()
-    settings["corrections_csv"] = str(corrections_csv.resolve())
-    if run.split.is_file():
-        split_copy = folder / f"{stem}-split.csv"
-        shutil.copyfile(run.split, split_copy)
-        settings["split_csv"] = str(split_copy.resolve())
-    # The settings carry their decisions, so the engine does not resolve a preset again.
-    retrain = warm_retrain(TrainConfig.from_dict(settings), run.path.resolve(), run.training_seconds(), count)
-    new_run = start_training(retrain, root, actor=actor)
+    # Resolved settings are used as they are: the engine does not apply the preset again.
+    retrain = warm_retrain(config, run.path.resolve(), run.training_seconds(), count)
+    new_run = start(retrain, root, actor=actor, corrections=store,
+                    split_from=run.split if run.split.is_file() else None)
     write_json_atomic(new_run.path / RETRAIN_FILE, {
         "parent_run": run.run_id, "by": actor.name, "at": now_iso(),
-        "corrections_csv": settings["corrections_csv"], "corrections": count,
-        "split_csv": settings.get("split_csv", ""),
+        "corrections_csv": str(new_run.corrections.resolve()), "corrections": count,
+        "split_csv": new_run.settings().split_csv,
     })
     return new_run

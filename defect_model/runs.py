@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from .quality import ModelQuality, assess
 STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.
 NEVER_STARTED_S = 60
+RUN_LABEL_CHARS = 24
 
 
 def runs_root() -> Path:
@@ -72,6 +74,16 @@ class RunDir:
         return self.path / "config.yaml"
 
     @property
+    def corrections(self) -> Path:
+        """The confirmed label corrections the run was asked to apply (path,label), when it was."""
+        return self.path / "corrections.csv"
+
+    @property
+    def requested_split(self) -> Path:
+        """A copy of the split CSV the run was asked to train with (a retrain's parent's split)."""
+        return self.path / "request-split.csv"
+
+    @property
     def events(self) -> Path:
         return self.path / "events.jsonl"
 
@@ -117,7 +129,7 @@ class RunDir:
 
     def settings(self) -> TrainConfig:
         """The run's settings: as the engine resolved them, or as requested while it has not started yet."""
-        return TrainConfig.from_yaml(self.config if self.config.is_file() else self.request)
+        return TrainConfig.from_yaml(self.config if self.config.is_file() else self.request, strict=False)
 
     def quality(self) -> ModelQuality | None:
         """Accuracy beside per-class recall and the defect miss rate; None before the first validation."""
@@ -214,11 +226,14 @@ def process_alive(pid, started: str | None = None) -> bool:
     return True
 
 
-def new_run_dir(root: str | Path | None = None, backbone: str = "run") -> RunDir:
+def new_run_dir(root: str | Path | None = None, label: str = "run") -> RunDir:
+    """A new, empty run folder `<time>-<label>-<4 hex>`; `label` (e.g. the dataset's folder name) is reduced to
+    letters, digits, '-' and '_'."""
     root = Path(root) if root is not None else runs_root()
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = root / f"{stamp}-{backbone}-{secrets.token_hex(2)}"
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-_")[:RUN_LABEL_CHARS] or "run"
+    path = root / f"{stamp}-{slug}-{secrets.token_hex(2)}"
     path.mkdir()
     return RunDir(path)
 

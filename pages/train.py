@@ -24,7 +24,7 @@ def main() -> None:
     if insights is None:
         return
     insights_ui(insights)
-    corrections = corrections_ui(dataset, insights.classes)
+    with_corrections = corrections_ui(dataset, insights.classes)
 
     st.subheader("2 · Settings")
     cfg, problems = settings_ui(dataset.path, insights.classes)
@@ -32,7 +32,7 @@ def main() -> None:
         st.error(md(problem), icon=":material/tune:")  # problems quote what was typed
     if cfg is not None:
         estimate_ui(cfg, insights)
-    start_ui(cfg, corrections_from=dataset if corrections else None)
+    start_ui(cfg, with_corrections)
 
 
 require_router()

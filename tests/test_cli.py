@@ -35,6 +35,9 @@ def test_cli_end_to_end(tmp_path):
     assert "epoch 2/2" in train.stderr and "finished: done" in train.stderr
     config = (run / "config.yaml").read_text()
     assert "backbone: resnet18" in config and "lr: 0.002" in config and "channels_last: false" in config
+    assert "resolved: true" in config  # what the run trained with; what was asked is kept apart
+    request = (run / "request.yaml").read_text()
+    assert "resolved: false" in request and "lr: 0.002" in request and "precision: auto" in request
 
     evaluation = cli("evaluate", run).stdout
     assert "10 validation photos" in evaluation and "macro-F1" in evaluation

@@ -46,7 +46,8 @@ def test_one_epoch_fit_emits_events_and_writes_every_run_file(tiny_dataset, tmp_
     saved = TrainConfig.from_yaml(run.config)
     precision, reason = resolve_precision("auto", torch.device("cpu"))
     assert (saved.precision, saved.decisions) == (precision, [reason])  # auto, resolved for this machine
-    assert saved == dataclasses.replace(tiny_config(tiny_dataset), precision=precision, decisions=[reason])
+    assert saved == dataclasses.replace(tiny_config(tiny_dataset), precision=precision, decisions=[reason],
+                                        resolved=True)
     table = pd.read_csv(run.val_predictions)
     assert list(table.columns) == ["path", "true_label", "pred_label", "prob_crack", "prob_ok", "prob_pit",
                                    "prob_scratch", "prob_stain", "loss"]

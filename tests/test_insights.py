@@ -7,9 +7,11 @@ import json
 import pytest
 from PIL import Image
 
-from defect_model import insights
+from defect_model import timing
+from defect_model.backbones import REGISTRY
 from defect_model.data import DatasetError
-from defect_model.insights import estimate_training_time, format_duration, inspect_dataset
+from defect_model.insights import inspect_dataset
+from defect_model.timing import estimate_training_time, format_duration
 from defect_model.runs import RunDir
 from defect_model.events import curves, progress as read_progress
 
@@ -77,12 +79,13 @@ def test_time_estimate_uses_past_runs_on_this_machine_else_the_builtin_table(tmp
     builtin = estimate_training_time("resnet18", 64, epochs=2, train_images=300, val_images=60, root=root)
     from defect_model.hardware import cpu_native_bf16
 
-    rate = insights.BUILTIN_IMAGES_PER_S[("resnet18", 64)] * (insights.BF16_SPEEDUP if cpu_native_bf16() else 1.0)
+    rate = REGISTRY["resnet18"].images_per_s[64] * (timing.BF16_SPEEDUP if cpu_native_bf16() else 1.0)
     assert builtin.images_per_s == pytest.approx(rate) and "built-in" in builtin.source
-    assert builtin.seconds == pytest.approx(insights.STARTUP_S + 2 * (300 / rate + 60 / (rate * 3)))
+    assert builtin.seconds == pytest.approx(timing.STARTUP_S + 2 * (300 / rate + 60 / (rate * 3)))
     # Between and beyond the measured sizes, the rate follows the power law through the table's two points.
-    k = insights.size_exponent("resnet18")
-    assert rate * (64 / 224) ** k == pytest.approx(insights.BUILTIN_IMAGES_PER_S[("resnet18", 224)])
+    k = timing.size_exponent("resnet18")
+    assert rate * (64 / 224) ** k == pytest.approx(REGISTRY["resnet18"].images_per_s[224]
+                                                   * (timing.BF16_SPEEDUP if cpu_native_bf16() else 1.0))
     assert 0.5 < k < 2.5
     scaled = estimate_training_time("resnet18", 32, 1, 300, 60, root=root)
     assert scaled.images_per_s == pytest.approx(rate * 2 ** k)
@@ -93,7 +96,7 @@ def test_time_estimate_uses_past_runs_on_this_machine_else_the_builtin_table(tmp
     assert measured.images_per_s == pytest.approx(25 * 2 ** k)  # measured at 128 px, scaled to 64 px
     assert measured.source == "measured by 1 past run of resnet18 on this machine"
     fast = 25 * 2 ** k
-    assert measured.seconds == pytest.approx(insights.STARTUP_S + 2 * (300 / fast + 60 / (fast * 3)))
+    assert measured.seconds == pytest.approx(timing.STARTUP_S + 2 * (300 / fast + 60 / (fast * 3)))
 
     _run_with_steps(root, "20260101-000001-b", "resnet18", 64, [1, 1, 1, 50, 50])
     assert estimate_training_time("resnet18", 64, 1, 300, 60, root=root).images_per_s == 50  # same size preferred

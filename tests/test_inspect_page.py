@@ -95,7 +95,7 @@ def test_without_a_model_the_page_says_so_and_trains_then_offers_the_demo_model(
         run.write_status("running", pid=__import__("os").getpid())
         return run
 
-    monkeypatch.setattr("ui.inspect_model.start_training", fake_start)
+    monkeypatch.setattr("ui.inspect_model.start", fake_start)
     at = app(inspector="boss", role="admin")  # trains and activates the demo model: engineer and admin work
     assert "No model is active yet" in at.info[0].value
     assert not at.file_uploader

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import shutil
@@ -18,11 +17,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from defect_model import synthetic
-from defect_model.config import TrainConfig
+from defect_model.config import TrainConfig, settings_of
 from defect_model.metrics import metrics_from_predictions
 from defect_model.runs import RunDir, get_active, list_runs
 from ui.train_data import FOLDER, UPLOADED, ZIP
-from ui.train_settings import NOT_IN_FORM
 
 from conftest import shown, sign_in, zip_of
 
@@ -71,25 +69,22 @@ def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
     """New runs default to the product preset; every recipe field beneath it is the reference recipe."""
     app = page()
     assert app.get_by_key("train_preset").value == "product"
-    hints = typing.get_type_hints(TrainConfig)
     reference = TrainConfig()
     checked = 0
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in NOT_IN_FORM:
+    for setting in settings_of():
+        if not setting.form or setting.name == "preset":
             continue
-        if field.name == "preset":
-            continue
-        if field.name == "good_classes":
+        if setting.name == "good_classes":
             (widget,) = [w for w in app.multiselect if w.key.startswith("train_good_classes")]
             assert widget.value == ["ok"]  # suggested from the demo's class names
             continue
-        widget = app.get_by_key(f"train_{field.name}")
-        expected = getattr(reference, field.name)
-        if typing.get_origin(hints[field.name]) is tuple:
-            assert tuple(float(v) for v in widget.value.split(",")) == expected, field.name
+        widget = app.get_by_key(f"train_{setting.name}")
+        expected = getattr(reference, setting.name)
+        if typing.get_origin(setting.type) is tuple:
+            assert tuple(float(v) for v in widget.value.split(",")) == expected, setting.name
         else:
-            assert widget.value == expected, field.name
-        assert widget.help == field.metadata["help"], field.name
+            assert widget.value == expected, setting.name
+        assert widget.help == setting.help and widget.label == setting.label, setting.name
         checked += 1
     assert checked >= 12  # backbone, image size, batch, epochs, lr, optimizer, schedule, ...
     for name in ("backbone", "image_size", "batch_size", "epochs", "lr", "optimizer", "schedule", "weight_decay",
@@ -227,7 +222,7 @@ def test_live_view_reads_a_prepared_events_file(env, live_pid):
     assert app.selectbox(key="train_view_run").value == run.run_id
     (progress,) = app.get("progress")
     assert progress.value == 50  # 9 of 18 steps
-    assert progress.text.startswith("Epoch 2/3 · step 3/6 · 9/18 steps (50%) · ETA ")
+    assert "Epoch 2/3 · step 3/6 · 9/18 steps (50%) · about " in progress.text and run.run_id in progress.text
     assert "40 images/s" in progress.text
     loss = chart_traces(app, f"live_{run.run_id}_loss")
     assert loss["train (per step)"] == pytest.approx([1.5 / g for g in range(1, 10)])
@@ -319,8 +314,9 @@ def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypa
     assert not app.error, errors(app)
     (run,) = list_runs()
     try:
-        cfg = TrainConfig.from_yaml(run.config)
+        cfg = TrainConfig.from_yaml(run.request)  # what was asked, written before the process starts
         assert (cfg.backbone, cfg.image_size, cfg.epochs, cfg.data_dir) == ("resnet18", 32, 1, demo)
+        assert cfg.corrections_csv == str(run.corrections.resolve())  # a copy in the run folder
         rows = pd.read_csv(cfg.corrections_csv, keep_default_na=False).to_dict("records")
         assert rows == [{"path": "ok/ok_0001.png", "label": "pit"}, {"path": "pit/pit_0002.png", "label": ""}]
         assert any(f"Training job {run.run_id} started" in shown(s.value) for s in app.success)

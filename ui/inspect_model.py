@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from defect_model.insights import format_duration
-from defect_model.jobs import JobError, running_job, start_training
+from defect_model.jobs import JobError, running_job, start
 from defect_model.runs import RunDir, data_root, get_active, list_runs
 from defect_model.lifecycle import ActivationError, activate, activation_problems
 from defect_model.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
-from ui.job_events import followed_progress
+from ui.job_events import job_progress_ui
 from ui.session import current_actor
 from ui.resources import predictor_for, served_model
 from ui.text import code, md
@@ -140,7 +138,7 @@ def no_model_ui() -> None:
 def start_demo_training() -> None:
     try:
         data = ensure_demo_dataset(demo_data_dir())
-        run = start_training(demo_config(data), actor=current_actor())
+        run = start(demo_config(data), actor=current_actor())
     except (JobError, OSError, PermissionError) as exc:
         st.error(f"The demo model could not be started: {md(exc)}", icon=":material/error:")
         return
@@ -152,10 +150,8 @@ def training_progress_ui(job: RunDir) -> None:
     """Polled every two seconds: the running job's progress; a full rerun once it has finished."""
     if job.status().get("state") not in ("queued", "running"):
         st.rerun()
-    progress = followed_progress(job, now=time.time())
-    eta = f", about {format_duration(progress.eta_s)} left" if progress.eta_s is not None else ""
-    st.progress(progress.fraction, text=f"Training `{job.run_id}`: {progress.fraction:.0%}{eta}. Follow it on the "
-                                        "Train page; this page offers the model when it is done.")
+    job_progress_ui(job)
+    st.caption("Follow it on the Train page; this page offers the model when it is done.")
     st.page_link("pages/train.py", label="Open the Train page", icon=":material/model_training:")
 
 

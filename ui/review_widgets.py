@@ -544,7 +544,7 @@ class RetrainPlan:
     seconds: float  # expected wall time: the estimate, capped by the time budget
 
     def text(self) -> str:
-        from defect_model.insights import format_duration
+        from defect_model.timing import format_duration
 
         cfg = self.config
         budget = f", stopping at its time budget of {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""
@@ -556,7 +556,7 @@ class RetrainPlan:
 
 def retrain_plan(data: ReviewData, corrections: int) -> RetrainPlan:
     """The retrain's settings as defect_model.review.retrain_with_corrections derives them, and its estimate."""
-    from defect_model.insights import STARTUP_S, estimate_training_time
+    from defect_model.timing import STARTUP_S, estimate_training_time
     from defect_model.presets import warm_retrain
 
     cfg = warm_retrain(data.config, data.run.path.resolve(), data.run.training_seconds(), corrections)

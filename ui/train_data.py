@@ -215,16 +215,16 @@ def _top(counter: dict[str, int], n: int = 4) -> str:
     return text + (f", and {len(items) - n} more" if len(items) > n else "") if items else "none readable"
 
 
-def corrections_ui(dataset: Dataset, classes: list[str]) -> dict | None:
-    """Label corrections from inspections and reviews; returns {'count': n} when they are to be included."""
+def corrections_ui(dataset: Dataset, classes: list[str]) -> bool:
+    """Label corrections from inspections and reviews; returns whether the confirmed ones are to be included."""
     try:
         table = InspectionStore().corrections(dataset=dataset.key)
     except Exception as exc:  # noqa: BLE001 - a broken database must not break the Train page
         st.warning(f"The corrections database could not be read ({md(exc)}); training goes on without corrections.")
-        return None
+        return False
     if table.empty:
         st.caption("No label corrections recorded for this dataset yet (they come from Inspect and Review).")
-        return None
+        return False
     confirmed = table[table["status"] == "confirmed"]
     pending = int((table["status"] == "pending").sum())
     shown = table[["photo_path", "original_label", "new_label", "action", "source", "who", "status"]].copy()
@@ -237,22 +237,10 @@ def corrections_ui(dataset: Dataset, classes: list[str]) -> dict | None:
     if bad:
         st.error(f"Corrections for {md(dataset.path)} use labels that are not classes of it: {md(', '.join(bad))}. "
                  "Reject those corrections on the Review page to include the others.")
-        return None
+        return False
     if confirmed.empty:
-        return None
+        return False
     include = st.checkbox(f"Include the {len(confirmed)} confirmed label correction(s) in this training",
                           value=True, key="train_include_corrections",
                           help="Relabelled photos train with their new label; photos marked unusable are left out.")
-    return {"count": len(confirmed)} if include else None
-
-
-def write_corrections(dataset: Dataset) -> str:
-    """Write the dataset's confirmed corrections as the CSV training reads; returns its path."""
-    from datetime import datetime
-
-    folder = data_root() / "corrections"
-    folder.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.path.name) or "dataset"
-    out = folder / f"{slug}-{datetime.now():%Y%m%d-%H%M%S}.csv"
-    InspectionStore().write_corrections_csv(dataset.key, out)
-    return str(out.resolve())
+    return include

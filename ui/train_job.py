@@ -17,13 +17,14 @@ from defect_model import jobs
 from defect_model.config import TrainConfig
 from defect_model.data import DatasetError
 from defect_model.events import curves, progress as read_progress
-from defect_model.insights import format_duration
+from defect_model.timing import format_duration
 from defect_model.lifecycle import activate
 from defect_model.quality import assess
 from defect_model.runs import RunDir, get_active, list_runs, runs_root
+from defect_model.store import InspectionStore
 from ui.flash import flash, flash_ui
 from ui.session import current_actor
-from ui.job_events import followed_events
+from ui.job_events import followed_events, job_progress_ui
 from ui.train_charts import loss_figure, lr_figure, scores_figure
 from ui.text import code, md
 
@@ -40,17 +41,12 @@ def _flash(kind: str, text: str, where: str = "job") -> None:
     flash("train", where, kind, text)
 
 
-def start_job(cfg: TrainConfig, corrections_from=None) -> None:
-    """Start a training process for `cfg`; a second start while one runs is refused with its name.
-
-    `corrections_from`: a ui.train_data.Dataset whose confirmed label corrections the run is to apply.
-    """
+def start_job(cfg: TrainConfig, with_corrections: bool = False) -> None:
+    """Start a training process for `cfg` (with the dataset's confirmed label corrections when asked); a second
+    start while one runs is refused with its name."""
     try:
-        if corrections_from is not None and jobs.running_job(runs_root()) is None:  # no file for a refused start
-            from ui.train_data import write_corrections
-
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "corrections_csv": write_corrections(corrections_from)})
-        run = jobs.start_training(cfg, runs_root(), actor=current_actor())
+        run = jobs.start(cfg, runs_root(), actor=current_actor(),
+                         corrections=InspectionStore() if with_corrections else None)
     except (jobs.JobError, PermissionError) as exc:
         _flash("error", f"Not started: {exc}", "start")
         return
@@ -65,7 +61,7 @@ def start_job(cfg: TrainConfig, corrections_from=None) -> None:
 def resume_job(run_id: str) -> None:
     run = RunDir(runs_root() / run_id)
     try:
-        jobs.resume_training(run, runs_root(), actor=current_actor())
+        jobs.resume(run, runs_root(), actor=current_actor())
     except (jobs.JobError, PermissionError) as exc:
         _flash("error", f"Not resumed: {exc}")
         return
@@ -166,9 +162,7 @@ def live_view(run_path: str) -> None:
     st.markdown(f":material/model_training: **Training {md(run.run_id)}** · {md(settings.get('backbone', '?'))} at "
                 f"{md(settings.get('image_size', '?'))} px on {code(settings.get('data_dir', '?'))} · "
                 f"pid {md(status.get('pid'))}")
-    eta = f" · ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None else ""
-    speed = f" · {progress.images_per_s:.0f} images/s" if progress.images_per_s else ""
-    st.progress(progress.fraction, text=progress.text() + eta + speed)
+    job_progress_ui(run, progress)
     for text in progress.warnings:  # they name classes (folder names): shown as text, not Markdown
         with st.container(border=True):
             st.markdown(":orange[:material/warning: **Still failing while it trains**]")
@@ -263,7 +257,7 @@ def done_ui(run: RunDir, settings: dict) -> None:
                   disabled=not named, icon=":material/verified:", on_click=make_active, args=(run.run_id,))
 
 
-def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:
+def start_ui(cfg: TrainConfig | None, with_corrections: bool = False) -> None:
     """The Start button; a job already running is named, and a second start is refused by jobs."""
     running = jobs.running_job(runs_root())
     if running is not None:
@@ -279,6 +273,6 @@ def start_ui(cfg: TrainConfig | None, corrections_from=None) -> None:
     # which misses a setting changed in the same interaction as the click.
     if st.button("Start training", key="train_start", type="primary", icon=":material/rocket_launch:",
                  disabled=cfg is None or no_good):
-        start_job(cfg, corrections_from)
+        start_job(cfg, with_corrections)
         st.rerun()
     flash_ui("train", "start")

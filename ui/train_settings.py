@@ -1,66 +1,31 @@
-"""Train page, settings: one widget per TrainConfig field, built from the dataclass and its help texts.
-
-Fields the lead adds to TrainConfig appear here by themselves: a str field gets a select box when
-defect_model.config defines its choices as NAME + "S" (BACKBONES, OPTIMIZERS, ...) or in
-metadata["choices"], else a text box; bool, int, float, tuple and list fields get their own widget.
+"""Train page, settings: one widget per TrainConfig setting, laid out and labelled as defect_model.config
+declares it (group, label, choices, bounds, help), so a setting added there appears here by itself.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import typing
 import zlib
 from pathlib import Path
 
 import streamlit as st
 
-from defect_model import config as config_module
-from defect_model.config import TrainConfig
+from defect_model.config import GROUPS, Setting, TrainConfig, settings_of
 from defect_model.data import DatasetError, read_split_csv, scan_image_folder
-from defect_model.insights import DatasetInsights, TimeEstimate, estimate_training_time
-from defect_model.presets import apply_product_preset
+from defect_model.insights import DatasetInsights
+from defect_model.presets import resolve
+from defect_model.timing import TimeEstimate, estimate_training_time
 from ui.text import md
 
-# Set by the page, not by the form (pretrained must stay off: no weights offline).
-NOT_IN_FORM = {"data_dir", "corrections_csv", "pretrained", "decisions", "pinned"}
 PINNED_KEY = "train_pinned"  # the fields this session's user changed: the product preset keeps them
-GROUPS: list[tuple[str, list[str]]] = [
-    ("Model", ["backbone", "image_size", "resize_mode", "dropout", "zero_init_residual", "init_from"]),
-    ("Optimisation", ["time_budget_min", "epochs", "patience", "keep_best", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "grad_clip",
-                      "label_smoothing", "min_steps"]),
-    ("Data", ["augmentation", "sampling", "loss_weighting", "val_fraction", "split_csv", "seed",
-              "good_classes"]),
-]
-FIRST = ["preset"]
-ADVANCED = ["mean", "std", "channels_last", "precision"]
-LABELS = {
-    "lr": "Learning rate", "grad_clip": "Gradient clipping (max norm, 0 = off)", "val_fraction": "Validation share",
-    "split_csv": "Split CSV (path,label,split)", "good_classes": 'Classes that mean "good"',
-    "weight_decay": "Weight decay", "image_size": "Image size (px)", "channels_last": "channels_last memory layout",
-    "min_steps": "Minimum optimizer steps", "mean": "Normalisation mean (R, G, B)",
-    "std": "Normalisation std (R, G, B)", "preset": "Recipe preset",
-    "zero_init_residual": "Residual blocks start as identity",
-    "time_budget_min": "Time budget (minutes, 0 = epochs decide)", "patience": "Stop after epochs without gain (0 = never)",
-    "keep_best": "Keep the best epoch", "init_from": "Start from weights (run folder or .pt; empty = from scratch)",
-}
+# Groups drawn side by side; the first group sits above them, the last in an expander.
+COLUMN_GROUPS = ("Model", "Optimisation", "Data")
 # New runs start from the product preset (it adapts to the data); every recipe field below it shows the
 # reference recipe, which the preset then changes where the data needs it.
 NEW_RUN_DEFAULTS = {"preset": "product"}
 GOOD_NAMES = {"ok", "good", "pass", "normal", "okay", "no_defect", "nodefect", "functional", "free", "clean",
               "defect_free", "defectfree", "intact", "accept"}
-
-
-def default_of(field: dataclasses.Field):
-    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
-
-
-def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
-    found = field.metadata.get("choices") or getattr(config_module, field.name.upper() + "S", None)
-    return tuple(found) if isinstance(found, (tuple, list)) and all(isinstance(c, str) for c in found) else None
-
-
-def label_of(name: str) -> str:
-    return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
 def suggested_good_classes(classes: list[str]) -> list[str]:
@@ -73,29 +38,32 @@ def suggested_good_classes(classes: list[str]) -> list[str]:
     return [c for c in classes if looks_good(c)]
 
 
-def _widget(field: dataclasses.Field, hint, classes: list[str], scope: str, problems: list[str]):
-    """One widget for one field; returns its value in the field's type."""
-    name, help_text = field.name, field.metadata.get("help", "")
-    default = NEW_RUN_DEFAULTS.get(name, default_of(field))
-    key, label = f"train_{name}", label_of(name)
-    choices = choices_of(field)
+def _widget(setting: Setting, classes: list[str], scope: str, problems: list[str]):
+    """One widget for one setting; returns its value in the setting's type."""
+    name, help_text, label = setting.name, setting.help, setting.label
+    default = NEW_RUN_DEFAULTS.get(name, setting.default)
+    key = f"train_{name}"
+    low, high = setting.bounds or (0, None)
 
     def pin() -> None:
         st.session_state.setdefault(PINNED_KEY, set()).add(name)
 
-    if choices:
+    if setting.choices:
+        choices = setting.choices
         return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
                             key=key, help=help_text, on_change=pin)
-    if hint is bool:
+    if setting.type is bool:
         return st.checkbox(label, value=bool(default), key=key, help=help_text, on_change=pin)
-    if hint is int:
-        return int(st.number_input(label, value=int(default), min_value=0, step=1, key=key, help=help_text,
+    if setting.type is int:
+        return int(st.number_input(label, value=int(default), min_value=int(low),
+                                   max_value=None if high is None else int(high), step=1, key=key, help=help_text,
                                    on_change=pin))
-    if hint is float:
+    if setting.type is float:
         step = 10 ** _magnitude(default) / 10 if default else (1.0 if "clip" in name else 0.01)
-        return float(st.number_input(label, value=float(default), min_value=0.0, step=step, format="%g",
+        return float(st.number_input(label, value=float(default), min_value=float(low),
+                                     max_value=None if high is None else float(high), step=step, format="%g",
                                      key=key, help=help_text, on_change=pin))
-    origin = typing.get_origin(hint)
+    origin = typing.get_origin(setting.type)
     if origin is tuple:
         text = st.text_input(label, value=", ".join(f"{v:g}" for v in default), key=key, help=help_text)
         try:
@@ -114,36 +82,32 @@ def _widget(field: dataclasses.Field, hint, classes: list[str], scope: str, prob
 
 
 def _magnitude(value: float) -> int:
-    import math
-
     return math.floor(math.log10(abs(value)))
 
 
-def settings_ui(data_dir: Path, classes: list[str]) -> tuple[TrainConfig | None, list[str]]:
+def settings_ui(data_dir: Path, classes: list[str],
+                config_class=TrainConfig) -> tuple[TrainConfig | None, list[str]]:
     """The settings form; returns (config, []) or (None, problems in plain words)."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_IN_FORM}
-    hints = typing.get_type_hints(TrainConfig)
-    placed = set(FIRST) | set(ADVANCED) | {name for _, names in GROUPS for name in names}
+    in_form = [setting for setting in settings_of(config_class) if setting.form]
     values: dict = {}
     problems: list[str] = []
     scope = f"{zlib.crc32(str(data_dir).encode()):08x}"
 
-    def draw(names: list[str]) -> None:
-        for name in names:
-            if name in fields:
-                values[name] = _widget(fields[name], hints[name], classes, scope, problems)
+    def draw(group: str | None) -> None:
+        for setting in in_form:
+            if setting.group == group:
+                values[setting.name] = _widget(setting, classes, scope, problems)
 
-    draw(FIRST)
-    for column, (title, names) in zip(st.columns(len(GROUPS)), GROUPS):
+    draw(GROUPS[0])
+    for column, group in zip(st.columns(len(COLUMN_GROUPS)), COLUMN_GROUPS):
         with column:
-            st.markdown(f"**{title}**")
-            draw(names)
-    others = [name for name in fields if name not in placed]
-    if others:
+            st.markdown(f"**{group}**")
+            draw(group)
+    if any(setting.group not in GROUPS for setting in in_form):
         st.markdown("**Other settings**")
-        draw(others)
-    with st.expander("Advanced: normalisation and memory layout"):
-        draw(ADVANCED)
+        draw(None)
+    with st.expander("Advanced: normalisation, memory layout and arithmetic"):
+        draw(GROUPS[-1])
 
     if problems:
         return None, problems
@@ -155,7 +119,7 @@ def settings_ui(data_dir: Path, classes: list[str]) -> tuple[TrainConfig | None,
             return None, [problem]
         values["split_csv"] = str(Path(values["split_csv"]).expanduser().resolve())
     try:
-        return TrainConfig(**values), []
+        return config_class(**values), []
     except (TypeError, ValueError) as exc:
         return None, [str(exc)]
 
@@ -181,15 +145,14 @@ def split_sizes(cfg: TrainConfig, counts: dict[str, int]) -> tuple[int, int]:
 
 
 def preset_preview(cfg: TrainConfig, insights: DatasetInsights) -> tuple[TrainConfig, list[str]]:
-    """What the product preset will decide for this dataset (training decides again on the real split)."""
-    if cfg.preset == "reference":
-        return cfg, []
+    """What the preset will decide for this dataset: the engine's own resolution, on an estimate of the split
+    (training decides again on the real one)."""
     train, _ = split_sizes(cfg, insights.counts)
     share = train / max(1, insights.total)
     train_counts = {name: max(1, round(n * share)) for name, n in insights.counts.items()}
     sizes = [tuple(int(v) for v in size.split("x")) for size, n in insights.sizes.items() for _ in range(min(n, 50))]
     _, val = split_sizes(cfg, insights.counts)
-    resolved = apply_product_preset(cfg, train_counts, sizes, val)
+    resolved = resolve(cfg, train_counts, sizes, val)
     return resolved, list(resolved.decisions)
 
 

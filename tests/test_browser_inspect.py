@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pandas as pd
 from playwright.sync_api import expect
 
 from browser_support import sign_in, streamlit_server
+from conftest import PASSWORD
 from inspect_support import corrupt_png, install_active_run, photo_bytes
 
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
@@ -92,3 +94,63 @@ def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_
     assert list(good["verdict"]) == expected and "needs_person" in expected
     assert (good["model_id"] == trained_run.run_id).all() and good["time"].str.match(r"\d{4}-\d\d-\d\dT").all()
     assert bad["verdict"] == "error" and "truncated" in bad["message"] and probabilities.iloc[2].isna().all()
+
+
+def test_a_reload_keeps_the_batch_and_open_scrolls_to_the_detail(browser, tmp_path, monkeypatch, artifacts_dir):
+    """Issue 14 item 6: the batch survives a reload (and signing in again) through the address; "Open" on a card
+    far down brings the detail it changed into view, each time; the results CSV names the inspector. Any model
+    will do here: an untrained one is ready at once."""
+    from defect_model.lifecycle import set_active
+    from review_support import make_dataset, write_run
+
+    runs = tmp_path / "runs"
+    set_active(write_run(runs, make_dataset(tmp_path / "dataset")), by="test", root=runs, override_reason="test")
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    names = [f"part-{i:02d}.png" for i in range(9)]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(photo_bytes(("ok", "pit", "scratch")[i % 3], 100 + i, 160))
+
+    with streamlit_server(runs, tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        page.set_default_timeout(90_000)
+        sign_in(page, url, "inspector", "Ana")
+        page.wait_for_selector(UPLOADER, state="attached")
+        page.locator(UPLOADER).set_input_files([str(tmp_path / name) for name in names])
+        page.wait_for_selector(".st-key-inspect-result-8")
+        expect(page.locator('[data-testid="stProgress"]')).to_have_count(0)
+        expect(page).to_have_url(re.compile(r"[?&]batch=\d+-\d+"))
+
+        # "Open" on the last card (below the fold) scrolls up to the detail, which now shows that photo.
+        last = page.locator(".st-key-inspect-result-8")
+        last.scroll_into_view_if_needed()
+        last.get_by_role("button", name="Open").click()
+        detail = page.locator(".st-key-inspect-detail")
+        expect(detail.get_by_role("heading", name="part-08.png")).to_be_visible()
+        page.wait_for_timeout(1000)  # the smooth scroll
+        box = detail.bounding_box()
+        assert -5 <= box["y"] <= 800 * 0.5, f"the detail is not in view after Open (top at {box['y']:.0f} px)"
+        page.screenshot(path=str(artifacts_dir / "inspect-open-scrolled.png"))
+        other = page.locator(".st-key-inspect-result-7")  # and again: the page scrolls on every Open
+        other.scroll_into_view_if_needed()
+        other.get_by_role("button", name="Open").click()
+        expect(detail.get_by_role("heading", name="part-07.png")).to_be_visible()
+        page.wait_for_timeout(1000)
+        assert -5 <= detail.bounding_box()["y"] <= 800 * 0.5, "the second Open did not scroll"
+
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download results CSV").click()
+        table = pd.read_csv(download.value.path())
+        assert list(table["inspector"]) == ["Ana"] * 9
+
+        # A reload is a new session: sign in again, and the same batch is on the page, read back from the log.
+        address = page.url
+        page.reload()
+        page.get_by_label("Account", exact=True).fill("Ana")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector(".st-key-inspect-result-8")
+        expect(page.locator(CARDS)).to_have_count(9)
+        assert page.url == address
+        assert sum(int(metric(page, name)) for name in ("Pass", "Reject", "Needs a person", "Error")) == 9
+        expect(page.locator(".st-key-inspect-result-0 img")).to_have_count(1)  # heatmap overlays drawn again
+        page.screenshot(path=str(artifacts_dir / "inspect-after-reload.png"), full_page=True)

@@ -341,10 +341,10 @@ def test_another_inspector_or_model_does_not_get_the_batch(quick):
 
 def test_open_scrolls_to_the_detail(quick):
     at = upload(app(), [("a.png", photo_bytes("ok", 71)), ("b.png", photo_bytes("pit", 72))])
-    assert not at.get("html")
+    assert not at.get("iframe")
     at.button(key="inspect_open_1").click().run()
     assert at.session_state["inspect_selected"] == 1
-    scripts = [h.proto.body for h in at.get("html")]
+    scripts = [frame.proto.srcdoc for frame in at.get("iframe")]
     assert len(scripts) == 1 and "scrollIntoView" in scripts[0] and "inspect-detail" in scripts[0]
     at.run()
-    assert not at.get("html"), "only right after the click"
+    assert not at.get("iframe"), "only right after the click"

@@ -302,16 +302,25 @@ def select(index: int) -> None:
 
 
 SCROLL_SCRIPT = """<script>
-document.querySelector('.st-key-inspect-detail')?.scrollIntoView({behavior: 'smooth', block: 'start'});
+(() => {
+  const detail = window.parent.document.querySelector('.st-key-inspect-detail');
+  if (detail) {
+    detail.style.scrollMarginTop = '4rem';  /* clear of Streamlit's top bar */
+    detail.scrollIntoView({behavior: 'smooth', block: 'start'});
+  }
+})();
 </script><!-- %d -->"""
 
 
 def scroll_to_detail_ui() -> None:
     """After "Open" (or a table row) chose a photo: bring the detail into view, where it changed. A fixed script
-    of ours (no user text), numbered per click so the browser runs it again."""
+    of ours (no user text) in an invisible frame; its text changes per click, which reloads the frame, so the
+    script runs on every click (an st.html script runs only when first drawn)."""
+    import streamlit.components.v1 as components
+
     click = st.session_state.pop(SCROLL_KEY, None)
     if click:
-        st.html(SCROLL_SCRIPT % click, unsafe_allow_javascript=True)
+        components.html(SCROLL_SCRIPT % click, height=0)
 
 
 def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:

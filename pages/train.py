@@ -27,7 +27,7 @@ def main() -> None:
     with_corrections = corrections_ui(dataset, insights.classes)
 
     st.subheader("2 · Settings")
-    cfg, problems = settings_ui(dataset.path, insights.classes)
+    cfg, problems = settings_ui(dataset.path, insights.classes, insights)
     for problem in problems:
         st.error(md(problem), icon=":material/tune:")  # problems quote what was typed
     if cfg is not None:

@@ -105,3 +105,36 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
     assert get_active(runs)["run_id"] == run.run_id
     assert get_active(runs).get("override") == ("browser test" if flagged else None)
     assert run.status()["state"] == "done"
+
+
+def _shown_value(page, label: str) -> str:
+    """What a select box or number field shows, as the user sees it (both are inputs labelled by the setting)."""
+    return page.get_by_label(label, exact=True).input_value()
+
+
+def test_the_form_shows_what_the_preset_will_use(browser, tmp_path):
+    """Issue 14 item 7: with the product preset the fields show its picks for this dataset, not the reference
+    recipe beneath it; the reference preset shows the reference recipe; a field chosen by hand stays."""
+    with streamlit_server(tmp_path / "runs", tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.set_default_timeout(60_000)
+        sign_in(page, url, "engineer", "form check")
+        page.get_by_role("link", name="Train").click()
+        page.get_by_text("Photos per class").wait_for(timeout=120_000)
+        page.get_by_text("network resnet18").first.wait_for()  # the preset's reasons
+        assert _shown_value(page, "Backbone") == "resnet18"
+        assert _shown_value(page, "Image size (px)") == "128"
+        assert _shown_value(page, "Augmentation") == "strong"
+
+        page.get_by_role("combobox", name="Recipe preset", exact=True).click()
+        page.get_by_role("option", name="reference").click()
+        page.wait_for_function("() => document.body.innerText.includes('5 epoch(s) of resnet50 at 224 px')")
+        assert _shown_value(page, "Backbone") == "resnet50" and _shown_value(page, "Image size (px)") == "224"
+        assert _shown_value(page, "Epochs") == "5"
+
+        page.get_by_role("combobox", name="Recipe preset", exact=True).click()
+        page.get_by_role("option", name="product").click()
+        page.get_by_role("combobox", name="Backbone", exact=True).click()
+        page.get_by_role("option", name="resnet34").click()
+        page.get_by_text("resnet34 at").first.wait_for()
+        assert _shown_value(page, "Backbone") == "resnet34" and _shown_value(page, "Augmentation") == "strong"

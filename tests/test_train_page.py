@@ -65,35 +65,47 @@ def errors(app: AppTest) -> str:
     return "\n".join(shown(e.value) for e in app.error)
 
 
-def test_form_defaults_are_the_reference_recipe_with_help_texts(env):
-    """New runs default to the product preset; every recipe field beneath it is the reference recipe."""
+def test_the_form_shows_what_training_will_use_with_help_texts(env):
+    """New runs default to the product preset, and the form shows what it will use on this dataset (not the
+    reference recipe beneath it); the reference preset shows the reference recipe; a field set by hand wins."""
     app = page()
     assert app.get_by_key("train_preset").value == "product"
     reference = TrainConfig()
+    # What the preset picks for the demo set (40 photos a class, 128 px): a small network at the photos' size,
+    # strong augmentation, a time budget, early stop on a plateau, the best epoch kept.
+    picked = {"backbone": "resnet18", "image_size": 128, "augmentation": "strong", "keep_best": True,
+              "schedule": "warmup-cosine", "zero_init_residual": True}
+    for name, value in picked.items():
+        assert app.get_by_key(f"train_{name}").value == value, name
+    assert app.get_by_key("train_time_budget_min").value > 0 and app.get_by_key("train_patience").value >= 4
+    decided = next(m.value for m in app.markdown if "network resnet18" in m.value)
+    assert "strong augmentation" in decided  # the box says why, and the form agrees with it
     checked = 0
     for setting in settings_of():
-        if not setting.form or setting.name == "preset":
-            continue
-        if setting.name == "good_classes":
-            (widget,) = [w for w in app.multiselect if w.key.startswith("train_good_classes")]
-            assert widget.value == ["ok"]  # suggested from the demo's class names
+        if not setting.form or setting.name == "good_classes":
             continue
         widget = app.get_by_key(f"train_{setting.name}")
-        expected = getattr(reference, setting.name)
-        if typing.get_origin(setting.type) is tuple:
-            assert tuple(float(v) for v in widget.value.split(",")) == expected, setting.name
-        else:
-            assert widget.value == expected, setting.name
         assert widget.help == setting.help and widget.label == setting.label, setting.name
         checked += 1
-    assert checked >= 12  # backbone, image size, batch, epochs, lr, optimizer, schedule, ...
-    for name in ("backbone", "image_size", "batch_size", "epochs", "lr", "optimizer", "schedule", "weight_decay",
-                 "grad_clip", "dropout", "val_fraction", "split_csv", "seed"):
-        assert app.get_by_key(f"train_{name}").value == getattr(reference, name)
+    assert checked >= 25
+    (good,) = [w for w in app.multiselect if w.key.startswith("train_good_classes")]
+    assert good.value == ["ok"]  # suggested from the demo's class names
     estimate = next(m.value for m in app.markdown if "Training time budget" in m.value)
-    assert "images/s" in estimate and "no past resnet18 run" in estimate  # the network the preset picks here
-    assert any("network resnet18" in m.value for m in app.markdown)  # and says why, before training
+    assert "images/s" in estimate and "no past resnet18 run" in estimate
     assert not app.button(key="train_start").disabled
+
+    app.selectbox(key="train_preset").set_value("reference").run()
+    for name in ("backbone", "image_size", "batch_size", "epochs", "lr", "optimizer", "schedule", "weight_decay",
+                 "grad_clip", "dropout", "val_fraction", "split_csv", "seed", "augmentation", "keep_best"):
+        assert app.get_by_key(f"train_{name}").value == getattr(reference, name), name
+    assert tuple(float(v) for v in app.get_by_key("train_mean").value.split(",")) == reference.mean
+
+    app.selectbox(key="train_preset").set_value("product").run()
+    app.selectbox(key="train_backbone").set_value("resnet34").run()  # chosen by hand: the preset keeps it
+    assert app.get_by_key("train_backbone").value == "resnet34"
+    assert app.get_by_key("train_augmentation").value == "strong"
+    estimate = next(m.value for m in app.markdown if "Training time budget" in m.value)
+    assert "resnet34" in estimate
 
 
 def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_path):
@@ -113,6 +125,31 @@ def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_p
     message = errors(app)
     assert str(flat) in message and "class folder" in message and "sub-folder" in message
     assert not [b for b in app.button if b.key == "train_start"]
+
+
+def test_the_chosen_dataset_survives_a_reload(env):
+    """Issue 14 item 7: the dataset source and folder are kept in the address; a reload finds them again, and a
+    kept folder is checked like a typed one."""
+    chosen = env["data"] / "line-2"
+    shutil.copytree(env["data"] / "demo", chosen)
+    app = page()
+    app.radio(key="train_source").set_value(FOLDER).run()
+    app.text_input(key="train_folder").set_value(str(chosen)).run()
+    assert app.query_params["train_source"] == FOLDER and app.query_params["train_folder"] == str(chosen)
+
+    reloaded = AppTest.from_file(PAGE, default_timeout=60)
+    sign_in(reloaded, "engineer")
+    reloaded.query_params.update(train_source=FOLDER, train_folder=str(chosen))
+    reloaded.run()
+    assert reloaded.radio(key="train_source").value == FOLDER
+    assert reloaded.text_input(key="train_folder").value == str(chosen)
+    assert not reloaded.error and [b for b in reloaded.button if b.key == "train_start"]  # ready to train on it
+
+    tampered = AppTest.from_file(PAGE, default_timeout=60)
+    sign_in(tampered, "engineer")
+    tampered.query_params.update(train_source="../../etc", train_folder="/etc")
+    tampered.run()
+    assert tampered.radio(key="train_source").value == "Demo dataset"  # not one of the sources: ignored
 
 
 def test_a_folder_outside_the_data_roots_is_refused_and_nothing_of_it_is_shown(env, tmp_path, monkeypatch):
@@ -306,7 +343,7 @@ def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypa
     include = app.checkbox(key="train_include_corrections")
     assert include.value and "2 confirmed" in include.label
 
-    app.selectbox(key="train_preset").set_value("reference")  # the product preset would add its step floor
+    app.selectbox(key="train_preset").set_value("reference").run()  # the product preset would add its step floor
     app.selectbox(key="train_backbone").set_value("resnet18")
     app.number_input(key="train_image_size").set_value(32)
     app.number_input(key="train_epochs").set_value(1)

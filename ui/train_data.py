@@ -17,6 +17,7 @@ from defect_model.insights import DatasetInsights, inspect_dataset
 from defect_model.runs import data_root
 from defect_model.store import InspectionStore
 from defect_model.synthetic import ensure_demo_dataset
+from ui.address import keep, restore
 from ui.text import md
 
 DEMO, UPLOADED, FOLDER, ZIP = "Demo dataset", "Uploaded dataset", "Folder on the server", "Upload a .zip"
@@ -95,8 +96,10 @@ def _add_zip() -> None:
 
 def dataset_source_ui() -> Dataset | None:
     """Choose the photos; returns the dataset or None (with the reason shown) when there is none yet."""
+    restore("train_source", SOURCES)  # a reload keeps the chosen dataset
     source = st.radio("Dataset source", SOURCES, key="train_source", horizontal=True,
                       help="Every dataset is a folder with one sub-folder of photos per class.")
+    keep("train_source")
     if added := st.session_state.pop("train_zip_added", None):
         st.success(md(added), icon=":material/check_circle:")
     if source == DEMO:
@@ -114,7 +117,9 @@ def dataset_source_ui() -> Dataset | None:
         if not names:
             st.info(f"No uploaded datasets yet. Choose '{ZIP}' to add one.")
             return None
+        restore("train_uploaded", names)
         name = st.selectbox("Uploaded dataset", names, key="train_uploaded")
+        keep("train_uploaded")
         return Dataset(f"uploaded '{name}'", (uploads_dir() / name).resolve())
     if source == FOLDER:
         return server_folder_ui()
@@ -131,10 +136,12 @@ def dataset_source_ui() -> Dataset | None:
 def server_folder_ui() -> Dataset | None:
     """A folder typed by path, inside the configured data roots only (another user's folder is not listed)."""
     roots = data_roots(data_root())
+    restore("train_folder")  # checked below like a typed path
     typed = st.text_input("Folder on the server", key="train_folder",
                           placeholder=f"{roots[0] / 'photos'} (one sub-folder per class)",
                           help=f"A folder inside {md(', '.join(map(str, roots)))}. A relative path starts in "
                                f"{md(roots[0])}.").strip()
+    keep("train_folder")
     if not typed:
         st.info("Type the path of a folder that holds one sub-folder per class.")
         return None

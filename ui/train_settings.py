@@ -38,65 +38,113 @@ def suggested_good_classes(classes: list[str]) -> list[str]:
     return [c for c in classes if looks_good(c)]
 
 
-def _widget(setting: Setting, classes: list[str], scope: str, problems: list[str]):
-    """One widget for one setting; returns its value in the setting's type."""
-    name, help_text, label = setting.name, setting.help, setting.label
-    default = NEW_RUN_DEFAULTS.get(name, setting.default)
-    key = f"train_{name}"
+def _key(setting: Setting, scope: str) -> str:
+    # The good classes belong to one dataset: their widget is per dataset.
+    return f"train_{setting.name}_{scope}" if setting.name == "good_classes" else f"train_{setting.name}"
+
+
+def _requested_default(setting: Setting):
+    return NEW_RUN_DEFAULTS.get(setting.name, setting.default)
+
+
+def _state_of(setting: Setting, value):
+    """A setting's value as its widget holds it."""
+    origin = typing.get_origin(setting.type)
+    if origin is tuple:
+        return ", ".join(f"{v:g}" for v in value)
+    if origin is list:
+        return ", ".join(map(str, value))
+    return value
+
+
+def _value_of(setting: Setting, state, problems: list[str]):
+    """A widget's state as the setting's value; a problem in plain words where it cannot be one."""
+    origin = typing.get_origin(setting.type)
+    if setting.choices or setting.type is bool or origin is list and setting.name == "good_classes":
+        return state
+    if setting.type is int:
+        return int(state)
+    if setting.type is float:
+        return float(state)
+    if origin is tuple:
+        try:
+            return tuple(float(part) for part in str(state).replace(",", " ").split())
+        except ValueError:
+            example = ", ".join(f"{v:g}" for v in setting.default)
+            problems.append(f"{setting.label}: {state!r} is not a list of numbers; write them like {example}.")
+            return setting.default
+    if origin is list:
+        return [part.strip() for part in str(state).split(",") if part.strip()]
+    return str(state).strip()
+
+
+def _widget(setting: Setting, classes: list[str], scope: str):
+    """One widget for one setting (its value is already in the session state); returns the widget's state."""
+    name, help_text, label, key = setting.name, setting.help, setting.label, _key(setting, scope)
     low, high = setting.bounds or (0, None)
 
     def pin() -> None:
         st.session_state.setdefault(PINNED_KEY, set()).add(name)
 
     if setting.choices:
-        choices = setting.choices
-        return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
-                            key=key, help=help_text, on_change=pin)
+        return st.selectbox(label, setting.choices, key=key, help=help_text, on_change=pin)
     if setting.type is bool:
-        return st.checkbox(label, value=bool(default), key=key, help=help_text, on_change=pin)
+        return st.checkbox(label, key=key, help=help_text, on_change=pin)
     if setting.type is int:
-        return int(st.number_input(label, value=int(default), min_value=int(low),
-                                   max_value=None if high is None else int(high), step=1, key=key, help=help_text,
-                                   on_change=pin))
+        return st.number_input(label, min_value=int(low), max_value=None if high is None else int(high), step=1,
+                               key=key, help=help_text, on_change=pin)
     if setting.type is float:
+        default = setting.default
         step = 10 ** _magnitude(default) / 10 if default else (1.0 if "clip" in name else 0.01)
-        return float(st.number_input(label, value=float(default), min_value=float(low),
-                                     max_value=None if high is None else float(high), step=step, format="%g",
-                                     key=key, help=help_text, on_change=pin))
-    origin = typing.get_origin(setting.type)
-    if origin is tuple:
-        text = st.text_input(label, value=", ".join(f"{v:g}" for v in default), key=key, help=help_text)
-        try:
-            return tuple(float(part) for part in text.replace(",", " ").split())
-        except ValueError:
-            problems.append(f"{label}: {text!r} is not a list of numbers; write them like "
-                            f"{', '.join(f'{v:g}' for v in default)}.")
-            return default
-    if origin is list:
-        if name == "good_classes":
-            return st.multiselect(label, classes, default=suggested_good_classes(classes),
-                                  key=f"{key}_{scope}", help=help_text + " (suggested from the class names)")
-        text = st.text_input(label, value=", ".join(map(str, default)), key=key, help=help_text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return st.text_input(label, value=str(default), key=key, help=help_text).strip()
+        return st.number_input(label, min_value=float(low), max_value=None if high is None else float(high),
+                               step=step, format="%g", key=key, help=help_text, on_change=pin)
+    if name == "good_classes":
+        return st.multiselect(label, classes, key=key, help=help_text + " (suggested from the class names)")
+    return st.text_input(label, key=key, help=help_text, on_change=pin)
 
 
 def _magnitude(value: float) -> int:
     return math.floor(math.log10(abs(value)))
 
 
-def settings_ui(data_dir: Path, classes: list[str],
-                config_class=TrainConfig) -> tuple[TrainConfig | None, list[str]]:
-    """The settings form; returns (config, []) or (None, problems in plain words)."""
-    in_form = [setting for setting in settings_of(config_class) if setting.form]
-    values: dict = {}
+def shown_values(in_form: list[Setting], data_dir: Path, insights: DatasetInsights | None, config_class,
+                 pinned: set[str]) -> dict:
+    """What each field shows: the user's own value where they set one, else what training will use for this
+    dataset (the preset's preview), so that the form never shows a setting that will not be used."""
     problems: list[str] = []
+    requested = {s.name: _value_of(s, st.session_state[f"train_{s.name}"], problems)
+                 if s.name in pinned and f"train_{s.name}" in st.session_state else _requested_default(s)
+                 for s in in_form if s.name != "good_classes"}
+    try:
+        request = config_class(**requested, data_dir=str(data_dir), pinned=sorted(pinned - {"preset"}))
+    except (TypeError, ValueError):
+        return requested  # the form shows what was asked; settings_ui names the problem
+    resolved = preset_preview(request, insights)[0] if insights is not None and not problems else request
+    return {name: getattr(resolved, name) for name in requested}
+
+
+def settings_ui(data_dir: Path, classes: list[str], insights: DatasetInsights | None = None,
+                config_class=TrainConfig) -> tuple[TrainConfig | None, list[str]]:
+    """The settings form, showing what training will use; returns (the request, []) or (None, problems in
+    plain words). The request holds the user's own choices and leaves the rest to the preset, which decides
+    again on the real split."""
+    in_form = [setting for setting in settings_of(config_class) if setting.form]
+    pinned = set(st.session_state.get(PINNED_KEY, set()))
     scope = f"{zlib.crc32(str(data_dir).encode()):08x}"
+    for name, value in shown_values(in_form, data_dir, insights, config_class, pinned).items():
+        setting = next(s for s in in_form if s.name == name)
+        if name not in pinned or _key(setting, scope) not in st.session_state:
+            st.session_state[_key(setting, scope)] = _state_of(setting, value)
+    good = next((s for s in in_form if s.name == "good_classes"), None)
+    if good is not None and _key(good, scope) not in st.session_state:
+        st.session_state[_key(good, scope)] = suggested_good_classes(classes)
+
+    states: dict = {}
 
     def draw(group: str | None) -> None:
         for setting in in_form:
             if setting.group == group:
-                values[setting.name] = _widget(setting, classes, scope, problems)
+                states[setting.name] = _widget(setting, classes, scope)
 
     draw(GROUPS[0])
     for column, group in zip(st.columns(len(COLUMN_GROUPS)), COLUMN_GROUPS):
@@ -109,10 +157,14 @@ def settings_ui(data_dir: Path, classes: list[str],
     with st.expander("Advanced: normalisation, memory layout and arithmetic"):
         draw(GROUPS[-1])
 
+    problems: list[str] = []
+    pinned = set(st.session_state.get(PINNED_KEY, set()))
+    values = {s.name: _value_of(s, states[s.name], problems)
+              if s.name in pinned or s.name == "good_classes" else _requested_default(s) for s in in_form}
     if problems:
         return None, problems
     values["data_dir"] = str(data_dir)
-    values["pinned"] = sorted(st.session_state.get(PINNED_KEY, set()) & set(values) - {"preset"})
+    values["pinned"] = sorted(pinned & set(values) - {"preset"})
     if values.get("split_csv"):
         problem = _check_split(values["split_csv"], data_dir)
         if problem:

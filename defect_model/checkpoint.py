@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .durable import write_atomic
 
 FORMAT_VERSION = 1
 
@@ -17,20 +17,13 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, model_state: dict, meta: dict, training_state: dict | None = None) -> None:
-    """Write {model, meta, training} to `path` via a temp file and rename, so a crash never leaves half a file."""
+    """Write {model, meta, training} to `path`, whole or not at all, also across a crash or a power cut."""
     path = Path(path)
     json.dumps(meta)  # metadata must stay plain data, never pickled objects
     payload = {"format_version": FORMAT_VERSION, "model": model_state, "meta": meta}
     if training_state is not None:
         payload["training"] = training_state
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda handle: torch.save(payload, handle), mode="wb")
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import backbones
+from .durable import write_text_atomic
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "warmup-cosine", "constant")
@@ -180,6 +181,12 @@ class TrainConfig:
     precision: str = _setting("auto", "training arithmetic: auto (bf16 mixed precision where the processor has "
                                       "native bf16, else fp32), fp32 or bf16; validation and inspection run in fp32",
                               group="Advanced", choices=PRECISIONS)
+    checkpoint_every_min: float = _setting(10.0, "also save a checkpoint inside an epoch after this many minutes "
+                                                 "of training, so a killed run resumes from there instead of the "
+                                                 "epoch's start; no validation is run for it (0 = only at the end "
+                                                 "of each epoch)", group="Advanced",
+                                           label="Checkpoint every (minutes, 0 = at epoch ends only)",
+                                           bounds=(0, MAX_BUDGET_MIN))
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
@@ -234,7 +241,7 @@ class TrainConfig:
         return cls(**data)
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path, strict: bool = True) -> "TrainConfig":

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler,
                               WeightedRandomSampler)
 
+from .durable import write_atomic
 from .images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
 
 SPLITS = ("train", "val")
@@ -209,10 +210,12 @@ def apply_corrections(rows: list[tuple[str, str, str]], corrections: dict[str, s
 
 
 def write_split_csv(path: str | Path, rows: list[tuple[str, str, str]]) -> None:
-    with Path(path).open("w", newline="") as handle:
+    def write(handle) -> None:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split"])
         writer.writerows(rows)
+
+    write_atomic(path, write, newline="")  # a resume reads it again: a crash must not leave it torn
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .config import MAX_EPOCHS, TrainConfig
 from .events import Callback, Emitter, EventLog
 from .augment import augment_batch
 from .hardware import autocast, resolve_precision
+from .durable import write_text_atomic
 from .data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
                    make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
                    stratified_split, write_split_csv)
@@ -129,10 +130,12 @@ def training_loader(train_set: DecodedDataset, cfg: TrainConfig, epoch: int, dis
 def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, *, epoch: int, emit: Emitter,
                     should_stop: Callable[[], bool], skip_steps: int = 0, global_step: int = 0,
                     total_steps: int = 0, class_weights: torch.Tensor | None = None,
-                    device: torch.device = torch.device("cpu")) -> tuple[float, int, bool]:
+                    device: torch.device = torch.device("cpu"),
+                    after_step: Callable[[int, int], None] | None = None) -> tuple[float, int, bool]:
     """Train over one epoch; returns (mean loss, steps done in this epoch, stopped early). `skip_steps`: steps
     of this epoch done before a resume (their photos are drawn again, not trained on); `global_step` and
-    `total_steps` number the steps' events across the run."""
+    `total_steps` number the steps' events across the run; `after_step(epoch, step)` is called after each step
+    but the last (a mid-epoch checkpoint)."""
     model.train()
     losses = []
     steps_per_epoch = len(loader)
@@ -167,6 +170,8 @@ def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, *, ep
              total_steps=total_steps, loss=value, lr=lr, images_per_s=len(labels) / seconds)
         if should_stop():
             return float(np.mean(losses)), step, True
+        if after_step is not None and step < steps_per_epoch:
+            after_step(epoch, step)
     return (float(np.mean(losses)) if losses else float("nan")), steps_per_epoch, False
 
 
@@ -386,13 +391,16 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
 
     started = time.perf_counter() - elapsed_before
     metrics = read_json(run.metrics, None) if resume else None
+    mid_epoch = MidEpochCheckpoints(run, model, optimizer, scheduler, cfg=cfg, classes=classes, course=course,
+                                    started=started, emit=emit, steps_per_epoch=steps_per_epoch)
     epoch = start_epoch
     while epoch <= course.epochs:
         epoch_started = time.perf_counter()
         train_loss, steps_done, stopped = train_one_epoch(
             model, optimizer, scheduler, training_loader(train_set, cfg, epoch, dist), cfg, epoch=epoch, emit=emit,
             should_stop=stop_requested, skip_steps=skip_steps, global_step=(epoch - 1) * steps_per_epoch + skip_steps,
-            total_steps=steps_per_epoch * course.epochs, class_weights=class_weights, device=device)
+            total_steps=steps_per_epoch * course.epochs, class_weights=class_weights, device=device,
+            after_step=mid_epoch if dist.is_main else None)
         skip_steps = 0
         finished_epoch = not stopped or steps_done == steps_per_epoch
         if finished_epoch and not steps_every_step(cfg):
@@ -414,6 +422,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         if dist.is_main:
             _save(run, model, optimizer, scheduler, data=data, cfg=cfg, metrics=metrics, table=table,
                   next_position=next_position, elapsed=elapsed, course=course, improved=improved)
+            mid_epoch.clock.saved()
         quality = assess(metrics, cfg.good_classes)
         epochs_left = course.epochs - epoch
         emit("epoch", epoch=epoch, epochs=course.epochs, complete=finished_epoch, train_loss=train_loss,
@@ -537,11 +546,23 @@ def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position
 def _save(run: RunDir, model, optimizer, scheduler, *, data: PreparedData, cfg, metrics: dict, table: pd.DataFrame,
           next_position: tuple[int, int], elapsed: float, course: Course, improved: bool) -> None:
     """Write predictions, metrics and a checkpoint that resumes at `next_position` (and best.pt if improved)."""
-    table.to_csv(run.val_predictions, index=False)
+    write_text_atomic(run.val_predictions, table.to_csv(index=False))
     write_json_atomic(run.metrics, metrics)
     meta = checkpoint_meta(cfg, data.classes, run, metrics["epoch"], metrics)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    training_state = {
+    state = _weights(model)
+    ckpt.save_checkpoint(run.checkpoint, state, meta,
+                         _training_state(optimizer, scheduler, next_position, elapsed, course))
+    if improved:
+        ckpt.save_checkpoint(run.best_checkpoint, state, meta)
+
+
+def _weights(model) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _training_state(optimizer, scheduler, next_position: tuple[int, int], elapsed: float, course: Course) -> dict:
+    """All that resuming at `next_position` (epoch, steps of it done) needs besides the weights."""
+    return {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -551,9 +572,44 @@ def _save(run: RunDir, model, optimizer, scheduler, *, data: PreparedData, cfg, 
         "best_macro_f1": course.best,
         "course": course.state(),
     }
-    ckpt.save_checkpoint(run.checkpoint, state, meta, training_state)
-    if improved:
-        ckpt.save_checkpoint(run.best_checkpoint, state, meta)
+
+
+class CheckpointClock:
+    """Whether a mid-epoch checkpoint is due: `every_s` seconds after the last checkpoint (never when 0)."""
+
+    def __init__(self, every_s: float, now: Callable[[], float] = time.monotonic):
+        self.every_s, self.now = every_s, now
+        self.last = now()
+
+    def due(self) -> bool:
+        return self.every_s > 0 and self.now() - self.last >= self.every_s
+
+    def saved(self) -> None:
+        self.last = self.now()
+
+
+class MidEpochCheckpoints:
+    """Called after each step (train_one_epoch's `after_step`): when `checkpoint_every_min` has passed, saves a
+    checkpoint that resumes after this step, through the same file as the end of an epoch. It does not validate:
+    metrics.json, the validation predictions and best.pt stay those of the last full validation, and the
+    checkpoint's metadata has no scores (its weights were never measured)."""
+
+    def __init__(self, run: RunDir, model, optimizer, scheduler, *, cfg: TrainConfig, classes: list[str],
+                 course: Course, started: float, emit: Emitter, steps_per_epoch: int):
+        self.run, self.model, self.optimizer, self.scheduler = run, model, optimizer, scheduler
+        self.cfg, self.classes, self.course, self.started = cfg, classes, course, started
+        self.emit, self.steps_per_epoch = emit, steps_per_epoch
+        self.clock = CheckpointClock(cfg.checkpoint_every_min * 60)
+
+    def __call__(self, epoch: int, step: int) -> None:
+        if not self.clock.due():
+            return
+        meta = checkpoint_meta(self.cfg, self.classes, self.run, epoch, None)
+        training = _training_state(self.optimizer, self.scheduler, (epoch, step),
+                                   time.perf_counter() - self.started, self.course)
+        ckpt.save_checkpoint(self.run.checkpoint, _weights(self.model), meta, training)
+        self.clock.saved()
+        self.emit("checkpoint", epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch)
 
 
 def _promote_best(run: RunDir, model, val_set, data: PreparedData, cfg, device, course: Course,
@@ -563,7 +619,7 @@ def _promote_best(run: RunDir, model, val_set, data: PreparedData, cfg, device, 
     model.load_state_dict(payload["model"])
     metrics, table = _evaluate(model, val_set, data, cfg, course.best_epoch, (last["epoch"] + 1, 0), device)
     metrics["last_epoch"] = {key: last[key] for key in ("epoch", "accuracy", "macro_f1")}
-    table.to_csv(run.val_predictions, index=False)
+    write_text_atomic(run.val_predictions, table.to_csv(index=False))
     write_json_atomic(run.metrics, metrics)
     meta = checkpoint_meta(cfg, data.classes, run, course.best_epoch, metrics)
     ckpt.save_checkpoint(run.checkpoint, payload["model"], meta)  # a finished run is not resumed

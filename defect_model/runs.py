@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import events as event_stream
 from .config import TrainConfig
+from .durable import write_atomic
 from .quality import ModelQuality, assess
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -42,10 +43,9 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
+    """Replace `path` with `data` as JSON, whole or not at all, also across a crash or a power cut (the status,
+    the metrics: an empty one would lose what a run did)."""
+    write_atomic(path, lambda handle: json.dump(data, handle, indent=2))
 
 
 def read_json(path: Path, default=None):

@@ -1,0 +1,50 @@
+"""Files that survive a crash or a power cut whole: what the run files and checkpoints share (standard
+library only, so the run folder's readers and the engine may both use it).
+
+A file is written beside its target under a name of its own, fsynced, renamed over the target, and the
+rename made durable by an fsync of the folder: a crash at any moment leaves the old file or the new one,
+never an empty or half-written one, and no temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomic(path: str | Path, write: Callable[[IO], None], mode: str = "w", newline: str | None = None) -> None:
+    """Replace `path` with what `write(handle)` writes, whole or not at all."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, newline=newline) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_folder(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda handle: handle.write(text))
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable. Without it a file renamed into place just before a crash can
+    come back as the old one, or empty (ext4 with delayed allocation), even though its own bytes were synced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform that cannot open folders (Windows): the rename is as durable as it gets there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the file's own fsync still happened
+    finally:
+        os.close(fd)

@@ -1,5 +1,7 @@
 """The app as a whole in a real browser: routing from a fresh server."""
 
+from playwright.sync_api import expect
+
 from browser_support import sign_in, streamlit_server
 
 
@@ -57,3 +59,46 @@ def test_roles_in_a_real_browser(browser, tmp_path, artifacts_dir):
         page.get_by_text("Only an admin can make a model active").wait_for(timeout=60_000)
         assert page.get_by_role("button", name="Delete run").count() == 0
         page.screenshot(path=str(artifacts_dir / "engineer-models.png"), full_page=True)
+
+
+def test_the_models_page_follows_a_runs_state_while_it_trains(browser, tmp_path, artifacts_dir):
+    """Issue 14 item 7 (labels follow the status) on the Models page: a run shows "running" while its process
+    runs and "cancelled" once it was cancelled, without a click, and the page stops polling afterwards."""
+    import subprocess
+
+    from defect_model.runs import process_start_time
+    from review_support import make_dataset, write_run
+
+    dataset = make_dataset(tmp_path / "dataset")
+    runs = tmp_path / "runs"
+    write_run(runs, dataset)
+    training = write_run(runs, dataset, "20260102-120000-resnet18-live", started="2026-01-02T12:00:00+00:00")
+    stand_in = subprocess.Popen(["sleep", "600"])  # plays the training process
+    try:
+        training.write_status("running", pid=stand_in.pid, pid_started=process_start_time(stand_in.pid))
+        (tmp_path / "data").mkdir()
+        with streamlit_server(runs, tmp_path / "data") as url:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(60_000)
+            sign_in(page, url, "admin")
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("Models", exact=True).click()
+            page.get_by_role("heading", name="Manage a run").wait_for()
+            page.wait_for_load_state("networkidle")
+            chosen = page.locator('[class*="st-key-manage_run"]')
+            for attempt in range(3):  # a rerun that lands while the list is open closes it
+                chosen.get_by_role("combobox").click()
+                try:
+                    page.get_by_role("option", name=f"{training.run_id} · running").click(timeout=10_000)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
+            expect(chosen.get_by_role("combobox")).to_have_value(f"{training.run_id} · running", timeout=30_000)
+            expect(page.get_by_text("is still training")).to_be_visible(timeout=30_000)  # not offered for activation
+            page.get_by_role("heading", name="Manage a run").click()  # the list loses the focus, as a user's would
+            training.write_status("cancelled")  # what the engine writes when it stops on a cancel
+            expect(chosen.get_by_role("combobox")).to_have_value(f"{training.run_id} · cancelled", timeout=20_000)
+            page.screenshot(path=str(artifacts_dir / "models-run-cancelled.png"), full_page=True)
+    finally:
+        stand_in.kill()
+        stand_in.wait()

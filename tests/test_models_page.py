@@ -46,6 +46,11 @@ def open_models(role: str = "admin", name: str | None = None) -> AppTest:
     return open_app_page("pages/models.py", role, name)
 
 
+def run_choice(at: AppTest, key: str):
+    """A run list (ui.review_widgets.run_select keys its widget by `key` and its labels)."""
+    return next(box for box in at.selectbox if box.key and box.key.split("@")[0] == key)
+
+
 def frame(at: AppTest, column: str):
     """The first table on the page that has this column."""
     return next(d.value for d in at.dataframe if column in d.value.columns)
@@ -72,8 +77,8 @@ def test_every_run_is_a_row_and_the_defect_miss_rate_comes_first(runs, dataset):
 
 def test_compare_lists_the_changed_photos(runs):
     at = open_models()
-    at.selectbox(key="compare_a").set_value(runs["base"].run_id)
-    at.selectbox(key="compare_b").set_value(runs["better"].run_id)
+    run_choice(at, "compare_a").set_value(runs["base"].run_id)
+    run_choice(at, "compare_b").set_value(runs["better"].run_id)
     at.run()
     changed = frame(at, "outcome")
     expected = compare_runs(runs["base"], runs["better"]).changed
@@ -88,7 +93,7 @@ def test_compare_lists_the_changed_photos(runs):
 
 def test_make_active_records_who_and_when(runs):
     at = open_models(name="boss")
-    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    run_choice(at, "manage_run").set_value(runs["better"].run_id).run()
     at.button(key=f"activate_{runs['better'].run_id}").click().run()
     assert get_active()["run_id"] == runs["base"].run_id, "nothing changes before the confirmation"
     at.button(key=f"activate_confirm_{runs['better'].run_id}").click().run()
@@ -101,7 +106,7 @@ def test_make_active_records_who_and_when(runs):
 
 def test_an_engineer_compares_but_cannot_activate_or_delete(runs):
     at = open_models("engineer")
-    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    run_choice(at, "manage_run").set_value(runs["better"].run_id).run()
     assert at.button(key=f"activate_{runs['better'].run_id}").disabled
     assert any("Only an admin can make a model active" in c.value for c in at.caption)
     assert not [b for b in at.button if b.key == f"delete_{runs['better'].run_id}"]
@@ -111,7 +116,7 @@ def test_an_engineer_compares_but_cannot_activate_or_delete(runs):
 def test_a_collapsed_model_needs_an_override_reason(runs):
     at = open_models()
     flat = runs["collapsed"].run_id
-    at.selectbox(key="manage_run").set_value(flat).run()
+    run_choice(at, "manage_run").set_value(flat).run()
     assert any("is flagged" in e.value and "never recognises" in e.value for e in at.error)
     at.button(key=f"activate_{flat}").click().run()
     at.button(key=f"activate_confirm_{flat}").click().run()
@@ -128,21 +133,21 @@ def test_a_collapsed_model_needs_an_override_reason(runs):
 def test_delete_needs_confirmation_and_spares_the_active_model(runs):
     at = open_models()
     victim = runs["collapsed"]
-    at.selectbox(key="manage_run").set_value(victim.run_id).run()
+    run_choice(at, "manage_run").set_value(victim.run_id).run()
     assert at.button(key=f"delete_{victim.run_id}").disabled
     at.checkbox(key=f"confirm_delete_{victim.run_id}").check().run()
     at.button(key=f"delete_{victim.run_id}").click().run()
     assert not victim.path.exists() and runs["base"].path.exists()
     assert any(f"Deleted run {victim.run_id}" in shown(s.value) for s in at.success)
     assert victim.run_id not in frame(at, "flag")["run"].tolist()
-    at.selectbox(key="manage_run").set_value(runs["base"].run_id).run()
+    run_choice(at, "manage_run").set_value(runs["base"].run_id).run()
     assert not [b for b in at.button if b.key == f"delete_{runs['base'].run_id}"]
 
 
 def test_onnx_export_from_the_page(runs):
     at = open_models()
     run = runs["base"]
-    at.selectbox(key="manage_run").set_value(run.run_id).run()
+    run_choice(at, "manage_run").set_value(run.run_id).run()
     at.button(key=f"export_{run.run_id}").click().run()
     assert not at.exception and (run.path / "model.onnx").is_file()
     assert any("ONNX opset 17" in shown(c.value) and "(batch, 3, 64, 64)" in shown(c.value) for c in at.caption)
@@ -151,11 +156,11 @@ def test_onnx_export_from_the_page(runs):
 
 def test_review_this_run_opens_the_review_page_on_it(runs):
     at = open_models()
-    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    run_choice(at, "manage_run").set_value(runs["better"].run_id).run()
     at.button(key=f"review_{runs['better'].run_id}").click().run()
     assert not at.exception
     assert at.title[0].value == "Review"
-    assert at.selectbox(key="review_run").value == runs["better"].run_id
+    assert run_choice(at, "review_run").value == runs["better"].run_id
 
 
 def test_make_active_asks_first_with_what_changes_for_the_inspectors(runs, dataset, tmp_path):
@@ -169,7 +174,7 @@ def test_make_active_asks_first_with_what_changes_for_the_inspectors(runs, datas
     metrics["per_class"].pop("pit")
     other.metrics.write_text(json.dumps(metrics))
     at = open_models(name="boss")
-    at.selectbox(key="manage_run").set_value(runs["better"].run_id).run()
+    run_choice(at, "manage_run").set_value(runs["better"].run_id).run()
     at.button(key=f"activate_{runs['better'].run_id}").click().run()
     text = "\n".join(m.value for m in at.markdown)
     assert f"Inspections will use **{runs['better'].run_id.replace('-', chr(92) + '-')}**" in text
@@ -185,7 +190,7 @@ def test_make_active_asks_first_with_what_changes_for_the_inspectors(runs, datas
     at.button(key=f"activate_cancel_{runs['better'].run_id}").click().run()
     assert get_active()["run_id"] == runs["base"].run_id
 
-    at.selectbox(key="manage_run").set_value(other.run_id).run()
+    run_choice(at, "manage_run").set_value(other.run_id).run()
     at.button(key=f"activate_{other.run_id}").click().run()
     assert any("**Classes change**: it drops pit" in m.value for m in at.markdown)
 
@@ -194,8 +199,8 @@ def test_runs_on_different_datasets_are_not_compared_photo_by_photo(runs, tmp_pa
     elsewhere = write_run(runs["base"].path.parent, make_dataset(tmp_path / "line-2"),
                           "20260105-120000-resnet18-line2", started="2026-01-05T12:00:00+00:00")
     at = open_models()
-    at.selectbox(key="compare_a").set_value(runs["base"].run_id)
-    at.selectbox(key="compare_b").set_value(elsewhere.run_id)
+    run_choice(at, "compare_a").set_value(runs["base"].run_id)
+    run_choice(at, "compare_b").set_value(elsewhere.run_id)
     at.run()
     assert any("cannot be compared photo by photo" in i.value for i in at.info)
     assert not any("changed prediction" in m.value for m in at.markdown)
@@ -210,5 +215,5 @@ def test_cancelled_and_failed_runs_are_labelled_in_every_run_list(runs):
     assert table.loc[runs["better"].run_id, "status"] == "cancelled (stopped early)"
     assert table.loc[runs["collapsed"].run_id, "status"] == "failed"
     assert any("Grey rows did not finish" in c.value for c in at.caption)
-    labels = at.selectbox(key="manage_run").options  # as the list shows them
+    labels = run_choice(at, "manage_run").options  # as the list shows them
     assert f"{runs['better'].run_id} · cancelled" in labels and f"{runs['collapsed'].run_id} · failed" in labels

@@ -14,7 +14,7 @@ from defect_model.lifecycle import (ActivationError, DeleteError, activate, acti
                                     delete_run, run_summary)
 from defect_model.runs import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
-from ui.review_widgets import confusion_figure, quality_header, run_label, run_state
+from ui.review_widgets import confusion_figure, quality_header, run_select, run_state
 from ui.text import code, md
 
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
@@ -134,14 +134,15 @@ def compare_pick_ui(runs: list[RunDir], active: str | None) -> tuple[RunDir | No
         st.session_state["compare_a"] = active if active in ids else ids[1]
     if st.session_state.get("compare_b") not in ids:
         st.session_state["compare_b"] = next(i for i in ids if i != st.session_state["compare_a"])
-    labels = {r.run_id: run_label(r, active) for r in done}
     left, right = st.columns(2)
-    a = left.selectbox("Run A (baseline)", ids, key="compare_a", format_func=labels.get)
-    b = right.selectbox("Run B (candidate)", ids, key="compare_b", format_func=labels.get)
-    if a == b:
+    with left:
+        a = run_select("Run A (baseline)", done, "compare_a", active)
+    with right:
+        b = run_select("Run B (candidate)", done, "compare_b", active)
+    if a.run_id == b.run_id:
         st.warning("Pick two different runs.")
         return None, None
-    return done[ids.index(a)], done[ids.index(b)]
+    return a, b
 
 
 def curves_figure(a: RunDir, b: RunDir) -> go.Figure:
@@ -226,9 +227,7 @@ def manage_pick_ui(runs: list[RunDir], active: str | None) -> RunDir:
     if st.session_state.get("manage_run") not in ids:
         newest_done = next((r.run_id for r in runs if r.status().get("state") == "done"), ids[0])
         st.session_state["manage_run"] = newest_done
-    labels = {r.run_id: run_label(r, active) for r in runs}
-    chosen = st.selectbox("Run", ids, key="manage_run", format_func=labels.get)
-    return runs[ids.index(chosen)]
+    return run_select("Run", runs, "manage_run", active)
 
 
 def _activate(run: RunDir, actor: Actor, reason_key: str | None) -> None:
@@ -257,6 +256,14 @@ def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
     if quality is None or not run.checkpoint.is_file():
         st.info(f"{code(run.run_id)} has no checkpoint with validation results yet ({md(state)}); it cannot become "
                 "active.")
+        return
+    if state in LIVE_STATES:
+        st.info(f"{code(run.run_id)} is still training: its checkpoint changes every epoch. It can become active "
+                "once it has finished.", icon=":material/model_training:")
+        return
+    if state != "done":
+        st.info(f"{code(run.run_id)} did not finish ({md(state)}); only a finished run can become active. Resume it "
+                "on the Train page.", icon=":material/stop_circle:")
         return
     allowed = actor.may("activate")
     if not allowed:

@@ -15,7 +15,7 @@ from defect_model.metrics import summarize
 from defect_model.runs import RunDir, get_active, new_run_dir, write_json_atomic
 from defect_model.store import InspectionStore, sha256_bytes
 from defect_model.synthetic import demo_config
-from conftest import sign_in
+from conftest import shown, sign_in
 from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, photo_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,14 +167,14 @@ def test_bad_uploads_get_a_message_each_and_the_rest_is_inspected(env):
     files = [("good.png", photo_bytes("stain", 20)), ("half.png", corrupt_png()), ("notes.txt", b"hello"),
              ("batch.zip", archive.getvalue()), ("broken.zip", b"PK not a zip")]
     at = upload(app(), files)
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]  # as the page shows them: names are escaped Markdown
     for name in ("half.png", "notes.txt", "batch.zip/line-3/readme.txt", "broken.zip"):
         assert any(message.startswith(name + ":") for message in errors), (name, errors)
     assert any("damaged or truncated" in m and "Export the photo again" in m for m in errors)
     assert metrics(at)["Error"] == 4 and sum(metrics(at).values()) == 6
-    shown = cards(at)
-    assert len(shown) == 6 and sum(images for images, _ in shown.values()) == 2
-    assert sum(len(messages) for _, messages in shown.values()) == 4
+    on_page = cards(at)
+    assert len(on_page) == 6 and sum(images for images, _ in on_page.values()) == 2
+    assert sum(len(messages) for _, messages in on_page.values()) == 4
 
     log = store().inspections()
     assert len(log) == 6  # nothing uploaded is missing from the log

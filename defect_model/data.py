@@ -47,20 +47,27 @@ def data_roots(default: str | Path) -> list[Path]:
     return [Path(part).expanduser().resolve() for part in listed or [default]]
 
 
+def inside_roots(path: str | Path, roots: Sequence[str | Path], rule: str) -> Path:
+    """The real path of `path` (a relative one taken from the first root) when it lies inside one of `roots`;
+    else a DatasetError that states `rule` and says what to do. Whether the path exists is not said."""
+    roots = [Path(root).expanduser().resolve() for root in roots]
+    typed = Path(path).expanduser()
+    real = (typed if typed.is_absolute() else roots[0] / typed).resolve()
+    if not any(real == root or root in real.parents for root in roots):
+        listed = ", ".join(str(root) for root in roots)
+        raise DatasetError(f"{path}: {rule} {listed}, and this path is not (links that lead out are not "
+                           "followed). Copy it into one of them, or ask the administrator to add its folder to "
+                           "DEFECT_DATA_ROOTS.")
+    return real
+
+
 def allowed_data_folder(path: str | Path, roots: Sequence[str | Path]) -> Path:
     """The real path of the folder `path` when it lies inside one of `roots`; else a DatasetError.
 
     Links are followed before the check, so a link inside a root that leads out of it is refused. A
     relative path is taken from the first root. Whether a folder outside the roots exists is not said.
     """
-    roots = [Path(root).expanduser().resolve() for root in roots]
-    typed = Path(path).expanduser()
-    real = (typed if typed.is_absolute() else roots[0] / typed).resolve()
-    if not any(real == root or root in real.parents for root in roots):
-        listed = ", ".join(str(root) for root in roots)
-        raise DatasetError(f"{path}: datasets are read only from inside {listed}, and this folder is not (links "
-                           "that lead out are not followed). Copy the dataset into one of them, or ask the "
-                           "administrator to add its folder to DEFECT_DATA_ROOTS.")
+    real = inside_roots(path, roots, "datasets are read only from inside")
     if not real.exists():
         raise DatasetError(f"{path}: the folder does not exist on this server. Check the path; it must hold one "
                            "sub-folder per class.")

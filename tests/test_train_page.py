@@ -152,6 +152,27 @@ def test_the_chosen_dataset_survives_a_reload(env):
     assert tampered.radio(key="train_source").value == "Demo dataset"  # not one of the sources: ignored
 
 
+def test_paths_typed_into_the_form_stay_inside_the_data_and_runs_folders(env, tmp_path):
+    """A split CSV or a weights file elsewhere on the server is refused before anything reads it."""
+    secret = tmp_path / "elsewhere" / "split.csv"
+    secret.parent.mkdir()
+    secret.write_text("path,label,split\n")
+    app = page()
+    app.text_input(key="train_split_csv").set_value(str(secret)).run()
+    assert str(secret) in errors(app) and "files a training run reads must lie inside" in errors(app)
+    assert app.button(key="train_start").disabled
+    app.text_input(key="train_split_csv").set_value("").run()
+    app.text_input(key="train_init_from").set_value("/etc/passwd").run()
+    assert "/etc/passwd: files a training run reads must lie inside" in errors(app)
+    inside = env["data"] / "split.csv"
+    inside.write_text("path,label,split\n" + "".join(
+        f"{p.parent.name}/{p.name},{p.parent.name},{'val' if i % 4 == 0 else 'train'}\n"
+        for i, p in enumerate(sorted((env["data"] / "demo").glob("*/*.png")))))
+    app.text_input(key="train_init_from").set_value("").run()
+    app.text_input(key="train_split_csv").set_value(str(inside)).run()
+    assert not app.error and not app.button(key="train_start").disabled
+
+
 def test_a_folder_outside_the_data_roots_is_refused_and_nothing_of_it_is_shown(env, tmp_path, monkeypatch):
     """Issue 16 item 1: another user's folder was listed, its photos shown and a file of it named."""
     other = tmp_path / "other-user"

@@ -12,9 +12,10 @@ from pathlib import Path
 import streamlit as st
 
 from defect_model.config import GROUPS, Setting, TrainConfig, settings_of
-from defect_model.data import DatasetError, read_split_csv, scan_image_folder
+from defect_model.data import DatasetError, data_roots, inside_roots, read_split_csv, scan_image_folder
 from defect_model.insights import DatasetInsights
 from defect_model.presets import resolve
+from defect_model.runs import data_root, runs_root
 from defect_model.timing import TimeEstimate, estimate_training_time
 from ui.text import md
 
@@ -165,11 +166,17 @@ def settings_ui(data_dir: Path, classes: list[str], insights: DatasetInsights | 
         return None, problems
     values["data_dir"] = str(data_dir)
     values["pinned"] = sorted(pinned & set(values) - {"preset"})
+    try:
+        for name in ("split_csv", "init_from"):  # paths typed into the form: only inside the data and runs folders
+            if values.get(name):
+                values[name] = str(inside_roots(values[name], [*data_roots(data_root()), runs_root()],
+                                                "files a training run reads must lie inside"))
+    except DatasetError as exc:
+        return None, [str(exc)]
     if values.get("split_csv"):
         problem = _check_split(values["split_csv"], data_dir)
         if problem:
             return None, [problem]
-        values["split_csv"] = str(Path(values["split_csv"]).expanduser().resolve())
     try:
         return config_class(**values), []
     except (TypeError, ValueError) as exc:

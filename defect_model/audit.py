@@ -65,11 +65,15 @@ def prepare(db: sqlite3.Connection, table: str) -> None:
 # so rows hashed before the column existed still verify; any other value is hashed, and so protected, like
 # the rest of the row.
 LATER_COLUMNS = {"source": "browser"}
+# Columns a chained row may change after it was written, left out of its hash: inspections.photo_removed, the
+# time photo retention deleted the stored copy (the row keeps the photo's sha256; each clean-up is itself an
+# event in the audit chain).
+MUTABLE_COLUMNS = {"photo_removed"}
 
 
 def _digest(row: dict) -> str:
     content = {k: v for k, v in row.items()
-               if k != "row_hash" and not (k in LATER_COLUMNS and v == LATER_COLUMNS[k])}
+               if k != "row_hash" and k not in MUTABLE_COLUMNS and not (k in LATER_COLUMNS and v == LATER_COLUMNS[k])}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 

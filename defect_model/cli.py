@@ -1,4 +1,4 @@
-"""Command line: `python -m defect_model {train,run,resume,evaluate,predict,demo-data,accounts,audit}`."""
+"""Command line: `python -m defect_model {train,run,resume,evaluate,predict,demo-data,accounts,audit,photos,watch}`."""
 
 from __future__ import annotations
 
@@ -97,6 +97,18 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
     audit_sub.add_parser("verify", help="check the hash chains; names the first row altered or removed")
     show = audit_sub.add_parser("show", help="the newest audit events")
     show.add_argument("--limit", type=int, default=30)
+
+    photos = sub.add_parser("photos", help="the inspection store's kept photo copies")
+    photos_sub = photos.add_subparsers(dest="photos_command", required=True)
+    cleanup = photos_sub.add_parser(
+        "cleanup", help="delete photo copies past retention that no correction needs",
+        description="Delete the kept copies of inspected photos whose newest inspection is older than --older-than "
+                    "days (default: $DEFECT_PHOTO_RETENTION_DAYS, else 365), except those a pending or confirmed "
+                    "correction needs. The inspection log keeps every row with the photo's sha256, marked as "
+                    "having no copy any more; the clean-up is recorded in the audit trail.")
+    cleanup.add_argument("--older-than", type=float, metavar="DAYS", help="retention in days (default: "
+                                                                          "$DEFECT_PHOTO_RETENTION_DAYS or 365)")
+    cleanup.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
 
     watch = sub.add_parser("watch", help="hot folder: inspect photos with the active model as a camera writes them",
                            description="Inspect each photo written into IN_DIR once it is complete (size and mtime "
@@ -382,9 +394,24 @@ def cmd_audit(args) -> int:
     return 1
 
 
+def cmd_photos(args) -> int:
+    from .accounts import terminal_actor
+    from .retention import clean_up_photos, retention_days
+    from .store import InspectionStore
+
+    store = InspectionStore()
+    days = args.older_than if args.older_than is not None else retention_days()
+    result = clean_up_photos(store, days, terminal_actor(), dry_run=args.dry_run)
+    if args.dry_run:
+        for copy in result.removed:
+            print(copy)
+    print(f"{store.photos_dir}: {result.summary()}.", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
-            "watch": cmd_watch}
+            "watch": cmd_watch, "photos": cmd_photos}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from .archives import ArchiveError, read_zip_members
-from .images import IMAGE_EXTENSIONS, ImageError, load_image
+from .images import IMAGE_EXTENSIONS, MAX_DECODED_BYTES, ImageError, load_image
 from .runs import now_iso
 from .store import InspectionStore, sha256_bytes
 
@@ -36,7 +36,10 @@ DEFAULT_THRESHOLD = 0.7
 DEFAULT_BATCH_SIZE = 8
 THUMBNAIL_SIDE = 320  # the copy kept in memory for the grid; the full photo stays in the store
 EXPORT_SIDE = 2048  # overlays in the ZIP are at the photo's size, capped at this side
-MAX_STORED_BYTES = 256 * 1024**2  # a larger upload is logged without a stored copy
+# The largest photo file inspected (and kept). A bigger one could not be decoded within the memory a photo may
+# take anyway (images.MAX_DECODED_BYTES: a file's pixels decode to at least its size, except a JPEG's), so it is
+# refused before it is decoded or copied.
+MAX_PHOTO_BYTES = MAX_DECODED_BYTES
 
 _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 _EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
@@ -239,12 +242,19 @@ def photo_notes(name: str, data: bytes) -> list[str]:
 
 
 # -- inspecting a batch ---------------------------------------------------------------
+def check_size(name: str, size_bytes: int, limit: int | None = None) -> None:
+    """Refuse (ImageError) a file larger than a photo may be."""
+    limit = MAX_PHOTO_BYTES if limit is None else limit
+    if size_bytes > limit:
+        raise ImageError(name, f"the file is {size_bytes / 1024**2:.0f} MB, more than the {limit / 1024**2:.0f} MB a "
+                               "photo may be", "Save it as JPEG, or resize it, and upload it again.")
+
+
 def _keep_copy(store: InspectionStore | None, data: bytes, name: str) -> tuple[str, str]:
-    """(photo_path, problem): the stored copy of the upload, or why there is none."""
+    """(photo_path, problem): the stored copy of a photo that decoded, or why there is none. Nothing else is
+    kept: a file that is no photo, or that was refused, is logged with its sha256 only."""
     if store is None:
         return "", ""
-    if len(data) > MAX_STORED_BYTES:
-        return "", f"no copy kept: {len(data) / 1024**2:.0f} MB is over {MAX_STORED_BYTES // 1024**2} MB"
     try:
         return str(store.store_photo(data, name)[1].resolve()), ""  # absolute: the log outlives the cwd
     except OSError as exc:
@@ -271,18 +281,15 @@ def inspect_batch(predictor, uploads: Sequence[Upload], settings: InspectionSett
     results: list[FileResult] = []
     ready: list[tuple[FileResult, Image.Image, np.ndarray]] = []
     for offset, upload in enumerate(uploads):
-        photo_path, copy_problem = _keep_copy(store, upload.data, upload.name)
         result = FileResult(index=first_index + offset, name=upload.name, sha256=sha256_bytes(upload.data),
                             time=now_iso(), model_id=settings.run_id, threshold=settings.threshold,
-                            verdict="error", classes=classes, photo_path=photo_path, resize_mode=resize_mode,
-                            size_bytes=len(upload.data))
-        if copy_problem:
-            result.notes.append(copy_problem)
+                            verdict="error", classes=classes, resize_mode=resize_mode, size_bytes=len(upload.data))
         results.append(result)
         try:
             if upload.problem:
                 result.error = upload.problem
                 continue
+            check_size(upload.name, len(upload.data))
             result.notes[:0] = check_upload(upload.name, upload.data)
             photo = load_image(upload.data, upload.name)
             result.photo_size = photo.size
@@ -290,6 +297,9 @@ def inspect_batch(predictor, uploads: Sequence[Upload], settings: InspectionSett
                 width, height = photo.info["reduced_from"]
                 result.notes.append(f"a {width}x{height} photo, inspected at {photo.width}x{photo.height} to bound "
                                     "the memory one photo may take")
+            result.photo_path, copy_problem = _keep_copy(store, upload.data, upload.name)
+            if copy_problem:
+                result.notes.append(copy_problem)
             ready.append((result, photo, predictor.prepare(photo, upload.name)))
         except ImageError as exc:
             result.error = str(exc)

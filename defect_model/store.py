@@ -99,6 +99,8 @@ class InspectionStore:
                 db.execute("ALTER TABLE inspections ADD COLUMN model_sha256 TEXT NOT NULL DEFAULT ''")
             if "source" not in columns:  # older rows were all browser uploads; audit.LATER_COLUMNS keeps them verified
                 db.execute("ALTER TABLE inspections ADD COLUMN source TEXT NOT NULL DEFAULT 'browser'")
+            if "photo_removed" not in columns:  # when retention deleted the stored copy (audit.MUTABLE_COLUMNS)
+                db.execute("ALTER TABLE inspections ADD COLUMN photo_removed TEXT NOT NULL DEFAULT ''")
             prepare_chain(db, "inspections")
 
     def _connect(self) -> sqlite3.Connection:
@@ -122,6 +124,32 @@ class InspectionStore:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         return digest, path
+
+    def photo_last_used(self) -> dict[str, str]:
+        """Each stored copy the log still points at (its photo_path) -> the time of its newest inspection."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT photo_path, MAX(time) FROM inspections WHERE photo_path != '' AND "
+                              "photo_removed = '' GROUP BY photo_path")
+            return {row[0]: row[1] for row in rows}
+
+    def photos_corrections_need(self) -> tuple[set[str], set[str]]:
+        """(photo paths, sha256s) of the corrections that are not rejected: a pending one waits for review, a
+        confirmed one is training data for the next retrain; both need their photo."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT photo_path, sha256 FROM corrections WHERE status != 'rejected'").fetchall()
+        return {row[0] for row in rows if row[0]}, {row[1] for row in rows if row[1]}
+
+    def mark_photos_removed(self, photo_paths: list[str], when: str) -> int:
+        """Note in the log that these stored copies were deleted at `when`; the rows, their sha256 and
+        photo_path stay. Returns the number of rows marked."""
+        marked = 0
+        with closing(self._connect()) as db, db:
+            db.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(photo_paths), 500):
+                part = photo_paths[start:start + 500]
+                marked += db.execute(f"UPDATE inspections SET photo_removed = ? WHERE photo_removed = '' AND "
+                                     f"photo_path IN ({','.join('?' * len(part))})", (when, *part)).rowcount
+        return marked
 
     # -- inspections ------------------------------------------------------
     def log_inspection(self, *, file_name: str, sha256: str, photo_path: str | Path, verdict: str,

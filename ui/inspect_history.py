@@ -148,7 +148,10 @@ def logged_result(row: dict, position: int, model) -> tuple[FileResult, np.ndarr
     try:
         photo = load_image(row["photo_path"], row["file_name"])
     except ImageError:
-        result.notes.append("the stored copy of this photo is gone: no picture or heatmap")
+        removed = row.get("photo_removed") or ""
+        result.notes.append(f"the stored copy of this photo was removed on {removed[:10]} (photo retention; the log "
+                            "keeps its fingerprint): no picture or heatmap" if removed else
+                            "the stored copy of this photo is gone: no picture or heatmap")
         return result, None
     result.photo_size = photo.size
     result.thumbnail = photo.copy()

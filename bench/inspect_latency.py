@@ -128,7 +128,8 @@ def browser_latency(browser, url: str, files: list[Path], timeout_ms: int = 180_
 def code_path_latency(checkpoint: Path, files: list[Path]) -> dict:
     """The same work without Streamlit or the browser: the queue's first batch (1 photo) and the whole set."""
     from defect_model.inference import Predictor
-    from defect_model.inspection import InspectionQueue, InspectionSettings, inference_threads
+    from defect_model.inspection import InspectionSettings, inference_threads
+    from defect_model.inspection_queue import InspectionQueue
 
     predictor = Predictor.from_checkpoint(checkpoint)
     data = [(f.name, f.read_bytes()) for f in files]

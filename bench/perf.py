@@ -290,7 +290,8 @@ def heatmap_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
 def child_inspect_rss(checkpoint: Path, data: Path, count: int) -> dict:
     """A batch through the Inspect page's own queue (heatmaps, inspection log), in a fresh process."""
     from defect_model.inference import Predictor
-    from defect_model.inspection import InspectionQueue, InspectionSettings, inference_threads
+    from defect_model.inspection import InspectionSettings, inference_threads
+    from defect_model.inspection_queue import InspectionQueue
 
     files = photo_paths(data, count)
     predictor = Predictor.from_checkpoint(checkpoint)

@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit import connect
-from .inspection import DEFAULT_THRESHOLD, FileResult, InspectionSettings, Upload, inspect_batch
+from .inspection import FileResult, InspectionSettings, inspect_batch
 from .runs import get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
 from .store import InspectionStore, default_db_path, sha256_bytes
+from .uploads import Upload
+from .verdicts import DEFAULT_THRESHOLD
 
 HOT_FOLDER = "hot folder"  # the source, and the inspector, of every row the watcher logs
 STATE_DIR = ".hotfolder"

@@ -21,7 +21,8 @@ from defect_model.archives import ArchiveError
 from defect_model.data import DatasetError, allowed_data_folder
 from defect_model.inference import Predictor, Preprocessing
 from defect_model.insights import inspect_dataset
-from defect_model.inspection import InspectionSettings, expand_uploads, inspect_batch
+from defect_model.inspection import InspectionSettings, inspect_batch
+from defect_model.uploads import expand_uploads
 from defect_model.model import build_model
 from defect_model.store import InspectionStore
 

@@ -292,7 +292,7 @@ def test_the_correction_form_chooses_no_class_and_saving_twice_stores_one(quick)
 def test_the_results_csv_names_the_inspector(quick):
     import pandas as pd
 
-    from defect_model.inspection import DEFAULT_THRESHOLD
+    from defect_model.verdicts import DEFAULT_THRESHOLD
     from ui.inspect_widgets import results_csv_of
 
     at = upload(app(), [("a.png", photo_bytes("ok", 41)), ("b.png", photo_bytes("pit", 42))])

@@ -14,9 +14,12 @@ import torch
 from PIL import Image
 
 from defect_model.inference import Predictor, Preprocessing
-from defect_model.inspection import (InspectionQueue, InspectionSettings, decide_verdict, expand_uploads,
-                                     heatmap_for_class, inspect_batch, overlays_zip, results_csv, results_table,
-                                     verdict_counts)
+from defect_model.inspection import InspectionSettings, inspect_batch
+from defect_model.inspection_export import (heatmap_for_class, overlays_zip, results_csv, results_table,
+                                           verdict_counts)
+from defect_model.inspection_queue import InspectionQueue
+from defect_model.uploads import expand_uploads
+from defect_model.verdicts import decide_verdict
 from defect_model.model import build_model
 from defect_model.store import InspectionStore, sha256_bytes
 from defect_model.synthetic import make_sample

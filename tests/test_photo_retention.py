@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from conftest import ROOT, zip_of
-from defect_model import inspection
+from defect_model import uploads
 from defect_model.accounts import Actor, audit_log
 from defect_model.audit import verify
 from defect_model.cli import main
 from defect_model.inference import Predictor, Preprocessing
-from defect_model.inspection import InspectionSettings, expand_uploads, inspect_batch
+from defect_model.inspection import InspectionSettings, inspect_batch
+from defect_model.uploads import expand_uploads
 from defect_model.model import build_model
 from defect_model.retention import RETENTION_ENV, clean_up_photos, retention_days
 from defect_model.store import InspectionStore, default_db_path, sha256_bytes
@@ -50,7 +51,7 @@ def test_the_server_takes_uploads_of_at_most_200_mb_and_says_why():
 def test_a_photo_over_the_size_limit_is_refused_by_name_and_not_kept(predictor, tmp_path, monkeypatch):
     store = InspectionStore(tmp_path / "inspections.sqlite")
     small, large = sample_png("pit", 1, 64), sample_png("crack", 2, 200)
-    monkeypatch.setattr(inspection, "MAX_PHOTO_BYTES", (len(small) + len(large)) // 2)
+    monkeypatch.setattr(uploads, "MAX_PHOTO_BYTES", (len(small) + len(large)) // 2)
     results = inspect_batch(predictor, expand_uploads([("small.png", small), ("large.png", large)]), SETTINGS, store)
     assert results[0].ok
     assert results[1].error.startswith("large.png: the file is 0 MB, more than the 0 MB a photo may be.")

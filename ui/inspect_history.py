@@ -12,7 +12,8 @@ import streamlit as st
 
 from defect_model.accounts import Actor
 from defect_model.images import ImageError, load_image
-from defect_model.inspection import THUMBNAIL_SIDE, VERDICT_LABELS, VERDICTS, FileResult
+from defect_model.inspection import THUMBNAIL_SIDE, FileResult
+from defect_model.verdicts import VERDICTS, VERDICT_LABELS
 from defect_model.store import InspectionStore
 from ui.text import code
 

@@ -1,0 +1,110 @@
+"""Browser tests of the Inspect page's state (issue 14 items 3 and 4): the threshold and opacity survive a
+trip to the inspection log and back, the verdicts follow the slider, and a change of the active model
+starts a new batch instead of mixing two models' results."""
+
+from __future__ import annotations
+
+import shutil
+
+from playwright.sync_api import expect
+
+from browser_support import sign_in, streamlit_server
+from defect_model.lifecycle import set_active
+from defect_model.runs import RunDir
+from inspect_support import install_active_run, photo_bytes
+
+UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
+CARDS = '[class*="st-key-inspect-result-"]'
+
+
+def _upload(page, tmp_path, names: list[str]) -> None:
+    paths = []
+    for seed, name in enumerate(names):
+        path = tmp_path / name
+        path.write_bytes(photo_bytes("ok" if "ok" in name else "pit", seed, 128))
+        paths.append(str(path))
+    page.locator(UPLOADER).set_input_files(paths)
+    page.wait_for_selector(f".st-key-inspect-result-{len(names) - 1}")
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0)
+
+
+def _slider(page, key: str):
+    return page.locator(f'.st-key-{key} input[type="range"]')
+
+
+def _card(page, index: int):
+    """Result card `index` once the page has settled (a rerun briefly keeps the stale copy beside the new one)."""
+    card = page.locator(f".st-key-inspect-result-{index}")
+    expect(card).to_have_count(1)
+    return card
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(500)
+
+
+def test_the_threshold_and_opacity_survive_the_log_tab_and_the_verdicts_follow(browser, trained_run, tmp_path,
+                                                                                monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    install_active_run(trained_run, runs)
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    with streamlit_server(runs, tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.set_default_timeout(90_000)
+        sign_in(page, url, "inspector", "Ana")
+        page.wait_for_selector(UPLOADER, state="attached")
+        _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
+
+        threshold = _slider(page, "inspect_threshold")
+        threshold.focus()
+        threshold.press("End")  # 100 %: nothing is that sure, every photo goes to a person
+        expect(threshold).to_have_attribute("aria-valuetext", "1.00")
+        for index in (0, 1):
+            expect(_card(page, index)).to_contain_text("needs a person")
+        opacity = _slider(page, "inspect_opacity")
+        opacity.focus()
+        opacity.press("Home")
+        kept_opacity = opacity.get_attribute("aria-valuetext")
+
+        _tab(page, "Inspection log")
+        _tab(page, "Inspect photos")
+        expect(_slider(page, "inspect_threshold")).to_have_attribute("aria-valuetext", "1.00")
+        expect(_slider(page, "inspect_opacity")).to_have_attribute("aria-valuetext", kept_opacity)
+        for index in (0, 1):
+            expect(_card(page, index)).to_contain_text("needs a person")
+
+        threshold = _slider(page, "inspect_threshold")
+        threshold.focus()
+        threshold.press("Home")  # the lowest threshold: every confident photo gets its verdict again
+        expect(threshold).not_to_have_attribute("aria-valuetext", "1.00")
+        for index in (0, 1):
+            expect(_card(page, index)).not_to_contain_text("needs a person")
+
+
+def test_a_change_of_the_active_model_starts_a_new_batch(browser, trained_run, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    first = install_active_run(trained_run, runs)
+    second = RunDir(runs / "20990101-000000-second-0000")
+    shutil.copytree(first.path, second.path)
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    with streamlit_server(runs, tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.set_default_timeout(90_000)
+        sign_in(page, url, "inspector", "Ana")
+        page.wait_for_selector(UPLOADER, state="attached")
+        _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
+        expect(page.locator(CARDS)).to_have_count(2)
+
+        set_active(second, by="test", override_reason="page test", root=runs)  # an admin elsewhere switches it
+        _tab(page, "Inspection log")
+        _tab(page, "Inspect photos")
+        expect(page.get_by_text("The active model changed to")).to_be_visible()
+        expect(page.locator(CARDS)).to_have_count(0)  # the old batch is not mixed with the new model's
+
+        _upload(page, tmp_path, ["ok-3.png"])
+        expect(page.locator(CARDS)).to_have_count(1)
+        _tab(page, "Inspection log")
+        expect(page.get_by_text(second.run_id).first).to_be_visible()  # the log keeps both models' rows

@@ -66,13 +66,13 @@ def metrics(at: AppTest) -> dict[str, int]:
 
 
 def cards(at: AppTest) -> dict[str, tuple[int, list[str]]]:
-    """The result cards by key: (number of images, error messages) in each."""
+    """The result cards by key: (number of images, error messages) in each (a card writes its error in red)."""
     found = {}
     for node in at.main:
         key = getattr(node, "key", None) or ""
         if isinstance(node, Block) and key.startswith("inspect-result-"):
             found[key] = (sum(1 for n in node if n.type == "image"),
-                          [n.value for n in node if n.type == "error"])
+                          [n.value[len(":red["):-1] for n in node if n.type == "caption" and n.value.startswith(":red[")])
     return found
 
 
@@ -167,7 +167,7 @@ def test_bad_uploads_get_a_message_each_and_the_rest_is_inspected(env):
     files = [("good.png", photo_bytes("stain", 20)), ("half.png", corrupt_png()), ("notes.txt", b"hello"),
              ("batch.zip", archive.getvalue()), ("broken.zip", b"PK not a zip")]
     at = upload(app(), files)
-    errors = [shown(e.value) for e in at.error]  # as the page shows them: names are escaped Markdown
+    errors = [shown(m) for _, messages in cards(at).values() for m in messages]  # names are escaped Markdown
     for name in ("half.png", "notes.txt", "batch.zip/line-3/readme.txt", "broken.zip"):
         assert any(message.startswith(name + ":") for message in errors), (name, errors)
     assert any("damaged or truncated" in m and "Export the photo again" in m for m in errors)
@@ -318,7 +318,7 @@ def test_a_reload_keeps_the_batch_through_the_address(quick):
     assert sorted(cards(again)) == ["inspect-result-0", "inspect-result-1", "inspect-result-2"]
     assert metrics(again) == metrics(at)
     assert cards(again)["inspect-result-0"][0] == 1  # its heatmap overlay was computed again
-    assert any(unescaped(e.value).startswith("bad.png:") for e in again.error)
+    assert any(unescaped(m).startswith("bad.png:") for _, messages in cards(again).values() for m in messages)
     # New photos join the batch after the restored ones, and the address follows.
     upload(again, [("more.png", photo_bytes("crack", 53))])
     assert "inspect-result-3" in cards(again)

@@ -157,7 +157,7 @@ def test_onnx_export_from_the_page(runs):
 def test_review_this_run_opens_the_review_page_on_it(runs):
     at = open_models()
     run_choice(at, "manage_run").set_value(runs["better"].run_id).run()
-    at.button(key=f"review_{runs['better'].run_id}").click().run()
+    at.button(key=f"review-link:{runs['better'].run_id}").click().run()
     assert not at.exception
     assert at.title[0].value == "Review"
     assert run_choice(at, "review_run").value == runs["better"].run_id
@@ -217,3 +217,13 @@ def test_cancelled_and_failed_runs_are_labelled_in_every_run_list(runs):
     assert any("Grey rows did not finish" in c.value for c in at.caption)
     labels = run_choice(at, "manage_run").options  # as the list shows them
     assert f"{runs['better'].run_id} · cancelled" in labels and f"{runs['collapsed'].run_id} · failed" in labels
+
+
+def test_the_activation_summary_says_in_red_what_gets_worse(runs):
+    at = open_models()
+    run_choice(at, "manage_run").set_value(runs["collapsed"].run_id).run()
+    at.text_input(key=f"override_{runs['collapsed'].run_id}").input("demo")
+    at.button(key=f"activate_{runs['collapsed'].run_id}").click().run()
+    text = "\n".join(m.value for m in at.markdown)
+    assert ":red[**It misses more defects**: 14.3% of defect photos pass now, 100.0% after.]" in text
+    assert "**Recognised less often**: pit 50.0% → 0.0%, scratch 66.7% → 0.0%." in text

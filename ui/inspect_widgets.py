@@ -449,7 +449,7 @@ def my_correction(store: InspectionStore, result: FileResult) -> dict | None:
 # -- many photos -------------------------------------------------------------------------------
 def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: list[str],
                      selected: int | None) -> None:
-    view_col, show_col, page_col = st.columns([1, 3, 1.5], vertical_alignment="bottom")
+    view_col, show_col, page_col = st.columns([1.4, 3, 1.6], vertical_alignment="bottom")
     with view_col:
         view = st.segmented_control("View", ["Grid", "Table"], default="Grid", key="inspect_view",
                                     required=True, label_visibility="collapsed")
@@ -488,14 +488,16 @@ def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool)
     picture = overlay_for(result, opacity) if result.ok else None
     if picture is not None:
         st.image(picture, width="stretch")
-    st.markdown(f"**{md(result.name)}**" + (" :blue-badge[shown above]" if is_selected else ""))
+    st.markdown(f"**{md(result.name)}**")
     badge(verdict)
     if result.ok:
         st.caption(describe(result, verdict))
-        st.button("Open", key=f"inspect_open_{result.index}", on_click=select, args=(result.index,),
-                  icon=":material/zoom_in:", width="stretch")
-    else:
-        st.error(md(result.error), icon=":material/error:")
+        # The card shown in the detail says so on its button: every card of a row stays as tall.
+        st.button("Shown above" if is_selected else "Open", key=f"inspect_open_{result.index}", on_click=select,
+                  args=(result.index,), icon=":material/arrow_upward:" if is_selected else ":material/zoom_in:",
+                  width="stretch", disabled=is_selected)
+    else:  # small red text rather than an alert box, which a narrow card stretches to many lines
+        st.caption(f":red[{md(result.error)}]")
 
 
 def table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:

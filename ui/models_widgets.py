@@ -130,10 +130,12 @@ def compare_pick_ui(runs: list[RunDir], active: str | None) -> tuple[RunDir | No
         st.info("Comparing needs two runs with validation results.")
         return None, None
     ids = [r.run_id for r in done]
-    if st.session_state.get("compare_a") not in ids:
-        st.session_state["compare_a"] = active if active in ids else ids[1]
+    finished = [r.run_id for r in done if run_state(r) == "done"] or ids
+    if st.session_state.get("compare_a") not in ids:  # the active model against the newest finished candidate
+        st.session_state["compare_a"] = active if active in ids else (finished[1:] or ids[1:])[0]
     if st.session_state.get("compare_b") not in ids:
-        st.session_state["compare_b"] = next(i for i in ids if i != st.session_state["compare_a"])
+        a = st.session_state["compare_a"]
+        st.session_state["compare_b"] = next((i for i in finished if i != a), next(i for i in ids if i != a))
     left, right = st.columns(2)
     with left:
         a = run_select("Run A (baseline)", done, "compare_a", active)
@@ -196,10 +198,15 @@ def metrics_table_ui(metrics: pd.DataFrame) -> None:
     """A, B and B − A per metric; "–" where a run has no such number (e.g. a class only the other one knows)."""
     table = metrics.assign(better=metrics["better"].map({"a": "A", "b": "B", "": ""}))
     table = table.rename(columns={"a": "A", "b": "B", "delta": "B − A"})
-    for column in ("A", "B", "B − A"):
-        table[column] = pd.to_numeric(table[column], errors="coerce")
-    st.dataframe(table.style.format({c: "{:.3f}" for c in ("A", "B", "B − A")}, na_rep="–"), hide_index=True,
-                 key="compare_metrics")
+    for column in ("A", "B", "B − A"):  # as text: a table shows a missing number as "None"
+        table[column] = [_number(value, signed=column == "B − A") for value in table[column]]
+    st.dataframe(table, hide_index=True, key="compare_metrics")
+
+
+def _number(value, signed: bool = False) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
 def changed_photos_ui(result) -> None:
@@ -330,10 +337,27 @@ def switch_lines(switch: Switch, actor: Actor, active: str | None, reason: str) 
                      f"{md(', '.join(switch.good_after) or 'none')}.")
     elif not switch.good_after:
         lines.append("No class is marked good: no photo will pass; confident ones are rejected.")
+    lines += worse_lines(switch)
     if reason.strip():
         lines.append(f"Override reason (recorded): {md(reason.strip())}")
     lines.append(f"Recorded as made active by **{md(actor.name)}** ({actor.role}), now, with the checkpoint's "
                  "fingerprint (sha256), in the audit trail.")
+    return lines
+
+
+def worse_lines(switch: Switch) -> list[str]:
+    """What gets worse for the inspectors, in red: more defects missed, classes recognised less often."""
+    lines = []
+    miss = switch.overall.set_index("metric")
+    if "defect miss rate" in miss.index and (miss.loc["defect miss rate", "change"] or 0) > 0:
+        lines.append(f":red[**It misses more defects**: {_share(miss.loc['defect miss rate', 'now'])} of defect photos "
+                     f"pass now, {_share(miss.loc['defect miss rate', 'after'])} after.]")
+    known = switch.per_class.dropna(subset=["recall now", "recall after"])
+    dropped = known[known["recall after"] < known["recall now"]]
+    if len(dropped):
+        lines.append(":red[**Recognised less often**: " + ", ".join(
+            f"{md(row['class'])} {_share(row['recall now'])} → {_share(row['recall after'])}"
+            for _, row in dropped.iterrows()) + ".]")
     return lines
 
 
@@ -362,7 +386,7 @@ def switch_tables_ui(switch: Switch) -> None:
 
 def review_link_ui(run: RunDir) -> None:
     if run.metrics.is_file() and run.val_predictions.is_file() and st.button(
-            "Review this run", key=f"review_{run.run_id}", icon=":material/fact_check:",
+            "Review this run", key=f"review-link:{run.run_id}", icon=":material/fact_check:",
             help="Its confusion matrix, wrong predictions and label fixes on the Review page."):
         st.session_state["review_run"] = run.run_id
         st.switch_page("pages/review.py")

@@ -289,7 +289,7 @@ def _show(column, image, caption: str) -> None:
     if isinstance(image, str):
         column.error(md(image), icon=":material/broken_image:")
     elif image is not None:
-        column.image(image, caption=caption, width=THUMB)
+        column.image(image, caption=caption, width="stretch")  # a fixed width spills over narrow columns
 
 
 def _decide(store: InspectionStore, data: ReviewData, path: str, action: str, actor: Actor, label_key: str | None,
@@ -431,8 +431,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
               "f1": metrics["micro_f1"], "support": total},
              {"class": "macro avg", "precision": float(np.mean([v["precision"] for v in per_class])),
               "recall": float(np.mean([v["recall"] for v in per_class])),
-              "f1": metrics["macro_f1"], "support": total},
-             {"class": "accuracy", "precision": None, "recall": None, "f1": metrics["accuracy"], "support": total}]
+              "f1": metrics["macro_f1"], "support": total}]
     return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
 
 
@@ -440,6 +439,9 @@ def metrics_ui(metrics: dict) -> pd.DataFrame:
     table = metrics_table(metrics)
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(table, hide_index=True, column_config={"precision": number, "recall": number, "f1": number})
+    st.caption(f"Accuracy {metrics['accuracy']:.3f}: the share of all {int(table['support'].iloc[-1])} validation "
+               "photos predicted right. Precision: of the photos called a class, the share that are; recall: of a "
+               "class's photos, the share found; F1 weighs both; macro avg treats every class alike.")
     per_class = table.iloc[:len(metrics["per_class"])]
     figure = go.Figure([go.Bar(name=name, x=per_class["class"], y=per_class[column], text=per_class[column].round(2))
                         for name, column in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))])
@@ -641,6 +643,9 @@ def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir
     flash = st.session_state.get(FLASH) or {}
     if flash.get("card") == "retrain":
         st.error(flash["text"])
+    if not decided:
+        st.caption("Nothing to retrain with yet: relabel, keep or drop photos in the confusion matrix or under "
+                   "Misclassified, or confirm inspector corrections.")
     if st.button("Retrain with corrections", type="primary", key="retrain", icon=":material/model_training:",
                  disabled=not actor.may("train") or not decided or busy is not None,
                  help="Shows how long it will take, then starts a background training job on your confirmation "

@@ -569,7 +569,7 @@ class RetrainPlan:
         from defect_model.timing import format_duration
 
         cfg = self.config
-        budget = f", stopping at its time budget of {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""
+        budget = f" (its time budget: at most {cfg.time_budget_min:g} min)" if cfg.time_budget_min else ""
         return (f"About **{format_duration(self.seconds)}** of training on this machine{budget}: "
                 f"{cfg.backbone} at {cfg.image_size} px, up to {cfg.epochs} epoch(s) over {self.train_photos} "
                 f"training photos ({self.val_photos} for validation), starting from this run's weights with "

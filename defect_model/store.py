@@ -94,6 +94,9 @@ class InspectionStore:
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            # Look and add columns in one write transaction: sessions opening a new database at once (the first
+            # page loads after a start) otherwise both find a column missing and the second ALTER fails.
+            db.execute("BEGIN IMMEDIATE")
             columns = {row[1] for row in db.execute("PRAGMA table_info(inspections)")}
             if "model_sha256" not in columns:  # a database from before inspections recorded the checkpoint
                 db.execute("ALTER TABLE inspections ADD COLUMN model_sha256 TEXT NOT NULL DEFAULT ''")

@@ -63,3 +63,28 @@ def test_the_same_photo_stored_by_many_sessions_at_once_never_collides(tmp_path)
         results = list(pool.map(lambda _: store.store_photo(data, "x.png"), range(200)))
     assert len({path for _, path in results}) == 1 and results[0][1].read_bytes() == data
     assert not list(results[0][1].parent.glob("*.tmp"))
+
+
+def test_sessions_opening_a_new_database_at_once_all_get_it(tmp_path):
+    """The first page loads after a start open the log together: each must find it ready, none fail on a column
+    another added a moment before ('duplicate column name: source' sank 7 of 8 sessions in bench/load.py)."""
+    import threading
+
+    for trial in range(10):
+        path = tmp_path / f"db{trial}" / "inspections.sqlite"
+        barrier, errors = threading.Barrier(8), []
+
+        def open_log() -> None:
+            barrier.wait()
+            try:
+                InspectionStore(path)
+            except Exception as exc:  # noqa: BLE001  (any failure is the finding)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_log) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[0]
+        assert {"model_sha256", "source", "photo_removed"} <= set(InspectionStore(path).inspections().columns)

@@ -47,7 +47,7 @@ def open_models(role: str = "admin", name: str | None = None) -> AppTest:
 
 
 def run_choice(at: AppTest, key: str):
-    """A run list (ui.review_widgets.run_select keys its widget by `key` and its labels)."""
+    """A run list (ui.run_picker.run_select keys its widget by `key` and its labels)."""
     return next(box for box in at.selectbox if box.key and box.key.split("@")[0] == key)
 
 

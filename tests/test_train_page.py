@@ -60,6 +60,11 @@ def chart_traces(app: AppTest, key: str) -> dict[str, list]:
     return {trace["name"]: values(trace["y"]) for trace in spec["data"]}
 
 
+def run_choice(app: AppTest):
+    """The run list (ui.run_picker.run_select keys its widget by the key and the runs' labels)."""
+    return next(box for box in app.selectbox if box.key and box.key.split("@")[0] == "train_view_run")
+
+
 def errors(app: AppTest) -> str:
     """The error messages as the page shows them (names inside are escaped Markdown)."""
     return "\n".join(shown(e.value) for e in app.error)
@@ -277,7 +282,8 @@ def test_live_view_reads_a_prepared_events_file(env, live_pid):
     run = _prepare_run(env, "20260101-120000-resnet18-live", "running", _events(3, 6, 9, time.time() - 10),
                        pid=live_pid)
     app = page()
-    assert app.selectbox(key="train_view_run").value == run.run_id
+    assert run_choice(app).value == run.run_id
+    assert "running" in run_choice(app).format_func(run.run_id)  # the label says what the run is doing
     (progress,) = app.get("progress")
     assert progress.value == 50  # 9 of 18 steps
     assert "Epoch 2/3 · step 3/6 · 9/18 steps (50%) · about " in progress.text and run.run_id in progress.text
@@ -378,7 +384,7 @@ def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypa
         rows = pd.read_csv(cfg.corrections_csv, keep_default_na=False).to_dict("records")
         assert rows == [{"path": "ok/ok_0001.png", "label": "pit"}, {"path": "pit/pit_0002.png", "label": ""}]
         assert any(f"Training job {run.run_id} started" in shown(s.value) for s in app.success)
-        assert app.selectbox(key="train_view_run").value == run.run_id
+        assert run_choice(app).value == run.run_id
         deadline = time.time() + 120
         while run.status()["state"] in ("queued", "running") and time.time() < deadline:
             time.sleep(0.5)

@@ -14,7 +14,8 @@ from defect_model.lifecycle import (ActivationError, DeleteError, activate, acti
                                     delete_run, run_summary)
 from defect_model.runs import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
-from ui.review_widgets import confusion_figure, quality_header, run_select, run_state
+from ui.review_widgets import confusion_figure, quality_header
+from ui.run_picker import run_select, run_state
 from ui.text import code, md
 
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}

@@ -23,6 +23,7 @@ from defect_model.quality import assess
 from defect_model.runs import RunDir, get_active, list_runs, runs_root
 from defect_model.store import InspectionStore
 from ui.flash import flash, flash_ui
+from ui.run_picker import run_select
 from ui.session import current_actor
 from ui.job_events import followed_events, job_progress_ui
 from ui.train_charts import loss_figure, lr_figure, scores_figure
@@ -115,10 +116,6 @@ def log_tail(run: RunDir, lines: int = LOG_LINES) -> str:
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
-def _label(run: RunDir) -> str:
-    return f"{run.run_id} · {run.status().get('state', '?')}"
-
-
 # --- the panel -----------------------------------------------------------------------------------
 
 def job_ui() -> None:
@@ -135,26 +132,28 @@ def job_ui() -> None:
         st.session_state[VIEW_KEY] = st.session_state.pop(FOCUS_KEY)
     if st.session_state.get(VIEW_KEY) not in ids:
         st.session_state[VIEW_KEY] = running.run_id if running else ids[0]
-    run_id = st.selectbox("Run", ids, key=VIEW_KEY, format_func=lambda i: _label(RunDir(root / i)),
-                          help="The running job, or any earlier run: its curves, its log, resume or activate it.")
+    run_id = run_select("Run", runs, VIEW_KEY, (get_active() or {}).get("run_id"),
+                        help="The running job, or any earlier run: its curves, its log, resume or activate it.").run_id
     if running and running.run_id != run_id:
         st.info(f"Training job {code(running.run_id)} is running.", icon=":material/sync:")
         st.button("Show the running job", key="train_show_running",
                   on_click=lambda: st.session_state.update({VIEW_KEY: running.run_id}))
     run = RunDir(root / run_id)
     if run.status()["state"] in ("queued", "running"):
-        live_view(str(run.path))
+        live_view(str(run.path), run.status()["state"])
     else:
         finished_view(run)
 
 
 @st.fragment(run_every=REFRESH_S)
-def live_view(run_path: str) -> None:
+def live_view(run_path: str, drawn_state: str) -> None:
     """Re-drawn every couple of seconds on its own; the whole page reruns once the job ends."""
     run = RunDir(Path(run_path))
     status = run.status()
     if status["state"] not in ("queued", "running"):
         run.mark_dead_run_failed()
+        st.rerun(scope="app")
+    if status["state"] != drawn_state:  # queued -> running: the run list's label says so
         st.rerun(scope="app")
     events = followed_events(run)
     progress = read_progress(events, now=time.time())

@@ -30,6 +30,8 @@ from ui.train_charts import loss_figure, lr_figure, scores_figure
 from ui.text import code, md
 
 REFRESH_S = 2.0
+CHARTS_REFRESH_S = 10.0  # the live view's curves are rebuilt at most this often (they cost the most to draw)
+FIGURES_KEY = "train_live_figures"
 LOG_LINES = 25
 VIEW_KEY = "train_view_run"
 FOCUS_KEY = "train_focus_run"  # a run to show on the next page run (set before the run selector is drawn)
@@ -168,7 +170,7 @@ def live_view(run_path: str, drawn_state: str) -> None:
             st.text(text)
     if progress.notes:
         st.text(progress.notes[-1])
-    charts_ui(events, progress.epochs, key=f"live_{run.run_id}")
+    charts_ui(live_figures(events, progress.epochs, run.run_id), key=f"live_{run.run_id}")
     left, right = st.columns([1, 4])
     with left:
         starting = not progress.started and status["state"] == "queued"
@@ -183,14 +185,34 @@ def live_view(run_path: str, drawn_state: str) -> None:
             st.code(log_tail(run) or "(nothing yet)", language="text")
 
 
-def charts_ui(events: list[dict], total_epochs: int, key: str) -> None:
+def run_figures(events: list[dict], total_epochs: int) -> tuple | None:
+    """The loss, learning-rate and scores figures of a run's events; None before its first step."""
     steps, epochs = curves(events)
     if steps.empty and epochs.empty:
+        return None
+    return (loss_figure(steps, epochs, total_epochs), lr_figure(steps, total_epochs),
+            scores_figure(epochs, total_epochs))
+
+
+def live_figures(events: list[dict], total_epochs: int, run_id: str, now: float | None = None) -> tuple | None:
+    """run_figures for the live view, rebuilt at most every CHARTS_REFRESH_S and kept in the session in
+    between: building three plotly figures on every refresh was the largest part of what a tab watching a job
+    cost the server (bench/results/load.md)."""
+    kept = st.session_state.setdefault(FIGURES_KEY, {}).get(run_id)
+    now = time.monotonic() if now is None else now
+    if kept is not None and kept["total_epochs"] == total_epochs and (
+            kept["events"] == len(events) or now - kept["built"] < CHARTS_REFRESH_S):
+        return kept["figures"]
+    figures = run_figures(events, total_epochs)
+    st.session_state[FIGURES_KEY] = {run_id: {"figures": figures, "events": len(events), "built": now,
+                                              "total_epochs": total_epochs}}
+    return figures
+
+
+def charts_ui(figures: tuple | None, key: str) -> None:
+    if figures is None:
         return
-    for column, figure, name in zip(st.columns(3), (loss_figure(steps, epochs, total_epochs),
-                                                    lr_figure(steps, total_epochs),
-                                                    scores_figure(epochs, total_epochs)),
-                                    ("loss", "lr", "scores")):
+    for column, figure, name in zip(st.columns(3), figures, ("loss", "lr", "scores")):
         with column:
             st.plotly_chart(figure, key=f"{key}_{name}", config={"displayModeBar": False})
 
@@ -210,7 +232,7 @@ def finished_view(run: RunDir) -> None:
     elif state == "cancelled":
         st.warning(f"Training {code(run.run_id)} was cancelled at epoch {progress.epoch}, step {progress.step}; "
                    "its last checkpoint is kept.", icon=":material/stop_circle:")
-    charts_ui(events, progress.epochs, key=f"final_{run.run_id}")
+    charts_ui(run_figures(events, progress.epochs), key=f"final_{run.run_id}")
     if state in ("failed", "cancelled"):
         if run.checkpoint.is_file():
             where = "from its last checkpoint"

@@ -60,8 +60,10 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         # on a quiet machine.
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="reference").click()
+        page.get_by_text("5 epoch(s) of resnet50 at 224 px").wait_for()  # the form shows the reference recipe
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet18").click()
+        page.get_by_text("5 epoch(s) of resnet18 at 224 px").wait_for()
         _set_number(page, "Image size (px)", 32)
         _set_number(page, "Epochs", 1)
         _set_number(page, "Batch size", 2)
@@ -134,6 +136,7 @@ def test_the_form_shows_what_the_preset_will_use(browser, tmp_path):
 
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="product").click()
+        page.get_by_text("network resnet18").first.wait_for()  # the preset's picks are back in the form
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet34").click()
         page.get_by_text("resnet34 at").first.wait_for()

@@ -20,6 +20,7 @@ from defect_model.timing import TimeEstimate, estimate_training_time
 from ui.text import md
 
 PINNED_KEY = "train_pinned"  # the fields this session's user changed: the product preset keeps them
+SEEDED_KEY = "train_shown"  # what the form last put into each field it fills in itself
 # Groups drawn side by side; the first group sits above them, the last in an expander.
 COLUMN_GROUPS = ("Model", "Optimisation", "Data")
 # New runs start from the product preset (it adapts to the data); every recipe field below it shows the
@@ -130,12 +131,19 @@ def settings_ui(data_dir: Path, classes: list[str], insights: DatasetInsights | 
     plain words). The request holds the user's own choices and leaves the rest to the preset, which decides
     again on the real split."""
     in_form = [setting for setting in settings_of(config_class) if setting.form]
-    pinned = set(st.session_state.get(PINNED_KEY, set()))
     scope = f"{zlib.crc32(str(data_dir).encode()):08x}"
-    for name, value in shown_values(in_form, data_dir, insights, config_class, pinned).items():
+    seeded = st.session_state.setdefault(SEEDED_KEY, {})
+    pinned = st.session_state.setdefault(PINNED_KEY, set())
+    # A field whose state differs from what the form last put there was set by the user, even where its change
+    # arrived while a slow rerun was drawing (its on_change callback is not the only sign).
+    pinned |= {s.name for s in in_form if _key(s, scope) in seeded
+               and st.session_state.get(_key(s, scope), seeded[_key(s, scope)]) != seeded[_key(s, scope)]}
+    for name, value in shown_values(in_form, data_dir, insights, config_class, set(pinned)).items():
         setting = next(s for s in in_form if s.name == name)
-        if name not in pinned or _key(setting, scope) not in st.session_state:
-            st.session_state[_key(setting, scope)] = _state_of(setting, value)
+        key, state = _key(setting, scope), _state_of(setting, value)
+        # Written only when what should show changed: never over a value the user is typing.
+        if name not in pinned and (key not in st.session_state or seeded.get(key) != state):
+            st.session_state[key] = seeded[key] = state
     good = next((s for s in in_form if s.name == "good_classes"), None)
     if good is not None and _key(good, scope) not in st.session_state:
         st.session_state[_key(good, scope)] = suggested_good_classes(classes)

@@ -112,7 +112,7 @@ def test_a_folder_outside_the_roots_is_refused_with_the_roots_and_what_to_do(roo
         allowed_data_folder(typed, roots)
     message = str(refused.value)
     assert message.startswith(f"{typed}: ") and str(roots[0]) in message and str(roots[1]) in message
-    assert "DEFECT_DATA_ROOTS" in message and "Copy the dataset" in message
+    assert "DEFECT_DATA_ROOTS" in message and "Copy it into one of them" in message
 
 
 def test_a_missing_folder_inside_a_root_is_named(roots):

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from .audit import connect
 from .inspection import FileResult, InspectionSettings, inspect_batch
-from .runs import get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
+from .runs import file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
 from .store import InspectionStore, default_db_path, sha256_bytes
 from .uploads import Upload
 from .verdicts import DEFAULT_THRESHOLD
@@ -396,14 +396,6 @@ def finish(folders: Folders, row: dict, written_ids: set[str] | None = None) -> 
 
 
 # -- recovery after a crash -----------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def recover(folders: Folders, store: InspectionStore) -> tuple[list[dict], list[str]]:
     """Settle the photos a crash left in processing: (rows of those already logged, now written and moved;
     names never logged, to inspect now)."""

@@ -5,6 +5,7 @@ starts a new batch instead of mixing two models' results."""
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
 from playwright.sync_api import expect
 
@@ -39,6 +40,18 @@ def _card(page, index: int):
     return card
 
 
+@contextmanager
+def _inspector_with_two_results(browser, runs, tmp_path):
+    """An inspector signed in on Inspect with two photos inspected by the active model of `runs`."""
+    with streamlit_server(runs, tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.set_default_timeout(90_000)
+        sign_in(page, url, "inspector", "Ana")
+        page.wait_for_selector(UPLOADER, state="attached")
+        _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
+        yield page
+
+
 def _tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
     page.wait_for_timeout(500)
@@ -50,12 +63,7 @@ def test_the_threshold_and_opacity_survive_the_log_tab_and_the_verdicts_follow(b
     runs.mkdir()
     install_active_run(trained_run, runs)
     monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
-    with streamlit_server(runs, tmp_path / "data") as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.set_default_timeout(90_000)
-        sign_in(page, url, "inspector", "Ana")
-        page.wait_for_selector(UPLOADER, state="attached")
-        _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
+    with _inspector_with_two_results(browser, runs, tmp_path) as page:
 
         threshold = _slider(page, "inspect_threshold")
         threshold.focus()
@@ -90,12 +98,7 @@ def test_a_change_of_the_active_model_starts_a_new_batch(browser, trained_run, t
     second = RunDir(runs / "20990101-000000-second-0000")
     shutil.copytree(first.path, second.path)
     monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
-    with streamlit_server(runs, tmp_path / "data") as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.set_default_timeout(90_000)
-        sign_in(page, url, "inspector", "Ana")
-        page.wait_for_selector(UPLOADER, state="attached")
-        _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
+    with _inspector_with_two_results(browser, runs, tmp_path) as page:
         expect(page.locator(CARDS)).to_have_count(2)
 
         set_active(second, by="test", override_reason="page test", root=runs)  # an admin elsewhere switches it

@@ -114,7 +114,7 @@ def restored_batch_ui(store: InspectionStore, model: ActiveModel) -> list[FileRe
     with st.spinner(f"Reading your batch of {len(ids)} photo(s) back from the inspection log…"):
         results, note = restore_batch(store, ids, inspector_name(), model)
     if note:
-        st.caption(f":material/info: Batch from the address: {note}.")
+        st.caption(f":material/info: Batch from the address: {md(note)}.")
     return results
 
 

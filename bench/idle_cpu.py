@@ -43,7 +43,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from conftest import PASSWORD
-    from defect_model.accounts import Actor, open_accounts
+    from defect_model.access.accounts import Actor, open_accounts
     from review_support import make_dataset, write_run
 
     with tempfile.TemporaryDirectory(prefix="idle-cpu-") as tmp:

@@ -7,7 +7,7 @@ one fresh browser session per measurement. The clock starts when the files are h
 input (the moment an inspector drops them) and stops when the first result card shows its heatmap image,
 then when every photo has a verdict. The model is cached by then (as for every inspection after the
 first page load); the page load with the model load is reported apart. For comparison, the page's own
-code path (defect_model.inspection.inspect_batch, no browser) is timed on the same photos.
+code path (defect_model.workflows.inspection.inspect_batch, no browser) is timed on the same photos.
 
 Two models: the demo model's recipe (ResNet18, 96 px) and the reference recipe (ResNet50, 224 px), with
 untrained weights: latency does not depend on what the weights are.
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
-from defect_model.config import TrainConfig  # noqa: E402
-from defect_model.lifecycle import set_active  # noqa: E402
-from defect_model.runs import RunDir  # noqa: E402
+from defect_model.train.config import TrainConfig  # noqa: E402
+from defect_model.workflows.lifecycle import set_active  # noqa: E402
+from defect_model.runs.folders import RunDir  # noqa: E402
 
 MODELS = {  # name: (label, recipe)
     "demo": ("demo recipe (resnet18, 96 px)", dict(backbone="resnet18", image_size=96)),
@@ -52,8 +52,8 @@ def make_run(root: Path, name: str, backbone: str, image_size: int, classes: lis
     """A run with an untrained checkpoint of the given recipe, made active under `root`."""
     import torch
 
-    from defect_model.checkpoint import save_checkpoint
-    from defect_model.model import build_model
+    from defect_model.train.checkpoint import save_checkpoint
+    from defect_model.train.model import build_model
 
     run = RunDir(root / name)
     run.path.mkdir(parents=True)
@@ -78,7 +78,7 @@ def photo_files(source: Path | None, count: int, out: Path) -> tuple[list[Path],
             return found, f"NEU-CLS photos from {source} (200x200 JPEG)"
     import numpy as np
 
-    from defect_model.synthetic import CLASSES, make_sample
+    from defect_model.photos.synthetic import CLASSES, make_sample
 
     rng = np.random.default_rng(0)
     files = []
@@ -127,9 +127,9 @@ def browser_latency(browser, url: str, files: list[Path], timeout_ms: int = 180_
 
 def code_path_latency(checkpoint: Path, files: list[Path]) -> dict:
     """The same work without Streamlit or the browser: the queue's first batch (1 photo) and the whole set."""
-    from defect_model.inference import Predictor
-    from defect_model.inspection import InspectionSettings, inference_threads
-    from defect_model.inspection_queue import InspectionQueue
+    from defect_model.serve.inference import Predictor
+    from defect_model.workflows.inspection import InspectionSettings, inference_threads
+    from defect_model.workflows.inspection_queue import InspectionQueue
 
     predictor = Predictor.from_checkpoint(checkpoint)
     data = [(f.name, f.read_bytes()) for f in files]
@@ -149,7 +149,7 @@ def code_path_latency(checkpoint: Path, files: list[Path]) -> dict:
 def machine() -> dict:
     import torch
 
-    from defect_model.inspection import inference_threads
+    from defect_model.workflows.inspection import inference_threads
 
     return {"cpu_cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

@@ -70,11 +70,11 @@ def trained_model(work: Path, runs: Path, epochs: int, reuse: Path | None = None
     before), made active in `runs`; returns (run, data folder)."""
     import shutil
 
-    from defect_model import synthetic
-    from defect_model.config import TrainConfig
-    from defect_model.engine import fit
-    from defect_model.lifecycle import activation_problems, set_active
-    from defect_model.runs import RunDir
+    from defect_model.photos import synthetic
+    from defect_model.train.config import TrainConfig
+    from defect_model.train.engine import fit
+    from defect_model.workflows.lifecycle import activation_problems, set_active
+    from defect_model.runs.folders import RunDir
 
     data = synthetic.generate(work / "demo-data", per_class=40, size=96, seed=2)
     run = RunDir(runs / "bench-demo-model")
@@ -93,7 +93,7 @@ def session_photos(out: Path, sessions: int, photos: int) -> list[list[Path]]:
     """Different synthetic photos (160 px PNG, every class) for every session, none seen in training."""
     import numpy as np
 
-    from defect_model.synthetic import CLASSES, make_sample
+    from defect_model.photos.synthetic import CLASSES, make_sample
 
     rng = np.random.default_rng(1234)
     batches = []
@@ -111,12 +111,12 @@ def session_photos(out: Path, sessions: int, photos: int) -> list[list[Path]]:
 
 def expected_verdicts(checkpoint: Path, files: list[Path]) -> dict[str, tuple[str, str]]:
     """sha256 -> (class, verdict) that the same model gives each photo outside the server, by the page's path."""
-    from defect_model.inference import Predictor
-    from defect_model.inspection import InspectionSettings, inspect_batch
+    from defect_model.serve.inference import Predictor
+    from defect_model.workflows.inspection import InspectionSettings, inspect_batch
     try:
-        from defect_model.uploads import expand_uploads
-    except ImportError:  # before reading uploads moved out of defect_model.inspection
-        from defect_model.inspection import expand_uploads
+        from defect_model.photos.uploads import expand_uploads
+    except ImportError:  # before reading uploads moved out of defect_model.workflows.inspection
+        from defect_model.workflows.inspection import expand_uploads
 
     predictor = Predictor.from_checkpoint(checkpoint)
     settings = InspectionSettings(run_id="bench", good_classes=["ok"], threshold=THRESHOLD)
@@ -129,7 +129,7 @@ def expected_verdicts(checkpoint: Path, files: list[Path]) -> dict[str, tuple[st
 
 
 def make_accounts(names_roles: list[tuple[str, str]]) -> None:
-    from defect_model.accounts import Actor, open_accounts
+    from defect_model.access.accounts import Actor, open_accounts
 
     accounts = open_accounts()
     for name, role in names_roles:
@@ -261,7 +261,7 @@ def check_log(db_path: Path, batches: list[list[Path]], expected: dict[str, tupl
     """Every photo logged once under its session's account with the class and verdict the model gives it."""
     import hashlib
 
-    from defect_model.store import InspectionStore
+    from defect_model.runs.store import InspectionStore
 
     log = InspectionStore(db_path).inspections()
     problems = []
@@ -283,9 +283,9 @@ def check_log(db_path: Path, batches: list[list[Path]], expected: dict[str, tupl
 # -- watching a training job --------------------------------------------------------------------------------
 def start_training_job(data: Path, runs: Path):
     """A resnet18 job long enough to be watched for minutes (the Train page's way: jobs.start)."""
-    from defect_model import jobs
-    from defect_model.accounts import Actor
-    from defect_model.config import TrainConfig
+    from defect_model.runs import jobs
+    from defect_model.access.accounts import Actor
+    from defect_model.train.config import TrainConfig
 
     cfg = TrainConfig(data_dir=str(data), backbone="resnet18", image_size=96, epochs=200, batch_size=16)
     os.environ["OMP_NUM_THREADS"] = "1"  # the job inherits it: it leaves the server a core on a 2-core machine
@@ -384,8 +384,8 @@ def main() -> None:
             idle = server_cpu_fraction(server.pid, args.watch_s)
             watched = asyncio.run(watch_job(url, server.pid, args.watch_s, int(args.timeout_s * 1000)))
             load_after = [round(v, 2) for v in os.getloadavg()]
-            from defect_model import jobs
-            from defect_model.accounts import Actor
+            from defect_model.runs import jobs
+            from defect_model.access.accounts import Actor
 
             jobs.cancel(job, actor=Actor("engineer1", "engineer"))
             log_lines = (tmp / "streamlit.log").read_text().splitlines()[-20:]

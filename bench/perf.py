@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-from defect_model.jobs import training_env  # noqa: E402
+from defect_model.runs.jobs import training_env  # noqa: E402
 from reproduce_neu import machine  # noqa: E402
 
 RESULTS = ROOT / "bench/results/perf"
@@ -60,7 +60,7 @@ def dataset_dir(data: Path) -> tuple[Path, str]:
     """NEU-CLS when present, else a synthetic demo set of 200 px photos written to a temp folder."""
     if data.is_dir():
         return data, f"NEU-CLS ({data})"
-    from defect_model.synthetic import generate
+    from defect_model.photos.synthetic import generate
 
     out = Path(tempfile.mkdtemp(prefix="perf-data-"))
     generate(out, per_class=60, size=200, seed=0)
@@ -89,7 +89,7 @@ def flops_per_image(train: bool, size: int = 224) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from defect_model.model import build_model
+    from defect_model.train.model import build_model
 
     model = build_model("resnet50", 6)
     with FlopCounterMode(display=False) as counter:
@@ -105,8 +105,8 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from defect_model.config import IMAGENET_MEAN, IMAGENET_STD
-    from defect_model.model import build_model
+    from defect_model.train.config import IMAGENET_MEAN, IMAGENET_STD
+    from defect_model.train.model import build_model
 
     torch.manual_seed(0)
     setup_started = time.perf_counter()
@@ -133,10 +133,10 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
         return {"variant": variant, "setup_s": setup, "step_s": times[warmup:], "first_steps_s": times[:warmup],
                 "peak_rss_gib": peak_rss_gib(), "precision": "fp32", "layout": "NCHW"}
 
-    from defect_model.config import TrainConfig
-    from defect_model.data import DecodedDataset, decode_images, make_loader, scan_image_folder
-    from defect_model.engine import train_one_epoch
-    from defect_model.hardware import resolve_precision
+    from defect_model.train.config import TrainConfig
+    from defect_model.train.data import DecodedDataset, decode_images, make_loader, scan_image_folder
+    from defect_model.train.engine import train_one_epoch
+    from defect_model.train.hardware import resolve_precision
 
     cfg = TrainConfig(data_dir=str(data))
     precision, _ = resolve_precision(cfg.precision, torch.device("cpu"))
@@ -213,9 +213,9 @@ def predictors(checkpoint: Path):
     """The default Predictor and the eager fp32 NCHW torch baseline of the same checkpoint."""
     import torch
 
-    from defect_model.checkpoint import load_checkpoint
-    from defect_model.inference import Predictor
-    from defect_model.model import build_model
+    from defect_model.train.checkpoint import load_checkpoint
+    from defect_model.serve.inference import Predictor
+    from defect_model.train.model import build_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     default = Predictor.from_checkpoint(checkpoint)
@@ -245,7 +245,7 @@ def alternate(cases: dict, repeats: int, settle_s: float = 0.05) -> dict:
 def inspect_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
     import numpy as np
 
-    from defect_model.inference import Predictor
+    from defect_model.serve.inference import Predictor
 
     started = time.perf_counter()
     default, eager = predictors(checkpoint)  # the first load of a new checkpoint exports and checks its graph
@@ -273,7 +273,7 @@ def inspect_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
 
 
 def heatmap_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
-    from defect_model.explain import explain, library_cam
+    from defect_model.serve.explain import explain, library_cam
 
     default, _ = predictors(checkpoint)
     photo = photos[0]
@@ -289,9 +289,9 @@ def heatmap_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
 
 def child_inspect_rss(checkpoint: Path, data: Path, count: int) -> dict:
     """A batch through the Inspect page's own queue (heatmaps, inspection log), in a fresh process."""
-    from defect_model.inference import Predictor
-    from defect_model.inspection import InspectionSettings, inference_threads
-    from defect_model.inspection_queue import InspectionQueue
+    from defect_model.serve.inference import Predictor
+    from defect_model.workflows.inspection import InspectionSettings, inference_threads
+    from defect_model.workflows.inspection_queue import InspectionQueue
 
     files = photo_paths(data, count)
     predictor = Predictor.from_checkpoint(checkpoint)

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from reproduce_neu import (kept_findings, machine, run_cli, summarise,  # noqa: E402
                            write_markdown as write_reproduction)
 
-from defect_model.hardware import cpu_native_bf16  # noqa: E402
-from defect_model.quality import assess  # noqa: E402
-from defect_model.runs import RunDir  # noqa: E402
+from defect_model.train.hardware import cpu_native_bf16  # noqa: E402
+from defect_model.train.quality import assess  # noqa: E402
+from defect_model.runs.folders import RunDir  # noqa: E402
 
 DATASETS = ROOT.parent / "shared/datasets"
 # key -> (dataset folder, split file, what the user says besides the recipe)

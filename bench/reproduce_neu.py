@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from defect_model.jobs import find_tcmalloc, training_env  # noqa: E402
-from defect_model.runs import RunDir  # noqa: E402
+from defect_model.runs.jobs import find_tcmalloc, training_env  # noqa: E402
+from defect_model.runs.folders import RunDir  # noqa: E402
 
 FINDINGS = "<!-- findings: kept when the benchmark rewrites this file -->"
 PUBLISHED = [0.616, 0.771, 0.860, 0.961, 0.979]

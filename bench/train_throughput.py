@@ -1,6 +1,6 @@
 """Measure training throughput (images/s) per backbone and image size on this machine.
 
-The numbers feed `defect_model.insights.BUILTIN_IMAGES_PER_S`, the fallback of the Train page's
+The numbers feed `defect_model.workflows.insights.BUILTIN_IMAGES_PER_S`, the fallback of the Train page's
 time estimate when no past run on this machine has measured the same backbone. A "step" here is
 what the engine times in its `step` events: normalise, forward, cross-entropy, backward, AdamW step
 (channels_last, batch 32, random photos, 5 classes), in the precision a new run would pick here
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, ".")
-from defect_model.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from defect_model.hardware import autocast, resolve_precision  # noqa: E402
-from defect_model.model import build_model  # noqa: E402
-from defect_model.preprocess import normalize_batch  # noqa: E402
+from defect_model.train.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from defect_model.train.hardware import autocast, resolve_precision  # noqa: E402
+from defect_model.train.model import build_model  # noqa: E402
+from defect_model.photos.preprocess import normalize_batch  # noqa: E402
 
 
 def images_per_s(backbone: str, size: int, batch: int = 32, warmup: int = 2, steps: int = 3) -> float:

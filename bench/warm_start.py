@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from reproduce_neu import machine, run_cli  # noqa: E402
 
-from defect_model.config import TrainConfig  # noqa: E402
-from defect_model.presets import warm_retrain  # noqa: E402
-from defect_model.runs import RunDir  # noqa: E402
+from defect_model.train.config import TrainConfig  # noqa: E402
+from defect_model.train.presets import warm_retrain  # noqa: E402
+from defect_model.runs.folders import RunDir  # noqa: E402
 
 DATA = ROOT.parent / "shared/datasets/neu-cls"
 WRONG = 20

@@ -40,16 +40,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from defect_model import synthetic  # noqa: E402
-from defect_model.runs import RunDir  # noqa: E402
+from defect_model.photos import synthetic  # noqa: E402
+from defect_model.runs.folders import RunDir  # noqa: E402
 
 
 # -- set-up -------------------------------------------------------------------------------------------
 def demo_run(work: Path, epochs: int) -> tuple[RunDir, str]:
     """The demo model's network and input size (resnet18, 96 px) trained briefly on the synthetic demo set:
     speed depends on the network and the photo size, not on how well it learned."""
-    from defect_model.config import TrainConfig
-    from defect_model.engine import fit
+    from defect_model.train.config import TrainConfig
+    from defect_model.train.engine import fit
 
     data = synthetic.ensure_demo_dataset(work / "demo-data")
     cfg = TrainConfig(data_dir=str(data), backbone="resnet18", image_size=96, epochs=epochs, batch_size=32,
@@ -65,8 +65,8 @@ def demo_run(work: Path, epochs: int) -> tuple[RunDir, str]:
 
 
 def activate_in(run: RunDir, runs_dir: Path) -> dict:
-    from defect_model.accounts import Actor
-    from defect_model.lifecycle import activate
+    from defect_model.access.accounts import Actor
+    from defect_model.workflows.lifecycle import activate
 
     copy = RunDir(Path(shutil.copytree(run.path, runs_dir / run.run_id)))
     return activate(copy, Actor("bench", "admin"), override_reason="benchmark: speed, not accuracy", root=runs_dir)
@@ -211,7 +211,7 @@ def predict_case(env, run: RunDir, photos: list[Path]) -> dict:
 def machine() -> dict:
     import torch
 
-    from defect_model.inspection import inference_threads
+    from defect_model.workflows.inspection import inference_threads
 
     return {"cpu_cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "python": platform.python_version(), "watcher_default_threads": inference_threads(),

@@ -9,7 +9,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import TrainConfig, settings_of
+from defect_model.train.config import TrainConfig, settings_of
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class=TrainConfig) -> None:
     """One option per setting the command line offers; defaults come from the dataclass (the reference recipe)."""
@@ -181,8 +181,8 @@ def cmd_train(args) -> int:
     """A new run folder with the request these flags make, trained in this process (`run` does the rest)."""
     import contextlib
 
-    from .jobs import JobError
-    from .runs import RunDir, new_run_dir
+    from defect_model.runs.jobs import JobError
+    from defect_model.runs.folders import RunDir, new_run_dir
 
     request = config_from_args(args)
     if args.run_dir:
@@ -205,13 +205,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runs import resolve_run
+    from defect_model.runs.folders import resolve_run
 
     return train_run_folder(resolve_run(args.run))
 
 
 def cmd_resume(args) -> int:
-    from .runs import resolve_run
+    from defect_model.runs.folders import resolve_run
 
     run = resolve_run(args.run)
     run.cancel_file.unlink(missing_ok=True)  # resuming by hand overrides an earlier cancel request
@@ -221,8 +221,8 @@ def cmd_resume(args) -> int:
 def train_run_folder(run) -> int:
     """Train a run folder in this process: from its request, or on from its last checkpoint once it has
     resolved settings. Refused while another job (or another process on this run) is training."""
-    from .engine import fit
-    from .jobs import claim_for_this_process
+    from defect_model.train.engine import fit
+    from defect_model.runs.jobs import claim_for_this_process
 
     if run.status()["state"] == "done":
         print(f"{run.path}: the run already finished; nothing to resume.", file=sys.stderr)
@@ -235,10 +235,10 @@ def train_run_folder(run) -> int:
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
-    from .images import ImageError
-    from .inference import Predictor
-    from .metrics import metrics_from_predictions
-    from .runs import resolve_run
+    from defect_model.photos.images import ImageError
+    from defect_model.serve.inference import Predictor
+    from defect_model.train.metrics import metrics_from_predictions
+    from defect_model.runs.folders import resolve_run
 
     run = resolve_run(args.run)
     cfg = run.settings()
@@ -263,10 +263,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .explain import explain, overlay
-    from .images import ImageError
-    from .inference import Predictor
-    from .runs import resolve_run
+    from defect_model.serve.explain import explain, overlay
+    from defect_model.photos.images import ImageError
+    from defect_model.serve.inference import Predictor
+    from defect_model.runs.folders import resolve_run
 
     run = resolve_run(args.run)
     predictor = Predictor.from_checkpoint(run.checkpoint)
@@ -303,7 +303,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo_data(args) -> int:
-    from .synthetic import generate
+    from defect_model.photos.synthetic import generate
 
     out = generate(args.out, per_class=args.per_class, size=args.size, seed=args.seed)
     print(f"wrote the demo dataset to {out}")
@@ -314,9 +314,9 @@ def cmd_watch(args) -> int:
     import signal
     import threading
 
-    from .hotfolder import HOT_FOLDER, WatchError, WatchOptions, load_active_model, make_folders, watch
-    from .inspection import inference_threads
-    from .store import InspectionStore
+    from defect_model.workflows.hotfolder import HOT_FOLDER, WatchError, WatchOptions, load_active_model, make_folders, watch
+    from defect_model.workflows.inspection import inference_threads
+    from defect_model.runs.store import InspectionStore
 
     stop = threading.Event()
 
@@ -353,7 +353,7 @@ def cmd_watch(args) -> int:
 def cmd_accounts(args) -> int:
     import getpass
 
-    from .accounts import open_accounts, terminal_actor
+    from defect_model.access.accounts import open_accounts, terminal_actor
 
     accounts = open_accounts()
     if args.accounts_command == "first-link":
@@ -374,9 +374,9 @@ def cmd_accounts(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .accounts import audit_log
-    from .audit import verify
-    from .store import InspectionStore, default_db_path
+    from defect_model.access.accounts import audit_log
+    from defect_model.access.audit import verify
+    from defect_model.runs.store import InspectionStore, default_db_path
 
     path = default_db_path()
     if args.audit_command == "show":
@@ -395,9 +395,9 @@ def cmd_audit(args) -> int:
 
 
 def cmd_photos(args) -> int:
-    from .accounts import terminal_actor
-    from .retention import clean_up_photos, retention_days
-    from .store import InspectionStore
+    from defect_model.access.accounts import terminal_actor
+    from defect_model.runs.retention import clean_up_photos, retention_days
+    from defect_model.runs.store import InspectionStore
 
     store = InspectionStore()
     days = args.older_than if args.older_than is not None else retention_days()
@@ -415,9 +415,9 @@ COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "evaluate"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DatasetError
-    from .jobs import JobError
+    from defect_model.train.checkpoint import CheckpointError
+    from defect_model.train.data import DatasetError
+    from defect_model.runs.jobs import JobError
 
     args = build_parser().parse_args(argv)
     try:

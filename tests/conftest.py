@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from defect_model import synthetic
-from defect_model.accounts import Actor
-from defect_model.config import TrainConfig
-from defect_model.engine import fit
-from defect_model.runs import RunDir
+from defect_model.photos import synthetic
+from defect_model.access.accounts import Actor
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import fit
+from defect_model.runs.folders import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 NEU = ROOT.parent / "shared" / "datasets" / "neu-cls"
@@ -49,7 +49,7 @@ NAMES = {"admin": "adm", "engineer": "eng", "inspector": "ana"}
 
 def make_account(role: str = "admin", name: str | None = None) -> Actor:
     """An account in the current $DEFECT_DB database (password PASSWORD); returns it as an Actor."""
-    from defect_model.accounts import open_accounts
+    from defect_model.access.accounts import open_accounts
 
     name = name or NAMES[role]
     open_accounts().save(Actor("test setup", "admin"), name, role, PASSWORD)
@@ -58,7 +58,7 @@ def make_account(role: str = "admin", name: str | None = None) -> Actor:
 
 def sign_in(at, role: str = "admin", name: str | None = None) -> Actor:
     """Sign an AppTest session in as a new account of `role` (before its first run)."""
-    from defect_model.accounts import open_accounts
+    from defect_model.access.accounts import open_accounts
 
     actor = make_account(role, name)
     _, token = open_accounts().sign_in(actor.name, PASSWORD)

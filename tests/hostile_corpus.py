@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from defect_model.synthetic import make_sample
+from defect_model.photos.synthetic import make_sample
 
 # -- photos ---------------------------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from defect_model.config import TrainConfig
-from defect_model.lifecycle import activation_problems, set_active
-from defect_model.runs import RunDir
-from defect_model.synthetic import make_sample
+from defect_model.train.config import TrainConfig
+from defect_model.workflows.lifecycle import activation_problems, set_active
+from defect_model.runs.folders import RunDir
+from defect_model.photos.synthetic import make_sample
 
 
 def install_active_run(source: RunDir, runs_dir: Path, good_classes=("ok",), data_dir: str | None = None) -> RunDir:

@@ -19,13 +19,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from defect_model import synthetic
-from defect_model.checkpoint import save_checkpoint
-from defect_model.config import TrainConfig
-from defect_model.engine import checkpoint_meta
-from defect_model.metrics import metrics_from_predictions
-from defect_model.model import build_model
-from defect_model.runs import RunDir, write_json_atomic
+from defect_model.photos import synthetic
+from defect_model.train.checkpoint import save_checkpoint
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import checkpoint_meta
+from defect_model.train.metrics import metrics_from_predictions
+from defect_model.train.model import build_model
+from defect_model.runs.folders import RunDir, write_json_atomic
 
 CLASSES = ["ok", "pit", "scratch"]
 PLANTED = "pit/zz_planted.png"  # a scratch photo filed as pit (validation split)

@@ -1,12 +1,12 @@
-"""Accounts, sign-in and roles (defect_model.accounts)."""
+"""Accounts, sign-in and roles (defect_model.access.accounts)."""
 
 import sqlite3
 
 import pytest
 
-from defect_model import accounts as accounts_module
-from defect_model.accounts import (Accounts, Actor, PermissionDenied, SignInError, allowed, require, terminal_actor)
-from defect_model.audit import verify
+from defect_model.access import accounts as accounts_module
+from defect_model.access.accounts import (Accounts, Actor, PermissionDenied, SignInError, allowed, require, terminal_actor)
+from defect_model.access.audit import verify
 
 ROOT_ADMIN = Actor("root", "admin")
 

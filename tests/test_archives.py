@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from defect_model.archives import ArchiveError, extract_zip, read_zip_members
+from defect_model.photos.archives import ArchiveError, extract_zip, read_zip_members
 
 
 def _zip(entries) -> bytes:

@@ -7,12 +7,12 @@ import sqlite3
 import numpy as np
 import pytest
 
-from defect_model.audit import AuditLog, verify
+from defect_model.access.audit import AuditLog, verify
 from defect_model.cli import main as cli
-from defect_model.inference import Predictor
-from defect_model.lifecycle import activate
-from defect_model.runs import RunDir, get_active, served_checkpoint
-from defect_model.store import InspectionStore
+from defect_model.serve.inference import Predictor
+from defect_model.workflows.lifecycle import activate
+from defect_model.runs.folders import RunDir, get_active, served_checkpoint
+from defect_model.runs.store import InspectionStore
 from conftest import ADMIN
 from inspect_support import photo_bytes
 
@@ -63,7 +63,7 @@ def test_a_row_rewritten_with_a_fresh_hash_still_breaks_the_next_link(db):
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         row = dict(conn.execute("SELECT * FROM inspections WHERE id = 2").fetchone())
-    from defect_model.audit import _digest
+    from defect_model.access.audit import _digest
 
     row["verdict"] = "reject"
     row["row_hash"] = _digest(row)

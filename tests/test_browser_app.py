@@ -66,7 +66,7 @@ def test_the_models_page_follows_a_runs_state_while_it_trains(browser, tmp_path,
     runs and "cancelled" once it was cancelled, without a click, and the page stops polling afterwards."""
     import subprocess
 
-    from defect_model.runs import process_start_time
+    from defect_model.runs.folders import process_start_time
     from review_support import make_dataset, write_run
 
     dataset = make_dataset(tmp_path / "dataset")

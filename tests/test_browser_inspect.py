@@ -99,7 +99,7 @@ def test_a_reload_keeps_the_batch_and_open_scrolls_to_the_detail(browser, tmp_pa
     """Issue 14 item 6: the batch survives a reload (and signing in again) through the address; "Open" on a card
     far down brings the detail it changed into view, each time; the results CSV names the inspector. Any model
     will do here: an untrained one is ready at once."""
-    from defect_model.lifecycle import set_active
+    from defect_model.workflows.lifecycle import set_active
     from review_support import make_dataset, write_run
 
     runs = tmp_path / "runs"

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from playwright.sync_api import expect
 
 from browser_support import sign_in, streamlit_server
-from defect_model.lifecycle import set_active
-from defect_model.runs import RunDir
+from defect_model.workflows.lifecycle import set_active
+from defect_model.runs.folders import RunDir
 from inspect_support import install_active_run, photo_bytes
 
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'

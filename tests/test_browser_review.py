@@ -9,9 +9,9 @@ import json
 import pandas as pd
 
 from browser_support import sign_in, streamlit_server
-from defect_model.lifecycle import set_active
-from defect_model.runs import get_active, list_runs
-from defect_model.store import InspectionStore
+from defect_model.workflows.lifecycle import set_active
+from defect_model.runs.folders import get_active, list_runs
+from defect_model.runs.store import InspectionStore
 from review_support import PLANTED, make_dataset, tree_fingerprint, write_run
 
 

@@ -6,7 +6,7 @@ import re
 import time
 
 from browser_support import sign_in, streamlit_server
-from defect_model.runs import get_active, list_runs
+from defect_model.runs.folders import get_active, list_runs
 
 PROGRESS = re.compile(r"Epoch 1/1 · step (\d+)/(\d+)")
 

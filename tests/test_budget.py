@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from defect_model.config import TrainConfig
-from defect_model.engine import Course, budget_epochs, fit, make_optimizer, make_scheduler, replan_scheduler
-from defect_model.model import build_model
-from defect_model.runs import RunDir
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import Course, budget_epochs, fit, make_optimizer, make_scheduler, replan_scheduler
+from defect_model.train.model import build_model
+from defect_model.runs.folders import RunDir
 from conftest import tiny_config
 
 

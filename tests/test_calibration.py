@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defect_model.calibration import reliability, reliability_from_arrays
+from defect_model.workflows.calibration import reliability, reliability_from_arrays
 
 
 def table(rows, classes=("ok", "pit")):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from defect_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from defect_model.inference import Predictor
-from defect_model.synthetic import make_sample
+from defect_model.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from defect_model.serve.inference import Predictor
+from defect_model.photos.synthetic import make_sample
 
 
 class Sneaky:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from defect_model.compare import changed_predictions, compare_runs, epoch_curves, metric_deltas, with_confidence
+from defect_model.workflows.compare import changed_predictions, compare_runs, epoch_curves, metric_deltas, with_confidence
 from review_support import BLANK, PLANTED, VAL, make_dataset, predictions_table, write_run
 
 

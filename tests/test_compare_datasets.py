@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defect_model.compare import compare_runs
+from defect_model.workflows.compare import compare_runs
 from review_support import VAL, make_dataset, write_run
 
 

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from defect_model.accounts import Actor, audit_log
-from defect_model.lifecycle import set_active
-from defect_model.review import load_review, record_decision
-from defect_model.store import InspectionStore
+from defect_model.access.accounts import Actor, audit_log
+from defect_model.workflows.lifecycle import set_active
+from defect_model.workflows.review import load_review, record_decision
+from defect_model.runs.store import InspectionStore
 from review_support import PLANTED, make_dataset, write_run
 
 PROPOSAL = dict(source="inspection", action="relabel", photo_path="/photos/ab/abc.png", new_label="pit", who="ana",

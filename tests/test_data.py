@@ -3,10 +3,10 @@ import shutil
 
 import pytest
 
-from defect_model.data import (DatasetError, read_split_csv, scan_image_folder, stratified_split,
+from defect_model.train.data import (DatasetError, read_split_csv, scan_image_folder, stratified_split,
                                write_split_csv)
-from defect_model.engine import fit
-from defect_model.runs import RunDir
+from defect_model.train.engine import fit
+from defect_model.runs.folders import RunDir
 from conftest import tiny_config
 
 
@@ -76,7 +76,7 @@ def test_unreadable_photos_are_reported_and_training_goes_on(dataset_copy, tmp_p
 import os  # noqa: E402
 import threading  # noqa: E402
 
-from defect_model.data import allowed_data_folder, data_roots  # noqa: E402
+from defect_model.train.data import allowed_data_folder, data_roots  # noqa: E402
 from hostile_corpus import class_folder, fifo  # noqa: E402
 
 
@@ -125,7 +125,7 @@ def test_a_missing_folder_inside_a_root_is_named(roots):
 
 def test_a_fifo_named_like_a_photo_is_skipped_not_read(tmp_path):
     """A FIFO named x.jpg hung the Train page's look through the photos."""
-    from defect_model.insights import inspect_dataset
+    from defect_model.workflows.insights import inspect_dataset
 
     root = class_folder(tmp_path / "set")
     fifo(root / "ok" / "x.jpg")

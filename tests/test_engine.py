@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from defect_model.checkpoint import load_checkpoint
-from defect_model.config import TrainConfig
-from defect_model.hardware import resolve_precision
-from defect_model.engine import fit
-from defect_model.inference import Predictor
-from defect_model.runs import RunDir
+from defect_model.train.checkpoint import load_checkpoint
+from defect_model.train.config import TrainConfig
+from defect_model.train.hardware import resolve_precision
+from defect_model.train.engine import fit
+from defect_model.serve.inference import Predictor
+from defect_model.runs.folders import RunDir
 from conftest import tiny_config
 
 RUN_FILES = ["config.yaml", "events.jsonl", "checkpoint.pt", "metrics.json", "val_predictions.csv", "status",

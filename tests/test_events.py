@@ -3,7 +3,7 @@ are skipped, never the end of reading."""
 
 import json
 
-from defect_model.events import EventLog, EventTail, images_per_s, read_events, training_seconds
+from defect_model.runs.events import EventLog, EventTail, images_per_s, read_events, training_seconds
 
 
 def _write(path, *events, end="\n"):

@@ -3,10 +3,10 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from defect_model.explain import explain, fast_gradcam, heatmap_to_photo, library_cam, overlay
-from defect_model.inference import Predictor, Preprocessing
-from defect_model.model import build_model
-from defect_model.synthetic import make_sample
+from defect_model.serve.explain import explain, fast_gradcam, heatmap_to_photo, library_cam, overlay
+from defect_model.serve.inference import Predictor, Preprocessing
+from defect_model.train.model import build_model
+from defect_model.photos.synthetic import make_sample
 
 
 @pytest.fixture(scope="module")

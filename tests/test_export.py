@@ -5,9 +5,9 @@ import onnx
 import pytest
 import torch
 
-from defect_model.checkpoint import CheckpointError
-from defect_model.export import OPSET, TOLERANCE, cached_export, export_onnx, run_onnx
-from defect_model.inference import Predictor
+from defect_model.train.checkpoint import CheckpointError
+from defect_model.serve.export import OPSET, TOLERANCE, cached_export, export_onnx, run_onnx
+from defect_model.serve.inference import Predictor
 from review_support import make_dataset, write_run
 
 
@@ -53,7 +53,7 @@ def test_export_is_cached_until_the_checkpoint_changes(run):
 
 
 def test_a_foreign_checkpoint_is_refused_with_its_path(tmp_path):
-    from defect_model.runs import RunDir
+    from defect_model.runs.folders import RunDir
 
     bad = RunDir(tmp_path / "bad")
     bad.path.mkdir()

@@ -17,14 +17,14 @@ import pytest
 import torch
 
 import hostile_corpus as corpus
-from defect_model.archives import ArchiveError
-from defect_model.data import DatasetError, allowed_data_folder
-from defect_model.inference import Predictor, Preprocessing
-from defect_model.insights import inspect_dataset
-from defect_model.inspection import InspectionSettings, inspect_batch
-from defect_model.uploads import expand_uploads
-from defect_model.model import build_model
-from defect_model.store import InspectionStore
+from defect_model.photos.archives import ArchiveError
+from defect_model.train.data import DatasetError, allowed_data_folder
+from defect_model.serve.inference import Predictor, Preprocessing
+from defect_model.workflows.insights import inspect_dataset
+from defect_model.workflows.inspection import InspectionSettings, inspect_batch
+from defect_model.photos.uploads import expand_uploads
+from defect_model.train.model import build_model
+from defect_model.runs.store import InspectionStore
 
 INSPECTED, MESSAGE, REFUSED = "inspected", "message", "refused"
 ADVICE = r"(Upload|upload|Export|Resize|rename|Create|Save|Zip|zip|Split|Photos)"  # every message says what to do

@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from defect_model.audit import verify
-from defect_model.checkpoint import save_checkpoint
-from defect_model.config import TrainConfig
-from defect_model.engine import checkpoint_meta
-from defect_model.hotfolder import (CSV_COLUMNS, HOT_FOLDER, WatchOptions, load_active_model, make_folders, watch,
+from defect_model.access.audit import verify
+from defect_model.train.checkpoint import save_checkpoint
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import checkpoint_meta
+from defect_model.workflows.hotfolder import (CSV_COLUMNS, HOT_FOLDER, WatchOptions, load_active_model, make_folders, watch,
                                     watcher_status)
-from defect_model.lifecycle import activate
-from defect_model.model import build_model
-from defect_model.runs import RunDir
-from defect_model.store import InspectionStore
+from defect_model.workflows.lifecycle import activate
+from defect_model.train.model import build_model
+from defect_model.runs.folders import RunDir
+from defect_model.runs.store import InspectionStore
 
 from conftest import ADMIN
 from inspect_support import corrupt_png, photo_bytes

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defect_model.images import ImageError, fit_to_square, load_image, prepare_array
+from defect_model.photos.images import ImageError, fit_to_square, load_image, prepare_array
 
 
 def _png_bytes(image: Image.Image, fmt="PNG", **kw) -> bytes:
@@ -52,7 +52,7 @@ def test_not_an_image_is_a_clear_error(tmp_path):
 
 
 def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
-    monkeypatch.setattr("defect_model.images.MAX_PIXELS", 1000)
+    monkeypatch.setattr("defect_model.photos.images.MAX_PIXELS", 1000)
     with pytest.raises(ImageError, match="too large"):
         load_image(_png_bytes(Image.new("L", (100, 100))), name="big.png")
 
@@ -89,7 +89,7 @@ def test_a_16_bit_8000x7999_png_is_reduced_without_gigabytes_of_memory(tmp_path)
     path = tmp_path / "deep.png"
     path.write_bytes(sixteen_bit_png(8000, 7999))
     code = ("import json, resource, sys\n"
-            "from defect_model.images import load_image\n"
+            "from defect_model.photos.images import load_image\n"
             "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
             "before = peak()\n"
             "photo = load_image(sys.argv[1])\n"
@@ -109,14 +109,14 @@ def test_a_jpeg_over_the_memory_budget_is_decoded_at_a_smaller_scale(monkeypatch
     original = JpegImagePlugin.JpegImageFile.draft
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
                         lambda self, *args: drafts.append(args) or original(self, *args))
-    monkeypatch.setattr("defect_model.images.MAX_DECODED_BYTES", 200_000)
+    monkeypatch.setattr("defect_model.photos.images.MAX_DECODED_BYTES", 200_000)
     photo = load_image(_png_bytes(Image.new("RGB", (600, 400), (90, 60, 30)), "JPEG"), name="wide.jpg")
     assert photo.size == (300, 200) and photo.info["reduced_from"] == (600, 400)
     assert drafts  # scaled by the JPEG decoder itself, not after decoding in full
 
 
 def test_a_16_bit_photo_counts_two_bytes_per_pixel_and_is_reduced(monkeypatch):
-    monkeypatch.setattr("defect_model.images.MAX_DECODED_BYTES", 100_000)
+    monkeypatch.setattr("defect_model.photos.images.MAX_DECODED_BYTES", 100_000)
     array = (np.arange(200 * 200).reshape(200, 200) * 1.5).astype(np.uint16)
     photo = load_image(_png_bytes(Image.fromarray(array)), name="deep.png")  # 80 KB decoded, 120 KB as RGB
     assert photo.mode == "RGB" and photo.size == (100, 100) and photo.info["reduced_from"] == (200, 200)
@@ -125,6 +125,6 @@ def test_a_16_bit_photo_counts_two_bytes_per_pixel_and_is_reduced(monkeypatch):
 
 
 def test_a_png_too_large_to_decode_within_the_budget_is_refused(monkeypatch):
-    monkeypatch.setattr("defect_model.images.MAX_DECODED_BYTES", 100_000)
+    monkeypatch.setattr("defect_model.photos.images.MAX_DECODED_BYTES", 100_000)
     with pytest.raises(ImageError, match=r"big.png: the photo is 400x400 RGBA.*0.6 MB decoded.*Resize it"):
         load_image(_png_bytes(Image.new("RGBA", (400, 400))), name="big.png")

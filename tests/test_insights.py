@@ -7,13 +7,13 @@ import json
 import pytest
 from PIL import Image
 
-from defect_model import timing
-from defect_model.backbones import REGISTRY
-from defect_model.data import DatasetError
-from defect_model.insights import inspect_dataset
-from defect_model.timing import estimate_training_time, format_duration
-from defect_model.runs import RunDir
-from defect_model.events import curves, progress as read_progress
+from defect_model.train import timing
+from defect_model.train.backbones import REGISTRY
+from defect_model.train.data import DatasetError
+from defect_model.workflows.insights import inspect_dataset
+from defect_model.train.timing import estimate_training_time, format_duration
+from defect_model.runs.folders import RunDir
+from defect_model.runs.events import curves, progress as read_progress
 
 
 def _photo(path, size=(40, 30), mode="RGB"):
@@ -77,7 +77,7 @@ def test_time_estimate_uses_past_runs_on_this_machine_else_the_builtin_table(tmp
     root = tmp_path / "runs"
     root.mkdir()
     builtin = estimate_training_time("resnet18", 64, epochs=2, train_images=300, val_images=60, root=root)
-    from defect_model.hardware import cpu_native_bf16
+    from defect_model.train.hardware import cpu_native_bf16
 
     rate = REGISTRY["resnet18"].images_per_s[64] * (timing.BF16_SPEEDUP if cpu_native_bf16() else 1.0)
     assert builtin.images_per_s == pytest.approx(rate) and "built-in" in builtin.source

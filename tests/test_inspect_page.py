@@ -11,10 +11,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block
 
-from defect_model.metrics import summarize
-from defect_model.runs import RunDir, get_active, new_run_dir, write_json_atomic
-from defect_model.store import InspectionStore, sha256_bytes
-from defect_model.synthetic import demo_config
+from defect_model.train.metrics import summarize
+from defect_model.runs.folders import RunDir, get_active, new_run_dir, write_json_atomic
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.photos.synthetic import demo_config
 from conftest import shown, sign_in
 from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, photo_bytes
 
@@ -253,7 +253,7 @@ def test_an_inspector_reads_only_their_own_inspections_an_engineer_every_one(env
 # These need a model, not a good one: an untrained one from review_support is ready in a second.
 @pytest.fixture()
 def quick(tmp_path, monkeypatch):
-    from defect_model.lifecycle import set_active
+    from defect_model.workflows.lifecycle import set_active
     from review_support import make_dataset, write_run
 
     runs = tmp_path / "quick-runs"
@@ -292,7 +292,7 @@ def test_the_correction_form_chooses_no_class_and_saving_twice_stores_one(quick)
 def test_the_results_csv_names_the_inspector(quick):
     import pandas as pd
 
-    from defect_model.verdicts import DEFAULT_THRESHOLD
+    from defect_model.serve.verdicts import DEFAULT_THRESHOLD
     from ui.inspect_widgets import results_csv_of
 
     at = upload(app(), [("a.png", photo_bytes("ok", 41)), ("b.png", photo_bytes("pit", 42))])

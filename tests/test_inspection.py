@@ -13,16 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from defect_model.inference import Predictor, Preprocessing
-from defect_model.inspection import InspectionSettings, inspect_batch
-from defect_model.inspection_export import (heatmap_for_class, overlays_zip, results_csv, results_table,
+from defect_model.serve.inference import Predictor, Preprocessing
+from defect_model.workflows.inspection import InspectionSettings, inspect_batch
+from defect_model.workflows.inspection_export import (heatmap_for_class, overlays_zip, results_csv, results_table,
                                            verdict_counts)
-from defect_model.inspection_queue import InspectionQueue
-from defect_model.uploads import expand_uploads
-from defect_model.verdicts import decide_verdict
-from defect_model.model import build_model
-from defect_model.store import InspectionStore, sha256_bytes
-from defect_model.synthetic import make_sample
+from defect_model.workflows.inspection_queue import InspectionQueue
+from defect_model.photos.uploads import expand_uploads
+from defect_model.serve.verdicts import decide_verdict
+from defect_model.train.model import build_model
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.photos.synthetic import make_sample
 
 from conftest import zip_of
 
@@ -249,7 +249,7 @@ def test_results_table_csv_and_overlays_zip(predictor, store):
 
 
 def test_heatmap_for_another_class_comes_from_the_stored_photo(predictor, store):
-    from defect_model.explain import fast_gradcam
+    from defect_model.serve.explain import fast_gradcam
 
     data = sample_png("crack", 7)
     result = inspect_batch(predictor, expand_uploads([("c.png", data)]), SETTINGS, store)[0]
@@ -266,7 +266,7 @@ def test_heatmap_for_another_class_comes_from_the_stored_photo(predictor, store)
 
 
 def test_inspection_code_never_imports_streamlit_or_torch_at_import():
-    code = "import sys, defect_model.inspection; print('streamlit' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, defect_model.workflows.inspection; print('streamlit' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -280,7 +280,7 @@ def test_the_worker_uses_the_configured_number_of_torch_threads(predictor, monke
     restore.start()
     restore.join()
 
-    from defect_model.inspection import inference_threads
+    from defect_model.workflows.inspection import inference_threads
 
     monkeypatch.setenv("DEFECT_INFERENCE_THREADS", "3")
     assert inference_threads() == 3

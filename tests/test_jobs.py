@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import ENGINEER, tiny_config
-from defect_model import jobs
-from defect_model.runs import RunDir, list_runs
+from defect_model.runs import jobs
+from defect_model.runs.folders import RunDir, list_runs
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -183,7 +183,7 @@ def test_a_reused_pid_is_not_taken_for_the_job_and_never_signalled(tiny_dataset,
 
 def test_a_run_folder_that_no_process_ever_started_is_failed_and_can_be_deleted(tiny_dataset, root):
     from conftest import ADMIN
-    from defect_model.lifecycle import delete_run
+    from defect_model.workflows.lifecycle import delete_run
 
     run = RunDir(root / "never-started")
     run.path.mkdir(parents=True)
@@ -200,7 +200,7 @@ def test_a_run_folder_that_no_process_ever_started_is_failed_and_can_be_deleted(
 
 def test_the_one_job_rule_holds_for_a_terminals_train_and_resume(tiny_dataset, root, capsys):
     from defect_model.cli import main as cli
-    from defect_model.runs import process_start_time
+    from defect_model.runs.folders import process_start_time
 
     other = subprocess.Popen(["sleep", "30"])
     try:

@@ -3,10 +3,10 @@ import os
 
 import pytest
 
-from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
+from defect_model.workflows.lifecycle import (ActivationError, DeleteError, activate, activation_history, delete_run,
                                     run_summary)
-from defect_model.accounts import Actor, audit_log
-from defect_model.runs import get_active
+from defect_model.access.accounts import Actor, audit_log
+from defect_model.runs.folders import get_active
 from conftest import ADMIN, ENGINEER, INSPECTOR
 from review_support import VAL, make_dataset, write_run
 

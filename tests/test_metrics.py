@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from defect_model.metrics import confusion_matrix, metrics_from_predictions, summarize
+from defect_model.train.metrics import confusion_matrix, metrics_from_predictions, summarize
 
 
 @pytest.mark.parametrize("seed", range(5))

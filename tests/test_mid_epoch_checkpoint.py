@@ -9,10 +9,10 @@ import signal
 import torch
 
 from conftest import ENGINEER, tiny_config
-from defect_model import checkpoint as ckpt
-from defect_model import jobs
-from defect_model.engine import CheckpointClock, fit
-from defect_model.runs import RunDir, write_json_atomic
+from defect_model.train import checkpoint as ckpt
+from defect_model.runs import jobs
+from defect_model.train.engine import CheckpointClock, fit
+from defect_model.runs.folders import RunDir, write_json_atomic
 from test_jobs import finished, log_of, root, stop_leftovers, wait_for  # noqa: F401  (fixtures)
 
 

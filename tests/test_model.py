@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from defect_model.model import build_model
+from defect_model.train.model import build_model
 
 
 @pytest.mark.parametrize("backbone, last_norm", [("resnet18", "bn2"), ("resnet50", "bn3")])

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from defect_model.compare import compare_runs
-from defect_model.lifecycle import activation_history
-from defect_model.quality import assess
-from defect_model.lifecycle import set_active
-from defect_model.runs import get_active
+from defect_model.workflows.compare import compare_runs
+from defect_model.workflows.lifecycle import activation_history
+from defect_model.train.quality import assess
+from defect_model.workflows.lifecycle import set_active
+from defect_model.runs.folders import get_active
 from conftest import shown
 from review_support import PLANTED, VAL, make_dataset, open_app_page, write_run
 

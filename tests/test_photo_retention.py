@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from conftest import ROOT, zip_of
-from defect_model import uploads
-from defect_model.accounts import Actor, audit_log
-from defect_model.audit import verify
+from defect_model.photos import uploads
+from defect_model.access.accounts import Actor, audit_log
+from defect_model.access.audit import verify
 from defect_model.cli import main
-from defect_model.inference import Predictor, Preprocessing
-from defect_model.inspection import InspectionSettings, inspect_batch
-from defect_model.uploads import expand_uploads
-from defect_model.model import build_model
-from defect_model.retention import RETENTION_ENV, clean_up_photos, retention_days
-from defect_model.store import InspectionStore, default_db_path, sha256_bytes
+from defect_model.serve.inference import Predictor, Preprocessing
+from defect_model.workflows.inspection import InspectionSettings, inspect_batch
+from defect_model.photos.uploads import expand_uploads
+from defect_model.train.model import build_model
+from defect_model.runs.retention import RETENTION_ENV, clean_up_photos, retention_days
+from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
 from test_inspection import sample_png
 
 CLASSES = ["ok", "pit", "crack"]

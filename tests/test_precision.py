@@ -2,10 +2,10 @@
 
 import torch
 
-from defect_model import hardware
-from defect_model.config import TrainConfig
-from defect_model.engine import fit
-from defect_model.runs import RunDir
+from defect_model.train import hardware
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import fit
+from defect_model.runs.folders import RunDir
 
 from conftest import tiny_config
 

@@ -3,12 +3,12 @@ import shutil
 import pytest
 from PIL import Image
 
-from defect_model.config import TrainConfig
-from defect_model.engine import fit
-from defect_model import synthetic
-from defect_model.presets import MIN_EPOCHS, MIN_STEPS_PER_EPOCH, SMALL_NETWORK, apply_product_preset
-from defect_model.lifecycle import ActivationError, set_active
-from defect_model.runs import RunDir, get_active
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import fit
+from defect_model.photos import synthetic
+from defect_model.train.presets import MIN_EPOCHS, MIN_STEPS_PER_EPOCH, SMALL_NETWORK, apply_product_preset
+from defect_model.workflows.lifecycle import ActivationError, set_active
+from defect_model.runs.folders import RunDir, get_active
 from conftest import tiny_config
 
 
@@ -136,7 +136,7 @@ def test_a_wide_photo_is_padded_not_stretched_in_training(tmp_path):
         (tmp_path / "d" / label).mkdir(parents=True)
         for i in range(6):
             Image.new("RGB", (600, 200), (colour,) * 3).save(tmp_path / "d" / label / f"{i}.png")
-    from defect_model.data import decode_images
+    from defect_model.train.data import decode_images
     decoded = decode_images(tmp_path / "d", [("wide/0.png", "wide")], ["dark", "wide"], 60, TrainConfig().resize_mode)
     image = decoded.pixels[0, 0]
     assert image[0].max() == 0 and image[30].min() == 255  # letterboxed rows above, photo in the middle

@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 
-from defect_model.review import (ReviewError, decide_inspection, inspection_corrections, latest_decisions, load_review,
+from defect_model.workflows.review import (ReviewError, decide_inspection, inspection_corrections, latest_decisions, load_review,
                                  misclassified, plain_records, record_decision, retrain_with_corrections)
-from defect_model.accounts import Actor, audit_log
-from defect_model.store import InspectionStore
+from defect_model.access.accounts import Actor, audit_log
+from defect_model.runs.store import InspectionStore
 from conftest import ENGINEER, INSPECTOR
 from review_support import BLANK, PLANTED, make_dataset, write_run
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from defect_model.calibration import reliability
-from defect_model.lifecycle import set_active
-from defect_model.runs import list_runs
-from defect_model.store import InspectionStore
+from defect_model.workflows.calibration import reliability
+from defect_model.workflows.lifecycle import set_active
+from defect_model.runs.folders import list_runs
+from defect_model.runs.store import InspectionStore
 from conftest import shown
 from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, open_app_page,
                             tree_fingerprint, write_run)

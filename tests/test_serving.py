@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from defect_model import serving
-from defect_model.checkpoint import save_checkpoint
-from defect_model.explain import fast_gradcam, library_cam
-from defect_model.inference import Predictor
-from defect_model.model import build_model
-from defect_model.onnx_graph import TOLERANCE, OnnxMismatch
-from defect_model.synthetic import make_sample
+from defect_model.serve import serving
+from defect_model.train.checkpoint import save_checkpoint
+from defect_model.serve.explain import fast_gradcam, library_cam
+from defect_model.serve.inference import Predictor
+from defect_model.train.model import build_model
+from defect_model.serve.onnx_graph import TOLERANCE, OnnxMismatch
+from defect_model.photos.synthetic import make_sample
 
 
 def _checkpoint(folder, seed: int, size: int, classes=tuple("abcd")):
@@ -108,7 +108,7 @@ def test_a_graph_recorded_as_disagreeing_is_never_reused(tmp_path):
 
 
 def test_the_numpy_normalisation_of_photos_equals_the_torch_one_used_in_training():
-    from defect_model.preprocess import normalize_array, normalize_batch
+    from defect_model.photos.preprocess import normalize_array, normalize_batch
 
     photos = np.random.default_rng(0).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from defect_model import backbones
+from defect_model.train import backbones
 from defect_model.cli import build_parser, config_from_args
-from defect_model.config import TrainConfig, _setting, settings_of
+from defect_model.train.config import TrainConfig, _setting, settings_of
 
 Extended = dataclasses.make_dataclass(
     "Extended", [("mixup", float, _setting(0.0, "share of photos blended with another one", group="Data",
@@ -59,9 +59,9 @@ def tiny_backbone(monkeypatch):
 
 
 def test_a_new_backbone_is_one_registry_entry(tiny_backbone, tmp_path):
-    from defect_model.model import build_model
-    from defect_model.presets import apply_product_preset
-    from defect_model.timing import builtin_images_per_s, estimate_training_time
+    from defect_model.train.model import build_model
+    from defect_model.train.presets import apply_product_preset
+    from defect_model.train.timing import builtin_images_per_s, estimate_training_time
 
     assert "tiny18" in next(s for s in settings_of() if s.name == "backbone").choices
     args = build_parser().parse_args(["train", "--data", str(tmp_path), "--backbone", "tiny18"])

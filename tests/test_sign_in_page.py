@@ -4,7 +4,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from defect_model.accounts import open_accounts
+from defect_model.access.accounts import open_accounts
 from conftest import PASSWORD, make_account
 from inspect_support import keep_app_py_as_the_router
 

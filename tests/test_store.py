@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from defect_model.data import apply_corrections, read_corrections_csv
-from defect_model.store import InspectionStore
+from defect_model.train.data import apply_corrections, read_corrections_csv
+from defect_model.runs.store import InspectionStore
 
 
 @pytest.fixture()

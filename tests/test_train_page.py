@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from defect_model import synthetic
-from defect_model.config import TrainConfig, settings_of
-from defect_model.metrics import metrics_from_predictions
-from defect_model.runs import RunDir, get_active, list_runs
+from defect_model.photos import synthetic
+from defect_model.train.config import TrainConfig, settings_of
+from defect_model.train.metrics import metrics_from_predictions
+from defect_model.runs.folders import RunDir, get_active, list_runs
 from ui.train_data import FOLDER, UPLOADED, ZIP
 
 from conftest import shown, sign_in, zip_of
@@ -352,7 +352,7 @@ def test_a_collapsed_model_needs_a_logged_reason_to_be_made_active(env):
 
 
 def test_confirmed_corrections_are_shown_and_a_start_includes_them(env, monkeypatch):
-    from defect_model.store import InspectionStore
+    from defect_model.runs.store import InspectionStore
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     demo = str((env["data"] / "demo").resolve())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from defect_model import synthetic
+from defect_model.photos import synthetic
 from ui.text import code, md
 from ui.train_data import FOLDER
 

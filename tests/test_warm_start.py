@@ -7,12 +7,12 @@ import pytest
 import torch
 from torchvision import models
 
-from defect_model.checkpoint import CheckpointError, load_checkpoint, read_weights
-from defect_model.config import TrainConfig
-from defect_model.engine import fit
-from defect_model.model import build_model, warm_start
-from defect_model.presets import apply_product_preset
-from defect_model.runs import RunDir
+from defect_model.train.checkpoint import CheckpointError, load_checkpoint, read_weights
+from defect_model.train.config import TrainConfig
+from defect_model.train.engine import fit
+from defect_model.train.model import build_model, warm_start
+from defect_model.train.presets import apply_product_preset
+from defect_model.runs.folders import RunDir
 from conftest import tiny_config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from defect_model.accounts import ROLES, Actor
+from defect_model.access.accounts import ROLES, Actor
 from ui.session import accounts
 from ui.text import md
 

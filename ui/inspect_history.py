@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from defect_model.accounts import Actor
-from defect_model.images import ImageError, load_image
-from defect_model.inspection import THUMBNAIL_SIDE, FileResult
-from defect_model.verdicts import VERDICTS, VERDICT_LABELS
-from defect_model.store import InspectionStore
+from defect_model.access.accounts import Actor
+from defect_model.photos.images import ImageError, load_image
+from defect_model.workflows.inspection import THUMBNAIL_SIDE, FileResult
+from defect_model.serve.verdicts import VERDICTS, VERDICT_LABELS
+from defect_model.runs.store import InspectionStore
 from ui.text import code
 
 MAX_ROWS_SHOWN = 2000
@@ -162,7 +162,7 @@ def logged_result(row: dict, position: int, model) -> tuple[FileResult, np.ndarr
 
 def add_heatmaps(items: list[tuple[FileResult, np.ndarray]], predictor, batch: int = 16) -> None:
     """Each result's predicted-class heatmap, as inspecting computed it (a few photos per pass)."""
-    from defect_model.explain import heatmaps
+    from defect_model.serve.explain import heatmaps
 
     for start in range(0, len(items), batch):
         part = items[start:start + batch]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from defect_model.jobs import JobError, running_job, start
-from defect_model.runs import RunDir, data_root, get_active, list_runs
-from defect_model.lifecycle import ActivationError, activate, activation_problems
-from defect_model.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
+from defect_model.runs.jobs import JobError, running_job, start
+from defect_model.runs.folders import RunDir, data_root, get_active, list_runs
+from defect_model.workflows.lifecycle import ActivationError, activate, activation_problems
+from defect_model.photos.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
 from ui.job_events import job_progress_ui
 from ui.session import current_actor
 from ui.resources import predictor_for, served_model
@@ -20,7 +20,7 @@ from ui.text import code, md
 @dataclass(frozen=True)
 class ActiveModel:
     run: RunDir
-    predictor: object  # defect_model.inference.Predictor (imported lazily: torch loads on first use)
+    predictor: object  # defect_model.serve.inference.Predictor (imported lazily: torch loads on first use)
     good_classes: list[str]
     checkpoint: Path  # the pinned copy activation made: a resume or retrain of the run never changes it
     sha256: str
@@ -72,7 +72,7 @@ def warm_up(checkpoint: str, mtime: float, _predictor) -> bool:
     model, so an inspector's first photo does not pay for it."""
     import numpy as np
 
-    from defect_model.explain import heatmaps
+    from defect_model.serve.explain import heatmaps
 
     size = _predictor.preprocessing.image_size
     heatmaps(_predictor, [np.full((size, size, 3), 128, dtype=np.uint8)])

@@ -1,7 +1,7 @@
 """Widgets and drawing for the Inspect page: upload, threshold, batch summary, grid, detail, export.
 
 Per-user state lives in st.session_state under keys starting with "inspect_";
-the work itself is done by defect_model.inspection in a background queue.
+the work itself is done by defect_model.workflows.inspection in a background queue.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from defect_model.inspection import FileResult, InspectionSettings, inference_threads
-from defect_model.inspection_export import (class_counts, heatmap_for_class, load_stored_photo, overlay_for,
+from defect_model.workflows.inspection import FileResult, InspectionSettings, inference_threads
+from defect_model.workflows.inspection_export import (class_counts, heatmap_for_class, load_stored_photo, overlay_for,
                                            overlays_zip, results_table, verdict_counts)
-from defect_model.inspection_queue import InspectionQueue
-from defect_model.store import InspectionStore, default_db_path
-from defect_model.verdicts import DEFAULT_THRESHOLD, VERDICTS, VERDICT_LABELS
+from defect_model.workflows.inspection_queue import InspectionQueue
+from defect_model.runs.store import InspectionStore, default_db_path
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, VERDICTS, VERDICT_LABELS
 from ui.inspect_history import decode_ids, encode_ids, restore_batch
 from ui.inspect_model import ActiveModel
 from ui.session import current_actor

@@ -7,9 +7,9 @@ import time
 
 import streamlit as st
 
-from defect_model.events import EventTail, Progress, progress
-from defect_model.runs import RunDir
-from defect_model.timing import format_duration
+from defect_model.runs.events import EventTail, Progress, progress
+from defect_model.runs.folders import RunDir
+from defect_model.train.timing import format_duration
 from ui.text import code
 
 TAILS_KEY = "event_tails"

@@ -8,11 +8,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from defect_model.compare import Switch, compare_runs, epoch_curves, switch_summary
-from defect_model.accounts import Actor
-from defect_model.lifecycle import (ActivationError, DeleteError, activate, activation_history, activation_problems,
+from defect_model.workflows.compare import Switch, compare_runs, epoch_curves, switch_summary
+from defect_model.access.accounts import Actor
+from defect_model.workflows.lifecycle import (ActivationError, DeleteError, activate, activation_history, activation_problems,
                                     delete_run, run_summary)
-from defect_model.runs import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
+from defect_model.runs.folders import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
 from ui.review_widgets import confusion_figure, quality_header
 from ui.run_picker import run_select, run_state
@@ -394,7 +394,7 @@ def review_link_ui(run: RunDir) -> None:
 
 
 def downloads_ui(run: RunDir) -> None:
-    from defect_model.export import ExportError, cached_export, export_onnx
+    from defect_model.serve.export import ExportError, cached_export, export_onnx
 
     if not run.checkpoint.is_file():
         st.info(md(f"{run.checkpoint}: no checkpoint yet."))
@@ -405,7 +405,7 @@ def downloads_ui(run: RunDir) -> None:
                          file_name=f"{run.run_id}-checkpoint.pt", mime="application/octet-stream",
                          key=f"download_ckpt_{run.run_id}", icon=":material/download:")
     left.caption("PyTorch state_dict plus JSON metadata; load with "
-                 "`defect_model.inference.Predictor.from_checkpoint` (weights_only).")
+                 "`defect_model.serve.inference.Predictor.from_checkpoint` (weights_only).")
     export = cached_export(run)
     with right:
         slot = st.empty()

@@ -6,14 +6,14 @@ import streamlit as st
 
 from pathlib import Path
 
-from defect_model.runs import RunDir, get_active, resolve_run, served_checkpoint
+from defect_model.runs.folders import RunDir, get_active, resolve_run, served_checkpoint
 
 
 @st.cache_resource(show_spinner="Loading the model (a new model's fast inference graph is prepared once)…",
                    max_entries=4)
 def _load_predictor(checkpoint: str, mtime: float):
-    from defect_model.inference import Predictor  # torch loads here, once, not at start-up
-    from defect_model.inspection import inference_threads
+    from defect_model.serve.inference import Predictor  # torch loads here, once, not at start-up
+    from defect_model.workflows.inspection import inference_threads
 
     return Predictor.from_checkpoint(checkpoint, threads=inference_threads())
 

@@ -14,15 +14,15 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from PIL import Image
 
-from defect_model.accounts import Actor
-from defect_model.calibration import reliability
-from defect_model.quality import ModelQuality, assess
-from defect_model.review import (ReviewData, ReviewError, cell_photos, confusion_counts, decide_inspection,
+from defect_model.access.accounts import Actor
+from defect_model.workflows.calibration import reliability
+from defect_model.train.quality import ModelQuality, assess
+from defect_model.workflows.review import (ReviewData, ReviewError, cell_photos, confusion_counts, decide_inspection,
                                  decision_counts, describe_decision, inspection_corrections, latest_decisions,
                                  load_review, misclassified, photo_file, plain_records, record_decision,
                                  retrain_with_corrections, row_normalised)
-from defect_model.runs import RunDir, list_runs
-from defect_model.store import InspectionStore
+from defect_model.runs.folders import RunDir, list_runs
+from defect_model.runs.store import InspectionStore
 from ui.job_events import job_progress_ui
 from ui.resources import active_run, predictor_for
 from ui.run_picker import run_select
@@ -133,7 +133,7 @@ def store_ui() -> InspectionStore | None:
     try:
         return InspectionStore()
     except Exception as exc:  # sqlite raises several types for a bad path or a locked, damaged file
-        from defect_model.store import default_db_path
+        from defect_model.runs.store import default_db_path
 
         st.error(md(f"{default_db_path()}: cannot open the corrections database ({exc}). Check that the folder is "
                     "writable, or set DEFECT_DB to another file."))
@@ -187,8 +187,8 @@ def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | Non
 def _overlays(_predictor, checkpoint: str, mtime: float, dataset: str, items: tuple[tuple[str, int], ...]) -> list:
     """Per (photo, class index): {"image": Grad-CAM overlay (uint8 array), "flat": no region stands out},
     or the error message for that photo."""
-    from defect_model.explain import heatmap_to_photo, heatmaps, overlay
-    from defect_model.images import ImageError, load_image
+    from defect_model.serve.explain import heatmap_to_photo, heatmaps, overlay
+    from defect_model.photos.images import ImageError, load_image
 
     photos, arrays, results = {}, {}, {}
     for path, _ in items:
@@ -220,7 +220,7 @@ def _enlarge(image: Image.Image) -> Image.Image:
 
 
 def _photo(dataset: str, path: str):
-    from defect_model.images import ImageError, load_image
+    from defect_model.photos.images import ImageError, load_image
 
     try:
         return np.asarray(_enlarge(load_image(photo_file(dataset, path))))
@@ -230,7 +230,7 @@ def _photo(dataset: str, path: str):
 
 def _card_heatmaps(data: ReviewData, rows: pd.DataFrame) -> dict:
     """{(path, class name): overlay or error}; empty with a message when the checkpoint cannot be loaded."""
-    from defect_model.checkpoint import CheckpointError
+    from defect_model.train.checkpoint import CheckpointError
 
     try:
         predictor = predictor_for(data.run)
@@ -533,7 +533,7 @@ class RetrainPlan:
     seconds: float  # expected wall time: the estimate, capped by the time budget
 
     def text(self) -> str:
-        from defect_model.timing import format_duration
+        from defect_model.train.timing import format_duration
 
         cfg = self.config
         budget = f" (its time budget: at most {cfg.time_budget_min:g} min)" if cfg.time_budget_min else ""
@@ -544,9 +544,9 @@ class RetrainPlan:
 
 
 def retrain_plan(data: ReviewData, corrections: int) -> RetrainPlan:
-    """The retrain's settings as defect_model.review.retrain_with_corrections derives them, and its estimate."""
-    from defect_model.timing import STARTUP_S, estimate_training_time
-    from defect_model.presets import warm_retrain
+    """The retrain's settings as defect_model.workflows.review.retrain_with_corrections derives them, and its estimate."""
+    from defect_model.train.timing import STARTUP_S, estimate_training_time
+    from defect_model.train.presets import warm_retrain
 
     cfg = warm_retrain(data.config, data.run.path.resolve(), data.run.training_seconds(), corrections)
     val = len(data.predictions)
@@ -564,7 +564,7 @@ def retrain_plan(data: ReviewData, corrections: int) -> RetrainPlan:
 
 def _start_retrain(data: ReviewData, store: InspectionStore, actor: Actor) -> None:
     """The confirmation's button: start the job; what happened is shown on the page."""
-    from defect_model.jobs import JobError
+    from defect_model.runs.jobs import JobError
 
     try:
         new_run = retrain_with_corrections(data.run, store, actor)
@@ -590,7 +590,7 @@ def confirm_retrain_dialog(data: ReviewData, store: InspectionStore, actor: Acto
 def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir | None:
     """Confirmed decisions for this dataset and the button that retrains with them, after a confirmation that
     shows the time it will take; returns the new run."""
-    from defect_model.jobs import running_job
+    from defect_model.runs.jobs import running_job
 
     counts = decision_counts(store, data.dataset)
     decided = latest_decisions(store, data.dataset)
@@ -627,7 +627,7 @@ def retrain_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> RunDir
 
 @st.fragment(run_every=3)
 def retrain_status_ui(run_id: str) -> None:
-    from defect_model.runs import resolve_run
+    from defect_model.runs.folders import resolve_run
 
     try:
         run = resolve_run(run_id)

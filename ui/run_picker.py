@@ -6,7 +6,7 @@ import zlib
 
 import streamlit as st
 
-from defect_model.runs import RunDir
+from defect_model.runs.folders import RunDir
 
 
 def run_select(label: str, runs: list[RunDir], key: str, active: str | None, **kwargs) -> RunDir:

@@ -2,7 +2,7 @@
 
 One code path for both ways in: a local account (name and password) or the plant's identity provider
 (Streamlit's st.login, when `[auth]` is set in .streamlit/secrets.toml) both end in a session token of
-defect_model.accounts, checked again on every page run, so an expired session or a disabled account
+defect_model.access.accounts, checked again on every page run, so an expired session or a disabled account
 ends at the next click.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from defect_model.accounts import Accounts, Actor, PERMISSIONS, SignInError, open_accounts
-from defect_model.store import default_db_path
+from defect_model.access.accounts import Accounts, Actor, PERMISSIONS, SignInError, open_accounts
+from defect_model.runs.store import default_db_path
 from ui.text import md
 
 TOKEN_KEY = "session_token"

@@ -1,4 +1,4 @@
-"""A training run's curves as plotly figures (the numbers come from defect_model.events). No streamlit here."""
+"""A training run's curves as plotly figures (the numbers come from defect_model.runs.events). No streamlit here."""
 
 from __future__ import annotations
 

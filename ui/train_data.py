@@ -11,12 +11,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from defect_model.archives import ArchiveError, extract_zip
-from defect_model.data import DatasetError, allowed_data_folder, data_roots, scan_image_folder
-from defect_model.insights import DatasetInsights, inspect_dataset
-from defect_model.runs import data_root
-from defect_model.store import InspectionStore
-from defect_model.synthetic import ensure_demo_dataset
+from defect_model.photos.archives import ArchiveError, extract_zip
+from defect_model.train.data import DatasetError, allowed_data_folder, data_roots, scan_image_folder
+from defect_model.workflows.insights import DatasetInsights, inspect_dataset
+from defect_model.runs.folders import data_root
+from defect_model.runs.store import InspectionStore
+from defect_model.photos.synthetic import ensure_demo_dataset
 from ui.address import keep, restore
 from ui.text import md
 

@@ -1,6 +1,6 @@
 """Train page, job side: start, the live view of the running job, cancel, resume, and make a finished run active.
 
-The job itself is a separate `python -m defect_model train` process (defect_model.jobs); this module
+The job itself is a separate `python -m defect_model train` process (defect_model.runs.jobs); this module
 only reads its run directory, so a reload, another tab or a restarted dashboard finds it again.
 """
 
@@ -13,15 +13,15 @@ from pathlib import Path
 import streamlit as st
 import yaml
 
-from defect_model import jobs
-from defect_model.config import TrainConfig
-from defect_model.data import DatasetError
-from defect_model.events import curves, progress as read_progress
-from defect_model.timing import format_duration
-from defect_model.lifecycle import activate
-from defect_model.quality import assess
-from defect_model.runs import RunDir, get_active, list_runs, runs_root
-from defect_model.store import InspectionStore
+from defect_model.runs import jobs
+from defect_model.train.config import TrainConfig
+from defect_model.train.data import DatasetError
+from defect_model.runs.events import curves, progress as read_progress
+from defect_model.train.timing import format_duration
+from defect_model.workflows.lifecycle import activate
+from defect_model.train.quality import assess
+from defect_model.runs.folders import RunDir, get_active, list_runs, runs_root
+from defect_model.runs.store import InspectionStore
 from ui.flash import flash, flash_ui
 from ui.run_picker import run_select
 from ui.session import current_actor

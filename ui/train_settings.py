@@ -1,4 +1,4 @@
-"""Train page, settings: one widget per TrainConfig setting, laid out and labelled as defect_model.config
+"""Train page, settings: one widget per TrainConfig setting, laid out and labelled as defect_model.train.config
 declares it (group, label, choices, bounds, help), so a setting added there appears here by itself.
 """
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from defect_model.config import GROUPS, Setting, TrainConfig, settings_of
-from defect_model.data import DatasetError, data_roots, inside_roots, read_split_csv, scan_image_folder
-from defect_model.insights import DatasetInsights
-from defect_model.presets import resolve
-from defect_model.runs import data_root, runs_root
-from defect_model.timing import TimeEstimate, estimate_training_time
+from defect_model.train.config import GROUPS, Setting, TrainConfig, settings_of
+from defect_model.train.data import DatasetError, data_roots, inside_roots, read_split_csv, scan_image_folder
+from defect_model.workflows.insights import DatasetInsights
+from defect_model.train.presets import resolve
+from defect_model.runs.folders import data_root, runs_root
+from defect_model.train.timing import TimeEstimate, estimate_training_time
 from ui.text import md
 
 PINNED_KEY = "train_pinned"  # the fields this session's user changed: the product preset keeps them

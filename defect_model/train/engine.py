@@ -22,21 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint as ckpt
-from .config import MAX_EPOCHS, TrainConfig
-from .events import Callback, Emitter, EventLog
-from .augment import augment_batch
-from .hardware import autocast, resolve_precision
-from .durable import write_text_atomic
-from .data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
+from defect_model.train import checkpoint as ckpt
+from defect_model.train.config import MAX_EPOCHS, TrainConfig
+from defect_model.runs.events import Callback, Emitter, EventLog
+from defect_model.train.augment import augment_batch
+from defect_model.train.hardware import autocast, resolve_precision
+from defect_model.runs.durable import write_text_atomic
+from defect_model.train.data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
                    make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
                    stratified_split, write_split_csv)
-from .metrics import metrics_from_predictions
-from .model import build_model, warm_start
-from .preprocess import normalize_batch
-from . import presets
-from .quality import assess
-from .runs import RunDir, now_iso, process_start_time, read_json, write_json_atomic
+from defect_model.train.metrics import metrics_from_predictions
+from defect_model.train.model import build_model, warm_start
+from defect_model.photos.preprocess import normalize_batch
+from defect_model.train import presets
+from defect_model.train.quality import assess
+from defect_model.runs.folders import RunDir, now_iso, process_start_time, read_json, write_json_atomic
 
 
 

@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler,
                               WeightedRandomSampler)
 
-from .durable import write_atomic
-from .images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
+from defect_model.runs.durable import write_atomic
+from defect_model.photos.images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
 
 SPLITS = ("train", "val")
 

@@ -7,10 +7,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from .inspection import DEFAULT_BATCH_SIZE, FileResult, InspectionSettings, inspect_batch, log_result
-from .runs import now_iso
-from .store import InspectionStore, sha256_bytes
-from .uploads import expand_uploads
+from defect_model.workflows.inspection import DEFAULT_BATCH_SIZE, FileResult, InspectionSettings, inspect_batch, log_result
+from defect_model.runs.folders import now_iso
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.photos.uploads import expand_uploads
 
 
 class InspectionQueue:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .audit import append_chained, connect, prepare as prepare_chain
-from .runs import data_root
+from defect_model.access.audit import append_chained, connect, prepare as prepare_chain
+from defect_model.runs.folders import data_root
 
 VERDICTS = ("pass", "reject", "needs_person", "error")
 CORRECTION_ACTIONS = ("confirm", "relabel", "unusable")

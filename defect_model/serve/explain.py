@@ -22,9 +22,9 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from .images import ImageSource, load_image
-from .inference import Predictor
-from .model import head_linear
+from defect_model.photos.images import ImageSource, load_image
+from defect_model.serve.inference import Predictor
+from defect_model.train.model import head_linear
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
 LAYERS = ("layer4", "layer3")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from .backbones import backbone as registered
+from defect_model.train.backbones import backbone as registered
 
 
 def build_model(backbone: str, num_classes: int, dropout: float = 0.2,

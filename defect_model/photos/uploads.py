@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .archives import ArchiveError, read_zip_members
-from .images import IMAGE_EXTENSIONS, MAX_DECODED_BYTES, ImageError
+from defect_model.photos.archives import ArchiveError, read_zip_members
+from defect_model.photos.images import IMAGE_EXTENSIONS, MAX_DECODED_BYTES, ImageError
 
 # The largest photo file inspected (and kept). A bigger one could not be decoded within the memory a photo may
 # take anyway (images.MAX_DECODED_BYTES: a file's pixels decode to at least its size, except a JPEG's), so it is

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .accounts import Actor, audit_log, require
-from .store import InspectionStore
+from defect_model.access.accounts import Actor, audit_log, require
+from defect_model.runs.store import InspectionStore
 
 RETENTION_ENV = "DEFECT_PHOTO_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 365.0

@@ -11,10 +11,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .accounts import Actor, audit_log, require
-from .config import TrainConfig
-from .runs import RunDir, SERVED_DIR, active_file, get_active, now_iso, pin_checkpoint, read_json, write_json_atomic
-from .review import RETRAIN_FILE
+from defect_model.access.accounts import Actor, audit_log, require
+from defect_model.train.config import TrainConfig
+from defect_model.runs.folders import RunDir, SERVED_DIR, active_file, get_active, now_iso, pin_checkpoint, read_json, write_json_atomic
+from defect_model.workflows.review import RETRAIN_FILE
 
 
 class ActivationError(ValueError):

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
-from .images import ImageSource, prepare_array
-from .model import build_model, features_and_logits
-from .onnx_graph import INPUT_NAME, LOGITS
-from .preprocess import normalize_batch
+from defect_model.train.checkpoint import load_checkpoint
+from defect_model.photos.images import ImageSource, prepare_array
+from defect_model.train.model import build_model, features_and_logits
+from defect_model.serve.onnx_graph import INPUT_NAME, LOGITS
+from defect_model.photos.preprocess import normalize_batch
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Predictor:
         onnxruntime (raise ServingUnavailable if it cannot be used) or torch."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        from .serving import ServingUnavailable, fingerprint, serving_session
+        from defect_model.serve.serving import ServingUnavailable, fingerprint, serving_session
 
         # Taken before reading: which version of the file the weights came from (a missing file is left to
         # load_checkpoint, whose message names it).

@@ -28,9 +28,9 @@ from statistics import median
 
 import yaml
 
-from .config import TrainConfig
-from .backbones import backbone as registered
-from .timing import STARTUP_S, estimate_training_time
+from defect_model.train.config import TrainConfig
+from defect_model.train.backbones import backbone as registered
+from defect_model.train.timing import STARTUP_S, estimate_training_time
 
 IMBALANCE_LIMIT = 3.0
 # The smallest training resolution the preset picks: below 128 px a ResNet's last feature map is 4x4. The

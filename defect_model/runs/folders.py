@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import events as event_stream
-from .config import TrainConfig
-from .durable import write_atomic
-from .quality import ModelQuality, assess
+from defect_model.runs import events as event_stream
+from defect_model.train.config import TrainConfig
+from defect_model.runs.durable import write_atomic
+from defect_model.train.quality import ModelQuality, assess
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .inference import Predictor
-from .onnx_graph import (INPUT_NAME, LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff,
+from defect_model.serve.inference import Predictor
+from defect_model.serve.onnx_graph import (INPUT_NAME, LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff,
                          open_session)
-from .runs import RunDir, now_iso, write_json_atomic
+from defect_model.runs.folders import RunDir, now_iso, write_json_atomic
 
 
 class ExportError(RuntimeError):

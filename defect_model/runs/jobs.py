@@ -18,10 +18,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .accounts import Actor, audit_log, require
-from .config import TrainConfig
-from .runs import RunDir, list_runs, new_run_dir, process_start_time, runs_root
-from .store import InspectionStore
+from defect_model.access.accounts import Actor, audit_log, require
+from defect_model.train.config import TrainConfig
+from defect_model.runs.folders import RunDir, list_runs, new_run_dir, process_start_time, runs_root
+from defect_model.runs.store import InspectionStore
 
 TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",

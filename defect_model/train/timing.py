@@ -11,10 +11,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backbones import backbone as registered
-from .events import images_per_s
-from .hardware import cpu_native_bf16
-from .runs import RunDir, list_runs
+from defect_model.train.backbones import backbone as registered
+from defect_model.runs.events import images_per_s
+from defect_model.train.hardware import cpu_native_bf16
+from defect_model.runs.folders import RunDir, list_runs
 
 # Where the processor computes bf16 natively, training runs in bf16 mixed precision (`precision: auto`):
 # about 1.8x the fp32 speed on a 2-core Zen 4 (bench/results/perf.md).

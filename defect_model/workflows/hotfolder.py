@@ -41,12 +41,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audit import connect
-from .inspection import FileResult, InspectionSettings, inspect_batch
-from .runs import file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
-from .store import InspectionStore, default_db_path, sha256_bytes
-from .uploads import Upload
-from .verdicts import DEFAULT_THRESHOLD
+from defect_model.access.audit import connect
+from defect_model.workflows.inspection import FileResult, InspectionSettings, inspect_batch
+from defect_model.runs.folders import file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
+from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
+from defect_model.photos.uploads import Upload
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD
 
 HOT_FOLDER = "hot folder"  # the source, and the inspector, of every row the watcher logs
 STATE_DIR = ".hotfolder"
@@ -254,7 +254,7 @@ def active_sha256(runs_dir: str | Path | None = None) -> str:
 
 def good_classes_of(run_path: Path, predictor) -> list[str]:
     """The run's settings say which classes are a good part; the checkpoint's copy when config.yaml is gone."""
-    from .config import TrainConfig
+    from defect_model.train.config import TrainConfig
 
     try:
         good = TrainConfig.from_yaml(run_path / "config.yaml").good_classes
@@ -265,7 +265,7 @@ def good_classes_of(run_path: Path, predictor) -> list[str]:
 
 def load_active_model(runs_dir: str | Path | None = None, threads: int | None = None) -> ActiveModel:
     """The active model's served checkpoint, loaded; WatchError when there is none."""
-    from .runs import active_file
+    from defect_model.runs.folders import active_file
 
     record = get_active(runs_dir)
     checkpoint = served_checkpoint(record)
@@ -277,7 +277,7 @@ def load_active_model(runs_dir: str | Path | None = None, threads: int | None = 
         raise WatchError(f"{where}: no model is active, so photos cannot be inspected. An admin makes one active "
                          "on the Models page (set DEFECT_RUNS_DIR if the runs live elsewhere); then start the "
                          "watcher again.")
-    from .inference import Predictor  # torch loads here, once there is a model to load
+    from defect_model.serve.inference import Predictor  # torch loads here, once there is a model to load
 
     predictor = Predictor.from_checkpoint(checkpoint, threads=threads)
     warm_up(predictor)
@@ -290,7 +290,7 @@ def warm_up(predictor) -> None:
     does not wait for it (seconds on two cores)."""
     import numpy as np
 
-    from .explain import heatmaps
+    from defect_model.serve.explain import heatmaps
 
     size = predictor.preprocessing.image_size
     heatmaps(predictor, [np.full((size, size, 3), 128, dtype=np.uint8)])

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import features_and_logits
-from .onnx_graph import LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
+from defect_model.train.model import features_and_logits
+from defect_model.serve.onnx_graph import LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
 
 OUTPUTS = (LOGITS, "features")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .images import ImageError, load_image
-from .inspection import FileResult, thumbnail
-from .verdicts import VERDICTS
+from defect_model.photos.images import ImageError, load_image
+from defect_model.workflows.inspection import FileResult, thumbnail
+from defect_model.serve.verdicts import VERDICTS
 
 EXPORT_SIDE = 2048  # overlays in the ZIP are at the photo's size, capped at this side
 
@@ -73,7 +73,7 @@ def results_csv(results: Sequence[FileResult], threshold: float, good_classes: I
 def overlay_for(result: FileResult, opacity: float = 0.5, photo: Image.Image | None = None,
                 heatmap: np.ndarray | None = None) -> Image.Image | None:
     """The heatmap blended over `photo` (default: the thumbnail); None for a failed file."""
-    from .explain import heatmap_to_photo, overlay  # imports torch; only called where a model is loaded
+    from defect_model.serve.explain import heatmap_to_photo, overlay  # imports torch; only called where a model is loaded
 
     heat = result.heatmap_float() if heatmap is None else heatmap
     base = result.thumbnail if photo is None else photo
@@ -105,7 +105,7 @@ def heatmap_for_class(predictor, result: FileResult, class_index: int) -> np.nda
         return result.heatmap_float()
     if not result.photo_path or not Path(result.photo_path).is_file():
         return None
-    from .explain import heatmaps
+    from defect_model.serve.explain import heatmaps
 
     array = predictor.prepare(load_image(result.photo_path, result.name), result.name)
     _, maps = heatmaps(predictor, [array], [int(class_index)])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .data import scan_image_folder
-from .images import ImageError, load_image
+from defect_model.train.data import scan_image_folder
+from defect_model.photos.images import ImageError, load_image
 
 # A class with this many times fewer photos than the largest one is called out.
 IMBALANCE_WARNING = 1.5

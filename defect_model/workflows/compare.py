@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .events import curves
-from .quality import assess
-from .runs import RunDir
+from defect_model.runs.events import curves
+from defect_model.train.quality import assess
+from defect_model.runs.folders import RunDir
 
 
 @dataclass

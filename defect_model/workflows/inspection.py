@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, load_image
-from .runs import now_iso
-from .store import InspectionStore, sha256_bytes
-from .uploads import Upload, check_size, check_upload
-from .verdicts import DEFAULT_THRESHOLD, decide_verdict
+from defect_model.photos.images import ImageError, load_image
+from defect_model.runs.folders import now_iso
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.photos.uploads import Upload, check_size, check_upload
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, decide_verdict
 
 DEFAULT_BATCH_SIZE = 8
 THUMBNAIL_SIDE = 320  # the copy kept in memory for the grid; the full photo stays in the store
@@ -129,7 +129,7 @@ def thumbnail(photo: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
 
 
 def _forward(predictor, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    from .explain import heatmaps  # torch is imported by the caller's predictor already
+    from defect_model.serve.explain import heatmaps  # torch is imported by the caller's predictor already
 
     return heatmaps(predictor, arrays)
 

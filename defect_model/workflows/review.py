@@ -1,7 +1,7 @@
 """What the Review page works on: a run's validation predictions, the photos in a confusion cell, the
 wrong predictions worst first, the label decisions about them, and the retrain that applies them.
 
-Decisions are rows in the corrections table (defect_model.store); dataset files are never touched.
+Decisions are rows in the corrections table (defect_model.runs.store); dataset files are never touched.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .accounts import Actor, audit_log, require
-from .config import TrainConfig
-from .presets import warm_retrain
-from .runs import RunDir, now_iso, write_json_atomic
-from .store import InspectionStore
+from defect_model.access.accounts import Actor, audit_log, require
+from defect_model.train.config import TrainConfig
+from defect_model.train.presets import warm_retrain
+from defect_model.runs.folders import RunDir, now_iso, write_json_atomic
+from defect_model.runs.store import InspectionStore
 
 PREDICTION_COLUMNS = ("path", "true_label", "pred_label", "loss")
 RETRAIN_FILE = "retrain.json"
@@ -79,7 +79,7 @@ def load_predictions(run: RunDir, classes: list[str]) -> pd.DataFrame:
 
 def confusion_counts(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:
     """Rows true class, columns predicted class, counted from the predictions table."""
-    from .metrics import confusion_matrix
+    from defect_model.train.metrics import confusion_matrix
 
     index = {name: i for i, name in enumerate(classes)}
     return confusion_matrix(predictions["true_label"].map(index), predictions["pred_label"].map(index), len(classes))
@@ -231,7 +231,7 @@ def retrain_with_corrections(run: RunDir, store: InspectionStore, actor: Actor,
     corrections of its dataset (both copied into the new run's folder by jobs.start, so the retrain sees the
     same photos even if this run is deleted later). Raises ReviewError when there is nothing to apply and
     jobs.JobError when another job is running."""
-    from .jobs import start
+    from defect_model.runs.jobs import start
 
     require(actor, "train")
     config = run.settings()

@@ -26,7 +26,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .audit import AuditLog
+from defect_model.access.audit import AuditLog
 
 ROLES = ("inspector", "engineer", "admin")
 # action -> the least role allowed to do it
@@ -300,13 +300,13 @@ class Accounts:
 
 def open_accounts(path: str | Path | None = None) -> Accounts:
     """The accounts in the inspection database ($DEFECT_DB, else <data folder>/inspections.sqlite)."""
-    from .store import default_db_path
+    from defect_model.runs.store import default_db_path
 
     return Accounts(path if path is not None else default_db_path())
 
 
 def audit_log(path: str | Path | None = None) -> AuditLog:
-    from .store import default_db_path
+    from defect_model.runs.store import default_db_path
 
     return AuditLog(path if path is not None else default_db_path())
 

@@ -1,0 +1,1 @@
+"""A trained model put to use: probabilities, heatmaps, the ONNX graphs and the verdict rule."""

@@ -1,0 +1,1 @@
+"""What the pages and the CLI do with the layers below: inspect, review, compare, activate, watch."""

@@ -168,6 +168,15 @@ def sixteen_bit_small_png() -> bytes:
     return encode(Image.fromarray(np.linspace(0, 60000, 64 * 64).reshape(64, 64).astype(np.uint16)))
 
 
+def twelve_bit_png_with_sbit() -> bytes:
+    """A line camera's 12-bit frame stored as it comes (0..4095) in a 16-bit PNG that declares 12 bits."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sBIT", bytes([12]))
+    return encode(Image.fromarray(np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)), pnginfo=info)
+
+
 def one_pixel_png() -> bytes:
     return encode(Image.new("RGB", (1, 1), (128, 64, 32)))
 

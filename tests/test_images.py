@@ -128,3 +128,52 @@ def test_a_png_too_large_to_decode_within_the_budget_is_refused(monkeypatch):
     monkeypatch.setattr("defect_model.photos.images.MAX_DECODED_BYTES", 100_000)
     with pytest.raises(ImageError, match=r"big.png: the photo is 400x400 RGBA.*0.6 MB decoded.*Resize it"):
         load_image(_png_bytes(Image.new("RGBA", (400, 400))), name="big.png")
+
+
+# -- issue 16 item 9: deep photos scaled by the bit depth the file declares -----------------------------------
+def _deep_png(values: np.ndarray, significant_bits: int | None = None) -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if significant_bits:
+        info.add(b"sBIT", bytes([significant_bits]))
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+TWELVE_BIT_RAMP = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)
+
+
+def test_twelve_bit_camera_data_with_a_png_sbit_chunk_fills_the_range():
+    """12-bit data stored as it comes (0..4095) in a 16-bit PNG came out near black (max 16 of 255)."""
+    photo = load_image(_deep_png(TWELVE_BIT_RAMP, significant_bits=12), "cam.png")
+    values = np.asarray(photo)[:, :, 0]
+    assert values.min() == 0 and values.max() == 255
+    assert "4095 as white" in photo.info["depth_note"] and "sBIT" in photo.info["depth_note"]
+
+
+def test_twelve_bit_data_in_a_tiff_is_scaled_by_its_max_sample_value():
+    buffer = io.BytesIO()
+    Image.fromarray(TWELVE_BIT_RAMP).save(buffer, "TIFF", tiffinfo={281: 4095})
+    photo = load_image(buffer.getvalue(), "cam.tif")
+    assert np.asarray(photo).max() == 255 and "MaxSampleValue 4095" in photo.info["depth_note"]
+
+
+def test_a_dark_sixteen_bit_frame_stays_dark_and_the_note_says_why():
+    """A 16-bit frame whose brightest pixel is 200 was taken for 8-bit data and shown bright."""
+    photo = load_image(_deep_png(np.full((16, 16), 200, np.uint16)), "dark.png")
+    assert np.asarray(photo).max() <= 1
+    note = photo.info["depth_note"]
+    assert "65535 as white" in note and "looks dark" in note and "sBIT" in note  # what was done, what to do
+
+
+def test_values_beyond_the_declared_bits_mean_the_photo_was_spread_over_sixteen():
+    """The PNG standard asks writers to spread 12-bit values over 16 bits; then 65535 is white."""
+    spread = (TWELVE_BIT_RAMP.astype(np.uint32) * 65535 // 4095).astype(np.uint16)
+    photo = load_image(_deep_png(spread, significant_bits=12), "spread.png")
+    assert np.asarray(photo).max() == 255 and "span all 16 bits" in photo.info["depth_note"]
+
+
+def test_eight_bit_photos_carry_no_depth_note():
+    assert "depth_note" not in load_image(_png_bytes(Image.new("L", (8, 8), 90), "PNG")).info

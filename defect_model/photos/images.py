@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from pathlib import Path
 from typing import Union
 
@@ -76,9 +77,12 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             if img.format == "JPEG":
                 _draft_within_budget(img)
             _refuse_over_budget(img, label)
+            white, how = declared_white(img, stream)
             img.load()
             img = _reduce(img, _reduction(img.size, img.mode))
-            img = _to_rgb(ImageOps.exif_transpose(img), label)
+            img = _to_rgb(ImageOps.exif_transpose(img), label, white)
+            if how:
+                img.info["depth_note"] = how  # callers say how a deep photo was brought to 8 bits
             if img.size not in ((width, height), (height, width)):
                 img.info["reduced_from"] = (width, height)  # what the file holds; the callers may say so
             return img
@@ -132,6 +136,84 @@ def _reduce(img: Image.Image, factor: int) -> Image.Image:
         return img.resize((max(1, img.width // factor), max(1, img.height // factor)), Image.BOX)
 
 
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# A PNG's chunks before its pixels are few and small; this many are read at most looking for sBIT.
+_PNG_HEADER_CHUNKS = 64
+
+
+def declared_white(img: Image.Image, stream) -> tuple[int | None, str]:
+    """The value that is white in a deep (16- or 32-bit integer) photo, from what the file declares, and a
+    sentence saying what was done; (None, "") for 8-bit photos and for those that declare nothing usable.
+
+    A PNG's sBIT chunk (the sensor's significant bits, e.g. 12) or a TIFF's MaxSampleValue wins over the
+    container's 16 bits. The PNG standard asks writers to spread such values over the full 16-bit range;
+    many camera tools store them as they come (0..4095). Values above the declared maximum show the
+    photo was spread, so then the full range is white."""
+    if img.mode not in _DEEP_MODES:
+        return None, ""
+    bits, source = 16 if img.mode.startswith("I;16") else None, "the file declares 16 bits"
+    if img.format == "PNG":
+        significant = _png_significant_bits(stream)
+        if significant and significant < 16:
+            bits, source = significant, f"the {significant} bits its PNG sBIT chunk declares"
+    elif img.format == "TIFF":
+        declared = img.tag_v2.get(281)  # MaxSampleValue
+        declared = declared[0] if isinstance(declared, tuple) else declared
+        per_sample = img.tag_v2.get(258)  # BitsPerSample
+        per_sample = per_sample[0] if isinstance(per_sample, tuple) else per_sample
+        if declared:
+            return _white_of(img, int(declared), f"the MaxSampleValue {int(declared)} its TIFF tags declare")
+        if per_sample and per_sample <= 16:
+            bits, source = int(per_sample), f"the file declares {int(per_sample)} bits"
+    if bits is None:
+        return None, ""
+    return _white_of(img, 2**bits - 1, source)
+
+
+def _white_of(img: Image.Image, white: int, source: str) -> tuple[int, str]:
+    top = _brightest(img)
+    depth = "16-bit" if img.mode.startswith("I;16") else "32-bit"
+    if top > white:  # spread over the full range as the PNG standard asks
+        white, source = 65535, f"its values exceed {source}, so they span all 16 bits"
+    note = f"{depth} photo: scaled to 8 bits taking {white} as white ({source})"
+    if top * 16 < white:
+        note += (f"; its brightest pixel is {top}, {100 * top / white:.1f} % of white, so it looks dark. If the "
+                 "camera records fewer bits, save its photos with a PNG sBIT chunk or TIFF MaxSampleValue")
+    return white, note
+
+
+def _brightest(img: Image.Image) -> int:
+    extrema = img.getextrema()  # loads the pixels, without a copy of them
+    return int(max(pair[1] for pair in extrema) if isinstance(extrema[0], tuple) else extrema[1])
+
+
+def _png_significant_bits(stream) -> int | None:
+    """The largest channel value of a PNG's sBIT chunk, read from the chunk headers before its pixels."""
+    own = isinstance(stream, (str, Path))
+    handle = open(stream, "rb") if own else stream
+    try:
+        start = handle.tell()
+        handle.seek(0)
+        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        for _ in range(_PNG_HEADER_CHUNKS):
+            head = handle.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            if kind == b"sBIT" and 1 <= length <= 4:
+                return max(handle.read(length))
+            handle.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
+        return None
+    finally:
+        if own:
+            handle.close()
+        else:
+            handle.seek(start)
+
+
 def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -143,15 +225,15 @@ def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map integer or float pixel data to 0..255 without clipping it to white."""
-    top = float(values.max()) if values.size else 0.0
-    if top <= 1.0:
-        scale = 255.0
-    elif top <= 255.0:
-        scale = 1.0
-    else:
-        scale = 255.0 / 65535.0
+def _scale_to_uint8(values: np.ndarray, white: int | None = None) -> np.ndarray:
+    """Map integer or float pixel data to 0..255: `white` (what the file declares) becomes 255; without it,
+    a 16-bit array's 65535, else data up to 1.0, 255 or 65535 by its largest value (never clipped to white)."""
+    if white is None and values.dtype == np.uint16:
+        white = 65535
+    if white is None:
+        top = float(values.max()) if values.size else 0.0
+        white = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    scale = 255.0 / white
     if values.dtype.kind == "u" and values.dtype.itemsize == 2:
         # A table of all 65,536 values: no floating-point copy of the photo (8 bytes a pixel, several times over).
         table = np.clip(np.rint(np.arange(65536) * scale), 0, 255).astype(np.uint8)
@@ -161,11 +243,11 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
 
 
-def _to_rgb(img: Image.Image, label: str) -> Image.Image:
+def _to_rgb(img: Image.Image, label: str, white: int | None = None) -> Image.Image:
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_scale_to_uint8(np.asarray(img))).convert("RGB")
+    if img.mode in (*_DEEP_MODES, "F"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(img), white)).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     try:

@@ -19,10 +19,12 @@ import numpy as np
 from PIL import Image
 
 from defect_model.photos.images import ImageError, load_image
+from defect_model.photos.stats import photo_stats
 from defect_model.runs.folders import now_iso
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.photos.uploads import Upload, check_size, check_upload
-from defect_model.serve.verdicts import DEFAULT_THRESHOLD, decide_verdict
+from defect_model.serve.unfamiliar import is_unfamiliar
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, decide_verdict, verdict_reason
 
 DEFAULT_BATCH_SIZE = 8
 THUMBNAIL_SIDE = 320  # the copy kept in memory for the grid; the full photo stays in the store
@@ -46,6 +48,7 @@ class InspectionSettings:
     run_id: str
     good_classes: list[str] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
+    good_threshold: float | None = None  # a pass's own threshold (the model's operating point), else `threshold`
     inspector: str = ""
     model_sha256: str = ""  # the served checkpoint's hash, logged with each inspection
 
@@ -67,12 +70,24 @@ class FileResult:
     notes: list[str] = field(default_factory=list)
     photo_path: str = ""
     photo_size: tuple[int, int] | None = None  # (width, height)
+    photo_stats: dict = field(default_factory=dict)  # brightness, contrast, width, height (logged for Monitor)
     thumbnail: Image.Image | None = None
     heatmap: np.ndarray | None = None  # uint8 (S, S) for the predicted class, at the model's input size
     resize_mode: str = "stretch"
     inspection_id: int | None = None
     log_error: str = ""
     size_bytes: int = 0
+    unfamiliar_score: float | None = None  # None: the model has no unfamiliar-photo statistics
+    unfamiliar_threshold: float | None = None
+
+    @property
+    def unfamiliar(self) -> bool:
+        return is_unfamiliar(self.unfamiliar_score, self.unfamiliar_threshold)
+
+    @property
+    def reason(self) -> str:
+        """Why a person is needed ('' for other verdicts)."""
+        return verdict_reason(self.verdict, self.unfamiliar)
 
     @property
     def ok(self) -> bool:
@@ -96,11 +111,13 @@ class FileResult:
             return {}
         return {c: float(p) for c, p in zip(self.classes, self.probabilities)}
 
-    def verdict_at(self, threshold: float, good_classes: Iterable[str]) -> str:
-        """The verdict under another threshold (the page's slider); errors stay errors."""
+    def verdict_at(self, threshold: float, good_classes: Iterable[str], good_threshold: float | None = None) -> str:
+        """The verdict under another threshold (the page's slider); errors stay errors, unfamiliar photos go
+        to a person whatever the threshold."""
         if not self.ok:
             return "error"
-        return decide_verdict(self.probabilities, self.classes, good_classes, threshold)
+        return decide_verdict(self.probabilities, self.classes, good_classes, threshold, good_threshold,
+                              self.unfamiliar)
 
     def heatmap_float(self) -> np.ndarray | None:
         return None if self.heatmap is None else self.heatmap.astype(np.float32) / 255.0
@@ -128,10 +145,10 @@ def thumbnail(photo: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
     return thumb
 
 
-def _forward(predictor, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    from defect_model.serve.explain import heatmaps  # torch is imported by the caller's predictor already
+def _forward(predictor, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    from defect_model.serve.explain import heatmaps_and_unfamiliar  # torch is imported by the caller's predictor
 
-    return heatmaps(predictor, arrays)
+    return heatmaps_and_unfamiliar(predictor, arrays)
 
 
 def inspect_batch(predictor, uploads: Sequence[Upload], settings: InspectionSettings,
@@ -154,10 +171,13 @@ def inspect_batch(predictor, uploads: Sequence[Upload], settings: InspectionSett
             result.notes[:0] = check_upload(upload.name, upload.data)
             photo = load_image(upload.data, upload.name)
             result.photo_size = photo.size
+            result.photo_stats = photo_stats(photo)
             if "reduced_from" in photo.info:
                 width, height = photo.info["reduced_from"]
                 result.notes.append(f"a {width}x{height} photo, inspected at {photo.width}x{photo.height} to bound "
                                     "the memory one photo may take")
+            if "depth_note" in photo.info:
+                result.notes.append(photo.info["depth_note"])
             result.photo_path, copy_problem = _keep_copy(store, upload.data, upload.name)
             if copy_problem:
                 result.notes.append(copy_problem)
@@ -188,12 +208,15 @@ def _predict_ready(predictor, ready, settings: InspectionSettings) -> None:
             except Exception as exc:
                 item[0].error = (f"{item[0].name}: the model failed on this photo ({type(exc).__name__}: {exc}). "
                                  "Send it to the engineer with the model id.")
-    for group, (probs, maps) in zip(groups, outputs):
-        for (result, photo, _), p, heat in zip(group, probs, maps):
+    for group, (probs, maps, scores) in zip(groups, outputs):
+        for i, ((result, photo, _), p, heat) in enumerate(zip(group, probs, maps)):
             result.probabilities = np.asarray(p, dtype=np.float32)
             result.heatmap = np.uint8(np.rint(np.clip(heat, 0, 1) * 255))
             result.thumbnail = thumbnail(photo)
-            result.verdict = decide_verdict(p, result.classes, settings.good_classes, settings.threshold)
+            if scores is not None and np.isfinite(scores[i]):
+                result.unfamiliar_score = float(scores[i])
+                result.unfamiliar_threshold = predictor.unfamiliar_threshold
+            result.verdict = result.verdict_at(settings.threshold, settings.good_classes, settings.good_threshold)
 
 
 def log_result(store: InspectionStore | None, result: FileResult, settings: InspectionSettings) -> None:
@@ -204,6 +227,7 @@ def log_result(store: InspectionStore | None, result: FileResult, settings: Insp
             file_name=result.name, sha256=result.sha256, photo_path=result.photo_path, verdict=result.verdict,
             inspector=settings.inspector, run_id=result.model_id, predicted=result.predicted,
             confidence=result.confidence, probabilities=result.probability_dict(), threshold=result.threshold,
-            error=result.error, time=result.time, model_sha256=settings.model_sha256)
+            error=result.error, time=result.time, model_sha256=settings.model_sha256, photo_stats=result.photo_stats,
+            unfamiliar_score=result.unfamiliar_score)
     except Exception as exc:  # the result is still shown; the page says it was not logged
         result.log_error = f"{result.name}: not logged ({type(exc).__name__}: {exc}). Tell the engineer."

@@ -146,6 +146,9 @@ def logged_result(row: dict, position: int, model) -> tuple[FileResult, np.ndarr
     if result.error:
         return result, None
     result.probabilities = np.asarray([probabilities.get(c, 0.0) for c in classes], dtype=np.float32)
+    score = row.get("unfamiliar_score")
+    if score is not None and score == score:  # NULL (pandas: NaN) for a model without the check
+        result.unfamiliar_score, result.unfamiliar_threshold = float(score), model.predictor.unfamiliar_threshold
     try:
         photo = load_image(row["photo_path"], row["file_name"])
     except ImageError:

@@ -20,7 +20,7 @@ from defect_model.workflows.inspection_export import (class_counts, heatmap_for_
                                            overlays_zip, results_table, verdict_counts)
 from defect_model.workflows.inspection_queue import InspectionQueue
 from defect_model.runs.store import InspectionStore, default_db_path
-from defect_model.serve.verdicts import DEFAULT_THRESHOLD, VERDICTS, VERDICT_LABELS
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, UNFAMILIAR_REASON, VERDICTS, VERDICT_LABELS
 from ui.inspect_history import decode_ids, encode_ids, restore_batch
 from ui.inspect_model import ActiveModel
 from ui.session import current_actor
@@ -45,6 +45,9 @@ HEATMAP_HELP = ("The heatmap (Grad-CAM) colours the parts of the photo that weig
                 "strongest, blue least. Pick another class to see what would speak for it.")
 FINGERPRINT_HELP = ("A fingerprint (SHA-256) of the file's bytes: the same photo always has the same one, so the log "
                     "can tell which photo was judged.")
+UNFAMILIAR_HELP = ("How far the photo's features lie from those of the training photos (Mahalanobis distance to the "
+                   "nearest class). The threshold was set at the end of training so that about 2 % of ordinary "
+                   "photos lie above it.")
 UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
                "batches while you keep working, and every file is logged.")
 
@@ -284,7 +287,24 @@ def badge(verdict: str) -> None:
 def describe(result: FileResult, verdict: str) -> str:
     if not result.ok:
         return "could not be inspected"
+    if result.unfamiliar:
+        return f"unfamiliar photo · {md(result.predicted)} · {result.confidence:.0%}"
     return f"{md(result.predicted)} · {result.confidence:.0%}"
+
+
+def unfamiliar_ui(result: FileResult, model: ActiveModel) -> None:
+    """The photo's unfamiliar score against the model's threshold, or why it has none."""
+    if result.unfamiliar:
+        st.warning(f"Needs a person: {UNFAMILIAR_REASON} (unfamiliar score {result.unfamiliar_score:,.0f}, "
+                   f"threshold {result.unfamiliar_threshold:,.0f}), whatever its confidence.",
+                   icon=":material/person_search:")
+    elif result.unfamiliar_score is not None:
+        st.caption(f"Unfamiliar score {result.unfamiliar_score:,.0f} (a person is asked above "
+                   f"{result.unfamiliar_threshold:,.0f}): like the photos the model was trained on.",
+                   help=UNFAMILIAR_HELP)
+    else:
+        st.caption("No unfamiliar score: this model was trained before the unfamiliar-photo check. Retrain it to "
+                   "have photos unlike its training photos sent to a person.", help=UNFAMILIAR_HELP)
 
 
 # -- one photo in detail -------------------------------------------------------------------
@@ -362,6 +382,7 @@ def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: I
     with chart_col:
         st.markdown(f"Predicted **{md(result.predicted)}** with {result.confidence:.1%} "
                     f"(threshold {threshold:.0%}) → **{VERDICT_LABELS[verdict]}**")
+        unfamiliar_ui(result, model)
         st.plotly_chart(probability_chart(result, model.good_classes, threshold),
                         key=f"inspect_chart_{result.index}", config={"displayModeBar": False})
         st.caption(f"Model {code(result.model_id)} · {result.time.replace('T', ' ')[:19]} UTC · photo fingerprint "
@@ -503,7 +524,8 @@ def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool)
 def table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
     table = results_table(results, threshold, good_classes)
     st.dataframe(
-        table[["file_name", "verdict", "predicted", "confidence", "message"]], hide_index=True,
+        table[["file_name", "verdict", "reason", "predicted", "confidence", "unfamiliar_score", "message"]],
+        hide_index=True,
         key="inspect_table", on_select=functools.partial(_select_from_table, [r.index for r in results]),
         selection_mode="single-row",
         column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,

@@ -102,6 +102,8 @@ class InspectionStore:
                 db.execute("ALTER TABLE inspections ADD COLUMN model_sha256 TEXT NOT NULL DEFAULT ''")
             if "source" not in columns:  # older rows were all browser uploads; audit.LATER_COLUMNS keeps them verified
                 db.execute("ALTER TABLE inspections ADD COLUMN source TEXT NOT NULL DEFAULT 'browser'")
+            if "unfamiliar_score" not in columns:  # older rows have none (NULL); audit.LATER_COLUMNS
+                db.execute("ALTER TABLE inspections ADD COLUMN unfamiliar_score REAL")
             if "photo_removed" not in columns:  # when retention deleted the stored copy (audit.MUTABLE_COLUMNS)
                 db.execute("ALTER TABLE inspections ADD COLUMN photo_removed TEXT NOT NULL DEFAULT ''")
             prepare_chain(db, "inspections")
@@ -158,7 +160,8 @@ class InspectionStore:
     def log_inspection(self, *, file_name: str, sha256: str, photo_path: str | Path, verdict: str,
                        inspector: str = "", run_id: str = "", predicted: str = "", confidence: float | None = None,
                        probabilities: dict | None = None, threshold: float | None = None, error: str = "",
-                       time: str | None = None, model_sha256: str = "", source: str | None = None) -> int:
+                       time: str | None = None, model_sha256: str = "", source: str | None = None,
+                       unfamiliar_score: float | None = None) -> int:
         """Append one inspection as the next link of the log's hash chain (see audit.py)."""
         if verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {verdict!r}")
@@ -170,7 +173,7 @@ class InspectionStore:
                 "time": time or _now(), "inspector": inspector, "file_name": file_name, "sha256": sha256,
                 "photo_path": str(photo_path), "run_id": run_id, "predicted": predicted, "confidence": confidence,
                 "probabilities": json.dumps(probabilities or {}), "verdict": verdict, "threshold": threshold,
-                "error": error, "model_sha256": model_sha256, "source": source})
+                "error": error, "model_sha256": model_sha256, "source": source, "unfamiliar_score": unfamiliar_score})
 
     def last_inspection_id(self) -> int:
         """The id of the newest logged inspection (0 for an empty log); ids only grow."""

@@ -14,6 +14,7 @@ from defect_model.train.checkpoint import load_checkpoint
 from defect_model.photos.images import ImageSource, prepare_array
 from defect_model.train.model import build_model, features_and_logits
 from defect_model.serve.onnx_graph import INPUT_NAME, LOGITS
+from defect_model.serve.unfamiliar import Familiarity
 from defect_model.photos.preprocess import normalize_batch
 
 
@@ -47,8 +48,10 @@ class Predictor:
     kept either way for the heatmap methods that need gradients."""
 
     def __init__(self, model: nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
-                 meta: dict | None = None, channels_last: bool = True, session=None, backend_note: str = ""):
+                 meta: dict | None = None, channels_last: bool = True, session=None, backend_note: str = "",
+                 familiarity: Familiarity | None = None):
         self.session = session
+        self.familiarity = familiarity  # None: a checkpoint from before the unfamiliar-photo check
         self.backend = "onnxruntime" if session is not None else "torch"
         self.backend_note = backend_note
         self.model = model.eval()
@@ -87,7 +90,8 @@ class Predictor:
                 if backend == "onnxruntime":
                     raise
                 note = f"because {exc}"
-        return cls(model, meta["classes"], preprocessing, meta, session=session, backend_note=note)
+        return cls(model, meta["classes"], preprocessing, meta, session=session, backend_note=note,
+                   familiarity=Familiarity.from_checkpoint(payload))
 
     # -- input ----------------------------------------------------------
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:
@@ -130,6 +134,14 @@ class Predictor:
             logits = self.logits(self.to_tensor(arrays[start:start + batch_size]))
             out.append(torch.softmax(logits, dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    @property
+    def unfamiliar_threshold(self) -> float | None:
+        return None if self.familiarity is None else self.familiarity.threshold
+
+    def unfamiliar_scores(self, features: torch.Tensor) -> np.ndarray | None:
+        """Unfamiliar scores of the photos whose layer4 maps these are; None without the statistics."""
+        return None if self.familiarity is None else self.familiarity.scores(features)
 
     def predict_with_features(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
         """Probabilities and layer4 activation maps from one forward pass."""

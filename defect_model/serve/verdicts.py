@@ -13,11 +13,15 @@ DEFAULT_THRESHOLD = 0.7
 
 
 def decide_verdict(probabilities: Sequence[float], classes: Sequence[str], good_classes: Iterable[str],
-                   threshold: float) -> str:
+                   threshold: float, good_threshold: float | None = None, unfamiliar: bool = False) -> str:
     """pass, reject or needs_person for one photo's class probabilities.
 
-    Below the confidence threshold a person decides, whatever the class. A
-    confident "good" class passes and a confident defect class is rejected.
+    A photo unlike the training photos (`unfamiliar`) goes to a person whatever the confidence: the model
+    answers with one of its classes, confidently, even for a photo of something it has never seen.
+    Below the confidence threshold a person decides, whatever the class. A confident "good" class passes
+    and a confident defect class is rejected. `good_threshold`, when given (an operating point chosen on
+    the Review page), is the threshold a good class's probability must clear to pass; `threshold` then
+    applies to defect classes only.
 
     When the run marks no class as good (NEU-CLS: six defect types, no photos of
     good parts), the model cannot recognise a good part at all, so nothing it
@@ -27,7 +31,21 @@ def decide_verdict(probabilities: Sequence[float], classes: Sequence[str], good_
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 1 or len(probabilities) != len(classes) or not len(classes):
         raise ValueError(f"{len(probabilities)} probabilities for {len(classes)} classes")
-    top = int(probabilities.argmax())
-    if probabilities[top] < threshold:
+    if unfamiliar:
         return "needs_person"
-    return "pass" if classes[top] in set(good_classes) else "reject"
+    top = int(probabilities.argmax())
+    good = classes[top] in set(good_classes)
+    needed = good_threshold if good and good_threshold is not None else threshold
+    if probabilities[top] < needed:
+        return "needs_person"
+    return "pass" if good else "reject"
+
+
+def verdict_reason(verdict: str, unfamiliar: bool) -> str:
+    """Why a person is needed, in words ('' for other verdicts)."""
+    if verdict != "needs_person":
+        return ""
+    return UNFAMILIAR_REASON if unfamiliar else "not confident enough"
+
+
+UNFAMILIAR_REASON = "unlike the photos this model was trained on"

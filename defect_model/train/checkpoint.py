@@ -26,6 +26,18 @@ def save_checkpoint(path: str | Path, model_state: dict, meta: dict, training_st
     write_atomic(path, lambda handle: torch.save(payload, handle), mode="wb")
 
 
+def add_to_checkpoint(path: str | Path, key: str, tensors: dict, meta: dict) -> None:
+    """Store `tensors` (plain tensors) under `key` and merge `meta` (JSON-able) into the metadata of the
+    checkpoint at `path`, rewriting it whole (the weights and any training state stay as they are)."""
+    payload = load_checkpoint(path)
+    json.dumps(meta)
+    if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise TypeError("a checkpoint holds plain tensors only")
+    payload[key] = dict(tensors)
+    payload["meta"] = {**payload["meta"], **meta}
+    write_atomic(Path(path), lambda handle: torch.save(payload, handle), mode="wb")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint without unpickling anything but tensors and plain data."""
     path = Path(path)

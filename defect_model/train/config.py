@@ -171,6 +171,10 @@ class TrainConfig:
     seed: int = _setting(0, "random seed for the split, the initial weights and the photo order", group="Data")
     good_classes: list[str] = _setting((), "classes that mean a good part (for pass / reject verdicts)",
                                        group="Data", label='Classes that mean "good"')
+    unfamiliar_share: float = _setting(0.02, "share of ordinary (validation) photos the unfamiliar-photo check "
+                                             "flags; it sets the check's threshold at the end of training",
+                                       group="Advanced", label="Unfamiliar photos: share of ordinary ones flagged",
+                                       bounds=(0.001, 0.5))
 
     mean: tuple[float, float, float] = _setting(IMAGENET_MEAN, "per-channel normalisation mean (R G B)",
                                                 group="Advanced", label="Normalisation mean (R, G, B)")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defect_model.train import checkpoint as ckpt
+from defect_model.train import familiarity
 from defect_model.train.config import MAX_EPOCHS, TrainConfig
 from defect_model.runs.events import Callback, Emitter, EventLog
 from defect_model.train.augment import augment_batch
@@ -446,6 +447,8 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         metrics = _promote_best(run, model, val_set, data, cfg, device, course, metrics)
         emit("decision", text=f"kept epoch {course.best_epoch} (validation macro-F1 {course.best:.3f}) as the "
                               f"run's model instead of the last epoch")
+    if dist.is_main:
+        _fit_familiarity(run, model, data, cfg, device, emit)
     quality = assess(metrics, cfg.good_classes)
     if quality.collapsed:
         emit("warning", text="This model is useless as it stands: " + "; ".join(quality.problems)
@@ -624,6 +627,19 @@ def _promote_best(run: RunDir, model, val_set, data: PreparedData, cfg, device, 
     meta = checkpoint_meta(cfg, data.classes, run, course.best_epoch, metrics)
     ckpt.save_checkpoint(run.checkpoint, payload["model"], meta)  # a finished run is not resumed
     return metrics
+
+
+def _fit_familiarity(run: RunDir, model, data: PreparedData, cfg, device, emit: Emitter) -> None:
+    """The unfamiliar-photo statistics into the finished checkpoint; without them the model still works (its
+    photos get no unfamiliar score), so a failure here is a warning, not a failed run."""
+    try:
+        tensors, meta = familiarity.fit_familiarity(model, data.train, data.val, len(data.classes), cfg.mean,
+                                                    cfg.std, cfg.unfamiliar_share, device)
+        familiarity.store_familiarity(run.checkpoint, tensors, meta)
+        emit("decision", text=familiarity.describe(meta))
+    except Exception as exc:  # e.g. too few photos for the statistics
+        emit("warning", text=f"no unfamiliar-photo check for this model ({type(exc).__name__}: {exc}); its photos "
+                             "are judged by confidence alone")
 
 
 def _install_sigterm(stop_flag: dict):

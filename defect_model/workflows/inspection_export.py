@@ -13,7 +13,7 @@ from PIL import Image
 
 from defect_model.photos.images import ImageError, load_image
 from defect_model.workflows.inspection import FileResult, thumbnail
-from defect_model.serve.verdicts import VERDICTS
+from defect_model.serve.verdicts import VERDICTS, verdict_reason
 
 EXPORT_SIDE = 2048  # overlays in the ZIP are at the photo's size, capped at this side
 
@@ -59,10 +59,13 @@ def results_table(results: Sequence[FileResult], threshold: float, good_classes:
             row[probability_column(name)] = probs.get(name, np.nan)
         row.update(confidence=result.confidence if result.ok else np.nan,
                    verdict=result.verdict_at(threshold, good), model_id=result.model_id, time=result.time,
-                   threshold=threshold, message=result.message, inspection_id=result.inspection_id)
+                   threshold=threshold, message=result.message, inspection_id=result.inspection_id,
+                   unfamiliar_score=result.unfamiliar_score, unfamiliar_threshold=result.unfamiliar_threshold)
+        row["reason"] = verdict_reason(row["verdict"], result.unfamiliar)
         rows.append(row)
     columns = (["file_name", "sha256", "predicted"] + [probability_column(c) for c in classes]
-               + ["confidence", "verdict", "model_id", "time", "threshold", "message", "inspection_id"])
+               + ["confidence", "verdict", "reason", "unfamiliar_score", "unfamiliar_threshold", "model_id", "time",
+                  "threshold", "message", "inspection_id"])
     return pd.DataFrame(rows, columns=columns)
 
 

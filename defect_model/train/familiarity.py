@@ -1,0 +1,76 @@
+"""At the end of training: what the network's features look like on the training photos (serve.unfamiliar),
+with the threshold that flags the chosen share of the validation photos, stored in the run's checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from defect_model.photos.preprocess import normalize_batch
+from defect_model.serve.unfamiliar import calibrate, fit_mahalanobis, mahalanobis_scores, pooled
+from defect_model.train import checkpoint as ckpt
+from defect_model.train.data import DecodedImages
+from defect_model.train.model import features_and_logits
+
+BATCH = 64
+
+
+@torch.inference_mode()
+def pooled_features(model: nn.Module, images: DecodedImages, mean, std,
+                    device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled layer4 features (N, K) and logits (N, C) of decoded photos, the model in eval mode."""
+    model.eval()
+    features, logits = [], []
+    for start in range(0, len(images.paths), BATCH):
+        batch = normalize_batch(images.pixels[start:start + BATCH], mean, std, channels_last=False).to(device)
+        maps, out = features_and_logits(model, batch)
+        features.append(pooled(maps.float().cpu()))
+        logits.append(out.float().cpu())
+    return torch.cat(features), torch.cat(logits)
+
+
+def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, num_classes: int, mean, std,
+                    flag_share: float, device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
+    """(tensors, metadata) for checkpoint.add_to_checkpoint: statistics from `train`, threshold from `val`."""
+    train_features, _ = pooled_features(model, train, mean, std, device)
+    stats = fit_mahalanobis(train_features, train.labels, num_classes)
+    val_scores = mahalanobis_scores(pooled_features(model, val, mean, std, device)[0], stats)
+    threshold = calibrate(val_scores, flag_share)
+    info = {"method": "mahalanobis", "threshold": threshold, "flag_share": flag_share,
+            "val_flag_rate": float(np.mean(val_scores > threshold)), "train_images": len(train.paths),
+            "val_images": len(val.paths)}
+    return stats, {"unfamiliar": info}
+
+
+def store_familiarity(checkpoint: str | Path, tensors: dict, meta: dict) -> None:
+    ckpt.add_to_checkpoint(checkpoint, "unfamiliar", tensors, meta)
+
+
+def describe(meta: dict) -> str:
+    info = meta["unfamiliar"]
+    return (f"unfamiliar-photo check: statistics of {info['train_images']} training photos; its threshold flags "
+            f"{info['val_flag_rate']:.1%} of the {info['val_images']} validation photos (asked: "
+            f"{info['flag_share']:.1%})")
+
+
+def add_to_run(run_path: str | Path, flag_share: float | None = None) -> dict:
+    """Give a finished run's checkpoint its statistics (a run trained before the check existed); returns the
+    stored metadata. Decodes the run's own split as training did."""
+    from defect_model.runs.folders import RunDir
+    from defect_model.train.config import TrainConfig
+    from defect_model.train.engine import decode_split, plan_split
+    from defect_model.train.model import build_model
+
+    run = RunDir(Path(run_path))
+    cfg = TrainConfig.from_yaml(run.config, strict=False)
+    payload = ckpt.load_checkpoint(run.checkpoint)
+    model = build_model(cfg.backbone, len(payload["meta"]["classes"]), cfg.dropout)
+    model.load_state_dict(payload["model"])
+    data = decode_split(cfg, plan_split(cfg, run, reuse_split=True, write=False))
+    share = cfg.unfamiliar_share if flag_share is None else flag_share
+    tensors, meta = fit_familiarity(model, data.train, data.val, len(data.classes), cfg.mean, cfg.std, share)
+    store_familiarity(run.checkpoint, tensors, meta)
+    return meta

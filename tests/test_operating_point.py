@@ -1,0 +1,98 @@
+"""The operating point: escapes against review load on a hand-made table of probabilities."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from defect_model.access.accounts import PermissionDenied, audit_log
+from defect_model.runs.folders import RunDir
+from defect_model.workflows.operating_point import (OperatingPoint, least_review_load, load_point, outcome,
+                                                    per_class, save_point, sweep)
+from defect_model.serve.verdicts import decide_verdict
+
+from conftest import ENGINEER, INSPECTOR
+
+CLASSES = ["ok", "crack", "pit"]
+GOOD = ["ok"]
+# (true class, probabilities ok / crack / pit), written out by hand
+ROWS = [
+    ("ok", (0.97, 0.02, 0.01)), ("ok", (0.90, 0.05, 0.05)), ("ok", (0.80, 0.10, 0.10)), ("ok", (0.65, 0.30, 0.05)),
+    ("ok", (0.55, 0.40, 0.05)), ("ok", (0.30, 0.60, 0.10)),
+    ("crack", (0.85, 0.10, 0.05)), ("crack", (0.60, 0.35, 0.05)), ("crack", (0.20, 0.75, 0.05)),
+    ("crack", (0.05, 0.90, 0.05)),
+    ("pit", (0.70, 0.05, 0.25)), ("pit", (0.10, 0.10, 0.80)), ("pit", (0.40, 0.05, 0.55)),
+    ("pit", (0.02, 0.03, 0.95)),
+]
+PROBS = np.array([p for _, p in ROWS])
+LABELS = np.array([CLASSES.index(c) for c, _ in ROWS])
+
+
+def test_outcome_counts_escapes_review_and_false_rejects_by_hand():
+    # good threshold 0.6: the ok photos at 0.97-0.65 pass, and so do three defective ones whose top class is ok
+    # (crack 0.85, crack 0.60, pit 0.70): 3 of 8 defective photos escape;
+    # defect threshold 0.7: crack 0.75 / 0.90 and pit 0.80 / 0.95 are rejected;
+    # to a person: ok 0.55, the ok photo with crack 0.60 on top, pit 0.55 -> 3 of 14
+    result = outcome(PROBS, LABELS, CLASSES, GOOD, 0.6, 0.7)
+    assert result.escape_rate == pytest.approx(3 / 8)
+    assert result.review_load == pytest.approx(3 / 14)
+    assert result.false_reject_rate == pytest.approx(0)  # the ok photo with crack 0.60 on top goes to a person
+
+
+def test_the_verdict_rule_with_a_point_matches_the_table_function():
+    from defect_model.workflows.operating_point import verdicts
+
+    table = verdicts(PROBS, CLASSES, GOOD, 0.82, 0.7)
+    assert list(table) == [decide_verdict(p, CLASSES, GOOD, 0.7, good_threshold=0.82) for p in PROBS]
+
+
+@pytest.mark.parametrize("limit", [0.0, 0.125, 0.25, 0.375, 0.5, 1.0])
+def test_least_review_load_meets_the_limit_and_no_threshold_does_better(limit):
+    point = least_review_load(PROBS, LABELS, CLASSES, GOOD, limit, 0.7)
+    assert point.escape_rate <= limit
+    # brute force over a fine grid of good thresholds: none meets the limit with less review load
+    for t in np.linspace(0, 1.001, 2003):
+        other = outcome(PROBS, LABELS, CLASSES, GOOD, t, 0.7)
+        if other.escape_rate <= limit:
+            assert other.review_load >= point.review_load - 1e-12
+
+
+def test_the_points_chosen_on_the_hand_made_table():
+    # defective photos whose top class is ok: crack 0.85, pit 0.70, crack 0.60 -> passing none needs a good
+    # threshold just above 0.85 (the ok photos at 0.97 and 0.90 still pass); to a person: ok 0.80, 0.65, 0.55,
+    # the ok photo with crack 0.60 on top, crack 0.85, crack 0.60, pit 0.70, pit 0.55 -> 8 of 14
+    strict = least_review_load(PROBS, LABELS, CLASSES, GOOD, 0.0, 0.7)
+    assert 0.85 < strict.good_threshold <= 0.90  # any threshold in between gives the same verdicts
+    assert strict.escape_rate == 0 and strict.review_load == pytest.approx(8 / 14)
+    one = least_review_load(PROBS, LABELS, CLASSES, GOOD, 1 / 8, 0.7)  # one escape allowed: the crack at 0.85
+    assert one.good_threshold == pytest.approx(0.80) and one.escape_rate == pytest.approx(1 / 8)
+    assert one.review_load == pytest.approx(6 / 14)  # ok 0.65, 0.55, ok with crack on top, crack 0.60, pit 0.70, 0.55
+    table = sweep(PROBS, LABELS, CLASSES, GOOD, 0.7)
+    assert table["escape_rate"].is_monotonic_decreasing and table["review_load"].is_monotonic_increasing
+
+
+def test_per_class_detail():
+    table = per_class(PROBS, LABELS, CLASSES, GOOD, 0.6, 0.7).set_index("class")
+    assert table.loc["crack", "passed"] == pytest.approx(2 / 4) and table.loc["pit", "to a person"] == pytest.approx(1 / 4)
+    assert table["photos"].sum() == len(ROWS)
+
+
+def test_no_good_class_means_nothing_to_trade():
+    with pytest.raises(ValueError, match="no class is marked good"):
+        least_review_load(PROBS, LABELS, CLASSES, [], 0.05)
+
+
+def test_saving_a_point_needs_an_engineer_and_is_audited(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    point = least_review_load(PROBS, LABELS, CLASSES, GOOD, 0.125, 0.7)
+    with pytest.raises(PermissionDenied):
+        save_point(run, point, INSPECTOR)
+    assert load_point(run) is None
+    save_point(run, point, ENGINEER)
+    assert load_point(run) == point
+    [event] = audit_log().events("operating point", 5)
+    assert event["actor"] == "eng" and event["target"] == "run" and event["detail"]["good_threshold"] == point.good_threshold
+    with pytest.raises(ValueError, match="not a probability"):
+        save_point(run, OperatingPoint(1.5, 0.7), ENGINEER)

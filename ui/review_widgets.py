@@ -184,7 +184,8 @@ def cell_ui(data: ReviewData, true: str, pred: str, store: InspectionStore | Non
 
 # -- photo cards with heatmaps and decisions --------------------------------------------------
 @st.cache_data(max_entries=16, show_spinner="Computing Grad-CAM heatmaps…")
-def _overlays(_predictor, checkpoint: str, mtime: float, dataset: str, items: tuple[tuple[str, int], ...]) -> list:
+def photo_overlays(_predictor, checkpoint: str, mtime: float, dataset: str,
+                   items: tuple[tuple[str, int], ...]) -> list:
     """Per (photo, class index): {"image": Grad-CAM overlay (uint8 array), "flat": no region stands out},
     or the error message for that photo."""
     from defect_model.serve.explain import heatmap_to_photo, heatmaps, overlay
@@ -219,7 +220,7 @@ def _enlarge(image: Image.Image) -> Image.Image:
     return image.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
 
 
-def _photo(dataset: str, path: str):
+def photo_image(dataset: str, path: str):
     from defect_model.photos.images import ImageError, load_image
 
     try:
@@ -243,12 +244,12 @@ def _card_heatmaps(data: ReviewData, rows: pd.DataFrame) -> dict:
         for label in dict.fromkeys([row.pred_label, row.true_label]):
             if label in index:
                 items.append((row.path, index[label]))
-    results = _overlays(predictor, str(data.run.checkpoint), data.run.checkpoint.stat().st_mtime, data.dataset,
+    results = photo_overlays(predictor, str(data.run.checkpoint), data.run.checkpoint.stat().st_mtime, data.dataset,
                         tuple(items))
     return {(path, predictor.classes[target]): result for (path, target), result in zip(items, results)}
 
 
-def _show(column, image, caption: str) -> None:
+def show_image(column, image, caption: str) -> None:
     if isinstance(image, dict):
         if image["flat"]:
             caption += " (flat: no region stands out)"
@@ -334,11 +335,12 @@ def photo_cards_ui(data: ReviewData, rows: pd.DataFrame, store: InspectionStore 
         with st.container(border=True, key=f"card-{section}-{number}"):
             st.markdown(card_title(row, label), help=f"In the dataset {md(data.dataset)}")
             photo_col, pred_col, true_col, info_col = st.columns([1, 1, 1, 1.5])
-            _show(photo_col, _photo(data.dataset, row.path), "photo")
-            _show(pred_col, cams.get((row.path, row.pred_label)), f"Heatmap (Grad-CAM): predicted {md(row.pred_label)}")
+            show_image(photo_col, photo_image(data.dataset, row.path), "photo")
+            show_image(pred_col, cams.get((row.path, row.pred_label)),
+                       f"Heatmap (Grad-CAM): predicted {md(row.pred_label)}")
             if row.true_label != row.pred_label:
-                _show(true_col, cams.get((row.path, row.true_label)),
-                      f"Heatmap (Grad-CAM): filed as {md(row.true_label)}")
+                show_image(true_col, cams.get((row.path, row.true_label)),
+                           f"Heatmap (Grad-CAM): filed as {md(row.true_label)}")
             else:
                 true_col.caption("Predicted = filed class: one heatmap.")
             info_col.markdown("  \n".join(probability_lines(row, data.classes, label)))
@@ -508,7 +510,7 @@ def inspection_ui(data: ReviewData, store: InspectionStore, actor: Actor) -> int
     for record in records:
         with st.container(border=True, key=f"proposal-{record['id']}"):
             photo_col, text_col, buttons = st.columns([1, 2.4, 1])
-            _show(photo_col, _photo("", record["photo_path"]), "")  # stored inspection photos: own path
+            show_image(photo_col, photo_image("", record["photo_path"]), "")  # stored inspection photos: own path
             text_col.markdown(proposal_text(record, names[record["id"]]),
                               help=f"Stored copy: {md(record['photo_path'])}")
             if record.get("note"):

@@ -26,6 +26,9 @@ VERDICTS = ("pass", "reject", "needs_person", "error")
 CORRECTION_ACTIONS = ("confirm", "relabel", "unusable")
 CORRECTION_STATES = ("pending", "confirmed", "rejected")
 SOURCES = ("browser", "hot folder")  # where an inspected photo came from
+# Per-photo statistics (defect_model.photos.stats) logged with each inspection; NULL for rows from before them
+# and for files that were no photo (audit.LATER_COLUMNS keeps those rows verified).
+PHOTO_STAT_COLUMNS = {"brightness": "REAL", "contrast": "REAL", "width": "INTEGER", "height": "INTEGER"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inspections (
@@ -106,6 +109,9 @@ class InspectionStore:
                 db.execute("ALTER TABLE inspections ADD COLUMN unfamiliar_score REAL")
             if "photo_removed" not in columns:  # when retention deleted the stored copy (audit.MUTABLE_COLUMNS)
                 db.execute("ALTER TABLE inspections ADD COLUMN photo_removed TEXT NOT NULL DEFAULT ''")
+            for column, kind in PHOTO_STAT_COLUMNS.items():  # what the camera saw (Monitor's drift; NULL before)
+                if column not in columns:
+                    db.execute(f"ALTER TABLE inspections ADD COLUMN {column} {kind}")
             prepare_chain(db, "inspections")
 
     def _connect(self) -> sqlite3.Connection:
@@ -161,8 +167,9 @@ class InspectionStore:
                        inspector: str = "", run_id: str = "", predicted: str = "", confidence: float | None = None,
                        probabilities: dict | None = None, threshold: float | None = None, error: str = "",
                        time: str | None = None, model_sha256: str = "", source: str | None = None,
-                       unfamiliar_score: float | None = None) -> int:
-        """Append one inspection as the next link of the log's hash chain (see audit.py)."""
+                       photo_stats: dict | None = None, unfamiliar_score: float | None = None) -> int:
+        """Append one inspection as the next link of the log's hash chain (see audit.py); `photo_stats` are the
+        photo's brightness, contrast, width and height (defect_model.photos.stats)."""
         if verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {verdict!r}")
         source = source or self.source
@@ -173,7 +180,8 @@ class InspectionStore:
                 "time": time or _now(), "inspector": inspector, "file_name": file_name, "sha256": sha256,
                 "photo_path": str(photo_path), "run_id": run_id, "predicted": predicted, "confidence": confidence,
                 "probabilities": json.dumps(probabilities or {}), "verdict": verdict, "threshold": threshold,
-                "error": error, "model_sha256": model_sha256, "source": source, "unfamiliar_score": unfamiliar_score})
+                "error": error, "model_sha256": model_sha256, "source": source, "unfamiliar_score": unfamiliar_score,
+                **{column: (photo_stats or {}).get(column) for column in PHOTO_STAT_COLUMNS}})
 
     def last_inspection_id(self) -> int:
         """The id of the newest logged inspection (0 for an empty log); ids only grow."""

@@ -137,15 +137,27 @@ def record_decision(store: InspectionStore, data: ReviewData, photo_path: str, a
             raise ReviewError(f"{photo_path}: {new_label!r} is not one of the classes ({', '.join(data.classes)}).")
         if new_label == original:
             raise ReviewError(f"{photo_path} is already labelled {original!r}; confirm it (Keep) instead.")
+    return file_decision(store, actor, source="review", action=action, photo_path=photo_path, dataset=data.dataset,
+                         run_id=data.run.run_id, original=original, model_label=str(row["pred_label"]),
+                         new_label=new_label if action == "relabel" else None)
+
+
+def file_decision(store: InspectionStore, actor: Actor, *, source: str, action: str, photo_path: str, dataset: str,
+                  run_id: str, original: str = "", model_label: str = "", new_label: str | None = None,
+                  sha256: str = "", inspection_id: int | None = None) -> int:
+    """The one road an engineer's label decision takes into the corrections table (Review's validation photos,
+    Monitor's queue of inspected photos): confirmed at once, or waiting for a second engineer where the plant asks
+    for one (a relabel or a dropped photo), and recorded in the audit trail. Returns the correction's id."""
+    require(actor, "relabel")
     status = "pending" if action != "confirm" and second_person_required() else "confirmed"
     correction, stored = store.add_correction_once(
-        source="review", action=action, photo_path=photo_path, dataset=data.dataset,
-        new_label=new_label if action == "relabel" else None, original_label=original,
-        model_label=str(row["pred_label"]), who=actor.name, run_id=data.run.run_id, status=status)
+        source=source, action=action, photo_path=photo_path, dataset=dataset, new_label=new_label,
+        original_label=original, model_label=model_label, who=actor.name, run_id=run_id, status=status,
+        sha256=sha256, inspection_id=inspection_id)
     if not stored:  # the same decision again (a double click): one correction, one audit entry
         return correction
-    audit_log().record(actor, action, photo_path, correction=correction, run=data.run.run_id, dataset=data.dataset,
-                       original=original, new_label=new_label, status=status)
+    audit_log().record(actor, action, photo_path, correction=correction, run=run_id, dataset=dataset,
+                       original=original, new_label=new_label, status=status, source=source)
     return correction
 
 
@@ -177,11 +189,12 @@ def describe_decision(row: dict) -> str:
 
 
 def inspection_corrections(store: InspectionStore, data: ReviewData, status: str = "pending") -> pd.DataFrame:
-    """Inspectors' proposals (from the Inspect page) that concern this run's dataset or this run."""
+    """Proposals waiting for a decision that concern this run's dataset or this run: inspectors' (Inspect page), and
+    engineers' relabels waiting for a second engineer (Review, Monitor's queue)."""
     table = store.corrections(status=status)
     if table.empty:
         return table
-    relevant = table["source"].isin(["inspection", "review"]) & (
+    relevant = table["source"].isin(["inspection", "review", "monitor queue"]) & (
         (table["dataset"] == data.dataset) | (table["run_id"] == data.run.run_id))
     return table[relevant].reset_index(drop=True)
 

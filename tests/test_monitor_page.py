@@ -1,0 +1,67 @@
+"""AppTest of the Monitor page on a seeded log (tests/monitor_support.py): the p-charts mark the spike day, drift
+flags the brightened photos, and a photo labelled from the queue becomes a correction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import shown
+from defect_model.workflows.monitor import QUEUE_SOURCE
+from monitor_support import SPIKE_DAY, UNSURE, seeded_log
+from review_support import open_app_page
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "app-data" / "inspections.sqlite"))
+    return seeded_log(tmp_path)
+
+
+def traces(at, key: str) -> dict:
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id and key in c.proto.id)
+    return {t.get("name"): t for t in json.loads(chart.proto.spec)["data"]}
+
+
+def test_monitor_page_charts_drift_and_queue(env):
+    at = open_app_page("pages/monitor.py", "engineer")
+    assert [t.label for t in at.tabs] == ["Control charts", "Drift", "Label these next"]
+    assert at.selectbox(key="monitor_model").value == env["run"].run_id  # the active model by default
+    reject = traces(at, "monitor_chart_reject")
+    assert reject["outside the limits"]["x"] == [f"2026-02-{SPIKE_DAY:02d}"]
+    assert len(reject["Reject rate"]["x"]) == 10
+    assert any(f"2026-02-{SPIKE_DAY:02d} 66.7% (8 of 12" in shown(e.value) for e in at.error)
+    assert "outside the limits" in traces(at, "monitor_chart_needs_person")
+
+    at.multiselect(key="monitor_sources").set_value(["hot folder"]).run()  # 4 of the 12 photos a day
+    assert all("of 4;" in shown(e.value) for e in at.error) or not at.error
+
+    at.multiselect(key="monitor_sources").set_value([]).run()
+    at.session_state["monitor_tab"] = "Drift"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    alarm = next(shown(e.value) for e in at.error if e.value.startswith("Drift"))
+    assert "brightness" in alarm
+    table = at.dataframe[0].value.set_index("feature")
+    assert table.loc["brightness", "drifted"] and not table.loc["width", "drifted"]
+
+    at.session_state["monitor_tab"] = "Label these next"
+    at.run()
+    store = env["store"]
+    log = store.inspections()
+    unsure = int(log.loc[log["file_name"] == UNSURE, "id"].iloc[0])
+    label_boxes = [s for s in at.selectbox if s.key and s.key.startswith("queue:")]
+    assert label_boxes[0].key == f"queue:{unsure}:label"
+    at.selectbox(key=f"queue:{unsure}:label").set_value("scratch")
+    at.button(key=f"queue:{unsure}:save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    saved = store.corrections()
+    assert len(saved) == 1
+    row = saved.iloc[0]
+    assert (row["source"], row["action"], row["new_label"], row["who"], row["inspection_id"], row["dataset"]) == (
+        QUEUE_SOURCE, "relabel", "scratch", "eng", unsure, str(env["dataset"]))
+    assert any(UNSURE in shown(s.value) and "labelled" in s.value for s in at.success)
+    assert f"queue:{unsure}:label" not in [s.key for s in at.selectbox]  # it left the queue

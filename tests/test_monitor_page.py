@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import shown
-from defect_model.workflows.monitor import QUEUE_SOURCE
+from defect_model.workflows.monitor import QUEUE_SOURCE, validation_reference
 from monitor_support import SPIKE_DAY, UNSURE, seeded_log
 from review_support import open_app_page
 
@@ -65,3 +65,12 @@ def test_monitor_page_charts_drift_and_queue(env):
         QUEUE_SOURCE, "relabel", "scratch", "eng", unsure, str(env["dataset"]))
     assert any(UNSURE in shown(s.value) and "labelled" in s.value for s in at.success)
     assert f"queue:{unsure}:label" not in [s.key for s in at.selectbox]  # it left the queue
+
+
+def test_inspect_model_line_shows_the_drift_alarm(env):
+    at = open_app_page("pages/inspect.py", "inspector")
+    assert not [w for w in at.warning if w.value.startswith("Drift")]  # no reference read yet: no alarm
+    validation_reference(env["run"])  # what the Monitor page does the first time it shows drift
+    at = open_app_page("pages/inspect.py", "inspector", name="ana2")
+    alarm = [shown(w.value) for w in at.warning if w.value.startswith("Drift")]
+    assert len(alarm) == 1 and "brightness" in alarm[0] and "Monitor page" in alarm[0]

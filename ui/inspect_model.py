@@ -12,6 +12,7 @@ from defect_model.runs.folders import RunDir, data_root, get_active, list_runs
 from defect_model.workflows.lifecycle import ActivationError, activate, activation_problems
 from defect_model.photos.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
 from ui.job_events import job_progress_ui
+from ui.monitor_widgets import drift_alarm_ui
 from ui.session import current_actor
 from ui.resources import predictor_for, served_model
 from ui.text import code, md
@@ -93,6 +94,7 @@ def model_line_ui(model: ActiveModel) -> None:
     if problems:
         st.error("This model is flagged as useless: " + "; ".join(map(md, problems)) + ". It may pass defective "
                  "parts: tell the engineer, and send doubtful parts to a person.", icon=":material/warning:")
+    drift_alarm_ui(model.run)
     if not model.good_classes:
         st.caption("This run marks no class as a good part (as in NEU-CLS, where every class is a defect), so no "
                    "photo passes: a confident prediction is a **reject**, an unsure one goes to a person.")

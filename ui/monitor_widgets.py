@@ -3,16 +3,19 @@ periods and which of them are the reference, and the CSV download of what a sect
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from defect_model.runs.folders import RunDir, resolve_run
-from defect_model.runs.store import SOURCES, InspectionStore
+from defect_model.runs.store import SOURCES, InspectionStore, default_db_path
 from defect_model.workflows.hotfolder import watcher_status
-from defect_model.workflows.monitor import MonitorError, Periods, default_reference, load_log
+from defect_model.workflows.monitor import (REFERENCE_FILE, MonitorError, Periods, default_reference, drift_alarm,
+                                            load_log)
 from ui.resources import active_run
 from ui.text import code, md
 
@@ -120,3 +123,29 @@ def csv_download_ui(table: pd.DataFrame, name: str, key: str) -> None:
     st.download_button(f"Download {name.replace('-', ' ')} CSV", lambda: table.to_csv(index=False).encode(),
                        file_name=f"{name}.csv", mime="text/csv", icon=":material/download:", key=key,
                        on_click="ignore")
+
+
+# -- the alarm on the Inspect page's model line ------------------------------------------------------
+ALARM_DAYS = 7
+
+
+@st.cache_data(ttl=300, max_entries=4, show_spinner=False)
+def _drifted(db_path: str, run_path: str, reference_mtime: float) -> list[str]:
+    """At most every five minutes per model and reference: the log is read whole, which an inspector should not
+    wait for."""
+    return [d.text() for d in drift_alarm(InspectionStore(db_path), RunDir(Path(run_path)), ALARM_DAYS)]
+
+
+def drift_alarm_ui(run: RunDir) -> None:
+    """A warning when the last week's photos drifted from the model's validation photos (once the Monitor page
+    has read those)."""
+    try:
+        reference = run.path / REFERENCE_FILE
+        read_at = reference.stat().st_mtime if reference.is_file() else 0.0
+        drifted = _drifted(str(default_db_path()), str(run.path), read_at)
+    except (OSError, ValueError, sqlite3.Error):  # advice only: inspecting goes on without it
+        return
+    if drifted:
+        st.warning(f"Drift: the photos of the last {ALARM_DAYS} days differ from this model's validation photos ("
+                   + "; ".join(map(md, drifted)) + "). Verdicts may be less reliable: tell the engineer "
+                   "(Monitor page).", icon=":material/warning:")

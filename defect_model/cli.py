@@ -122,12 +122,18 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
                                                       "(default: DONE/errors)")
     watch.add_argument("--results", metavar="CSV", help="one line per photo: time,file,verdict,class,confidence,"
                                                         "model,inspection_id,error (default: DONE/results.csv)")
-    watch.add_argument("--threshold", type=float, help="confidence below which a person decides (default: the "
-                                                       "Inspect page's, 0.7)")
+    watch.add_argument("--threshold", type=float, help="confidence below which a person decides, for every class "
+                                                       "(default: the operating point saved with the model on the "
+                                                       "Review page, else the Inspect page's 0.7)")
     watch.add_argument("--settle", type=float, help="seconds a file's size must stay unchanged (default: 1)")
     watch.add_argument("--poll", type=float, help="seconds between looks at the folder (default: 0.2)")
     watch.add_argument("--batch-size", type=int, help="photos per forward pass in a burst (default: 32)")
     watch.add_argument("--threads", type=int, help="inference threads (default: half the cores, as the dashboard)")
+
+    golden = sub.add_parser("golden", help="run a model on the golden set beside the active model; exits 1 when a "
+                                           "verdict would change (for a plant's release scripts)")
+    golden.add_argument("run", metavar="RUN", help="the candidate run: a run folder or a run id")
+    golden.add_argument("--runs-dir", help="where the active model's record is (default: the run's parent folder)")
 
     demo = sub.add_parser("demo-data", help="write the synthetic demo dataset (ok + 4 defect classes)")
     demo.add_argument("out", metavar="OUT", help="folder to create")
@@ -332,7 +338,10 @@ def cmd_watch(args) -> int:
     try:
         folders = make_folders(args.in_dir, args.done, args.rejects, args.errors, args.results)
         model = load_active_model(threads=options.threads)
-        print(f"watching {folders.incoming} with model {model.run_id} (threshold {options.threshold:g}); results in "
+        rule = (f"threshold {options.threshold:g}" if options.threshold is not None else
+                f"operating point: pass from {model.point.good_threshold:.3f}, reject from "
+                f"{model.point.defect_threshold:.2f}" if model.point else "threshold 0.7")
+        print(f"watching {folders.incoming} with model {model.run_id} ({rule}); results in "
               f"{folders.results}", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
@@ -409,9 +418,28 @@ def cmd_photos(args) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_golden(args) -> int:
+    """Print each golden photo's verdict under the active model and under RUN; 1 when any verdict changes."""
+    from defect_model.runs.folders import resolve_run
+    from defect_model.workflows.golden_check import compare_golden
+
+    run = resolve_run(args.run)
+    table = compare_golden(run, args.runs_dir)
+    if table.empty:
+        print("the golden set is empty: nothing to check (mark golden photos on the Review page)")
+        return 0
+    for row in table.itertuples():
+        mark = "CHANGED" if row.changed else "same"
+        print(f"{mark:8} {row.photo} (label {row.label}): active {row.active_verdict or '-'} "
+              f"({row.active_class or '-'}) -> {run.run_id} {row.candidate_verdict} ({row.candidate_class})")
+    changed = int(table["changed"].sum())
+    print(f"{changed} of {len(table)} golden verdict(s) change", file=sys.stderr)
+    return 1 if changed else 0
+
+
 COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
-            "watch": cmd_watch, "photos": cmd_photos}
+            "watch": cmd_watch, "photos": cmd_photos, "golden": cmd_golden}
 
 
 def main(argv: list[str] | None = None) -> int:

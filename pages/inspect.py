@@ -32,7 +32,7 @@ def main() -> None:
 def inspect_ui(model, store) -> None:
     upload_col, threshold_col = st.columns([3, 1])
     with threshold_col:
-        threshold = threshold_ui()
+        threshold = threshold_ui(model)
     with upload_col:
         files = upload_ui()
     queue = session_queue(model, store)  # after a reload: the batch named in the address, read back from the log

@@ -4,6 +4,8 @@ import streamlit as st
 
 from ui.review_widgets import (calibration_ui, cell_ui, confusion_ui, inspection_ui, metrics_ui, misclassified_ui,
                                quality_header, retrain_ui, review_data_ui, run_choice_ui, store_ui)
+from ui.golden_ui import mark_golden_ui
+from ui.operating_point_ui import operating_point_ui
 from ui.router import require_router
 from ui.session import page_actor
 
@@ -20,9 +22,9 @@ def main() -> None:
     quality_header(data.metrics, data.config.good_classes)
     store = store_ui()
 
-    matrix_tab, metrics_tab, wrong_tab, inspector_tab, calibration_tab, retrain_tab = st.tabs(
+    matrix_tab, metrics_tab, wrong_tab, inspector_tab, calibration_tab, point_tab, golden_tab, retrain_tab = st.tabs(
         ["Confusion matrix", "Per-class metrics", "Misclassified", "Inspector corrections", "Calibration",
-         "Retrain with corrections"])
+         "Operating point", "Golden set", "Retrain with corrections"])
     with matrix_tab:
         true, pred = confusion_ui(data)
         if true and pred:
@@ -33,6 +35,10 @@ def main() -> None:
         misclassified_ui(data, store, actor)
     with calibration_tab:
         calibration_ui(data)
+    with point_tab:
+        operating_point_ui(data, actor)
+    with golden_tab:
+        mark_golden_ui(data, store, actor)
     if store is not None:
         with inspector_tab:
             inspection_ui(data, store, actor)

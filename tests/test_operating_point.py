@@ -96,3 +96,26 @@ def test_saving_a_point_needs_an_engineer_and_is_audited(tmp_path):
     assert event["actor"] == "eng" and event["target"] == "run" and event["detail"]["good_threshold"] == point.good_threshold
     with pytest.raises(ValueError, match="not a probability"):
         save_point(run, OperatingPoint(1.5, 0.7), ENGINEER)
+
+
+def test_the_hot_folder_decides_with_the_saved_point_unless_given_a_threshold():
+    from pathlib import Path
+
+    from defect_model.serve.verdicts import DEFAULT_THRESHOLD
+    from defect_model.workflows.hotfolder import ActiveModel, settings_for
+
+    with_point = ActiveModel("run", "sha", Path("checkpoint.pt"), None, ["ok"], OperatingPoint(0.9, 0.6))
+    settings = settings_for(with_point, None)
+    assert (settings.threshold, settings.good_threshold) == (0.6, 0.9)
+    settings = settings_for(with_point, 0.5)  # --threshold given: one threshold, as before
+    assert (settings.threshold, settings.good_threshold) == (0.5, None)
+    settings = settings_for(ActiveModel("run", "sha", Path("checkpoint.pt"), None, ["ok"]), None)
+    assert (settings.threshold, settings.good_threshold) == (DEFAULT_THRESHOLD, None)
+
+
+def test_an_inspection_override_is_recorded():
+    from defect_model.workflows.operating_point import record_override
+
+    record_override(INSPECTOR, "run", 0.4, OperatingPoint(0.9, 0.6), 3)
+    [event] = audit_log().events("threshold override", 5)
+    assert event["actor"] == "ana" and event["detail"]["threshold"] == 0.4 and event["detail"]["photos"] == 3

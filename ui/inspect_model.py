@@ -9,6 +9,7 @@ import streamlit as st
 
 from defect_model.runs.jobs import JobError, running_job, start
 from defect_model.runs.folders import RunDir, data_root, get_active, list_runs
+from defect_model.workflows.operating_point import OperatingPoint, load_point
 from defect_model.workflows.lifecycle import ActivationError, activate, activation_problems
 from defect_model.photos.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
 from ui.job_events import job_progress_ui
@@ -25,6 +26,7 @@ class ActiveModel:
     good_classes: list[str]
     checkpoint: Path  # the pinned copy activation made: a resume or retrain of the run never changes it
     sha256: str
+    point: OperatingPoint | None = None  # saved with the run on the Review page
 
     @property
     def classes(self) -> list[str]:
@@ -62,7 +64,7 @@ def active_model_ui() -> ActiveModel | None:
                     "Choose another model on the Models page or retrain this one."), icon=":material/error:")
         return None
     warm_up(str(checkpoint), checkpoint.stat().st_mtime, predictor)
-    model = ActiveModel(run, predictor, good_classes_of(run, predictor), checkpoint, sha256)
+    model = ActiveModel(run, predictor, good_classes_of(run, predictor), checkpoint, sha256, load_point(run))
     model_line_ui(model)
     return model
 

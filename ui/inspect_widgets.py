@@ -20,6 +20,7 @@ from defect_model.workflows.inspection_export import (class_counts, heatmap_for_
                                            overlays_zip, results_table, verdict_counts)
 from defect_model.workflows.inspection_queue import InspectionQueue
 from defect_model.runs.store import InspectionStore, default_db_path
+from defect_model.workflows.operating_point import record_override
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD, UNFAMILIAR_REASON, VERDICTS, VERDICT_LABELS
 from ui.inspect_history import decode_ids, encode_ids, restore_batch
 from ui.inspect_model import ActiveModel
@@ -33,6 +34,7 @@ ROUND_KEY = "inspect_upload_round"
 SELECTED_KEY = "inspect_selected"
 RESTORED_KEY = "inspect_restored"  # results read back from the log after a reload
 SCROLL_KEY = "inspect_scroll_to_detail"
+GOOD_THRESHOLD_KEY = "inspect_good_threshold"
 BATCH_PARAM = "batch"  # ?batch=12-15,18: the inspection ids of the page's batch, so a reload keeps it
 UNUSABLE = "(photo unusable)"
 GRID_COLUMNS = 4
@@ -164,11 +166,29 @@ def store_ui() -> InspectionStore | None:
 
 
 # -- input -----------------------------------------------------------------------------
-def threshold_ui() -> float:
+def threshold_ui(model: ActiveModel) -> float:
+    """The defect threshold the page decides with; the good class's own threshold (the model's operating point,
+    unless the inspector overrides it for this session) is kept for current_good_threshold."""
+    point = model.point
+    override = point is not None and st.toggle(
+        "Override the operating point", key="inspect_override",
+        help="For this session only: one confidence threshold for every class instead of the operating point "
+             "saved with the model on the Review page. Batches inspected with it are recorded in the audit trail.")
+    st.session_state[GOOD_THRESHOLD_KEY] = None if point is None or override else point.good_threshold
+    if point is not None and not override:
+        st.caption(f"Operating point of this model: pass from {point.good_threshold:.2f}, reject from "
+                   f"{point.defect_threshold:.2f} (on validation: escapes {point.escape_rate:.1%}, review load "
+                   f"{point.review_load:.1%}).")
+        return point.defect_threshold
     return kept_slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
                        help="A photo whose most likely class is below this probability goes to a person "
                           "instead of pass / reject. Changing it re-decides the results shown and exported; "
                           "the log keeps the verdict given at inspection time.")
+
+
+def current_good_threshold() -> float | None:
+    """The good class's own threshold now in force on the page (None: the one threshold decides)."""
+    return st.session_state.get(GOOD_THRESHOLD_KEY)
 
 
 def upload_ui() -> list[tuple[str, bytes]]:
@@ -185,7 +205,10 @@ def upload_ui() -> list[tuple[str, bytes]]:
 
 def submit(queue: SessionBatch, model: ActiveModel, files, threshold: float, store: InspectionStore) -> None:
     settings = InspectionSettings(run_id=model.run.run_id, good_classes=model.good_classes, threshold=threshold,
-                                  inspector=inspector_name(), model_sha256=model.sha256)
+                                  good_threshold=current_good_threshold(), inspector=inspector_name(),
+                                  model_sha256=model.sha256)
+    if model.point is not None and settings.good_threshold is None:
+        record_override(current_actor(), model.run.run_id, threshold, model.point, len(files))
     _, before = queue.progress()
     queue.submit(model.predictor, files, settings, store)
     # The first photo is one small batch: waiting for it here draws its verdict in this run,
@@ -242,7 +265,7 @@ def progress_ui(queue: InspectionQueue, done: int, total: int) -> None:
 
 
 def summary_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
-    counts = verdict_counts(results, threshold, good_classes)
+    counts = verdict_counts(results, threshold, good_classes, current_good_threshold())
     columns = st.columns(4)
     for column, verdict in zip(columns, ("pass", "reject", "needs_person", "error")):
         column.metric(VERDICT_LABELS[verdict].capitalize(), counts[verdict], border=True)
@@ -274,7 +297,7 @@ def actions_ui(queue, results, threshold, good_classes, running: bool) -> None:
 
 def results_csv_of(results: list[FileResult], threshold: float, good_classes: list[str], inspector: str) -> bytes:
     """The results CSV with the inspector (the signed-in account) beside the time of each inspection."""
-    table = results_table(results, threshold, good_classes)
+    table = results_table(results, threshold, good_classes, current_good_threshold())
     table.insert(table.columns.get_loc("time") + 1, "inspector", inspector)
     return table.to_csv(index=False, float_format="%.6f").encode()
 
@@ -345,7 +368,7 @@ def scroll_to_detail_ui() -> None:
 
 
 def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
-    verdict = result.verdict_at(threshold, model.good_classes)
+    verdict = result.verdict_at(threshold, model.good_classes, current_good_threshold())
     title, tag = st.columns([4, 1], vertical_alignment="center")
     title.markdown(f"#### {md(result.name)}")
     with tag:
@@ -479,7 +502,7 @@ def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: 
                          key="inspect_show", label_visibility="collapsed",
                          help="Show only these verdicts (none selected: all)")
     if shown:
-        results = [r for r in results if r.verdict_at(threshold, good_classes) in shown]
+        results = [r for r in results if r.verdict_at(threshold, good_classes, current_good_threshold()) in shown]
         if not results:
             st.caption("No photo has the verdicts chosen.")
             return
@@ -502,7 +525,7 @@ def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str]
     for start in range(0, len(results), GRID_COLUMNS):
         for column, result in zip(st.columns(GRID_COLUMNS), results[start:start + GRID_COLUMNS]):
             with column, st.container(border=True, key=f"inspect-result-{result.index}"):
-                card_ui(result, result.verdict_at(threshold, good_classes), opacity, result.index == selected)
+                card_ui(result, result.verdict_at(threshold, good_classes, current_good_threshold()), opacity, result.index == selected)
 
 
 def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool) -> None:
@@ -522,7 +545,7 @@ def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool)
 
 
 def table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
-    table = results_table(results, threshold, good_classes)
+    table = results_table(results, threshold, good_classes, current_good_threshold())
     st.dataframe(
         table[["file_name", "verdict", "reason", "predicted", "confidence", "unfamiliar_score", "message"]],
         hide_index=True,

@@ -14,6 +14,7 @@ from defect_model.workflows.lifecycle import (ActivationError, DeleteError, acti
                                     delete_run, run_summary)
 from defect_model.runs.folders import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
+from ui.golden_ui import golden_acknowledged, golden_changes_ui
 from ui.review_widgets import confusion_figure, quality_header
 from ui.run_picker import run_select, run_state
 from ui.text import code, md
@@ -241,7 +242,7 @@ def manage_pick_ui(runs: list[RunDir], active: str | None) -> RunDir:
 def _activate(run: RunDir, actor: Actor, reason_key: str | None) -> None:
     reason = st.session_state.get(reason_key, "") if reason_key else ""
     try:
-        record = activate(run, actor, reason)
+        record = activate(run, actor, reason, golden_ack=golden_acknowledged(run))
     except (ActivationError, PermissionError) as exc:
         _flash("activate", "error", str(exc))
         return
@@ -273,6 +274,7 @@ def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
         st.info(f"{code(run.run_id)} did not finish ({md(state)}); only a finished run can become active. Resume it "
                 "on the Train page.", icon=":material/stop_circle:")
         return
+    golden_changes_ui(run)
     allowed = actor.may("activate")
     if not allowed:
         st.caption(":material/lock: Only an admin can make a model active.")

@@ -43,7 +43,8 @@ from pathlib import Path
 
 from defect_model.access.audit import connect
 from defect_model.workflows.inspection import FileResult, InspectionSettings, inspect_batch
-from defect_model.runs.folders import file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
+from defect_model.workflows.operating_point import OperatingPoint, load_point
+from defect_model.runs.folders import RunDir, file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
 from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
 from defect_model.photos.uploads import Upload
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD
@@ -246,6 +247,7 @@ class ActiveModel:
     checkpoint: Path
     predictor: object  # inference.Predictor
     good_classes: list[str] = field(default_factory=list)
+    point: OperatingPoint | None = None  # the operating point saved with the run (Review page), if any
 
 
 def active_sha256(runs_dir: str | Path | None = None) -> str:
@@ -281,8 +283,9 @@ def load_active_model(runs_dir: str | Path | None = None, threads: int | None = 
 
     predictor = Predictor.from_checkpoint(checkpoint, threads=threads)
     warm_up(predictor)
+    run_path = Path(record.get("path", ""))
     return ActiveModel(record["run_id"], record.get("sha256", ""), checkpoint, predictor,
-                       good_classes_of(Path(record.get("path", "")), predictor))
+                       good_classes_of(run_path, predictor), load_point(RunDir(run_path)))
 
 
 def warm_up(predictor) -> None:
@@ -296,9 +299,14 @@ def warm_up(predictor) -> None:
     heatmaps(predictor, [np.full((size, size, 3), 128, dtype=np.uint8)])
 
 
-def settings_for(model: ActiveModel, threshold: float) -> InspectionSettings:
-    return InspectionSettings(run_id=model.run_id, good_classes=model.good_classes, threshold=threshold,
-                              inspector=HOT_FOLDER, model_sha256=model.sha256)
+def settings_for(model: ActiveModel, threshold: float | None) -> InspectionSettings:
+    """`threshold` None: the model's saved operating point, else the Inspect page's default threshold."""
+    good_threshold = None
+    if threshold is None and model.point is not None:
+        threshold, good_threshold = model.point.defect_threshold, model.point.good_threshold
+    return InspectionSettings(run_id=model.run_id, good_classes=model.good_classes,
+                              threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                              good_threshold=good_threshold, inspector=HOT_FOLDER, model_sha256=model.sha256)
 
 
 # -- the results CSV -------------------------------------------------------------------------------
@@ -450,7 +458,7 @@ class WatchOptions:
     settle_s: float = DEFAULT_SETTLE_S
     poll_s: float = DEFAULT_POLL_S
     batch_size: int = DEFAULT_BATCH_SIZE
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: the model's operating point, else DEFAULT_THRESHOLD
     threads: int | None = None
     runs_dir: str | Path | None = None
     status_dir: str | Path | None = None
@@ -506,7 +514,7 @@ def inspect_and_finish(folders: Folders, names: list[str], model: ActiveModel, t
 
 
 def check_options(options: WatchOptions) -> None:
-    if not 0.0 <= options.threshold <= 1.0:
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
         raise WatchError(f"threshold {options.threshold:g} is not a probability. Give --threshold between 0 and 1 "
                          f"(the Inspect page's default is {DEFAULT_THRESHOLD:g}).")
     if options.batch_size < 1 or options.settle_s < 0 or options.poll_s <= 0:

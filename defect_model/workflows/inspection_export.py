@@ -18,11 +18,12 @@ from defect_model.serve.verdicts import VERDICTS, verdict_reason
 EXPORT_SIDE = 2048  # overlays in the ZIP are at the photo's size, capped at this side
 
 
-def verdict_counts(results: Sequence[FileResult], threshold: float, good_classes: Iterable[str]) -> dict[str, int]:
+def verdict_counts(results: Sequence[FileResult], threshold: float, good_classes: Iterable[str],
+                   good_threshold: float | None = None) -> dict[str, int]:
     good = list(good_classes)
     counts = dict.fromkeys(VERDICTS, 0)
     for result in results:
-        counts[result.verdict_at(threshold, good)] += 1
+        counts[result.verdict_at(threshold, good, good_threshold)] += 1
     return counts
 
 
@@ -41,7 +42,8 @@ def probability_column(name: str) -> str:
     return f"p_{name}"
 
 
-def results_table(results: Sequence[FileResult], threshold: float, good_classes: Iterable[str]) -> pd.DataFrame:
+def results_table(results: Sequence[FileResult], threshold: float, good_classes: Iterable[str],
+                  good_threshold: float | None = None) -> pd.DataFrame:
     """The export table: file name, sha256, predicted class, every probability, verdict, model id, time.
 
     The verdict is the one under `threshold` (the page's current setting), which
@@ -58,7 +60,7 @@ def results_table(results: Sequence[FileResult], threshold: float, good_classes:
         for name in classes:
             row[probability_column(name)] = probs.get(name, np.nan)
         row.update(confidence=result.confidence if result.ok else np.nan,
-                   verdict=result.verdict_at(threshold, good), model_id=result.model_id, time=result.time,
+                   verdict=result.verdict_at(threshold, good, good_threshold), model_id=result.model_id, time=result.time,
                    threshold=threshold, message=result.message, inspection_id=result.inspection_id,
                    unfamiliar_score=result.unfamiliar_score, unfamiliar_threshold=result.unfamiliar_threshold)
         row["reason"] = verdict_reason(row["verdict"], result.unfamiliar)

@@ -14,6 +14,7 @@ from pathlib import Path
 from defect_model.access.accounts import Actor, audit_log, require
 from defect_model.train.config import TrainConfig
 from defect_model.runs.folders import RunDir, SERVED_DIR, active_file, get_active, now_iso, pin_checkpoint, read_json, write_json_atomic
+from defect_model.workflows.golden_check import changed_lines, compare_golden
 from defect_model.workflows.review import RETRAIN_FILE
 
 
@@ -107,9 +108,11 @@ def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str |
     return record
 
 
-def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | Path | None = None) -> dict:
+def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | Path | None = None,
+             golden_ack: bool = False) -> dict:
     """Make `run` the active model (admins only), pinned to a copy of its checkpoint and recorded in the audit
-    trail. Only a finished run qualifies; a flagged (collapsed) one needs an override reason."""
+    trail. Only a finished run qualifies; a flagged (collapsed) one needs an override reason; one that changes a
+    verdict on the golden set against the active model needs `golden_ack`, and the changes are recorded."""
     require(actor, "activate")
     run.mark_dead_run_failed()
     status = run.status()
@@ -119,12 +122,20 @@ def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | P
     if status.get("state") != "done":
         raise ActivationError(f"{run.run_id} did not finish ({status.get('state')}); only a finished run can be "
                               "made active. Resume it on the Train page first.")
+    golden = compare_golden(run, root if root is not None else run.path.parent)
+    changes = changed_lines(golden, limit=len(golden))
+    if changes and not golden_ack:
+        raise ActivationError(f"{run.run_id} changes the verdict of {len(changes)} golden photo(s) against the active "
+                              f"model: {'; '.join(changes[:5])}{' ...' if len(changes) > 5 else ''}. Look at them on "
+                              f"the Models page (or: python -m defect_model golden {run.path}) and acknowledge the "
+                              "changes to make it active.")
     record = set_active(run, by=actor.name, override_reason=override_reason.strip(), root=root)
     quality = run.quality()
     audit_log().record(actor, "activate", run.run_id, sha256=record["sha256"], served=record["served"],
                        override=record.get("override", ""), problems=record.get("problems", []),
                        accuracy=quality.accuracy if quality else None,
-                       defect_miss_rate=quality.defect_miss_rate if quality else None)
+                       defect_miss_rate=quality.defect_miss_rate if quality else None,
+                       golden_checked=len(golden), golden_changes_acknowledged=changes)
     return record
 
 

@@ -136,6 +136,14 @@ def load_point(run: RunDir) -> OperatingPoint | None:
         return None
 
 
+def record_override(actor: Actor | None, run_id: str, threshold: float, point: OperatingPoint, photos: int) -> None:
+    """An inspector decided a batch with one threshold instead of the run's operating point: the audit trail
+    says who, when, with what and for how many photos."""
+    require(actor, "inspect")
+    audit_log().record(actor, "threshold override", run_id, threshold=float(threshold), photos=int(photos),
+                       good_threshold=point.good_threshold, defect_threshold=point.defect_threshold)
+
+
 def save_point(run: RunDir, point: OperatingPoint, actor: Actor) -> dict:
     """Save `point` with the run (engineers; recorded in the audit trail). Inspect and the hot folder use it."""
     require(actor, "review")

@@ -1,0 +1,87 @@
+"""The Review page's operating point: escapes against review load over the validation photos, the least review
+load for a limit on escapes, per-class detail, and saving the point with the model version."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from defect_model.access.accounts import Actor, PermissionDenied
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD
+from defect_model.workflows.operating_point import (OperatingPoint, least_review_load, load_point, per_class,
+                                                    probability_table, save_point, sweep)
+from defect_model.workflows.review import ReviewData
+from ui.text import code, md
+
+STATIC_CHART = {"displayModeBar": False}
+
+
+def operating_point_ui(data: ReviewData, actor: Actor) -> OperatingPoint | None:
+    """Returns the point shown (None for a model without good classes)."""
+    good = [c for c in data.config.good_classes if c in data.classes]
+    if not good:
+        st.info("No class of this model is marked good, so nothing passes: every photo is rejected or sent to a "
+                "person, and no defect can escape. Mark the good classes when training to choose an operating "
+                "point.", icon=":material/info:")
+        return None
+    saved = load_point(data.run)
+    probs, labels = probability_table(data.predictions, data.classes)
+    st.caption(f"Over the {len(labels)} validation photos of {code(data.run.run_id)}: a photo **passes** when a good "
+               f"class ({md(', '.join(good))}) is the most likely one and its probability clears the good "
+               "threshold; it is **rejected** when a defect class is the most likely one and clears the defect "
+               "threshold; otherwise it goes to a person. Escapes are defective photos that would pass.")
+    if saved is not None:
+        st.success(f"Saved with this model: pass from {saved.good_threshold:.3f}, reject from "
+                   f"{saved.defect_threshold:.2f} (escapes {saved.escape_rate:.1%}, review load "
+                   f"{saved.review_load:.1%} on validation). Inspect and the hot folder use it.",
+                   icon=":material/check_circle:")
+    limit_col, defect_col = st.columns(2)
+    limit = limit_col.number_input("At most this share of escapes (%)", 0.0, 100.0,
+                                   100 * (saved.max_escape_rate if saved and saved.max_escape_rate is not None
+                                          else 0.05), 0.5, key="op_max_escapes",
+                                   help="Defective photos that would pass, out of all defective validation photos.")
+    defect = defect_col.slider("Defect threshold (reject from)", 0.0, 1.0,
+                               saved.defect_threshold if saved else DEFAULT_THRESHOLD, 0.01, key="op_defect",
+                               help="A defect class this likely is rejected without a person; below it a person "
+                                    "decides. It changes the review load and the good photos rejected, never the "
+                                    "escapes.")
+    best = least_review_load(probs, labels, data.classes, good, limit / 100, defect)
+    curve = sweep(probs, labels, data.classes, good, defect)
+    st.plotly_chart(trade_off_figure(curve, best, limit / 100), key="op_chart", config=STATIC_CHART)
+    a, b, c, d = st.columns(4)
+    a.metric("Good threshold (pass from)", f"{best.good_threshold:.3f}")
+    b.metric("Escapes", f"{best.escape_rate:.1%}")
+    c.metric("Review load", f"{best.review_load:.1%}")
+    d.metric("Good photos rejected", f"{best.false_reject_rate:.1%}")
+    st.markdown("**Per class at this point** (validation photos)")
+    st.dataframe(per_class(probs, labels, data.classes, good, best.good_threshold, defect), hide_index=True,
+                 key="op_per_class", column_config={
+                     name: st.column_config.ProgressColumn(name, min_value=0, max_value=1, format="percent")
+                     for name in ("passed", "rejected", "to a person")})
+    if st.button("Save this operating point with the model", key="op_save", icon=":material/save:",
+                 help="Inspect and the hot folder then decide with it; the Inspect slider stays a logged, "
+                      "temporary override."):
+        try:
+            save_point(data.run, best, actor)
+            st.toast("Operating point saved.", icon=":material/check:")
+            st.rerun()
+        except (PermissionDenied, ValueError, OSError) as exc:
+            st.error(md(str(exc)), icon=":material/error:")
+    return best
+
+
+def trade_off_figure(curve, best: OperatingPoint, limit: float) -> go.Figure:
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(
+        x=curve["review_load"], y=curve["escape_rate"], mode="lines+markers", name="good threshold",
+        line={"shape": "hv"}, customdata=curve[["good_threshold", "false_reject_rate"]].to_numpy(),
+        hovertemplate="pass from %{customdata[0]:.3f}: escapes %{y:.1%}, review %{x:.1%}, good photos rejected "
+                      "%{customdata[1]:.1%}<extra></extra>"))
+    figure.add_hline(y=limit, line_dash="dash", line_color="#c62828", annotation_text=f"at most {limit:.1%} escapes")
+    figure.add_trace(go.Scatter(x=[best.review_load], y=[best.escape_rate], mode="markers", name="chosen point",
+                                marker={"size": 14, "color": "#2e7d32", "symbol": "star"}))
+    figure.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h"},
+                         xaxis={"title": "review load (photos sent to a person)", "tickformat": ".0%"},
+                         yaxis={"title": "escape rate (defective photos that pass)", "tickformat": ".0%"})
+    return figure
+

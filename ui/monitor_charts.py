@@ -121,8 +121,8 @@ def drift_figure(log: pd.DataFrame, reference: dict[str, list[float]], report: l
             x, y = ecdf([v for v in values if v is not None])
             figure.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=name, legendgroup=name,
                                         showlegend=index == 0, line=dict(color=colour)), row=row, col=col)
-    figure.update_layout(height=260 * rows + 40, margin=dict(l=0, r=0, t=40, b=0),
-                         legend=dict(orientation="h", y=1.08))
+    figure.update_layout(height=260 * rows + 70, margin=dict(l=0, r=0, t=70, b=0),
+                         legend=dict(orientation="h", y=1.0, yanchor="top", yref="container"))
     return figure
 
 
@@ -144,7 +144,7 @@ def drift_ui(view: LogView) -> list[Drift]:
     if drifted:
         st.error("Drift: the photos inspected differ from the model's validation photos in "
                  + "; ".join(md(d.text()) for d in drifted) + ". Check the camera, the lighting and the parts; "
-                 "label some of these photos (below, Label these next) and retrain.", icon=":material/warning:")
+                 "label some of these photos (the Label these next tab) and retrain.", icon=":material/warning:")
     else:
         st.success(f"No drift: every feature within the test's limits, {code(view.run.run_id)}.",
                    icon=":material/check_circle:")
@@ -153,6 +153,8 @@ def drift_ui(view: LogView) -> list[Drift]:
     table = drift_table(report)
     st.dataframe(table, hide_index=True, key="monitor_drift_table",
                  column_config={"p-value": st.column_config.NumberColumn(format="%.2g"),
+                                "median logged": st.column_config.NumberColumn(format="%.3g"),
+                                "median validation": st.column_config.NumberColumn(format="%.3g"),
                                 "KS D": st.column_config.NumberColumn(format="%.2f")})
     csv_download_ui(table, "drift", "monitor_drift_csv")
     st.plotly_chart(drift_figure(view.log, reference, report), key="monitor_drift_chart",

@@ -183,14 +183,30 @@ class TerminalProgress:
             print(text, file=self.stream, flush=True)
 
 
-def cmd_train(args) -> int:
-    """A new run folder with the request these flags make, trained in this process (`run` does the rest)."""
+def cmd_train(args, dist) -> int:
+    """A new run folder with the request these flags make, trained in this process (`run` does the rest). Under
+    torchrun rank 0 makes the folder and the other processes train into it."""
     import contextlib
 
     from defect_model.runs.jobs import JobError
-    from defect_model.runs.folders import RunDir, new_run_dir
+    from defect_model.runs.folders import RunDir
+    from defect_model.train import distributed
 
     request = config_from_args(args)
+    run = RunDir(Path(distributed.from_main(dist, lambda: str(_new_run_folder(args, request).path))))
+    try:
+        return train_run_folder(run, dist)
+    except JobError:  # refused (another job is training): a request left behind would wait forever
+        if dist.is_main:
+            run.request.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run.path.rmdir()  # only when empty: never a folder with anything else in it
+        raise
+
+
+def _new_run_folder(args, request: TrainConfig):
+    from defect_model.runs.folders import RunDir, new_run_dir
+
     if args.run_dir:
         run = RunDir(Path(args.run_dir))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -201,40 +217,43 @@ def cmd_train(args) -> int:
         run = new_run_dir(args.runs_root, Path(request.data_dir).name)
     request.to_yaml(run.request)
     print(f"run directory: {run.path}", file=sys.stderr, flush=True)
-    try:
-        return train_run_folder(run)
-    except JobError:  # refused (another job is training): a request left behind would wait forever
-        run.request.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            run.path.rmdir()  # only when empty: never a folder with anything else in it
-        raise
+    return run
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, dist) -> int:
     from defect_model.runs.folders import resolve_run
 
-    return train_run_folder(resolve_run(args.run))
+    return train_run_folder(resolve_run(args.run), dist)
 
 
-def cmd_resume(args) -> int:
+def cmd_resume(args, dist) -> int:
     from defect_model.runs.folders import resolve_run
 
-    run = resolve_run(args.run)
-    run.cancel_file.unlink(missing_ok=True)  # resuming by hand overrides an earlier cancel request
-    return train_run_folder(run)
+    # resuming by hand overrides an earlier cancel request
+    return train_run_folder(resolve_run(args.run), dist, clear_cancel=True)
 
 
-def train_run_folder(run) -> int:
+def train_run_folder(run, dist, clear_cancel: bool = False) -> int:
     """Train a run folder in this process: from its request, or on from its last checkpoint once it has
-    resolved settings. Refused while another job (or another process on this run) is training."""
+    resolved settings. Refused while another job (or another process on this run) is training. Under torchrun
+    rank 0 claims the run and tells the other processes whether it resumes."""
+    from defect_model.train import distributed
     from defect_model.train.engine import fit
     from defect_model.runs.jobs import claim_for_this_process
 
     if run.status()["state"] == "done":
-        print(f"{run.path}: the run already finished; nothing to resume.", file=sys.stderr)
+        if dist.is_main:
+            print(f"{run.path}: the run already finished; nothing to resume.", file=sys.stderr)
         return 0
-    claim_for_this_process(run)
-    metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=run.config.is_file())
+
+    def claim() -> bool:
+        if clear_cancel:
+            run.cancel_file.unlink(missing_ok=True)
+        claim_for_this_process(run)
+        return run.config.is_file()
+
+    resume = distributed.from_main(dist, claim)
+    metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=resume, dist=dist)
     return 0 if metrics else 1
 
 
@@ -418,6 +437,7 @@ def cmd_photos(args) -> int:
     return 1 if result.failed else 0
 
 
+# Commands that train: under torchrun each of its processes runs them inside the process group.
 def cmd_golden(args) -> int:
     """Print each golden photo's verdict under the active model and under RUN; 1 when any verdict changes."""
     from defect_model.runs.folders import resolve_run
@@ -437,7 +457,8 @@ def cmd_golden(args) -> int:
     return 1 if changed else 0
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "evaluate": cmd_evaluate,
+TRAINING = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume}
+COMMANDS = {"evaluate": cmd_evaluate,
             "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
             "watch": cmd_watch, "photos": cmd_photos, "golden": cmd_golden}
 
@@ -447,9 +468,28 @@ def main(argv: list[str] | None = None) -> int:
     from defect_model.train.data import DatasetError
     from defect_model.runs.jobs import JobError
 
+    from defect_model.train.distributed import RankFailed
+
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TRAINING:
+            return in_process_group(TRAINING[args.command], args)
         return COMMANDS[args.command](args)
+    except RankFailed:
+        return 2  # rank 0 failed at what this process waited for, and reports it
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def in_process_group(command, args) -> int:
+    """Run a training command in this process's place among torchrun's processes (alone without torchrun)."""
+    from defect_model.train import distributed
+    from defect_model.train.engine import training_device
+
+    dist = distributed.from_environment()
+    distributed.start(dist, training_device(dist))
+    try:
+        return command(args, dist)
+    finally:
+        distributed.stop()

@@ -6,6 +6,7 @@ from ui.router import require_router
 from ui.session import page_actor
 from ui.train_data import corrections_ui, dataset_source_ui, insights_for, insights_ui
 from ui.train_job import job_ui, start_ui
+from ui.train_processes import processes_ui
 from ui.text import md
 from ui.train_settings import estimate_ui, settings_ui
 
@@ -30,6 +31,7 @@ def main() -> None:
     cfg, problems = settings_ui(dataset.path, insights.classes, insights)
     for problem in problems:
         st.error(md(problem), icon=":material/tune:")  # problems quote what was typed
+    cfg = processes_ui(cfg)
     if cfg is not None:
         estimate_ui(cfg, insights)
     start_ui(cfg, with_corrections)

@@ -105,6 +105,12 @@ def plain_error(text: str) -> str:
     return re.sub(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b:\s*", "", text or "").strip()
 
 
+def processes_text(status: dict) -> str:
+    """' · 2 processes (pids 11, 12)' for a run of several processes (torchrun); '' for one."""
+    ranks = status.get("ranks") or []
+    return f" · {len(ranks)} processes (pids {', '.join(str(r['pid']) for r in ranks)})" if len(ranks) > 1 else ""
+
+
 def log_tail(run: RunDir, lines: int = LOG_LINES) -> str:
     try:
         with run.log.open("rb") as handle:
@@ -162,7 +168,7 @@ def live_view(run_path: str, drawn_state: str) -> None:
     settings = run_settings(run)
     st.markdown(f":material/model_training: **Training {md(run.run_id)}** · {md(settings.get('backbone', '?'))} at "
                 f"{md(settings.get('image_size', '?'))} px on {code(settings.get('data_dir', '?'))} · "
-                f"pid {md(status.get('pid'))}")
+                f"pid {md(status.get('pid'))}" + processes_text(status))
     job_progress_ui(run, progress)
     for text in progress.warnings:  # they name classes (folder names): shown as text, not Markdown
         with st.container(border=True):

@@ -4,13 +4,15 @@ One JSON object a line, appended by the training process (rank 0 only). Types, i
 - `decision` {text}: what the preset or the engine decided, and why (before `start`, and on the way);
 - `start` {run_id, classes, train_images, val_images, epochs, steps_per_epoch, total_steps, resumed,
   start_epoch, skip_steps, unreadable, config}: a training process began (a resume writes another);
-- `step` {epoch, step, steps_per_epoch, global_step, total_steps, loss, lr, images_per_s};
+- `step` {epoch, step, steps_per_epoch, global_step, total_steps, loss, lr, images_per_s} (over several training
+  processes: the loss averaged over them, images/s counting all their photos);
 - `checkpoint` {epoch, step, steps_per_epoch}: a mid-epoch checkpoint (every `checkpoint_every_min`), from
   which a killed run resumes after `step`; no validation is run for it;
 - `plan` {epochs, total_steps, text}: a time budget re-planned the epochs after measuring the first;
 - `epoch` {epoch, epochs, complete, train_loss, val_loss, val_accuracy, val_micro_f1, val_macro_f1,
   worst_recall, worst_class, defect_miss_rate, false_reject_rate, collapsed, problems, best, epoch_seconds,
-  elapsed_s, eta_s};
+  elapsed_s, eta_s, processes?, rank_weights?} (several processes: how many, and each one's weights
+  fingerprint, checked equal, `distributed.weights_fingerprint`);
 - `warning` {text, early?}: a run still failing while it runs (early), or a useless model at the end;
 - `end` {state: done | cancelled | failed, error?, val_accuracy?, val_macro_f1?, collapsed?, elapsed_s?}.
 Every event also has `type` and `time` (seconds since the epoch).

@@ -2,7 +2,8 @@
 
 A job is a run folder. `start` writes what was asked (`request.yaml`, with the corrections and split it
 names copied into the folder) and runs `python -m defect_model run RUN_DIR`, the command a terminal user
-types too; `resume` runs the same command again. The engine writes the resolved `config.yaml` once. A job
+types too (`python -m torch.distributed.run --nproc_per_node=N -m defect_model run RUN_DIR` for a request of
+N processes); `resume` runs the same command again. The engine writes the resolved `config.yaml` once. A job
 outlives the page that started it; its state lives in the run directory.
 """
 
@@ -49,8 +50,11 @@ def training_env(base: dict | None = None) -> dict:
 
 
 def run_command(run: RunDir) -> list[str]:
-    """The training process of a run folder, for a first start and a resume alike."""
-    return [sys.executable, "-m", "defect_model", "run", str(run.path)]
+    """The training process of a run folder, for a first start and a resume alike: torchrun's agent with one
+    process per share when the run's settings ask for several (on this machine, on a free port), else one."""
+    processes = run.settings().processes
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    return [sys.executable, *launcher, "-m", "defect_model", "run", str(run.path)]
 
 
 @contextmanager
@@ -75,17 +79,17 @@ def reap_children() -> None:
             _STARTED.pop(pid, None)
 
 
-def running_job(root: str | Path | None = None, ignore_pid: int | None = None,
+def running_job(root: str | Path | None = None, ignore_pids: tuple[int, ...] = (),
                 unclaimed: RunDir | None = None) -> RunDir | None:
-    """The run whose training process is alive (other than `ignore_pid`'s), if any; dead ones are marked failed
-    on the way. `unclaimed`: a run being claimed, which does not count while no process has claimed it yet."""
+    """The run whose training process is alive (other than those of `ignore_pids`), if any; dead ones are marked
+    failed on the way. `unclaimed`: a run being claimed, which does not count while no process has claimed it."""
     reap_children()
     for run in list_runs(root):
         run.mark_dead_run_failed()
         status = run.status()
         if unclaimed is not None and run.path == unclaimed.path and not status.get("pid"):
             continue
-        if status["state"] in ("queued", "running") and (ignore_pid is None or status.get("pid") != ignore_pid):
+        if status["state"] in ("queued", "running") and status.get("pid") not in ignore_pids:
             return run
     return None
 
@@ -165,15 +169,16 @@ def resume(run: RunDir, root: str | Path | None = None, *, actor: Actor) -> RunD
 
 def claim_for_this_process(run: RunDir) -> None:
     """Record this process as `run`'s trainer, refused while another job runs in the same runs folder: the
-    one-job rule for a terminal's `train` and `resume` too, through the same lock the dashboard takes."""
+    one-job rule for a terminal's `train` and `resume` too, through the same lock the dashboard takes. The
+    job's process may be this one's parent: torchrun's agent, which `start` recorded."""
     root = run.path.parent
     with _start_lock(root):
-        _refuse_if_busy(root, this_process=os.getpid(), claiming=run)
+        _refuse_if_busy(root, these=(os.getpid(), os.getppid()), claiming=run)
         run.write_status("queued", pid=os.getpid(), pid_started=process_start_time(os.getpid()))
 
 
-def _refuse_if_busy(root: Path, this_process: int | None = None, claiming: RunDir | None = None) -> None:
-    busy = running_job(root, ignore_pid=this_process, unclaimed=claiming)
+def _refuse_if_busy(root: Path, these: tuple[int, ...] = (), claiming: RunDir | None = None) -> None:
+    busy = running_job(root, ignore_pids=these, unclaimed=claiming)
     if busy is not None:
         raise JobError(f"Training job {busy.run_id} is still running (pid {busy.status().get('pid')}). "
                        "Wait for it to finish or cancel it first; only one job runs at a time.")
@@ -184,7 +189,9 @@ def cancel(run: RunDir, *, actor: Actor) -> None:
 
     The cancel file is read by the training loop after every step, also by a process
     still starting up; SIGTERM goes only to a process that has said it is running,
-    because before that its handler is not installed and the signal would kill it.
+    because before that its handler is not installed and the signal would kill it. A run of several processes
+    records rank 0 as its process: the processes agree after every step whether any of them was asked to stop,
+    so all of them stop at the same step.
     """
     require(actor, "train")
     run.request_cancel()

@@ -27,6 +27,7 @@ MAX_IMAGE_SIZE = 1024
 MAX_BATCH_SIZE = 512
 MAX_EPOCHS = 1000
 MAX_BUDGET_MIN = 7 * 24 * 60
+MAX_PROCESSES = 256
 
 # ImageNet statistics: the per-channel normalisation of the reference recipe.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -185,6 +186,14 @@ class TrainConfig:
     precision: str = _setting("auto", "training arithmetic: auto (bf16 mixed precision where the processor has "
                                       "native bf16, else fp32), fp32 or bf16; validation and inspection run in fp32",
                               group="Advanced", choices=PRECISIONS)
+    sync_batchnorm: bool = _setting(False, "with several training processes, BatchNorm statistics computed over the "
+                                           "whole batch of every process instead of each process's share (GPUs "
+                                           "only; helps when each process gets few photos per step)",
+                                    group="Advanced", label="SyncBatchNorm across processes")
+    processes: int = _setting(1, "training processes (torchrun, DistributedDataParallel): the engine records how many "
+                                 "the run trains with; the Train page offers more than one where the machine has "
+                                 "several GPUs, sockets or many cores", form=False, cli=False,
+                              bounds=(1, MAX_PROCESSES))
     checkpoint_every_min: float = _setting(10.0, "also save a checkpoint inside an epoch after this many minutes "
                                                  "of training, so a killed run resumes from there instead of the "
                                                  "epoch's start; no validation is run for it (0 = only at the end "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler,
+from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler,
                               WeightedRandomSampler)
 
 from defect_model.runs.durable import write_atomic
@@ -278,26 +278,41 @@ def class_balance_weights(labels: torch.Tensor) -> torch.Tensor:
     return (1.0 / counts.clamp(min=1))[labels]
 
 
+class RankShare(Sampler):
+    """Process `rank`'s share of a draw made alike on every process (the same seeded generator): every
+    `world_size`-th photo of it, as many for each process, so that together they train on the one draw."""
+
+    def __init__(self, sampler: Sampler, rank: int, world_size: int):
+        self.sampler, self.rank, self.world_size = sampler, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.world_size
+
+    def __iter__(self):
+        return iter(list(self.sampler)[self.rank::self.world_size][:len(self)])
+
+
 def make_loader(dataset: DecodedDataset, *, batch_size: int, train: bool, seed: int, epoch: int = 0,
                 world_size: int = 1, rank: int = 0, sampling: str = "shuffle", epoch_images: int = 0) -> DataLoader:
-    """The one place the sampler is chosen: distributed, class-balanced, shuffled or in order."""
+    """The one place the sampler is chosen: class-balanced, shuffled or in order, and over several processes
+    (torchrun) each process's share of it. `batch_size`: photos per process and step."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     draws = epoch_images or len(dataset)
-    if train and world_size > 1 and (sampling == "balanced" or epoch_images):
-        raise NotImplementedError("balanced sampling and epoch_images under torchrun are not built yet")
     if train and sampling == "balanced":
         sampler = WeightedRandomSampler(class_balance_weights(dataset.decoded.labels), num_samples=draws,
                                         replacement=True, generator=generator)
-    elif world_size > 1:
+    elif world_size > 1 and not (train and epoch_images):
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
         sampler.set_epoch(epoch)
     elif train:
         sampler = RandomSampler(dataset, num_samples=draws, generator=generator)
     else:
         sampler = SequentialSampler(dataset)
+    if world_size > 1 and not isinstance(sampler, DistributedSampler):
+        sampler = RankShare(sampler, rank, world_size)
     # Photos are already decoded in memory: worker processes would only add copying.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0,
-                      drop_last=train and draws > batch_size)
+                      drop_last=train and len(sampler) > batch_size)
 
 
 def photo_sizes(root: Path, paths: list[str], limit: int = 2000) -> list[tuple[int, int]]:

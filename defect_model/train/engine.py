@@ -1,8 +1,8 @@
 """Training and evaluation. Emits events to callbacks; never prints, never draws.
 
-Ready for torchrun/DDP as an addition: `Dist` carries rank and world size,
-the sampler is chosen in `data.make_loader`, and only rank 0 writes files or
-emits events.
+Under torchrun (several processes, `distributed`): `Dist` carries rank and world size, the sampler's share
+of each process is chosen in `data.make_loader`, the model is wrapped in DistributedDataParallel, validation
+is shared out and gathered, and only rank 0 writes files or emits events.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 import os
 import random
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable
 import dataclasses
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from defect_model.train import checkpoint as ckpt
+from defect_model.train import distributed
+from defect_model.train.distributed import Dist
 from defect_model.train import familiarity
 from defect_model.train.config import MAX_EPOCHS, TrainConfig
 from defect_model.runs.events import Callback, Emitter, EventLog
@@ -39,16 +42,6 @@ from defect_model.train import presets
 from defect_model.train.quality import assess
 from defect_model.runs.folders import RunDir, now_iso, process_start_time, read_json, write_json_atomic
 
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 class Cancelled(Exception):
@@ -122,26 +115,28 @@ def to_input(pixels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 
 def training_loader(train_set: DecodedDataset, cfg: TrainConfig, epoch: int, dist: Dist):
-    """The training photos of `epoch`, in the order and number the settings and the process's rank ask for."""
-    return make_loader(train_set, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
-                       world_size=dist.world_size, rank=dist.rank, sampling=cfg.sampling,
+    """The training photos of `epoch`, in the order and number the settings and the process's rank ask for:
+    each of the processes takes an equal share of every step's `batch_size` photos."""
+    return make_loader(train_set, batch_size=cfg.batch_size // dist.world_size, train=True, seed=cfg.seed,
+                       epoch=epoch, world_size=dist.world_size, rank=dist.rank, sampling=cfg.sampling,
                        epoch_images=cfg.epoch_images)
 
 
 def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, *, epoch: int, emit: Emitter,
                     should_stop: Callable[[], bool], skip_steps: int = 0, global_step: int = 0,
                     total_steps: int = 0, class_weights: torch.Tensor | None = None,
-                    device: torch.device = torch.device("cpu"),
-                    after_step: Callable[[int, int], None] | None = None) -> tuple[float, int, bool]:
+                    device: torch.device = torch.device("cpu"), after_step: Callable[[int, int], None] | None = None,
+                    dist: Dist = Dist()) -> tuple[float, int, bool]:
     """Train over one epoch; returns (mean loss, steps done in this epoch, stopped early). `skip_steps`: steps
     of this epoch done before a resume (their photos are drawn again, not trained on); `global_step` and
     `total_steps` number the steps' events across the run; `after_step(epoch, step)` is called after each step
-    but the last (a mid-epoch checkpoint)."""
+    but the last (a mid-epoch checkpoint). Over several processes a step's loss is the mean of theirs, its
+    images/s counts all their photos, and all of them stop at a step where any was asked to."""
     model.train()
     losses = []
     steps_per_epoch = len(loader)
     step = 0
-    augment_rng = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+    augment_rng = torch.Generator().manual_seed(cfg.seed * 7919 + epoch + AUGMENT_RANK_STRIDE * dist.rank)
     for step, (pixels, labels, _) in enumerate(loader, start=1):
         pixels = augment_batch(pixels, cfg.augmentation, augment_rng)  # also for skipped steps: resume repeats it
         if step <= skip_steps:
@@ -161,35 +156,40 @@ def train_one_epoch(model, optimizer, scheduler, loader, cfg: TrainConfig, *, ep
         if steps_every_step(cfg):
             scheduler.step()
         seconds = time.perf_counter() - started
-        value = float(loss.detach())
+        value = distributed.mean(dist, float(loss.detach()))
         if not math.isfinite(value):
             raise FloatingPointError(f"the training loss became {value} at epoch {epoch}, step {step}; "
                                      "lower the learning rate or turn on gradient clipping")
         losses.append(value)
         global_step += 1
         emit("step", epoch=epoch, step=step, steps_per_epoch=steps_per_epoch, global_step=global_step,
-             total_steps=total_steps, loss=value, lr=lr, images_per_s=len(labels) / seconds)
-        if should_stop():
+             total_steps=total_steps, loss=value, lr=lr, images_per_s=len(labels) * dist.world_size / seconds)
+        if distributed.any_rank(dist, should_stop()):
             return float(np.mean(losses)), step, True
         if after_step is not None and step < steps_per_epoch:
             after_step(epoch, step)
     return (float(np.mean(losses)) if losses else float("nan")), steps_per_epoch, False
 
 
+# Augmentation streams of different processes start this far apart (rank 0 keeps a single process's stream).
+AUGMENT_RANK_STRIDE = 104_729
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, cfg: TrainConfig,
-             device: torch.device = torch.device("cpu")) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities, true labels and per-photo losses, in the loader's order."""
+             device: torch.device = torch.device("cpu")) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities, true labels, per-photo losses and the photos' indices in the set, in the loader's order."""
     model.eval()
-    probs, labels, losses = [], [], []
-    for pixels, target, _ in loader:
+    probs, labels, losses, indices = [], [], [], []
+    for pixels, target, index in loader:
         logits = model(to_input(pixels, cfg).to(device)).float().cpu()
         losses.append(F.cross_entropy(logits, target, reduction="none").numpy())
         probs.append(torch.softmax(logits, dim=1).numpy())
         labels.append(target.numpy())
+        indices.append(index.numpy())
     if not probs:
-        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64), np.zeros(0)
-    return np.concatenate(probs), np.concatenate(labels), np.concatenate(losses)
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate(probs), np.concatenate(labels), np.concatenate(losses), np.concatenate(indices)
 
 
 def predictions_table(paths: list[str], probs: np.ndarray, labels: np.ndarray, losses: np.ndarray,
@@ -270,17 +270,30 @@ def decode_split(cfg: TrainConfig, plan: SplitPlan) -> PreparedData:
     return PreparedData(scan.classes, decoded["train"], decoded["val"], report)
 
 
-def resolve_settings(cfg: TrainConfig, plan: SplitPlan, device: torch.device) -> TrainConfig:
-    """The settings this run trains with: the preset resolved on the real split and the precision this machine
-    can do, marked resolved (settings that already are come back as they are)."""
+def resolve_settings(cfg: TrainConfig, plan: SplitPlan, device: torch.device, processes: int = 1) -> TrainConfig:
+    """The settings this run trains with on `processes` processes: the preset resolved on the real split and
+    the precision this machine can do, marked resolved (settings that already are come back as they are)."""
     if cfg.resolved:
+        if cfg.processes != processes:
+            raise ValueError(f"this run trains on {cfg.processes} process(es) and was started on {processes}: "
+                             f"resume it with `torchrun --nproc_per_node={cfg.processes} -m defect_model resume RUN` "
+                             "(the Train page does), so that every step learns from the same batch")
         return cfg
+    asked = [] if cfg.processes in (1, processes) else [
+        f"{processes} training process(es), not the {cfg.processes} asked for: that is how many were started"]
+    cfg = dataclasses.replace(cfg, processes=processes, decisions=cfg.decisions + asked)
     train_paths = [rel for rel, _, split in plan.rows if split == "train"]
     sizes = photo_sizes(plan.scan.root, train_paths, 500) if cfg.preset == "product" else None
     cfg = presets.resolve(cfg, plan.counts("train"), sizes, sum(plan.counts("val").values()))
     precision, reason = resolve_precision(cfg.precision, device)
-    return dataclasses.replace(cfg, precision=precision, resolved=True,
-                               decisions=cfg.decisions + ([reason] if reason else []))
+    reasons = [reason] if reason else []
+    sync_batchnorm = cfg.sync_batchnorm
+    if sync_batchnorm and processes > 1 and device.type != "cuda":
+        sync_batchnorm = False
+        reasons.append(f"SyncBatchNorm off: torch synchronises BatchNorm only between GPUs, and this run trains on "
+                       f"{device.type.upper()}; each process normalises its own {cfg.batch_size // processes} photos")
+    return dataclasses.replace(cfg, precision=precision, resolved=True, sync_batchnorm=sync_batchnorm,
+                               decisions=cfg.decisions + reasons)
 
 
 LOSS_WEIGHT_POWER = {"none": 0.0, "class": 1.0, "sqrt": 0.5}
@@ -294,9 +307,13 @@ def class_loss_weights(labels: torch.Tensor, num_classes: int, power: float = 1.
     return weights * len(labels) / (weights * counts).sum()
 
 
-def training_device() -> torch.device:
-    """CPU unless $DEFECT_DEVICE names another (e.g. cuda on a GPU machine)."""
-    return torch.device(os.environ.get("DEFECT_DEVICE", "cpu"))
+def training_device(dist: Dist = Dist()) -> torch.device:
+    """CPU unless $DEFECT_DEVICE names another (e.g. cuda on a GPU machine); under torchrun each process on a
+    GPU machine takes the GPU of its local rank."""
+    device = torch.device(os.environ.get("DEFECT_DEVICE", "cpu"))
+    if device.type == "cuda" and dist.several:
+        return torch.device("cuda", dist.local_rank)
+    return device
 
 
 def checkpoint_meta(cfg: TrainConfig, classes: list[str], run: RunDir, epoch: int, metrics: dict | None) -> dict:
@@ -325,9 +342,11 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
 
     previous = _install_sigterm(stop_flag)
     try:
+        me = {"pid": os.getpid(), "pid_started": process_start_time(os.getpid()), "host": socket.gethostname()}
+        ranks = distributed.gather_json(dist, me)
         if writes:
-            run.write_status("running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
-                             started=now_iso())
+            run.write_status("running", pid=me["pid"], pid_started=me["pid_started"], started=now_iso(),
+                             **({"ranks": ranks} if dist.several else {}))
         return _fit(cfg, run, emit, resume, dist, stop_requested)
     except Cancelled:
         if writes:
@@ -335,7 +354,7 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
         emit("end", state="cancelled")
         return read_json(run.metrics, {}) or {}
     except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}"
+        message = distributed.failure_text(exc, dist) or f"{type(exc).__name__}: {exc}"
         if writes:
             run.write_status("failed", error=message)
         emit("end", state="failed", error=message)
@@ -346,13 +365,19 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
 
 def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     seed_everything(cfg.seed)
-    device = training_device()
+    device = training_device(dist)
     plan = plan_split(cfg, run, reuse_split=resume, write=dist.is_main)
-    cfg = resolve_settings(cfg, plan, device)
+    # Rank 0 decides the settings (the preset measures photos and reads timing tables) and tells the others.
+    cfg = TrainConfig.from_dict(distributed.from_main(
+        dist, lambda: resolve_settings(cfg, plan, device, dist.world_size).to_dict()))
     if dist.is_main and not run.config.is_file():
         cfg.to_yaml(run.config)  # written once: the settings this run trains with, the preset's decisions included
     for decision in cfg.decisions:
         emit("decision", text=decision)
+    if dist.several and device.type == "cpu":
+        torch.set_num_threads(distributed.cpu_threads(dist))
+        emit("decision", text=f"{dist.world_size} training processes ({dist.local_world_size} on this machine), "
+                              f"{torch.get_num_threads()} CPU thread(s) each")
     data = decode_split(cfg, plan)
     if dist.is_main:
         write_json_atomic(run.data_report, data.report)
@@ -385,6 +410,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     elif cfg.init_from:
         state, source_classes, source = ckpt.read_weights(cfg.init_from)
         emit("decision", text=warm_start(model, state, source_classes, classes, str(source)))
+    step_model = distributed.wrap(model, dist, device, cfg.sync_batchnorm)  # what the steps call; `model` is saved
     emit("start", run_id=run.run_id, classes=classes, train_images=len(train_set), val_images=len(val_set),
          epochs=course.epochs, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * course.epochs,
          resumed=resume, start_epoch=start_epoch, skip_steps=skip_steps, unreadable=len(data.report["unreadable"]),
@@ -398,19 +424,22 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     while epoch <= course.epochs:
         epoch_started = time.perf_counter()
         train_loss, steps_done, stopped = train_one_epoch(
-            model, optimizer, scheduler, training_loader(train_set, cfg, epoch, dist), cfg, epoch=epoch, emit=emit,
-            should_stop=stop_requested, skip_steps=skip_steps, global_step=(epoch - 1) * steps_per_epoch + skip_steps,
-            total_steps=steps_per_epoch * course.epochs, class_weights=class_weights, device=device,
-            after_step=mid_epoch if dist.is_main else None)
+            step_model, optimizer, scheduler, training_loader(train_set, cfg, epoch, dist), cfg, epoch=epoch, emit=emit,
+            should_stop=stop_requested, skip_steps=skip_steps,
+            global_step=(epoch - 1) * steps_per_epoch + skip_steps, total_steps=steps_per_epoch * course.epochs,
+            class_weights=class_weights, device=device, after_step=mid_epoch if dist.is_main else None, dist=dist)
         skip_steps = 0
         finished_epoch = not stopped or steps_done == steps_per_epoch
         if finished_epoch and not steps_every_step(cfg):
             scheduler.step()
         next_position = (epoch + 1, 0) if finished_epoch else (epoch, steps_done)
-        metrics, table = _evaluate(model, val_set, data, cfg, epoch, next_position, device)
+        distributed.sync_buffers(dist, model)  # BatchNorm statistics: rank 0's, which its checkpoint holds
+        rank_weights = distributed.check_same_weights(dist, model, f"after epoch {epoch}, step {steps_done}")
+        metrics, table = _evaluate(model, val_set, data, cfg, epoch, next_position, device, dist)
         improved = course.record(epoch, metrics["macro_f1"]) if finished_epoch else False
-        elapsed = time.perf_counter() - started
-        epoch_seconds = time.perf_counter() - epoch_started
+        # Every process plans with rank 0's clock, so that all of them take the same decisions.
+        elapsed, epoch_seconds = distributed.same_as_main(
+            dist, [time.perf_counter() - started, time.perf_counter() - epoch_started])
         if finished_epoch and cfg.time_budget_min and not course.replanned:
             course.replanned = True
             planned = budget_epochs(cfg.time_budget_min * 60, elapsed, epoch, epoch_seconds)
@@ -431,7 +460,8 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
              val_macro_f1=metrics["macro_f1"], worst_recall=quality.worst_recall, worst_class=quality.worst_class,
              defect_miss_rate=quality.defect_miss_rate, false_reject_rate=quality.false_reject_rate,
              collapsed=quality.collapsed, problems=quality.problems, best=improved, epoch_seconds=epoch_seconds,
-             elapsed_s=elapsed, eta_s=epoch_seconds * epochs_left if finished_epoch else None)
+             elapsed_s=elapsed, eta_s=epoch_seconds * epochs_left if finished_epoch else None,
+             **({"processes": dist.world_size, "rank_weights": rank_weights} if dist.several else {}))
         if stopped:
             raise Cancelled()
         if (finished_epoch and not course.warned and quality.collapsed and epoch < course.epochs
@@ -537,10 +567,15 @@ def early_warning(quality, epoch: int, epochs: int, cfg: TrainConfig) -> str:
 
 
 def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position: tuple[int, int],
-              device: torch.device) -> tuple[dict, pd.DataFrame]:
-    val_loader = make_loader(val_set, batch_size=cfg.batch_size, train=False, seed=cfg.seed)
-    probs, labels, losses = evaluate(model, val_loader, cfg, device)
-    table = predictions_table(data.val.paths, probs, labels, losses, data.classes)
+              device: torch.device, dist: Dist = Dist()) -> tuple[dict, pd.DataFrame]:
+    """Metrics and predictions over the whole validation set; several processes each predict a share of it and
+    every process gets all of them."""
+    val_loader = make_loader(val_set, batch_size=max(1, cfg.batch_size // dist.world_size), train=False,
+                             seed=cfg.seed, world_size=dist.world_size, rank=dist.rank)
+    probs, _, losses, indices = evaluate(model, val_loader, cfg, device)
+    indices, probs, losses = distributed.gather_rows(dist, indices, probs, losses)
+    labels = data.val.labels.numpy()[indices]
+    table = predictions_table([data.val.paths[i] for i in indices], probs, labels, losses, data.classes)
     metrics = metrics_from_predictions(table, data.classes)
     metrics.update(val_loss=float(losses.mean()), epoch=epoch, complete_epoch=next_position[1] == 0)
     return metrics, table

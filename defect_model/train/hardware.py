@@ -1,4 +1,5 @@
-"""What this machine computes fast: native bf16, and the mixed-precision context that uses it.
+"""What this machine computes fast: native bf16, the mixed-precision context that uses it, and how many
+training processes it can usefully run.
 
 torch is imported only where a tensor is touched, so that time estimates can ask about the processor
 without loading it.
@@ -7,6 +8,8 @@ without loading it.
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,3 +56,54 @@ def autocast(precision: str, device):
 
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# Several CPU processes pay off where one cannot use the machine well: more than one socket (each with its own
+# memory), or so many cores that one process's threads mostly wait on each other.
+MANY_CORES = 16
+CORES_PER_PROCESS = 8
+
+
+@dataclass(frozen=True)
+class ProcessChoice:
+    """How many training processes (torchrun) this machine can usefully run, and why."""
+
+    most: int
+    reason: str
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@lru_cache(maxsize=1)
+def cpu_sockets() -> int:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 1
+    return max(1, len({line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("physical id")}))
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def process_choice(device_type: str) -> ProcessChoice:
+    """One process per GPU where training runs on GPUs; on a CPU, one per socket or per CORES_PER_PROCESS
+    cores where there are several sockets or MANY_CORES; else one."""
+    if device_type == "cuda":
+        gpus = gpu_count()
+        if gpus > 1:
+            return ProcessChoice(gpus, f"one process per GPU, {gpus} GPUs")
+        return ProcessChoice(1, "training runs on this machine's one GPU; several processes need several GPUs")
+    cores, sockets = cpu_cores(), cpu_sockets()
+    most = max(sockets, cores // CORES_PER_PROCESS) if sockets > 1 or cores >= MANY_CORES else 1
+    if most > 1:
+        return ProcessChoice(most, f"{cores} CPU cores on {sockets} socket(s): up to {most} processes of "
+                                   f"{cores // most} cores each")
+    return ProcessChoice(1, f"training runs on this machine's CPU, {cores} core(s) on {sockets} socket, and one "
+                            f"process already uses every core; several pay off with more than one GPU "
+                            f"(DEFECT_DEVICE=cuda), more than one socket or {MANY_CORES} cores and more")

@@ -231,18 +231,40 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
 def resolve(cfg: TrainConfig, train_counts: dict[str, int], sizes: list[tuple[int, int]] | None = None,
             val_images: int = 0) -> TrainConfig:
     """The settings a run will train with, for a training split of `train_counts` (photos per class) whose
-    photos have `sizes`: the product preset applied once (its decisions kept in the settings), then the floor
-    of optimizer steps. The engine calls this on the real split, the Train page on its estimate of it."""
+    photos have `sizes`: the product preset applied once (its decisions kept in the settings), the batch shared
+    by the training processes, then the floor of optimizer steps. The engine calls this on the real split, the
+    Train page on its estimate of it."""
     if cfg.resolved:
         return cfg
     if cfg.preset == "product":
         cfg = apply_product_preset(cfg, train_counts, sizes, val_images)
+    cfg = split_batch(cfg)
     steps_per_epoch = max(1, (cfg.epoch_images or sum(train_counts.values())) // cfg.batch_size)
     if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
         epochs = math.ceil(cfg.min_steps / steps_per_epoch)
         cfg = dataclasses.replace(cfg, epochs=epochs, decisions=cfg.decisions + [
             f"epochs raised to {epochs} to reach the floor of {cfg.min_steps} optimizer steps"])
     return cfg
+
+
+def split_batch(cfg: TrainConfig) -> TrainConfig:
+    """Several processes (`cfg.processes`) share each optimizer step's batch: `batch_size` stays the photos one
+    step learns from, each process takes an equal part of it. Where it does not divide, the step's batch is
+    rounded to a multiple of the processes and the learning rate scaled with it (the linear scaling rule)."""
+    n = cfg.processes
+    if n <= 1:
+        return cfg
+    share = max(1, round(cfg.batch_size / n))
+    batch = share * n
+    if batch == cfg.batch_size:
+        text = (f"{n} training processes: each takes {share} of the {batch} photos of an optimizer step; learning "
+                f"rate {cfg.lr:g} kept, since a step still learns from {batch} photos")
+        return dataclasses.replace(cfg, decisions=cfg.decisions + [text])
+    lr = cfg.lr * batch / cfg.batch_size
+    text = (f"{n} training processes: each takes {share} photos, so an optimizer step learns from {batch} photos "
+            f"instead of {cfg.batch_size} (an equal share each); learning rate scaled by {batch}/{cfg.batch_size} "
+            f"to {lr:.4g} (the linear scaling rule)")
+    return dataclasses.replace(cfg, batch_size=batch, lr=lr, decisions=cfg.decisions + [text])
 
 
 def warm_retrain(resolved: TrainConfig, source_run: str | Path, trained_seconds: float | None,

@@ -19,6 +19,7 @@ from defect_model.access.audit import verify
 from defect_model.photos.uploads import Upload
 from defect_model.runs.store import InspectionStore
 from defect_model.serve.inference import Predictor, Preprocessing
+from defect_model.serve.unfamiliar import Familiarity, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
 from defect_model.train.model import build_model
 from defect_model.workflows.inspection import InspectionSettings, inspect_batch
 from defect_model.workflows.monitor import (QUEUE_SOURCE, REFERENCE_FILE, MonitorError, Periods, default_reference,
@@ -227,3 +228,24 @@ def test_labelling_from_the_queue_files_a_correction_for_the_next_retrain(queue_
     assert "B.png" not in list(label_queue(load_log(store), store.corrections())["file_name"])
     assert store.write_corrections_csv("/data", store.path.parent / "c.csv") == 3  # D, E and B go to the retrain
     assert saved["photo_path"] in (store.path.parent / "c.csv").read_text()
+
+
+def test_unfamiliar_scores_of_the_validation_photos_join_the_reference(drift_setup, tmp_path):
+    """With a model that has the unfamiliar-photo statistics (issue 17), the reference holds its score of each
+    validation photo, the log holds the score of each inspected one, and the two are compared."""
+    run, predictor, line = drift_setup
+    split = pd.read_csv(run.split)
+    val = split[split["split"] == "val"]
+    arrays = [predictor.prepare(Image.open(run.settings().data_dir + "/" + p).convert("RGB")) for p in val["path"]]
+    _, maps = predictor.predict_with_features(arrays)
+    stats = fit_mahalanobis(pooled(maps), torch.tensor([CLASSES.index(c) for c in val["label"]]), len(CLASSES))
+    expected = mahalanobis_scores(pooled(maps), stats)
+    familiar = Predictor(predictor.model, CLASSES, predictor.preprocessing, {"run_id": "drift-run"},
+                         familiarity=Familiarity(stats, calibrate(expected, 0.02), {}))
+    reference = validation_reference(run, familiar, "with-familiarity")
+    np.testing.assert_allclose(sorted(reference["unfamiliar_score"]), sorted(expected), rtol=1e-4)
+    logged = load_log(inspected_log(tmp_path, familiar, [brightened(p, 120) for p in line]))
+    assert logged["unfamiliar_score"].notna().all()
+    report = {d.feature: d for d in drift_report(logged, reference)}
+    assert report["unfamiliar_score"].n_reference == 45 and report["unfamiliar_score"].n_log == 45
+    assert report["unfamiliar_score"].log_median > report["unfamiliar_score"].reference_median

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,42 @@ def install_active_run(source: RunDir, runs_dir: Path, good_classes=("ok",), dat
     reason = "page test; its accuracy does not matter" if activation_problems(run) else ""
     set_active(run, by="test", override_reason=reason, root=runs_dir)
     return run
+
+
+def active_model_folder(trained_run: RunDir, tmp_path: Path, monkeypatch) -> Path:
+    """A runs folder of its own with `trained_run` active, and a database of its own: what an Inspect browser
+    test serves."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    install_active_run(trained_run, runs)
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    return runs
+
+
+UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
+CARDS = '[class*="st-key-inspect-result-"]'
+
+
+@contextmanager
+def inspector_page(browser, runs: Path, tmp_path: Path, width: int = 1280, height: int = 1600):
+    """A browser page signed in as inspector Ana on the Inspect page of a dashboard serving `runs`."""
+    from browser_support import sign_in, streamlit_server
+
+    with streamlit_server(runs, tmp_path / "data") as url:
+        page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+        page.set_default_timeout(90_000)
+        sign_in(page, url, "inspector", "Ana")
+        page.wait_for_selector(UPLOADER, state="attached")
+        yield page
+
+
+def upload_files(page, paths: list) -> None:
+    """Upload `paths` on the Inspect page and wait until the whole batch has its results."""
+    from playwright.sync_api import expect
+
+    page.locator(UPLOADER).set_input_files([str(path) for path in paths])
+    page.wait_for_selector(f".st-key-inspect-result-{len(paths) - 1}")
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0)
 
 
 def photo_bytes(label: str, seed: int, size: int = 96, fmt: str = "PNG") -> bytes:

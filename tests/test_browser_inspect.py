@@ -10,10 +10,8 @@ from playwright.sync_api import expect
 
 from browser_support import sign_in, streamlit_server
 from conftest import PASSWORD
-from inspect_support import corrupt_png, install_active_run, photo_bytes
+from inspect_support import CARDS, UPLOADER, active_model_folder, corrupt_png, inspector_page, photo_bytes, upload_files
 
-UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
-CARDS = '[class*="st-key-inspect-result-"]'
 
 
 def metric(page, label: str) -> str:
@@ -23,28 +21,18 @@ def metric(page, label: str) -> str:
 
 def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_csv(
         browser, trained_run, tmp_path, monkeypatch, artifacts_dir):
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    install_active_run(trained_run, runs)
-    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
+    runs = active_model_folder(trained_run, tmp_path, monkeypatch)
     photos = {"ok-part.png": photo_bytes("ok", 1, 160), "pitted.png": photo_bytes("pit", 2, 160),
               "half.png": corrupt_png()}
     for name, data in photos.items():
         (tmp_path / name).write_bytes(data)
 
-    with streamlit_server(runs, tmp_path / "data") as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-        page.set_default_timeout(90_000)
-        sign_in(page, url, "inspector", "Ana")
-        page.wait_for_selector(UPLOADER, state="attached")
-
-        page.locator(UPLOADER).set_input_files([str(tmp_path / name) for name in photos])
+    with inspector_page(browser, runs, tmp_path, 1400, 2400) as page:
         try:
-            page.wait_for_selector(".st-key-inspect-result-2")
+            upload_files(page, [tmp_path / name for name in photos])
         except Exception:
             page.screenshot(path=str(artifacts_dir / "inspect-page-failed.png"), full_page=True)
             raise
-        expect(page.locator('[data-testid="stProgress"]')).to_have_count(0)  # the batch has finished
         cards = page.locator(CARDS)
         expect(cards).to_have_count(3)
         for index in (0, 1):  # two results, each with its heatmap overlay and a verdict

@@ -9,13 +9,10 @@ from contextlib import contextmanager
 
 from playwright.sync_api import expect
 
-from browser_support import sign_in, streamlit_server
 from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import RunDir
-from inspect_support import install_active_run, photo_bytes
+from inspect_support import CARDS, inspector_page, install_active_run, photo_bytes, upload_files
 
-UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
-CARDS = '[class*="st-key-inspect-result-"]'
 
 
 def _upload(page, tmp_path, names: list[str]) -> None:
@@ -23,10 +20,8 @@ def _upload(page, tmp_path, names: list[str]) -> None:
     for seed, name in enumerate(names):
         path = tmp_path / name
         path.write_bytes(photo_bytes("ok" if "ok" in name else "pit", seed, 128))
-        paths.append(str(path))
-    page.locator(UPLOADER).set_input_files(paths)
-    page.wait_for_selector(f".st-key-inspect-result-{len(names) - 1}")
-    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0)
+        paths.append(path)
+    upload_files(page, paths)
 
 
 def _slider(page, key: str):
@@ -43,11 +38,7 @@ def _card(page, index: int):
 @contextmanager
 def _inspector_with_two_results(browser, runs, tmp_path):
     """An inspector signed in on Inspect with two photos inspected by the active model of `runs`."""
-    with streamlit_server(runs, tmp_path / "data") as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.set_default_timeout(90_000)
-        sign_in(page, url, "inspector", "Ana")
-        page.wait_for_selector(UPLOADER, state="attached")
+    with inspector_page(browser, runs, tmp_path) as page:
         _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
         yield page
 

@@ -56,6 +56,11 @@ def test_monitor_charts_drift_and_queue_label(browser, tmp_path, artifacts_dir, 
         page.get_by_text("labelled scratch").wait_for()
         _shot(page, shots, "04-labelled")
 
+        # The drift the Monitor found is on the Inspect page's model line too.
+        page.get_by_role("link", name="Inspect", exact=True).click()
+        page.get_by_text("Drift: the photos of its last 7 days of inspections differ").wait_for()
+        _shot(page, shots, "05-inspect-drift-alarm")
+
     saved = env["store"].corrections()
     assert len(saved) == 1
     row = saved.iloc[0]

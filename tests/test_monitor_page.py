@@ -40,6 +40,10 @@ def test_monitor_page_charts_drift_and_queue(env):
     assert any(f"2026-02-{SPIKE_DAY:02d} 66.7% (8 of 12" in shown(e.value) for e in at.error)
     assert "outside the limits" in traces(at, "monitor_chart_needs_person")
 
+    at.button_group(key="monitor_cut").set_value("shift").run()  # 3 shifts from 06:00: all seeded photos in one
+    assert traces(at, "monitor_chart_reject")["Reject rate"]["x"][0] == "2026-02-01 06:00–14:00"
+    at.button_group(key="monitor_cut").set_value("day").run()
+
     at.multiselect(key="monitor_sources").set_value(["hot folder"]).run()  # 4 of the 12 photos a day
     assert all("of 4;" in shown(e.value) for e in at.error) or not at.error
 

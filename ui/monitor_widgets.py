@@ -146,6 +146,7 @@ def drift_alarm_ui(run: RunDir) -> None:
     except (OSError, ValueError, sqlite3.Error):  # advice only: inspecting goes on without it
         return
     if drifted:
-        st.warning(f"Drift: the photos of the last {ALARM_DAYS} days differ from this model's validation photos ("
+        st.warning(f"Drift: the photos of its last {ALARM_DAYS} days of inspections differ from this model's "
+                   "validation photos ("
                    + "; ".join(map(md, drifted)) + "). Verdicts may be less reliable: tell the engineer "
                    "(Monitor page).", icon=":material/warning:")

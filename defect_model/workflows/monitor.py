@@ -301,9 +301,10 @@ def label_queue(log: pd.DataFrame, corrections: pd.DataFrame, limit: int = 50) -
     rows["disagrees"] = (rows["confirmed_label"] != "") & (rows["confirmed_label"] != rows["predicted"])
     rows["score"] = (WEIGHTS["doubt"] * rows["doubt"] + WEIGHTS["unfamiliar"] * rows["unfamiliar_rank"]
                      + WEIGHTS["overridden"] * rows["overridden"] + WEIGHTS["disagrees"] * rows["disagrees"])
-    rows["reasons"] = [_reasons(row, column) for row in rows.to_dict("records")]
     rows = rows.sort_values(["score", "id"], ascending=[False, False], kind="stable")
-    return rows.drop_duplicates("sha256").head(limit).reset_index(drop=True)
+    rows = rows.drop_duplicates("sha256").head(limit).reset_index(drop=True)
+    rows["reasons"] = [_reasons(row, column) for row in rows.to_dict("records")]
+    return rows
 
 
 def _confirmed_labels(corrections: pd.DataFrame) -> dict[str, str]:

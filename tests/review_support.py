@@ -113,6 +113,21 @@ def expected_confusion(table: pd.DataFrame) -> np.ndarray:
     return matrix
 
 
+def review_env(tmp_path: Path, monkeypatch) -> dict:
+    """A dataset, a finished active run over it, and empty app data, all private to the test."""
+    from defect_model.runs.store import InspectionStore
+    from defect_model.workflows.lifecycle import set_active
+
+    dataset = make_dataset(tmp_path / "dataset")
+    runs, app_data = tmp_path / "runs", tmp_path / "app-data"
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(app_data))
+    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
+    run = write_run(runs, dataset)
+    set_active(run, by="setup", root=runs)
+    return {"dataset": dataset, "runs": runs, "run": run, "store": InspectionStore(app_data / "inspections.sqlite")}
+
+
 def open_app_page(page: str, role: str = "engineer", name: str | None = None):
     """Run app.py in AppTest signed in as a new account of `role` and switch to `page` (e.g. "pages/review.py")."""
     from streamlit.testing.v1 import AppTest

@@ -6,21 +6,13 @@ import pytest
 
 from defect_model.access.accounts import audit_log
 from defect_model.runs.folders import RunDir
-from defect_model.workflows.lifecycle import set_active
 from defect_model.workflows.operating_point import load_point
-from review_support import make_dataset, open_app_page, write_run
+from review_support import open_app_page, review_env
 
 
 @pytest.fixture()
 def run(tmp_path, monkeypatch) -> RunDir:
-    dataset = make_dataset(tmp_path / "dataset")
-    runs, app_data = tmp_path / "runs", tmp_path / "app-data"
-    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("DEFECT_DATA_DIR", str(app_data))
-    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
-    run = write_run(runs, dataset)
-    set_active(run, by="setup", root=runs)
-    return run
+    return review_env(tmp_path, monkeypatch)["run"]
 
 
 def metric(at, label: str) -> str:

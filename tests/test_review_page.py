@@ -13,26 +13,17 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from defect_model.workflows.calibration import reliability
-from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import list_runs
-from defect_model.runs.store import InspectionStore
 from conftest import shown
-from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, make_dataset, open_app_page,
-                            tree_fingerprint, write_run)
+from review_support import (BLANK, PLANTED, PLANTED_TRAIN, expected_confusion, open_app_page, review_env,
+                            tree_fingerprint)
 
 
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     """A dataset, a finished active run, and empty app data, all private to the test."""
-    dataset = make_dataset(tmp_path / "dataset")
-    runs, app_data = tmp_path / "runs", tmp_path / "app-data"
-    monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("DEFECT_DATA_DIR", str(app_data))
-    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
-    run = write_run(runs, dataset)
-    set_active(run, by="setup", root=runs)
-    return {"dataset": dataset, "runs": runs, "run": run, "store": InspectionStore(app_data / "inspections.sqlite")}
+    return review_env(tmp_path, monkeypatch)
 
 
 def open_review(role: str = "engineer") -> AppTest:

@@ -77,8 +77,12 @@ def test_preset_keeps_a_users_own_settings():
                    for d in cfg.decisions)
 
 
-def test_one_dominant_good_class_and_a_handful_of_defects_does_not_collapse(tmp_path):
-    """Data built to fail resampling: 60 good photos, 6 defect photos (5 to train on)."""
+def test_one_dominant_good_class_and_a_handful_of_defects_does_not_collapse(tmp_path, monkeypatch):
+    """Data built to fail resampling: 60 good photos, 6 defect photos (5 to train on). The run plans its epochs
+    from the first epoch's measured time; here a budget no box overruns and 12 epochs whatever was measured, so
+    that a box busy with other work (where the first epoch took 190 s, the 0.5-minute budget then bought one
+    and the model collapsed) trains the same as a quiet one."""
+    monkeypatch.setattr("defect_model.train.engine.budget_epochs", lambda *measured: 12)
     data = synthetic.generate(tmp_path / "data", per_class=60, size=64, seed=3)
     for name in ("crack", "stain", "pit"):
         shutil.rmtree(data / name)
@@ -86,7 +90,7 @@ def test_one_dominant_good_class_and_a_handful_of_defects_does_not_collapse(tmp_
         path.unlink()
     run = _new_run(tmp_path)
     events = []
-    cfg = tiny_config(data, preset="product", time_budget_min=0.5, good_classes=["ok"])
+    cfg = tiny_config(data, preset="product", time_budget_min=120, good_classes=["ok"])
     metrics = fit(cfg, run, callbacks=[events.append])
     saved = TrainConfig.from_yaml(run.config)
     assert saved.loss_weighting == "sqrt" and saved.sampling == "shuffle"
@@ -141,3 +145,13 @@ def test_a_wide_photo_is_padded_not_stretched_in_training(tmp_path):
     image = decoded.pixels[0, 0]
     assert image[0].max() == 0 and image[30].min() == 255  # letterboxed rows above, photo in the middle
     assert (image[:, 0] == 255).sum() == 20  # 600x200 -> 60x20: aspect kept
+
+
+def test_a_long_budget_on_a_small_set_plans_no_more_epochs_than_a_run_may_have(tiny_dataset):
+    """A 120-minute budget on a few dozen photos planned 1,545 epochs, and the run failed on its own settings."""
+    from defect_model.train.config import MAX_EPOCHS
+    from defect_model.train.presets import resolve
+
+    counts = {name: 8 for name in ("crack", "ok", "pit", "scratch", "stain")}
+    cfg = resolve(tiny_config(tiny_dataset, preset="product", time_budget_min=600), counts, None, 10)
+    assert cfg.epochs == MAX_EPOCHS and any(f"{MAX_EPOCHS} epochs planned" in d for d in cfg.decisions)

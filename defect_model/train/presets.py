@@ -28,7 +28,7 @@ from statistics import median
 
 import yaml
 
-from defect_model.train.config import TrainConfig
+from defect_model.train.config import MAX_EPOCHS, TrainConfig
 from defect_model.train.backbones import backbone as registered
 from defect_model.train.timing import STARTUP_S, estimate_training_time
 
@@ -192,7 +192,8 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
 
     def planned_epochs(size: int) -> int:
         first = estimate_training_time(backbone, size, 1, drawn, val_images)
-        return max(1, math.floor((budget * 60 - first.seconds) / max(1e-3, first.seconds - STARTUP_S))) + 1
+        fit = math.floor((budget * 60 - first.seconds) / max(1e-3, first.seconds - STARTUP_S)) + 1
+        return min(MAX_EPOCHS, max(1, fit))  # a long budget on a small set must not plan past the setting's bound
 
     size = changes.get("image_size", cfg.image_size)
     if untouched("image_size") and "image_size" not in changes:

@@ -48,8 +48,8 @@ HEATMAP_HELP = ("The heatmap (Grad-CAM) colours the parts of the photo that weig
 FINGERPRINT_HELP = ("A fingerprint (SHA-256) of the file's bytes: the same photo always has the same one, so the log "
                     "can tell which photo was judged.")
 UNFAMILIAR_HELP = ("How far the photo's features lie from those of the training photos (Mahalanobis distance to the "
-                   "nearest class). The threshold was set at the end of training so that about 2 % of ordinary "
-                   "photos lie above it.")
+                   "nearest class). The threshold was set at the end of training so that a small share of the "
+                   "validation photos (2 % unless the run chose otherwise) lies above it.")
 UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
                "batches while you keep working, and every file is logged.")
 
@@ -176,9 +176,10 @@ def threshold_ui(model: ActiveModel) -> float:
              "saved with the model on the Review page. Batches inspected with it are recorded in the audit trail.")
     st.session_state[GOOD_THRESHOLD_KEY] = None if point is None or override else point.good_threshold
     if point is not None and not override:
+        measured = (f" (on validation: escapes {point.escape_rate:.1%}, review load {point.review_load:.1%})"
+                    if point.escape_rate is not None and point.review_load is not None else "")
         st.caption(f"Operating point of this model: pass from {point.good_threshold:.2f}, reject from "
-                   f"{point.defect_threshold:.2f} (on validation: escapes {point.escape_rate:.1%}, review load "
-                   f"{point.review_load:.1%}).")
+                   f"{point.defect_threshold:.2f}{measured}.")
         return point.defect_threshold
     return kept_slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
                        help="A photo whose most likely class is below this probability goes to a person "

@@ -100,11 +100,3 @@ class Familiarity:
 
     def scores(self, maps: torch.Tensor) -> np.ndarray:
         return mahalanobis_scores(pooled(maps), self.stats)
-
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) > self.threshold
-
-
-def is_unfamiliar(score: float | None, threshold: float | None) -> bool:
-    """Whether a photo's score (None: no score, an older model) lies above the model's threshold."""
-    return score is not None and threshold is not None and not np.isnan(score) and score > threshold

@@ -41,6 +41,12 @@ def decide_verdict(probabilities: Sequence[float], classes: Sequence[str], good_
     return "pass" if good else "reject"
 
 
+def is_unfamiliar(score: float | None, threshold: float | None) -> bool:
+    """Whether a photo's unfamiliar score (None: no score, a model from before the check) lies above the model's
+    threshold (serve.unfamiliar)."""
+    return score is not None and threshold is not None and not np.isnan(score) and score > threshold
+
+
 def verdict_reason(verdict: str, unfamiliar: bool) -> str:
     """Why a person is needed, in words ('' for other verdicts)."""
     if verdict != "needs_person":

@@ -72,5 +72,6 @@ def add_to_run(run_path: str | Path, flag_share: float | None = None) -> dict:
     data = decode_split(cfg, plan_split(cfg, run, reuse_split=True, write=False))
     share = cfg.unfamiliar_share if flag_share is None else flag_share
     tensors, meta = fit_familiarity(model, data.train, data.val, len(data.classes), cfg.mean, cfg.std, share)
+    meta["unfamiliar"]["added_after_training"] = True
     store_familiarity(run.checkpoint, tensors, meta)
     return meta

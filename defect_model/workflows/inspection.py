@@ -23,8 +23,7 @@ from defect_model.photos.stats import photo_stats
 from defect_model.runs.folders import now_iso
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.photos.uploads import Upload, check_size, check_upload
-from defect_model.serve.unfamiliar import is_unfamiliar
-from defect_model.serve.verdicts import DEFAULT_THRESHOLD, decide_verdict, verdict_reason
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, decide_verdict, is_unfamiliar, verdict_reason
 
 DEFAULT_BATCH_SIZE = 8
 THUMBNAIL_SIDE = 320  # the copy kept in memory for the grid; the full photo stays in the store

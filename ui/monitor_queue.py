@@ -90,7 +90,7 @@ def queue_ui(store: InspectionStore, view: LogView, actor: Actor) -> pd.DataFram
             show_image(heat_col, cams.get(int(row["id"])), f"Heatmap (Grad-CAM): {md(row['predicted'])}")
             info_col.caption(md(row["reasons"]))
             info_col.caption(f"{md(str(row['time'])[:16].replace('T', ' '))} UTC · {md(row['inspector'])} · "
-                             f"{md(row['source'])} · {md(Path(str(row['photo_path'])).name[:12])}…")
+                             f"{md(row['source'])} · stored as {md(Path(str(row['photo_path'])).name[:12])}…")
             label_ui(info_col, store, actor, row, classes, config.data_dir)
     if len(queue) > SHOWN:
         st.caption(f"{len(queue) - SHOWN} more in the queue (the CSV lists them); they move up as these are labelled.")

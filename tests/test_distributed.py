@@ -305,3 +305,18 @@ def test_a_killed_rank_fails_the_run_with_a_message_and_the_run_resumes_and_canc
     assert wait_for(lambda: ended(run), 120, "the cancel") == "cancelled", log()
     wait_for(lambda: all_gone(ranks), 60, "every rank to exit")
     assert yaml.safe_load(run.config.read_text())["processes"] == 2
+
+
+def test_sigterm_to_the_torchrun_agent_reaches_every_rank_and_the_run_ends_cancelled(tiny_dataset, root):
+    # What a terminal's Ctrl-C / kill of torchrun, or a service manager stopping the job, does.
+    run = jobs.start(tiny_config(tiny_dataset, image_size=32, batch_size=4, epochs=50, processes=2), root,
+                     actor=ENGINEER)
+    wait_for(lambda: events_of(run, "step") or ended(run), RUN_LIMIT_S, "the first step")
+    ranks = run.status()["ranks"]
+    stat = Path(f"/proc/{ranks[0]['pid']}/stat").read_text()
+    agent = int(stat.rsplit(")", 1)[1].split()[1])  # rank 0's parent: the process the job started
+    assert agent != ranks[0]["pid"] and "torch.distributed.run" in Path(f"/proc/{agent}/cmdline").read_text()
+    os.kill(agent, signal.SIGTERM)  # the agent sends SIGTERM to each rank; they stop at the same step
+    assert wait_for(lambda: ended(run), 120, "the run to stop") == "cancelled", run.log.read_text()[-3000:]
+    wait_for(lambda: all_gone(ranks), 60, "every rank to exit")
+    assert run.checkpoint.is_file()

@@ -99,3 +99,12 @@ def test_monitor_page_shows_the_hot_folder_watcher(env, tmp_path):
     assert len(running) == 1 and "camera1" in running[0] and "17 photo(s)" in running[0]
     assert "last photo `cam1_0017.png` (reject, 2026-02-10 09:41:07 UTC)" in running[0]
     assert any("Watcher not running" in c.value and "camera2" in shown(c.value) for c in at.caption)
+
+
+def test_monitor_page_with_an_empty_log_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "app-data" / "inspections.sqlite"))
+    at = open_app_page("pages/monitor.py", "engineer")
+    assert any("No inspections match these filters yet" in i.value for i in at.info)
+    assert not at.get("plotly_chart")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 import yaml
 
 from conftest import ENGINEER, ROOT, shown, tiny_config
+from test_jobs import wait_for
 from defect_model.runs import jobs
 from defect_model.runs.folders import RunDir, list_runs, process_alive
 from defect_model.train import distributed, hardware
@@ -250,16 +250,6 @@ def root(tmp_path, monkeypatch):
         for rank in run.status().get("ranks", []):
             if process_alive(rank["pid"], rank["pid_started"]):
                 os.kill(rank["pid"], signal.SIGKILL)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def events_of(run: RunDir, kind: str) -> list[dict]:

@@ -128,6 +128,11 @@ def any_rank(dist: Dist, flag: bool) -> bool:
     return bool(value.item())
 
 
+def wait_for_all(dist: Dist) -> None:
+    """Return once every process has come here (after rank 0 wrote what the others then read)."""
+    any_rank(dist, False)
+
+
 def _broadcast_text(dist: Dist, text: str | None) -> str:
     data = (text or "").encode() if dist.is_main else b""
     size = torch.tensor([len(data)], dtype=torch.int64, device=_device())

@@ -352,6 +352,7 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
         if writes:
             run.write_status("cancelled")
         emit("end", state="cancelled")
+        distributed.wait_for_all(dist)  # rank 0 has saved the metrics every process returns
         return read_json(run.metrics, {}) or {}
     except BaseException as exc:
         message = distributed.failure_text(exc, dist) or f"{type(exc).__name__}: {exc}"

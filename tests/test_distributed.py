@@ -310,3 +310,36 @@ def test_sigterm_to_the_torchrun_agent_reaches_every_rank_and_the_run_ends_cance
     assert wait_for(lambda: ended(run), 120, "the run to stop") == "cancelled", run.log.read_text()[-3000:]
     wait_for(lambda: all_gone(ranks), 60, "every rank to exit")
     assert run.checkpoint.is_file()
+
+
+def test_a_run_cancelled_mid_epoch_on_two_processes_resumes_at_the_next_step(tiny_dataset, tmp_path):
+    # Balanced sampling (one shared draw, a share per rank), keep_best: the paths a shuffled run does not take.
+    run = RunDir(tmp_path / "run")
+    args = ["--data", str(tiny_dataset), "--run-dir", str(run.path), "--backbone", "resnet18", "--image-size", "32",
+            "--batch-size", "4", "--epochs", "2", "--epoch-images", "120", "--sampling", "balanced", "--keep-best",
+            "--checkpoint-every-min", "0"]
+    env = dict(os.environ, DEFECT_DIST_TIMEOUT_S="30")
+    first = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              "-m", "defect_model", "train", *args], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: run.events.is_file() and len(step_losses(run)) >= 5 or first.poll() is not None,
+                 RUN_LIMIT_S, "five steps")
+        run.request_cancel()
+        assert first.wait(timeout=120) == 0, first.stderr.read()[-3000:]
+    finally:
+        first.kill()
+    assert run.status()["state"] == "cancelled"
+    stopped = [e for e in run.read_events() if e["type"] == "step"][-1]
+    assert stopped["epoch"] == 1 and 5 <= stopped["step"] < stopped["steps_per_epoch"] == 30
+
+    done = launch(2, "resume", str(run.path))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert run.status()["state"] == "done"
+    events = run.read_events()
+    resumed = events_of(run, "start")[-1]
+    assert (resumed["start_epoch"], resumed["skip_steps"]) == (1, stopped["step"])
+    after = [(e["epoch"], e["step"]) for e in events[events.index(resumed):] if e["type"] == "step"]
+    assert after == [(1, s) for s in range(stopped["step"] + 1, 31)] + [(2, s) for s in range(1, 31)]
+    assert all(len(set(e["rank_weights"])) == 1 for e in events_of(run, "epoch"))
+    assert sum(c["support"] for c in run.read_metrics()["per_class"].values()) == 10

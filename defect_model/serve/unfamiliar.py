@@ -1,10 +1,11 @@
 """How unlike the training photos a photo is: a score from the prediction's own forward pass.
 
-The score is the Mahalanobis distance of the photo's pooled layer4 features (the input of the linear head)
-to the nearest class mean of the training photos, under one covariance shared by all classes and shrunk
-towards a scaled identity (a few hundred photos cannot fill a 512x512 or 2048x2048 covariance). It was
-chosen over the k-nearest-neighbour cosine distance and the energy score by measurement:
-bench/results/trust.md. The statistics are plain tensors stored in the checkpoint (`unfamiliar` key) and
+The score is the Mahalanobis distance of the photo's pooled layer4 features (the input of the linear head,
+square-rooted: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class
+mean of the training photos, under one covariance shared by all classes and shrunk towards a scaled identity
+(a few hundred photos cannot fill a 512x512 or 2048x2048 covariance). It was chosen over the
+k-nearest-neighbour cosine distance and the energy score, and the root and the shrinkage over plain means and
+other shrinkages, by measurement: bench/results/trust.md. The statistics are plain tensors stored in the checkpoint (`unfamiliar` key) and
 its metadata (`meta["unfamiliar"]`: method, threshold, the share of validation photos it flags), so they
 load with weights_only=True. A checkpoint without them has no score; nothing else changes.
 
@@ -19,13 +20,17 @@ import numpy as np
 import torch
 
 DEFAULT_FLAG_SHARE = 0.02
-SHRINKAGE = 0.1  # weight of the scaled identity in the shared covariance
+SHRINKAGE = 0.3  # weight of the scaled identity in the shared covariance
+FEATURES = "sqrt-mean"  # what statistics fitted now describe; checkpoints record theirs (older ones: "mean")
 
 
-def pooled(maps: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Layer4 maps (N, K, h, w) -> (N, K), what the ResNet's average pool hands its head."""
-    maps = torch.as_tensor(maps)
-    return maps.float().mean(dim=(2, 3))
+def pooled(maps: torch.Tensor | np.ndarray, features: str = FEATURES) -> torch.Tensor:
+    """Layer4 maps (N, K, h, w) -> (N, K): what the ResNet's average pool hands its head ("mean"), or its square
+    root ("sqrt-mean"; the maps are post-ReLU, never negative)."""
+    means = torch.as_tensor(maps).float().mean(dim=(2, 3))
+    if features not in ("mean", "sqrt-mean"):
+        raise ValueError(f"unknown unfamiliar-score features {features!r}")
+    return means.sqrt() if features == "sqrt-mean" else means
 
 
 def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -99,4 +104,4 @@ class Familiarity:
         return cls(stats, float(info["threshold"]), info)
 
     def scores(self, maps: torch.Tensor) -> np.ndarray:
-        return mahalanobis_scores(pooled(maps), self.stats)
+        return mahalanobis_scores(pooled(maps, self.info.get("features", "mean")), self.stats)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from defect_model.photos.preprocess import normalize_batch
-from defect_model.serve.unfamiliar import calibrate, fit_mahalanobis, mahalanobis_scores, pooled
+from defect_model.serve.unfamiliar import FEATURES, SHRINKAGE, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
 from defect_model.train import checkpoint as ckpt
 from defect_model.train.data import DecodedImages
 from defect_model.train.model import features_and_logits
@@ -39,7 +39,7 @@ def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, 
     stats = fit_mahalanobis(train_features, train.labels, num_classes)
     val_scores = mahalanobis_scores(pooled_features(model, val, mean, std, device)[0], stats)
     threshold = calibrate(val_scores, flag_share)
-    info = {"method": "mahalanobis", "threshold": threshold, "flag_share": flag_share,
+    info = {"method": "mahalanobis", "features": FEATURES, "shrinkage": SHRINKAGE, "threshold": threshold, "flag_share": flag_share,
             "val_flag_rate": float(np.mean(val_scores > threshold)), "train_images": len(train.paths),
             "val_images": len(val.paths)}
     return stats, {"unfamiliar": info}

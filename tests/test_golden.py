@@ -92,3 +92,14 @@ def test_the_models_page_shows_the_changed_golden_verdict(env):
     assert any("changed golden verdict" in c.label for c in at.checkbox)
     pick(at, env["same"].run_id)
     assert any("all 1 verdict(s) stay" in s.value for s in at.success)
+
+
+def test_the_review_page_marks_validation_photos_golden(env):
+    at = open_app_page("pages/review.py", "engineer")
+    chooser = next(m for m in at.multiselect if m.label == "Validation photos")
+    chooser.set_value(["pit/pit_0000.png"]).run()
+    next(b for b in at.button if b.label == "Mark as golden").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    photos = {p["photo_path"]: p for p in GoldenSet().photos()}
+    marked = photos[str((env["data"] / "pit" / "pit_0000.png").resolve())]
+    assert marked["label"] == "pit" and marked["source"] == "validation" and marked["who"] == "eng"

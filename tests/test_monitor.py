@@ -19,7 +19,7 @@ from defect_model.access.audit import verify
 from defect_model.photos.uploads import Upload
 from defect_model.runs.store import InspectionStore
 from defect_model.serve.inference import Predictor, Preprocessing
-from defect_model.serve.unfamiliar import Familiarity, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
+from defect_model.serve.unfamiliar import FEATURES, Familiarity, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
 from defect_model.train.model import build_model
 from defect_model.workflows.inspection import InspectionSettings, inspect_batch
 from defect_model.workflows.monitor import (QUEUE_SOURCE, REFERENCE_FILE, MonitorError, Periods, default_reference,
@@ -241,7 +241,7 @@ def test_unfamiliar_scores_of_the_validation_photos_join_the_reference(drift_set
     stats = fit_mahalanobis(pooled(maps), torch.tensor([CLASSES.index(c) for c in val["label"]]), len(CLASSES))
     expected = mahalanobis_scores(pooled(maps), stats)
     familiar = Predictor(predictor.model, CLASSES, predictor.preprocessing, {"run_id": "drift-run"},
-                         familiarity=Familiarity(stats, calibrate(expected, 0.02), {}))
+                         familiarity=Familiarity(stats, calibrate(expected, 0.02), {"features": FEATURES}))
     reference = validation_reference(run, familiar, "with-familiarity")
     np.testing.assert_allclose(sorted(reference["unfamiliar_score"]), sorted(expected), rtol=1e-4)
     logged = load_log(inspected_log(tmp_path, familiar, [brightened(p, 120) for p in line]))

@@ -87,3 +87,17 @@ def sign_in(page, url: str | None, role: str = "admin", name: str | None = None)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text(f"{actor.name} · {actor.role}").wait_for(timeout=60_000)
     return actor
+
+
+@contextmanager
+def signed_in_page(browser, runs_dir: Path, data_dir: Path, role: str, name: str, width: int = 1280,
+                   height: int = 1600, link: str | None = None):
+    """A page of a dashboard serving `runs_dir`, signed in as a new account `name` of `role`, on the page named
+    `link` in the navigation (the landing page when None)."""
+    with streamlit_server(runs_dir, data_dir) as url:
+        page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+        page.set_default_timeout(90_000)
+        sign_in(page, url, role, name)
+        if link:
+            page.get_by_role("link", name=link, exact=True).click()
+        yield page

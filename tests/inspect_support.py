@@ -47,12 +47,9 @@ CARDS = '[class*="st-key-inspect-result-"]'
 @contextmanager
 def inspector_page(browser, runs: Path, tmp_path: Path, width: int = 1280, height: int = 1600):
     """A browser page signed in as inspector Ana on the Inspect page of a dashboard serving `runs`."""
-    from browser_support import sign_in, streamlit_server
+    from browser_support import signed_in_page
 
-    with streamlit_server(runs, tmp_path / "data") as url:
-        page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
-        page.set_default_timeout(90_000)
-        sign_in(page, url, "inspector", "Ana")
+    with signed_in_page(browser, runs, tmp_path / "data", "inspector", "Ana", width, height) as page:
         page.wait_for_selector(UPLOADER, state="attached")
         yield page
 
@@ -96,3 +93,18 @@ def keep_app_py_as_the_router(monkeypatch) -> None:
             PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
+
+
+def upload(at, files: list[tuple[str, bytes]]):
+    """AppTest: upload like the browser does, then wait for the background queue and redraw."""
+    at.file_uploader[0].set_value([(name, data, "application/octet-stream") for name, data in files])
+    at.run()
+    assert at.session_state["inspect_queue"].wait(90)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at) -> dict[str, int]:
+    """AppTest: the page's metrics, label -> count."""
+    return {m.label: int(m.value) for m in at.metric}

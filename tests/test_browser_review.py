@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 
-from browser_support import sign_in, streamlit_server
+from browser_support import signed_in_page
 from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import get_active, list_runs
 from defect_model.runs.store import InspectionStore
@@ -49,11 +49,7 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
     set_active(first, by="setup", root=runs_dir)
     before = tree_fingerprint(dataset)
 
-    with streamlit_server(runs_dir, app_data) as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(60_000)
-        sign_in(page, url, "admin", "Ana")
-        page.get_by_role("link", name="Review", exact=True).click()
+    with signed_in_page(browser, runs_dir, app_data, "admin", "Ana", 1400, 1600, link="Review") as page:
         _wait_for_text(page, "Click a cell", 90)
         _shot(page, shots, "01-review")
 
@@ -141,10 +137,7 @@ def test_a_correction_sent_with_enter_then_the_button_is_stored_once(browser, tm
     upload = tmp_path / "line3_scratch-07.png"
     upload.write_bytes((dataset / PLANTED).read_bytes())
 
-    with streamlit_server(runs_dir, app_data) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.set_default_timeout(60_000)
-        sign_in(page, url, "admin", "Ana")
+    with signed_in_page(browser, runs_dir, app_data, "admin", "Ana", 1280, 1400) as page:
         page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached")
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(upload)])
         detail = page.locator(".st-key-inspect-detail")
@@ -182,11 +175,7 @@ def test_make_active_asks_first_with_what_changes(browser, tmp_path, artifacts_d
     shots.mkdir(parents=True, exist_ok=True)
     _, runs_dir, app_data, first, second = _two_runs(tmp_path, monkeypatch)
 
-    with streamlit_server(runs_dir, app_data) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.set_default_timeout(60_000)
-        sign_in(page, url, "admin", "Ana")
-        page.get_by_role("link", name="Models", exact=True).click()
+    with signed_in_page(browser, runs_dir, app_data, "admin", "Ana", 1280, 1400, link="Models") as page:
         page.get_by_role("heading", name="Manage a run").wait_for()
         page.get_by_role("button", name="Make active").click()
         page.wait_for_timeout(2000)  # whatever the click does, it has done it

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_support import sign_in, streamlit_server
+from browser_support import signed_in_page
 from defect_model.serve.verdicts import UNFAMILIAR_REASON
 from defect_model.workflows.lifecycle import set_active
 from inspect_support import CARDS, active_model_folder, inspector_page, photo_bytes, upload_files
@@ -51,11 +51,7 @@ def test_review_operating_point_tab(browser, tmp_path, monkeypatch, artifacts_di
     monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
     run = write_run(runs, make_dataset(tmp_path / "dataset"))
     set_active(run, by="setup", root=runs)
-    with streamlit_server(runs, app_data) as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(60_000)
-        sign_in(page, url, "engineer", "Eve")
-        page.get_by_role("link", name="Review", exact=True).click()
+    with signed_in_page(browser, runs, app_data, "engineer", "Eve", 1400, 1600, link="Review") as page:
         page.get_by_role("tab", name="Operating point").click()
         expect(page.get_by_text("Per class at this point")).to_be_visible()
         expect(page.locator('[data-testid="stMetric"]', has_text="Review load")).to_be_visible()

@@ -16,7 +16,7 @@ from defect_model.runs.folders import RunDir, get_active, new_run_dir, write_jso
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.photos.synthetic import demo_config
 from conftest import shown, sign_in
-from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, photo_bytes
+from inspect_support import corrupt_png, install_active_run, keep_app_py_as_the_router, metrics, photo_bytes, upload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,20 +49,6 @@ def app(inspector: str = "Ana", role: str = "inspector") -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
-    """Upload like the browser does, then wait for the background queue and redraw."""
-    at.file_uploader[0].set_value([(name, data, "application/octet-stream") for name, data in files])
-    at.run()
-    assert at.session_state["inspect_queue"].wait(90)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metrics(at: AppTest) -> dict[str, int]:
-    return {m.label: int(m.value) for m in at.metric}
 
 
 def cards(at: AppTest) -> dict[str, tuple[int, list[str]]]:

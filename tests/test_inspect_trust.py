@@ -13,7 +13,7 @@ from defect_model.runs.store import InspectionStore
 from defect_model.serve.verdicts import UNFAMILIAR_REASON
 from defect_model.workflows.operating_point import OperatingPoint, save_point
 from conftest import ENGINEER, sign_in
-from inspect_support import install_active_run, keep_app_py_as_the_router, photo_bytes
+from inspect_support import install_active_run, keep_app_py_as_the_router, metrics, photo_bytes, upload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,19 +38,6 @@ def noise_png(seed: int = 3) -> bytes:
     return buffer.getvalue()
 
 
-def inspect(at: AppTest, files) -> AppTest:
-    at.file_uploader[0].set_value([(name, data, "image/png") for name, data in files])
-    at.run()
-    assert at.session_state["inspect_queue"].wait(90)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def counts(at: AppTest) -> dict[str, int]:
-    return {m.label: int(m.value) for m in at.metric}
-
-
 def test_the_saved_point_decides_and_the_slider_is_a_logged_override(run):
     save_point(run, OperatingPoint(good_threshold=0.999, defect_threshold=0.0), ENGINEER)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
@@ -59,19 +46,19 @@ def test_the_saved_point_decides_and_the_slider_is_a_logged_override(run):
     assert any("Operating point of this model: pass from 1.00, reject from 0.00" in c for c in at.caption.values)
     assert not [s for s in at.slider if s.key == "inspect_threshold"]  # no slider unless overridden
     files = [(f"ok{i}.png", photo_bytes("ok", 40 + i)) for i in range(2)] + [("pit.png", photo_bytes("pit", 45))]
-    inspect(at, files)
+    upload(at, files)
     results = at.session_state["inspect_queue"].results()
     oks = sum(r.predicted == "ok" and not r.unfamiliar for r in results)
     sure = sum(r.predicted == "ok" and not r.unfamiliar and r.confidence >= 0.999 for r in results)
-    assert oks >= 1 and counts(at)["Pass"] == sure and counts(at)["Needs a person"] == 3 - counts(at)["Reject"] - sure
+    assert oks >= 1 and metrics(at)["Pass"] == sure and metrics(at)["Needs a person"] == 3 - metrics(at)["Reject"] - sure
     log = InspectionStore().inspections().set_index("file_name")
     assert (log.loc["ok0.png", "verdict"] == "pass") == (results[0].confidence >= 0.999)
     assert not audit_log().events("threshold override", 5)
 
     at.toggle(key="inspect_override").set_value(True).run()
     at.slider(key="inspect_threshold").set_value(0.0).run()
-    assert counts(at)["Pass"] == oks  # the slider re-decides the page; the log keeps what was logged
-    inspect(at, [("again.png", photo_bytes("ok", 50))])
+    assert metrics(at)["Pass"] == oks  # the slider re-decides the page; the log keeps what was logged
+    upload(at, [("again.png", photo_bytes("ok", 50))])
     [event] = audit_log().events("threshold override", 5)
     assert event["actor"] == "Ana" and event["detail"]["threshold"] == 0.0 and event["detail"]["photos"] == 1
 
@@ -81,8 +68,8 @@ def test_an_unfamiliar_photo_needs_a_person_with_its_reason(run):
     sign_in(at, "inspector", "Ana")
     at.run()
     at.slider(key="inspect_threshold").set_value(0.0).run()  # confidence alone would decide every photo
-    inspect(at, [("noise.png", noise_png())])
-    assert counts(at)["Needs a person"] == 1
+    upload(at, [("noise.png", noise_png())])
+    assert metrics(at)["Needs a person"] == 1
     warnings = [w.value for w in at.warning]
     assert any(f"Needs a person: {UNFAMILIAR_REASON}" in w for w in warnings), warnings
     [row] = InspectionStore().inspections().to_dict("records")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+from playwright.sync_api import expect
+
 from browser_support import sign_in, streamlit_server
 from defect_model.runs.folders import get_active, list_runs
 
@@ -109,9 +111,11 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
     assert run.status()["state"] == "done"
 
 
-def _shown_value(page, label: str) -> str:
-    """What a select box or number field shows, as the user sees it (both are inputs labelled by the setting)."""
-    return page.get_by_label(label, exact=True).input_value()
+def _shows(page, values: dict[str, str]) -> None:
+    """The select boxes and number fields labelled so show these values, as the user sees them, once the page has
+    settled (a slow rerun on a busy machine may still be drawing the preset's picks)."""
+    for label, value in values.items():
+        expect(page.get_by_label(label, exact=True)).to_have_value(value, timeout=30_000)
 
 
 def test_the_form_shows_what_the_preset_will_use(browser, tmp_path):
@@ -124,15 +128,12 @@ def test_the_form_shows_what_the_preset_will_use(browser, tmp_path):
         page.get_by_role("link", name="Train").click()
         page.get_by_text("Photos per class").wait_for(timeout=120_000)
         page.get_by_text("network resnet18").first.wait_for()  # the preset's reasons
-        assert _shown_value(page, "Backbone") == "resnet18"
-        assert _shown_value(page, "Image size (px)") == "128"
-        assert _shown_value(page, "Augmentation") == "strong"
+        _shows(page, {"Backbone": "resnet18", "Image size (px)": "128", "Augmentation": "strong"})
 
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="reference").click()
         page.wait_for_function("() => document.body.innerText.includes('5 epoch(s) of resnet50 at 224 px')")
-        assert _shown_value(page, "Backbone") == "resnet50" and _shown_value(page, "Image size (px)") == "224"
-        assert _shown_value(page, "Epochs") == "5"
+        _shows(page, {"Backbone": "resnet50", "Image size (px)": "224", "Epochs": "5"})
 
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="product").click()
@@ -140,4 +141,4 @@ def test_the_form_shows_what_the_preset_will_use(browser, tmp_path):
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet34").click()
         page.get_by_text("resnet34 at").first.wait_for()
-        assert _shown_value(page, "Backbone") == "resnet34" and _shown_value(page, "Augmentation") == "strong"
+        _shows(page, {"Backbone": "resnet34", "Augmentation": "strong"})

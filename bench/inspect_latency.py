@@ -34,6 +34,7 @@ from browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E
 from defect_model.train.config import TrainConfig  # noqa: E402
 from defect_model.workflows.lifecycle import set_active  # noqa: E402
 from defect_model.runs.folders import RunDir  # noqa: E402
+from report import write_report  # noqa: E402
 
 MODELS = {  # name: (label, recipe)
     "demo": ("demo recipe (resnet18, 96 px)", dict(backbone="resnet18", image_size=96)),
@@ -206,11 +207,7 @@ def main() -> None:
               "photos": photo_source, "repeats": args.repeats, "cases": cases, "machine": machine(),
               "load_average_before": [round(v, 2) for v in load_before],
               "load_average_after": [round(v, 2) for v in os.getloadavg()]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, out.with_suffix(".md"))
-    print(out.with_suffix(".md").read_text())
+    write_report(result, args.out, write_markdown)
 
 
 def write_markdown(result: dict, path: Path) -> None:

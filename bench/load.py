@@ -27,21 +27,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, _free_port  # noqa: E402
+from browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_process  # noqa: E402
+from report import write_report  # noqa: E402
 
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
 PASSWORD = "bench-password-1"
@@ -134,39 +131,6 @@ def make_accounts(names_roles: list[tuple[str, str]]) -> None:
     accounts = open_accounts()
     for name, role in names_roles:
         accounts.save(Actor("bench set-up", "admin"), name, role, PASSWORD)
-
-
-@contextmanager
-def dashboard(runs: Path, data: Path, log_path: Path, timeout: float = 240):
-    """`streamlit run app.py` on a free loopback port (as tests/browser_support.py starts it); yields
-    (url, process) so that the server's own CPU time can be read."""
-    port = _free_port()
-    env = dict(os.environ, DEFECT_RUNS_DIR=str(runs), DEFECT_DATA_DIR=str(data))
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            raise RuntimeError(f"streamlit did not start within {timeout} s; see {log_path}")
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -369,7 +333,7 @@ def main() -> None:
         expected = expected_verdicts(run.checkpoint, [f for files in batches for f in files])
         make_accounts([(f"inspector{i + 1}", "inspector") for i in range(args.sessions)]
                       + [("engineer1", "engineer")])
-        with dashboard(runs, data, tmp / "streamlit.log") as (url, server):
+        with streamlit_process(runs, data, tmp / "streamlit.log", timeout=240) as (url, server):
             load_inspect = [round(v, 2) for v in os.getloadavg()]
             sessions = asyncio.run(inspect_under_load(url, batches, int(args.timeout_s * 1000)))
             problems = [p for s in sessions for p in s["problems"]]
@@ -405,11 +369,7 @@ def main() -> None:
                          "after": load_after},
         "server_log_tail": log_lines,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, out.with_suffix(".md"))
-    print(out.with_suffix(".md").read_text())
+    write_report(result, args.out, write_markdown)
 
 
 def write_markdown(result: dict, path: Path) -> None:

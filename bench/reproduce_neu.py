@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from defect_model.runs.jobs import find_tcmalloc, training_env  # noqa: E402
 from defect_model.runs.folders import RunDir  # noqa: E402
+from report import write_report  # noqa: E402
 
 FINDINGS = "<!-- findings: kept when the benchmark rewrites this file -->"
 PUBLISHED = [0.616, 0.771, 0.860, 0.961, 0.979]
@@ -139,11 +140,7 @@ def main() -> None:
         run = RunDir(Path(tmp) / "run")
         wall, rss = run_cli(data, split, run.path, args.extra)
         result = summarise(run, wall, split, rss)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, out.with_suffix(".md"))
-    print(out.with_suffix(".md").read_text())
+    write_report(result, args.out, write_markdown)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from defect_model.train import checkpoint as ckpt  # noqa: E402
 from defect_model.train.familiarity import add_to_run  # noqa: E402
 from defect_model.workflows.inspection import inference_threads  # noqa: E402
 from defect_model.workflows.operating_point import least_review_load, probability_table  # noqa: E402
+from report import write_report  # noqa: E402
 
 DATASETS = ROOT.parent / "shared/datasets"
 NEU, ELPV = DATASETS / "neu-cls", DATASETS / "elpv"
@@ -273,10 +274,7 @@ def main() -> None:
     result = {"unfamiliar": unfamiliar(RunDir(Path(runs["neu"]))),
               "operating_point": operating_point(RunDir(Path(runs["elpv"]))),
               "machine": machine(), "command": "bench/trust.py " + " ".join(sys.argv[1:])}
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
-    write_markdown(result, out.with_suffix(".md"))
-    print(out.with_suffix(".md").read_text())
+    write_report(result, args.out, write_markdown)
 
 
 if __name__ == "__main__":

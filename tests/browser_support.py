@@ -28,11 +28,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(runs_dir: Path, data_dir: Path, timeout: float = 90):
-    """Start the dashboard on a free port with its own runs and data folders; yields the URL."""
+def streamlit_process(runs_dir: Path, data_dir: Path, log_path: Path | None = None, timeout: float = 90):
+    """Start the dashboard on a free port with its own runs and data folders (its log at `log_path`, else beside
+    the runs folder); yields (URL, server process)."""
     port = _free_port()
     env = dict(os.environ, DEFECT_RUNS_DIR=str(runs_dir), DEFECT_DATA_DIR=str(data_dir))
-    log = open(runs_dir.parent / f"streamlit-{port}.log", "w")
+    log = open(log_path or runs_dir.parent / f"streamlit-{port}.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -49,7 +50,7 @@ def streamlit_server(runs_dir: Path, data_dir: Path, timeout: float = 90):
                 time.sleep(0.3)
         else:
             raise RuntimeError(f"streamlit did not start within {timeout} s; see {log.name}")
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -57,6 +58,13 @@ def streamlit_server(runs_dir: Path, data_dir: Path, timeout: float = 90):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@contextmanager
+def streamlit_server(runs_dir: Path, data_dir: Path, timeout: float = 90):
+    """The dashboard for a test; yields the URL."""
+    with streamlit_process(runs_dir, data_dir, timeout=timeout) as (url, _):
+        yield url
 
 
 @pytest.fixture()

@@ -109,3 +109,16 @@ def signed_in_page(browser, runs_dir: Path, data_dir: Path, role: str, name: str
         if link:
             page.get_by_role("link", name=link, exact=True).click()
         yield page
+
+
+def choose_file(page, uploader, path: Path) -> None:
+    """Put one file into a single-file uploader and wait until the server holds it: its chip shows the name with
+    no spinner and the rerun the upload starts has ended (a click before then finds no file)."""
+    from playwright.sync_api import expect
+
+    uploader.set_input_files(str(path))
+    chip = page.locator('[data-testid="stFileChip"]')
+    expect(chip.locator('[data-testid="stFileChipName"]')).to_have_text(path.name)
+    expect(chip.locator('[data-testid="stFileChipIconSpinner"]')).to_have_count(0)
+    page.wait_for_timeout(300)  # the upload's rerun starts after the chip settles
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)

@@ -7,7 +7,7 @@ import pandas as pd
 from playwright.sync_api import expect
 
 import hostile_corpus as corpus
-from browser_support import sign_in, streamlit_server
+from browser_support import choose_file, sign_in, streamlit_server
 from inspect_support import CARDS, UPLOADER, active_model_folder, inspector_page, upload_files
 
 MARKDOWN_NAME = ":green-badge[pass] **bold** ![](x).png"
@@ -74,7 +74,7 @@ def test_hostile_zips_on_the_train_page_are_refused_with_a_message_and_a_good_on
         page.get_by_text("Upload a .zip").click()
         uploader = page.locator(UPLOADER)
         for name, words in (("traversal.zip", "points outside"), ("one-class.zip", "found 1 class folder")):
-            uploader.set_input_files(str(tmp_path / name))
+            choose_file(page, uploader, tmp_path / name)
             page.get_by_role("button", name="Add dataset").click()
             alert = page.locator('[data-testid="stAlertContentError"]')
             expect(alert).to_contain_text(name)
@@ -82,7 +82,7 @@ def test_hostile_zips_on_the_train_page_are_refused_with_a_message_and_a_good_on
         assert not (tmp_path / "evil.png").exists() and not (tmp_path / "data" / "evil.png").exists()
         page.screenshot(path=str(artifacts_dir / "train-hostile-zip.png"), full_page=True)
 
-        uploader.set_input_files(str(tmp_path / "windows.zip"))  # backslash paths: still one folder per class
+        choose_file(page, uploader, tmp_path / "windows.zip")  # backslash paths: still one folder per class
         page.get_by_role("button", name="Add dataset").click()
         expect(page.locator('[data-testid="stAlertContentSuccess"]')).to_contain_text("Saved windows.zip")
         page.get_by_text("Photos per class").wait_for(timeout=120_000)

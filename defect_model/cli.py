@@ -358,7 +358,7 @@ def cmd_watch(args) -> int:
         folders = make_folders(args.in_dir, args.done, args.rejects, args.errors, args.results)
         model = load_active_model(threads=options.threads)
         rule = (f"threshold {options.threshold:g}" if options.threshold is not None else
-                f"operating point: pass from {model.point.good_threshold:.3f}, reject from "
+                f"operating point: pass from {model.point.describe_pass(3)}, reject from "
                 f"{model.point.defect_threshold:.2f}" if model.point else "threshold 0.7")
         print(f"watching {folders.incoming} with model {model.run_id} ({rule}); results in "
               f"{folders.results}", file=sys.stderr, flush=True)

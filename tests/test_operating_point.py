@@ -119,3 +119,73 @@ def test_an_inspection_override_is_recorded():
     record_override(INSPECTOR, "run", 0.4, OperatingPoint(0.9, 0.6), 3)
     [event] = audit_log().events("threshold override", 5)
     assert event["actor"] == "ana" and event["detail"]["threshold"] == 0.4 and event["detail"]["photos"] == 3
+
+
+# Two good classes: the model mistakes cracks for "rework" at high confidence but for "ok" only at 0.6, so
+# "ok" can pass from a lower probability than "rework" without letting a crack through.
+CLASSES_2 = ["ok", "rework", "crack"]
+GOOD_2 = ["ok", "rework"]
+ROWS_2 = [
+    ("ok", (0.95, 0.03, 0.02)), ("ok", (0.90, 0.05, 0.05)), ("ok", (0.80, 0.10, 0.10)), ("ok", (0.70, 0.10, 0.20)),
+    ("crack", (0.60, 0.10, 0.30)),
+    ("rework", (0.05, 0.90, 0.05)), ("rework", (0.10, 0.85, 0.05)),
+    ("crack", (0.10, 0.80, 0.10)), ("crack", (0.05, 0.75, 0.20)),
+    ("crack", (0.05, 0.05, 0.90)), ("ok", (0.30, 0.10, 0.60)),
+]
+PROBS_2 = np.array([p for _, p in ROWS_2])
+LABELS_2 = np.array([CLASSES_2.index(c) for c, _ in ROWS_2])
+
+
+def test_per_class_thresholds_pass_more_when_one_good_class_is_safer_than_the_other():
+    # no escape allowed: one threshold must clear the crack at rework 0.80, so ok 0.80 and 0.70 go to a person;
+    # per class, ok passes from 0.70 (the crack at ok 0.60 stays with a person) and rework from 0.85
+    point = least_review_load(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, 0.0, 0.7)
+    assert point.passes_from == {"ok": pytest.approx(0.70), "rework": pytest.approx(0.85)}
+    assert point.escape_rate == 0
+    # to a person: the crack at ok 0.60, the two cracks on rework, the ok photo with crack 0.60 on top -> 4 of 11
+    assert point.review_load == pytest.approx(4 / 11)
+    # the best single threshold (just above 0.80) sends ok 0.80 and 0.70 to a person as well: 6 of 11
+    assert outcome(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, 0.8001, 0.7).review_load == pytest.approx(6 / 11)
+    verdicts_each = [decide_verdict(p, CLASSES_2, GOOD_2, 0.7, good_threshold=point.passes_from) for p in PROBS_2]
+    assert verdicts_each[:5] == ["pass", "pass", "pass", "pass", "needs_person"]
+    assert verdicts_each[7:9] == ["needs_person", "needs_person"]
+
+
+@pytest.mark.parametrize("limit", [0.0, 0.2, 0.4, 0.6, 1.0])
+def test_per_class_thresholds_are_the_least_review_load_of_every_pair(limit):
+    point = least_review_load(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, limit, 0.7)
+    assert point.escape_rate <= limit + 1e-12
+    grid = np.concatenate([[0.0], np.unique(PROBS_2), [1.01]])  # every value at which a verdict can change
+    for ok_t, rework_t in itertools.product(grid, grid):
+        other = outcome(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, {"ok": ok_t, "rework": rework_t}, 0.7)
+        if other.escape_rate <= limit + 1e-12:
+            assert other.review_load >= point.review_load - 1e-12, (ok_t, rework_t)
+
+
+def test_one_good_class_keeps_one_threshold():
+    point = least_review_load(PROBS, LABELS, CLASSES, GOOD, 0.125, 0.7)
+    assert point.class_thresholds == () and point.passes_from == point.good_threshold
+
+
+def test_unfamiliar_photos_go_to_a_person_at_every_point():
+    unfamiliar = np.zeros(len(ROWS), dtype=bool)
+    unfamiliar[0] = True  # the ok photo at 0.97
+    for t in (0.0, 0.6, 0.95):
+        plain = outcome(PROBS, LABELS, CLASSES, GOOD, t, 0.7)
+        flagged = outcome(PROBS, LABELS, CLASSES, GOOD, t, 0.7, unfamiliar)
+        assert flagged.review_load == pytest.approx(plain.review_load + 1 / 14)
+    point = least_review_load(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, 0.0, 0.7, np.arange(len(ROWS_2)) == 3)
+    assert point.review_load == pytest.approx(5 / 11)  # ok 0.70 is flagged: one more to a person, nothing else
+
+
+def test_a_point_with_per_class_thresholds_is_saved_and_read_back(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    point = least_review_load(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, 0.0, 0.7)
+    save_point(run, point, ENGINEER)
+    assert load_point(run) == point
+    assert json.loads((run.path / "operating_point.json").read_text())["class_thresholds"] == {"ok": 0.7,
+                                                                                                 "rework": 0.85}
+    assert point.describe_pass() == "0.70 (ok), 0.85 (rework)"
+    with pytest.raises(ValueError, match="pass threshold of 'ok'"):
+        save_point(run, OperatingPoint(0.5, 0.7, class_thresholds=(("ok", -0.1),)), ENGINEER)

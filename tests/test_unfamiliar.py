@@ -81,6 +81,17 @@ def test_training_stores_the_statistics_and_a_threshold_calibrated_on_validation
     assert predictor.unfamiliar_threshold == info["threshold"]
 
 
+def test_each_validation_photo_carries_its_score_and_flag_for_the_operating_point(trained_run):
+    from defect_model.workflows.review import load_review
+
+    info = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)["meta"]["unfamiliar"]
+    table = load_review(trained_run).predictions
+    assert table["unfamiliar_score"].notna().all() and len(table) == info["val_images"]
+    flagged = table["unfamiliar"].astype(str).eq("True")
+    assert flagged.mean() == pytest.approx(info["val_flag_rate"])
+    assert (flagged == (table["unfamiliar_score"] > info["threshold"])).all()
+
+
 def test_the_score_separates_demo_photos_from_noise(predictor):
     from defect_model.serve.explain import heatmaps_and_unfamiliar
 

@@ -21,7 +21,7 @@ from defect_model.workflows.inspection_export import (class_counts, heatmap_for_
 from defect_model.workflows.inspection_queue import InspectionQueue
 from defect_model.runs.store import InspectionStore, default_db_path
 from defect_model.workflows.operating_point import record_override
-from defect_model.serve.verdicts import DEFAULT_THRESHOLD, UNFAMILIAR_REASON, VERDICTS, VERDICT_LABELS
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, UNFAMILIAR_REASON, VERDICTS, VERDICT_LABELS, PassThreshold
 from ui.inspect_history import decode_ids, encode_ids, restore_batch
 from ui.inspect_model import ActiveModel
 from ui.session import current_actor
@@ -174,11 +174,11 @@ def threshold_ui(model: ActiveModel) -> float:
         "Override the operating point", key="inspect_override",
         help="For this session only: one confidence threshold for every class instead of the operating point "
              "saved with the model on the Review page. Batches inspected with it are recorded in the audit trail.")
-    st.session_state[GOOD_THRESHOLD_KEY] = None if point is None or override else point.good_threshold
+    st.session_state[GOOD_THRESHOLD_KEY] = None if point is None or override else point.passes_from
     if point is not None and not override:
         measured = (f" (on validation: escapes {point.escape_rate:.1%}, review load {point.review_load:.1%})"
                     if point.escape_rate is not None and point.review_load is not None else "")
-        st.caption(f"Operating point of this model: pass from {point.good_threshold:.2f}, reject from "
+        st.caption(f"Operating point of this model: pass from {md(point.describe_pass())}, reject from "
                    f"{point.defect_threshold:.2f}{measured}.")
         return point.defect_threshold
     return kept_slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
@@ -187,8 +187,8 @@ def threshold_ui(model: ActiveModel) -> float:
                           "the log keeps the verdict given at inspection time.")
 
 
-def current_good_threshold() -> float | None:
-    """The good class's own threshold now in force on the page (None: the one threshold decides)."""
+def current_good_threshold() -> PassThreshold | None:
+    """The good classes' own threshold(s) now in force on the page (None: the one threshold decides)."""
     return st.session_state.get(GOOD_THRESHOLD_KEY)
 
 

@@ -26,12 +26,16 @@ def operating_point_ui(data: ReviewData, actor: Actor) -> OperatingPoint | None:
         return None
     saved = load_point(data.run)
     probs, labels = probability_table(data.predictions, data.classes)
+    unfamiliar = unfamiliar_flags(data)
     st.caption(f"Over the {len(labels)} validation photos of {code(data.run.run_id)}: a photo **passes** when a good "
-               f"class ({md(', '.join(good))}) is the most likely one and its probability clears the good "
-               "threshold; it is **rejected** when a defect class is the most likely one and clears the defect "
-               "threshold; otherwise it goes to a person. Escapes are defective photos that would pass.")
+               f"class ({md(', '.join(good))}) is the most likely one and its probability clears that class's "
+               "pass threshold; it is **rejected** when a defect class is the most likely one and clears the defect "
+               "threshold; otherwise it goes to a person. Escapes are defective photos that would pass. "
+               + ("This model predates the unfamiliar-photo check: its validation photos carry no unfamiliar flag."
+                  if unfamiliar is None else
+                  f"{int(unfamiliar.sum())} of them, unlike the training photos, go to a person at every point."))
     if saved is not None:
-        st.success(f"Saved with this model: pass from {saved.good_threshold:.3f}, reject from "
+        st.success(f"Saved with this model: pass from {md(saved.describe_pass(3))}, reject from "
                    f"{saved.defect_threshold:.2f} (escapes {saved.escape_rate:.1%}, review load "
                    f"{saved.review_load:.1%} on validation). Inspect and the hot folder use it.",
                    icon=":material/check_circle:")
@@ -45,19 +49,28 @@ def operating_point_ui(data: ReviewData, actor: Actor) -> OperatingPoint | None:
                                help="A defect class this likely is rejected without a person; below it a person "
                                     "decides. It changes the review load and the good photos rejected, never the "
                                     "escapes.")
-    best = least_review_load(probs, labels, data.classes, good, limit / 100, defect)
-    curve = sweep(probs, labels, data.classes, good, defect)
+    best = least_review_load(probs, labels, data.classes, good, limit / 100, defect, unfamiliar)
+    curve = sweep(probs, labels, data.classes, good, defect, unfamiliar)
     st.plotly_chart(trade_off_figure(curve, best, limit / 100), key="op_chart", config=STATIC_CHART)
     a, b, c, d = st.columns(4)
-    a.metric("Good threshold (pass from)", f"{best.good_threshold:.3f}")
+    if best.class_thresholds:
+        a.metric("Pass from", "per class", help=best.describe_pass(3))
+    else:
+        a.metric("Pass from", f"{best.good_threshold:.3f}")
     b.metric("Escapes", f"{best.escape_rate:.1%}")
     c.metric("Review load", f"{best.review_load:.1%}")
     d.metric("Good photos rejected", f"{best.false_reject_rate:.1%}")
+    if best.class_thresholds:
+        st.caption("Each good class passes from its own probability (the threshold column): the least review load "
+                   "for this limit, lower than one threshold for every good class gives.")
     st.markdown("**Per class at this point** (validation photos)")
-    st.dataframe(per_class(probs, labels, data.classes, good, best.good_threshold, defect), hide_index=True,
-                 key="op_per_class", column_config={
-                     name: st.column_config.ProgressColumn(name, min_value=0, max_value=1, format="percent")
-                     for name in ("passed", "rejected", "to a person")})
+    st.dataframe(per_class(probs, labels, data.classes, good, best.passes_from, defect, unfamiliar),
+                 hide_index=True, key="op_per_class", column_config={
+                     "threshold": st.column_config.NumberColumn(
+                         "threshold", format="%.3f", help="A good class passes from this probability; a defect "
+                                                          "class is rejected from it."),
+                     **{name: st.column_config.ProgressColumn(name, min_value=0, max_value=1, format="percent")
+                        for name in ("passed", "rejected", "to a person")}})
     if st.button("Save this operating point with the model", key="op_save", icon=":material/save:",
                  help="Inspect and the hot folder then decide with it; the Inspect slider stays a logged, "
                       "temporary override."):
@@ -70,15 +83,23 @@ def operating_point_ui(data: ReviewData, actor: Actor) -> OperatingPoint | None:
     return best
 
 
+def unfamiliar_flags(data: ReviewData):
+    """Which validation photos the model's unfamiliar check flags (None for a model from before the check)."""
+    if "unfamiliar" not in data.predictions.columns:
+        return None
+    return data.predictions["unfamiliar"].astype(str).str.lower().eq("true").to_numpy()
+
+
 def trade_off_figure(curve, best: OperatingPoint, limit: float) -> go.Figure:
     figure = go.Figure()
     figure.add_trace(go.Scatter(
-        x=curve["review_load"], y=curve["escape_rate"], mode="lines+markers", name="good threshold",
+        x=curve["review_load"], y=curve["escape_rate"], mode="lines+markers", name="one pass threshold",
         line={"shape": "hv"}, customdata=curve[["good_threshold", "false_reject_rate"]].to_numpy(),
         hovertemplate="pass from %{customdata[0]:.3f}: escapes %{y:.1%}, review %{x:.1%}, good photos rejected "
                       "%{customdata[1]:.1%}<extra></extra>"))
     figure.add_hline(y=limit, line_dash="dash", line_color="#c62828", annotation_text=f"at most {limit:.1%} escapes")
-    figure.add_trace(go.Scatter(x=[best.review_load], y=[best.escape_rate], mode="markers", name="chosen point",
+    name = "chosen point (per-class thresholds)" if best.class_thresholds else "chosen point"
+    figure.add_trace(go.Scatter(x=[best.review_load], y=[best.escape_rate], mode="markers", name=name,
                                 marker={"size": 14, "color": "#2e7d32", "symbol": "star"}))
     figure.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h"},
                          xaxis={"title": "review load (photos sent to a person)", "tickformat": ".0%"},

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+# What a good class's probability must clear to pass: one number for every good class, or one per good class
+# (an operating point chosen on the Review page with per-class thresholds).
+PassThreshold = float | Mapping[str, float]
 
 
 VERDICTS = ("pass", "reject", "needs_person", "error")
@@ -13,15 +17,15 @@ DEFAULT_THRESHOLD = 0.7
 
 
 def decide_verdict(probabilities: Sequence[float], classes: Sequence[str], good_classes: Iterable[str],
-                   threshold: float, good_threshold: float | None = None, unfamiliar: bool = False) -> str:
+                   threshold: float, good_threshold: PassThreshold | None = None, unfamiliar: bool = False) -> str:
     """pass, reject or needs_person for one photo's class probabilities.
 
     A photo unlike the training photos (`unfamiliar`) goes to a person whatever the confidence: the model
     answers with one of its classes, confidently, even for a photo of something it has never seen.
     Below the confidence threshold a person decides, whatever the class. A confident "good" class passes
     and a confident defect class is rejected. `good_threshold`, when given (an operating point chosen on
-    the Review page), is the threshold a good class's probability must clear to pass; `threshold` then
-    applies to defect classes only.
+    the Review page), is the threshold a good class's probability must clear to pass (one for all good classes
+    or one per good class); `threshold` then applies to defect classes only.
 
     When the run marks no class as good (NEU-CLS: six defect types, no photos of
     good parts), the model cannot recognise a good part at all, so nothing it
@@ -35,10 +39,19 @@ def decide_verdict(probabilities: Sequence[float], classes: Sequence[str], good_
         return "needs_person"
     top = int(probabilities.argmax())
     good = classes[top] in set(good_classes)
-    needed = good_threshold if good and good_threshold is not None else threshold
+    needed = pass_threshold(good_threshold, classes[top], threshold) if good else threshold
     if probabilities[top] < needed:
         return "needs_person"
     return "pass" if good else "reject"
+
+
+def pass_threshold(good_threshold: PassThreshold | None, good_class: str, default: float) -> float:
+    """The probability `good_class` must clear to pass (`default` when no good threshold is in force)."""
+    if good_threshold is None:
+        return default
+    if isinstance(good_threshold, Mapping):
+        return float(good_threshold.get(good_class, default))
+    return float(good_threshold)
 
 
 def is_unfamiliar(score: float | None, threshold: float | None) -> bool:

@@ -669,9 +669,10 @@ def _fit_familiarity(run: RunDir, model, data: PreparedData, cfg, device, emit: 
     """The unfamiliar-photo statistics into the finished checkpoint; without them the model still works (its
     photos get no unfamiliar score), so a failure here is a warning, not a failed run."""
     try:
-        tensors, meta = familiarity.fit_familiarity(model, data.train, data.val, len(data.classes), cfg.mean,
-                                                    cfg.std, cfg.unfamiliar_share, device)
+        tensors, meta, scores = familiarity.fit_familiarity(model, data.train, data.val, len(data.classes),
+                                                            cfg.mean, cfg.std, cfg.unfamiliar_share, device)
         familiarity.store_familiarity(run.checkpoint, tensors, meta)
+        familiarity.flag_predictions(run.val_predictions, data.val.paths, scores, meta["unfamiliar"]["threshold"])
         emit("decision", text=familiarity.describe(meta))
     except Exception as exc:  # e.g. too few photos for the statistics
         emit("warning", text=f"no unfamiliar-photo check for this model ({type(exc).__name__}: {exc}); its photos "

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from defect_model.photos.preprocess import normalize_batch
+from defect_model.runs.durable import write_text_atomic
 from defect_model.serve.unfamiliar import FEATURES, SHRINKAGE, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
 from defect_model.train import checkpoint as ckpt
 from defect_model.train.data import DecodedImages
@@ -33,8 +35,9 @@ def pooled_features(model: nn.Module, images: DecodedImages, mean, std,
 
 
 def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, num_classes: int, mean, std,
-                    flag_share: float, device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
-    """(tensors, metadata) for checkpoint.add_to_checkpoint: statistics from `train`, threshold from `val`."""
+                    flag_share: float, device: torch.device = torch.device("cpu")) -> tuple[dict, dict, np.ndarray]:
+    """(tensors, metadata) for checkpoint.add_to_checkpoint, statistics from `train` and threshold from `val`,
+    and the validation photos' scores (in `val`'s order)."""
     train_features, _ = pooled_features(model, train, mean, std, device)
     stats = fit_mahalanobis(train_features, train.labels, num_classes)
     val_scores = mahalanobis_scores(pooled_features(model, val, mean, std, device)[0], stats)
@@ -42,7 +45,17 @@ def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, 
     info = {"method": "mahalanobis", "features": FEATURES, "shrinkage": SHRINKAGE, "threshold": threshold, "flag_share": flag_share,
             "val_flag_rate": float(np.mean(val_scores > threshold)), "train_images": len(train.paths),
             "val_images": len(val.paths)}
-    return stats, {"unfamiliar": info}
+    return stats, {"unfamiliar": info}, np.asarray(val_scores)
+
+
+def flag_predictions(predictions_csv: Path, val_paths: list[str], scores: np.ndarray, threshold: float) -> None:
+    """Add each validation photo's unfamiliar score, and whether it is flagged, to the run's val_predictions.csv:
+    the Review page's operating point sends flagged photos to a person, as Inspect will."""
+    table = pd.read_csv(predictions_csv, keep_default_na=False)
+    by_path = dict(zip(val_paths, np.asarray(scores, dtype=np.float64)))
+    table["unfamiliar_score"] = table["path"].map(by_path)
+    table["unfamiliar"] = table["unfamiliar_score"] > threshold
+    write_text_atomic(predictions_csv, table.to_csv(index=False))
 
 
 def store_familiarity(checkpoint: str | Path, tensors: dict, meta: dict) -> None:
@@ -71,7 +84,8 @@ def add_to_run(run_path: str | Path, flag_share: float | None = None) -> dict:
     model.load_state_dict(payload["model"])
     data = decode_split(cfg, plan_split(cfg, run, reuse_split=True, write=False))
     share = cfg.unfamiliar_share if flag_share is None else flag_share
-    tensors, meta = fit_familiarity(model, data.train, data.val, len(data.classes), cfg.mean, cfg.std, share)
+    tensors, meta, scores = fit_familiarity(model, data.train, data.val, len(data.classes), cfg.mean, cfg.std, share)
     meta["unfamiliar"]["added_after_training"] = True
     store_familiarity(run.checkpoint, tensors, meta)
+    flag_predictions(run.val_predictions, data.val.paths, scores, meta["unfamiliar"]["threshold"])
     return meta

@@ -41,7 +41,7 @@ def verdicts(run: RunDir, checkpoint: Path, photos: list[dict]) -> list[tuple[st
     point = load_point(run)
     settings = InspectionSettings(run_id=run.run_id, good_classes=good_classes_of(run.path, predictor),
                                   threshold=point.defect_threshold if point else DEFAULT_THRESHOLD,
-                                  good_threshold=point.good_threshold if point else None)
+                                  good_threshold=point.passes_from if point else None)
     return [(r.predicted, r.verdict) for r in inspect_batch(predictor, _uploads(photos), settings)]
 
 

@@ -303,7 +303,7 @@ def settings_for(model: ActiveModel, threshold: float | None) -> InspectionSetti
     """`threshold` None: the model's saved operating point, else the Inspect page's default threshold."""
     good_threshold = None
     if threshold is None and model.point is not None:
-        threshold, good_threshold = model.point.defect_threshold, model.point.good_threshold
+        threshold, good_threshold = model.point.defect_threshold, model.point.passes_from
     return InspectionSettings(run_id=model.run_id, good_classes=model.good_classes,
                               threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                               good_threshold=good_threshold, inspector=HOT_FOLDER, model_sha256=model.sha256)

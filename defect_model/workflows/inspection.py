@@ -23,7 +23,7 @@ from defect_model.photos.stats import photo_stats
 from defect_model.runs.folders import now_iso
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.photos.uploads import Upload, check_size, check_upload
-from defect_model.serve.verdicts import DEFAULT_THRESHOLD, decide_verdict, is_unfamiliar, verdict_reason
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD, PassThreshold, decide_verdict, is_unfamiliar, verdict_reason
 
 DEFAULT_BATCH_SIZE = 8
 THUMBNAIL_SIDE = 320  # the copy kept in memory for the grid; the full photo stays in the store
@@ -47,7 +47,7 @@ class InspectionSettings:
     run_id: str
     good_classes: list[str] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
-    good_threshold: float | None = None  # a pass's own threshold (the model's operating point), else `threshold`
+    good_threshold: PassThreshold | None = None  # a pass's own threshold(s) (the model's operating point), else `threshold`
     inspector: str = ""
     model_sha256: str = ""  # the served checkpoint's hash, logged with each inspection
 
@@ -110,7 +110,8 @@ class FileResult:
             return {}
         return {c: float(p) for c, p in zip(self.classes, self.probabilities)}
 
-    def verdict_at(self, threshold: float, good_classes: Iterable[str], good_threshold: float | None = None) -> str:
+    def verdict_at(self, threshold: float, good_classes: Iterable[str],
+                   good_threshold: PassThreshold | None = None) -> str:
         """The verdict under another threshold (the page's slider); errors stay errors, unfamiliar photos go
         to a person whatever the threshold."""
         if not self.ok:

@@ -13,13 +13,13 @@ from PIL import Image
 
 from defect_model.photos.images import ImageError, load_image
 from defect_model.workflows.inspection import FileResult, thumbnail
-from defect_model.serve.verdicts import VERDICTS, verdict_reason
+from defect_model.serve.verdicts import VERDICTS, PassThreshold, verdict_reason
 
 EXPORT_SIDE = 2048  # overlays in the ZIP are at the photo's size, capped at this side
 
 
 def verdict_counts(results: Sequence[FileResult], threshold: float, good_classes: Iterable[str],
-                   good_threshold: float | None = None) -> dict[str, int]:
+                   good_threshold: PassThreshold | None = None) -> dict[str, int]:
     good = list(good_classes)
     counts = dict.fromkeys(VERDICTS, 0)
     for result in results:
@@ -43,7 +43,7 @@ def probability_column(name: str) -> str:
 
 
 def results_table(results: Sequence[FileResult], threshold: float, good_classes: Iterable[str],
-                  good_threshold: float | None = None) -> pd.DataFrame:
+                  good_threshold: PassThreshold | None = None) -> pd.DataFrame:
     """The export table: file name, sha256, predicted class, every probability, verdict, model id, time.
 
     The verdict is the one under `threshold` (the page's current setting), which

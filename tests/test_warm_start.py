@@ -90,3 +90,17 @@ def test_the_preset_keeps_the_source_runs_network_and_spends_a_third_of_the_time
     assert cfg.time_budget_min < scratch.time_budget_min
     assert cfg.lr < scratch.lr
     assert any(d.startswith("warm start from") for d in cfg.decisions)
+
+
+def test_a_retrain_with_corrections_takes_a_third_of_the_parents_own_kind_of_length():
+    from defect_model.train.presets import warm_retrain
+
+    budgeted = warm_retrain(TrainConfig(time_budget_min=30, epochs=20, lr=0.002), "/runs/a", 1500.0, 4)
+    assert budgeted.time_budget_min == pytest.approx(8.3) and budgeted.epochs == 7  # 1500 s / 3, in minutes
+    assert budgeted.lr < 0.002 and budgeted.init_from == "/runs/a"
+    assert "time budget 8.3 min (a third of its training)" in budgeted.decisions[-1]
+    # A run that trained a set number of epochs gets a third of them and no budget: a budget's minimum would
+    # otherwise fill itself with a hundred epochs of a small set (the Review page's retrain did: 130 for 16 photos).
+    counted = warm_retrain(TrainConfig(time_budget_min=0, epochs=9), "/runs/b", 20.0, 1)
+    assert counted.time_budget_min == 0 and counted.epochs == 3
+    assert "3 epoch(s) (a third of its 9)" in counted.decisions[-1]

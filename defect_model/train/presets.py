@@ -271,11 +271,18 @@ def split_batch(cfg: TrainConfig) -> TrainConfig:
 def warm_retrain(resolved: TrainConfig, source_run: str | Path, trained_seconds: float | None,
                  corrections: int) -> TrainConfig:
     """A retrain with corrections: the run's resolved settings, started from its weights, for a third of its
-    training time at a lower peak learning rate (the corrections move the model; they need not rebuild it)."""
-    budget = max(1.0, round((trained_seconds or resolved.time_budget_min * 60 or 0) / 60 * WARM_START_SHARE, 1))
+    training at a lower peak learning rate (the corrections move the model; they need not rebuild it). A run that
+    trained to a time budget gets a third of the time it took; one that trained a set number of epochs, a third
+    of its epochs and no budget (a budget would fill itself with epochs a small set does not need)."""
     lr = min(resolved.lr, WARM_START_LR)
     epochs = max(1, math.ceil(resolved.epochs * WARM_START_SHARE))
-    text = (f"retrain with {corrections} correction(s), started from {Path(source_run).name}'s weights: time budget "
-            f"{budget:g} min (a third of its training), peak learning rate {lr:g}, {epochs} epochs planned")
+    if resolved.time_budget_min:
+        budget = max(0.5, round((trained_seconds or resolved.time_budget_min * 60) / 60 * WARM_START_SHARE, 1))
+        length = f"time budget {budget:g} min (a third of its training), {epochs} epochs planned"
+    else:
+        budget = 0.0
+        length = f"{epochs} epoch(s) (a third of its {resolved.epochs})"
+    text = (f"retrain with {corrections} correction(s), started from {Path(source_run).name}'s weights: {length}, "
+            f"peak learning rate {lr:g}")
     return dataclasses.replace(resolved, init_from=str(source_run), time_budget_min=budget, lr=lr, epochs=epochs,
                                decisions=resolved.decisions + [text])

@@ -70,7 +70,7 @@ def test_sessions_opening_a_new_database_at_once_all_get_it(tmp_path):
     another added a moment before ('duplicate column name: source' sank 7 of 8 sessions in bench/load.py)."""
     import threading
 
-    for trial in range(10):
+    for trial in range(30):
         path = tmp_path / f"db{trial}" / "inspections.sqlite"
         barrier, errors = threading.Barrier(8), []
 

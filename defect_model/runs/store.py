@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import time
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +85,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+OPEN_ATTEMPTS = 20  # about 10 s of retries for a new database opened by many sessions at once
+
+
 class InspectionStore:
     """Small SQLite wrapper; a connection per call, so it is safe from several sessions and threads."""
 
@@ -94,6 +98,19 @@ class InspectionStore:
         self.path = Path(path) if path is not None else default_db_path()
         self.photos_dir = Path(photos_dir) if photos_dir is not None else self.path.parent / "photos"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A new database's first opening switches it to WAL, which needs it alone; a session that holds a read
+        # lock while another waits to write is answered "locked" at once (SQLite skips the busy wait where
+        # waiting could deadlock), so the opening is tried again. Everything in it is idempotent.
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                self._prepare()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _prepare(self) -> None:
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)

@@ -211,7 +211,7 @@ def insights_ui(insights: DatasetInsights) -> None:
     if unusable:
         with st.expander(f"{len(unusable)} file(s) will be left out of training", expanded=False):
             st.dataframe(pd.DataFrame(unusable, columns=["file", "reason"]), hide_index=True)
-    checked = (f"Every photo was decoded" if insights.decoded == insights.total
+    checked = ("Every photo was decoded" if insights.decoded == insights.total
                else f"{insights.decoded} of {insights.total} photos were decoded in full, the rest checked by header")
     st.caption(f"{checked}; unreadable photos are skipped by training and listed in the run's data_report.json.")
 

@@ -50,8 +50,8 @@ def test_one_epoch_fit_emits_events_and_writes_every_run_file(tiny_dataset, tmp_
                                         resolved=True)
     table = pd.read_csv(run.val_predictions)
     assert list(table.columns) == ["path", "true_label", "pred_label", "prob_crack", "prob_ok", "prob_pit",
-                                   "prob_scratch", "prob_stain", "loss"]
-    assert len(table) == 10
+                                   "prob_scratch", "prob_stain", "loss", "unfamiliar_score", "unfamiliar"]
+    assert len(table) == 10 and table["unfamiliar_score"].notna().all()  # the end of training scored each
     np.testing.assert_allclose(table.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
     assert json.loads(run.metrics.read_text())["accuracy"] == metrics["accuracy"]
     assert run.status()["state"] == "done"

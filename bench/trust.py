@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -47,6 +46,7 @@ from defect_model.train import checkpoint as ckpt  # noqa: E402
 from defect_model.train.familiarity import add_to_run  # noqa: E402
 from defect_model.workflows.inspection import inference_threads  # noqa: E402
 from defect_model.workflows.operating_point import least_review_load, probability_table  # noqa: E402
+from defect_model.workflows.review import load_predictions  # noqa: E402
 from report import write_report  # noqa: E402
 
 DATASETS = ROOT.parent / "shared/datasets"
@@ -192,11 +192,11 @@ def model_summary(run: RunDir) -> dict:
 
 def operating_point(elpv_run: RunDir) -> dict:
     cfg = elpv_run.settings()
-    table = pd.read_csv(elpv_run.val_predictions)
     classes = json.loads(elpv_run.metrics.read_text())["classes"]
+    table = load_predictions(elpv_run, classes)
     probs, labels = probability_table(table, classes)
     # as the Review page decides: photos the unfamiliar check flags go to a person at every point
-    flagged = table["unfamiliar"].astype(str).eq("True").to_numpy() if "unfamiliar" in table.columns else None
+    flagged = table["unfamiliar"].to_numpy(dtype=bool) if "unfamiliar" in table.columns else None
     point = least_review_load(probs, labels, classes, cfg.good_classes, MAX_ESCAPE, DEFECT_THRESHOLD, flagged)
     plain = least_review_load(probs, labels, classes, cfg.good_classes, MAX_ESCAPE, DEFECT_THRESHOLD)
     return {"max_escape_rate": MAX_ESCAPE, "escape_rate": point.escape_rate, "review_load": point.review_load,

@@ -87,7 +87,7 @@ def unfamiliar_flags(data: ReviewData):
     """Which validation photos the model's unfamiliar check flags (None for a model from before the check)."""
     if "unfamiliar" not in data.predictions.columns:
         return None
-    return data.predictions["unfamiliar"].astype(str).str.lower().eq("true").to_numpy()
+    return data.predictions["unfamiliar"].to_numpy(dtype=bool)
 
 
 def trade_off_figure(curve, best: OperatingPoint, limit: float) -> go.Figure:

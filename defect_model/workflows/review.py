@@ -74,6 +74,8 @@ def load_predictions(run: RunDir, classes: list[str]) -> pd.DataFrame:
     probs = table[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
     table["confidence"] = probs.max(axis=1) if len(table) else []
     table["correct"] = table["true_label"] == table["pred_label"]
+    if "unfamiliar" in table.columns:  # written by training since the unfamiliar check (train.familiarity)
+        table["unfamiliar"] = table["unfamiliar"].astype(str).str.lower().eq("true")
     return table
 
 

@@ -19,7 +19,7 @@ from defect_model.access.audit import verify
 from defect_model.photos.uploads import Upload
 from defect_model.runs.store import InspectionStore
 from defect_model.serve.inference import Predictor, Preprocessing
-from defect_model.serve.unfamiliar import FEATURES, Familiarity, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
+from defect_model.serve.unfamiliar import FEATURES, LAYERS, Familiarity, calibrate, fit_layers, layer_features, layered_scores
 from defect_model.train.model import build_model
 from defect_model.workflows.inspection import InspectionSettings, inspect_batch
 from defect_model.workflows.monitor import (QUEUE_SOURCE, REFERENCE_FILE, MonitorError, Periods, default_reference,
@@ -237,11 +237,12 @@ def test_unfamiliar_scores_of_the_validation_photos_join_the_reference(drift_set
     split = pd.read_csv(run.split)
     val = split[split["split"] == "val"]
     arrays = [predictor.prepare(Image.open(run.settings().data_dir + "/" + p).convert("RGB")) for p in val["path"]]
-    _, maps = predictor.predict_with_features(arrays)
-    stats = fit_mahalanobis(pooled(maps), torch.tensor([CLASSES.index(c) for c in val["label"]]), len(CLASSES))
-    expected = mahalanobis_scores(pooled(maps), stats)
+    features = layer_features(predictor.predict_with_activations(arrays)[1])
+    stats = fit_layers(features, torch.tensor([CLASSES.index(c) for c in val["label"]]), len(CLASSES))
+    expected = layered_scores(features, stats)
+    info = {"features": FEATURES, "layers": list(LAYERS)}
     familiar = Predictor(predictor.model, CLASSES, predictor.preprocessing, {"run_id": "drift-run"},
-                         familiarity=Familiarity(stats, calibrate(expected, 0.02), {"features": FEATURES}))
+                         familiarity=Familiarity(stats, calibrate(expected, 0.02), info))
     reference = validation_reference(run, familiar, "with-familiarity")
     np.testing.assert_allclose(sorted(reference["unfamiliar_score"]), sorted(expected), rtol=1e-4)
     logged = load_log(inspected_log(tmp_path, familiar, [brightened(p, 120) for p in line]))

@@ -44,11 +44,18 @@ def test_default_predictor_runs_onnxruntime_and_equals_torch(trained_run):
     np.testing.assert_allclose(fast.predict(photos), plain.predict(photos), atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(fast.predict(photos[0]), plain.predict(photos[0]), atol=TOLERANCE, rtol=0)
     arrays = [fast.prepare(p) for p in photos]
-    fast_probs, fast_maps = fast.predict_with_features(arrays)
-    plain_probs, plain_maps = plain.predict_with_features(arrays)
-    assert fast_maps.shape == plain_maps.shape and fast_maps.shape[1] == 512  # resnet18's layer4
-    scale = max(1.0, float(plain_maps.abs().max()))  # the maps are checked relative to their size, as at export
-    np.testing.assert_allclose(fast_maps.numpy() / scale, plain_maps.numpy() / scale, atol=TOLERANCE, rtol=0)
+    fast_probs, fast_parts = fast.predict_with_activations(arrays)
+    plain_probs, plain_parts = plain.predict_with_activations(arrays)
+    assert fast_parts.maps.shape == plain_parts.maps.shape and fast_parts.maps.shape[1] == 512  # resnet18's layer4
+    widths = {"layer1": 64, "layer2": 128, "layer3": 256}
+    assert {stage: m.shape for stage, m in fast_parts.stage_means.items()} == {s: (5, w) for s, w in widths.items()}
+    for stage in ("layer1", "layer2", "layer3", "layer4"):  # checked relative to their size, as at export
+        fast_values, plain_values = fast_parts.means(stage), plain_parts.means(stage)
+        scale = max(1.0, float(plain_values.abs().max()))
+        np.testing.assert_allclose(fast_values.numpy() / scale, plain_values.numpy() / scale, atol=TOLERANCE, rtol=0)
+    scale = max(1.0, float(plain_parts.maps.abs().max()))
+    np.testing.assert_allclose(fast_parts.maps.numpy() / scale, plain_parts.maps.numpy() / scale, atol=TOLERANCE,
+                               rtol=0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

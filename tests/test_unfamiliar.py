@@ -2,7 +2,6 @@
 calibrated on validation, and the verdict "needs a person" above it."""
 
 import io
-import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +14,8 @@ from defect_model.photos.synthetic import make_sample
 from defect_model.photos.uploads import Upload
 from defect_model.runs.store import InspectionStore
 from defect_model.serve.inference import Predictor
-from defect_model.serve.unfamiliar import calibrate, fit_mahalanobis, mahalanobis_scores
+from defect_model.serve.unfamiliar import (LAYERS, calibrate, fit_layers, fit_mahalanobis, layered_scores,
+                                          mahalanobis_scores, pooled)
 from defect_model.serve.verdicts import UNFAMILIAR_REASON, decide_verdict
 from defect_model.train.checkpoint import load_checkpoint, save_checkpoint
 from defect_model.workflows.inspection import InspectionSettings, inspect_batch
@@ -60,6 +60,26 @@ def test_mahalanobis_distance_to_the_nearest_class_mean():
     assert scores[2] > 5 * max(scores[:2]) and scores[3] > scores[2]
 
 
+def test_each_layer_is_standardised_on_the_training_photos_before_the_sum():
+    rng = np.random.default_rng(2)
+    labels = torch.tensor(np.repeat([0, 1], 150))
+    small = torch.tensor(rng.normal(size=(300, 4)), dtype=torch.float32)  # 4 dims: distances near 4
+    large = torch.tensor(rng.normal(size=(300, 32)), dtype=torch.float32)  # 32 dims: distances near 32
+    stats = fit_layers({"a": small, "b": large}, labels, 2)
+    own = {name: mahalanobis_scores(values, stats[name]) for name, values in (("a", small), ("b", large))}
+    for name in ("a", "b"):
+        assert float(stats[name]["centre"]) == pytest.approx(own[name].mean(), rel=1e-5)
+        assert float(stats[name]["scale"]) == pytest.approx(own[name].std(), rel=1e-5)
+    summed = layered_scores({"a": small, "b": large}, stats)
+    expected = sum((own[n] - own[n].mean()) / own[n].std() for n in ("a", "b"))
+    np.testing.assert_allclose(summed, expected, rtol=1e-4, atol=1e-4)
+    assert abs(summed.mean()) < 1e-3  # the training photos sit at 0 on every layer's scale
+    # a photo far off on either layer alone is far off in the sum
+    off_small = layered_scores({"a": small[:1] + 6, "b": large[:1]}, stats)[0]
+    off_large = layered_scores({"a": small[:1], "b": large[:1] + 6}, stats)[0]
+    assert off_small > 10 and off_large > 10
+
+
 def test_unfamiliar_goes_to_a_person_whatever_the_confidence():
     probs, classes = [0.01, 0.99], ["ok", "crack"]
     assert decide_verdict(probs, classes, ["ok"], 0.7) == "reject"
@@ -74,7 +94,8 @@ def predictor(trained_run):
 def test_training_stores_the_statistics_and_a_threshold_calibrated_on_validation(trained_run, predictor):
     payload = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)
     info = payload["meta"]["unfamiliar"]
-    assert set(payload["unfamiliar"]) == {"means", "whiten"}
+    assert set(payload["unfamiliar"]) == set(LAYERS) == set(info["layers"])
+    assert all(set(stats) == {"means", "whiten", "centre", "scale"} for stats in payload["unfamiliar"].values())
     assert info["method"] == "mahalanobis" and info["flag_share"] == 0.02
     # at most the chosen share of the validation photos is above the threshold (one photo of rounding)
     assert info["val_flag_rate"] <= 0.02 + 1 / info["val_images"]
@@ -90,6 +111,47 @@ def test_each_validation_photo_carries_its_score_and_flag_for_the_operating_poin
     flagged = table["unfamiliar"].astype(str).eq("True")
     assert flagged.mean() == pytest.approx(info["val_flag_rate"])
     assert (flagged == (table["unfamiliar_score"] > info["threshold"])).all()
+
+
+def _stage_means(net, batch):
+    """Each stage's spatial means, computed here from the torchvision stages themselves."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(batch))))
+    means = {}
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        x = getattr(net, stage)(x)
+        means[stage] = x.mean(dim=(2, 3))
+    return means
+
+
+@torch.inference_mode()
+def test_the_served_score_is_the_sum_of_each_layers_standardised_distance(predictor):
+    assert predictor.backend == "onnxruntime"  # the served graph's own outputs feed the score
+    arrays = [predictor.prepare(p) for p in demo_photos(6) + noise_photos(2)]
+    served = predictor.unfamiliar_scores(predictor.predict_with_activations(arrays)[1])
+    means = _stage_means(predictor.model, predictor.to_tensor(arrays))
+    stats = predictor.familiarity.stats
+    expected = sum((mahalanobis_scores(means[layer].sqrt(), stats[layer]) - float(stats[layer]["centre"]))
+                   / float(stats[layer]["scale"]) for layer in LAYERS)
+    np.testing.assert_allclose(served, expected, rtol=1e-3, atol=1e-2)
+
+
+def test_a_checkpoint_with_the_earlier_layer4_score_keeps_it(trained_run, predictor, tmp_path):
+    """Checkpoints from before the layer sum stored one layer4 fit ("sqrt-mean"); they are scored as then."""
+    arrays = [predictor.prepare(p) for p in demo_photos(10)]
+    maps = predictor.predict_with_activations(arrays)[1].maps
+    stats = fit_mahalanobis(pooled(maps), torch.tensor([0, 1, 2, 3, 4] * 2), 5)
+    earlier = tmp_path / "earlier" / "checkpoint.pt"
+    earlier.parent.mkdir()
+    payload = load_checkpoint(trained_run.checkpoint)
+    meta = dict(payload["meta"], unfamiliar={"method": "mahalanobis", "features": "sqrt-mean", "threshold": 50.0})
+    torch.save({"model": payload["model"], "meta": meta, "unfamiliar": stats}, earlier)
+    loaded = Predictor.from_checkpoint(earlier, backend="torch")
+    np.testing.assert_allclose(loaded.unfamiliar_scores(loaded.predict_with_activations(arrays)[1]),
+                               mahalanobis_scores(pooled(maps), stats), rtol=1e-3)
+    assert loaded.unfamiliar_threshold == 50.0
+    broken = dict(meta, unfamiliar=dict(meta["unfamiliar"], features="layers-sqrt-mean", layers=["layer2"]))
+    torch.save({"model": payload["model"], "meta": broken, "unfamiliar": stats}, earlier)
+    assert Predictor.from_checkpoint(earlier, backend="torch").familiarity is None  # statistics that do not fit
 
 
 def test_the_score_separates_demo_photos_from_noise(predictor):

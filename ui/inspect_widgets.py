@@ -47,9 +47,11 @@ HEATMAP_HELP = ("The heatmap (Grad-CAM) colours the parts of the photo that weig
                 "strongest, blue least. Pick another class to see what would speak for it.")
 FINGERPRINT_HELP = ("A fingerprint (SHA-256) of the file's bytes: the same photo always has the same one, so the log "
                     "can tell which photo was judged.")
-UNFAMILIAR_HELP = ("How far the photo's features lie from those of the training photos (Mahalanobis distance to the "
-                   "nearest class). The threshold was set at the end of training so that a small share of the "
-                   "validation photos (2 % unless the run chose otherwise) lies above it.")
+UNFAMILIAR_HELP = ("How far the photo lies from the training photos as the network sees it, at three depths: from "
+                   "texture and lighting to the parts the classes are told apart by (at each, the distance to the "
+                   "nearest class, on a scale where training photos average 0; the score is their sum). The "
+                   "threshold was set at the end of training so that a small share of the validation photos (2 % "
+                   "unless the run chose otherwise) lies above it.")
 UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
                "batches while you keep working, and every file is logged.")
 
@@ -316,15 +318,21 @@ def describe(result: FileResult, verdict: str) -> str:
     return f"{md(result.predicted)} · {result.confidence:.0%}"
 
 
+def score_text(score: float) -> str:
+    """An unfamiliar score in as many digits as tell scores apart: the layered score is a sum of a few standard
+    scores (training photos near 0), the layer4 score of earlier models a distance in the hundreds."""
+    return f"{score:,.0f}" if abs(score) >= 100 else f"{score:.1f}"
+
+
 def unfamiliar_ui(result: FileResult, model: ActiveModel) -> None:
     """The photo's unfamiliar score against the model's threshold, or why it has none."""
     if result.unfamiliar:
-        st.warning(f"Needs a person: {UNFAMILIAR_REASON} (unfamiliar score {result.unfamiliar_score:,.0f}, "
-                   f"threshold {result.unfamiliar_threshold:,.0f}), whatever its confidence.",
+        st.warning(f"Needs a person: {UNFAMILIAR_REASON} (unfamiliar score {score_text(result.unfamiliar_score)}, "
+                   f"threshold {score_text(result.unfamiliar_threshold)}), whatever its confidence.",
                    icon=":material/person_search:")
     elif result.unfamiliar_score is not None:
-        st.caption(f"Unfamiliar score {result.unfamiliar_score:,.0f} (a person is asked above "
-                   f"{result.unfamiliar_threshold:,.0f}): like the photos the model was trained on.",
+        st.caption(f"Unfamiliar score {score_text(result.unfamiliar_score)} (a person is asked above "
+                   f"{score_text(result.unfamiliar_threshold)}): like the photos the model was trained on.",
                    help=UNFAMILIAR_HELP)
     else:
         st.caption("No unfamiliar score: this model was trained before the unfamiliar-photo check. Retrain it to "
@@ -553,7 +561,8 @@ def table_ui(results: list[FileResult], threshold: float, good_classes: list[str
         key="inspect_table", on_select=functools.partial(_select_from_table, [r.index for r in results]),
         selection_mode="single-row",
         column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,
-                                                                     format="percent")})
+                                                                     format="percent"),
+                       "unfamiliar_score": st.column_config.NumberColumn("unfamiliar score", format="%.1f")})
 
 
 def _select_from_table(indices: list[int]) -> None:

@@ -50,15 +50,15 @@ def _normalise_like_library(raw: np.ndarray, size: int) -> np.ndarray:
 def fast_gradcam(predictor: Predictor, arrays: Sequence[np.ndarray],
                  target_classes: Sequence[int | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, C) and layer4 Grad-CAM maps (N, S, S) from one forward pass."""
-    probs, features = predictor.predict_with_features(arrays)
-    return probs, _gradcam_maps(predictor, probs, features, target_classes)
+    probs, activations = predictor.predict_with_activations(arrays)
+    return probs, _gradcam_maps(predictor, probs, activations.maps, target_classes)
 
 
-def _gradcam_maps(predictor: Predictor, probs: np.ndarray, features: torch.Tensor, target_classes) -> np.ndarray:
+def _gradcam_maps(predictor: Predictor, probs: np.ndarray, maps: torch.Tensor, target_classes) -> np.ndarray:
     targets = _resolve_targets(probs, target_classes)
     weights = head_linear(predictor.model).weight.detach()[targets]  # (N, channels)
-    height, width = features.shape[-2:]
-    raw = torch.einsum("nc,nchw->nhw", weights / (height * width), features.float()).numpy()
+    height, width = maps.shape[-2:]
+    raw = torch.einsum("nc,nchw->nhw", weights / (height * width), maps.float()).numpy()
     return _normalise_like_library(raw, predictor.preprocessing.image_size)
 
 
@@ -66,8 +66,8 @@ def heatmaps_and_unfamiliar(predictor: Predictor, arrays: Sequence[np.ndarray]
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Probabilities, Grad-CAM maps of the predicted classes and unfamiliar scores (None when the checkpoint
     has no statistics), all from one forward pass."""
-    probs, features = predictor.predict_with_features(arrays)
-    return probs, _gradcam_maps(predictor, probs, features, None), predictor.unfamiliar_scores(features)
+    probs, activations = predictor.predict_with_activations(arrays)
+    return probs, _gradcam_maps(predictor, probs, activations.maps, None), predictor.unfamiliar_scores(activations)
 
 
 def library_cam(predictor: Predictor, arrays: Sequence[np.ndarray], target_classes: Sequence[int | None] | None = None,

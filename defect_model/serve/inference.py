@@ -12,7 +12,7 @@ from torch import nn
 
 from defect_model.train.checkpoint import load_checkpoint
 from defect_model.photos.images import ImageSource, prepare_array
-from defect_model.train.model import build_model, features_and_logits
+from defect_model.train.model import EARLY_STAGES, Activations, build_model, forward_parts
 from defect_model.serve.onnx_graph import INPUT_NAME, LOGITS
 from defect_model.serve.unfamiliar import Familiarity
 from defect_model.photos.preprocess import normalize_batch
@@ -105,13 +105,13 @@ class Predictor:
 
     # -- output ---------------------------------------------------------
     @torch.inference_mode()
-    def logits_and_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (N, C) and layer4 maps (N, K, h, w) from one forward pass (no hooks)."""
+    def logits_and_activations(self, batch: torch.Tensor) -> tuple[torch.Tensor, Activations]:
+        """Logits (N, C) and the activations (layer4 maps, earlier stages' means) from one forward pass (no hooks)."""
         if self.session is not None:
-            logits, features = self.session.run(None, {INPUT_NAME: batch.contiguous().numpy()})
-            return torch.from_numpy(logits), torch.from_numpy(features)
-        features, logits = features_and_logits(self.model, batch)
-        return logits, features
+            logits, maps, *means = self.session.run(None, {INPUT_NAME: batch.contiguous().numpy()})
+            stage_means = {stage: torch.from_numpy(m) for stage, m in zip(EARLY_STAGES, means)}
+            return torch.from_numpy(logits), Activations(torch.from_numpy(maps), stage_means)
+        return forward_parts(self.model, batch)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -139,11 +139,12 @@ class Predictor:
     def unfamiliar_threshold(self) -> float | None:
         return None if self.familiarity is None else self.familiarity.threshold
 
-    def unfamiliar_scores(self, features: torch.Tensor) -> np.ndarray | None:
-        """Unfamiliar scores of the photos whose layer4 maps these are; None without the statistics."""
-        return None if self.familiarity is None else self.familiarity.scores(features)
+    def unfamiliar_scores(self, activations: Activations) -> np.ndarray | None:
+        """Unfamiliar scores of the photos whose activations these are; None without the statistics."""
+        return None if self.familiarity is None else self.familiarity.scores(activations)
 
-    def predict_with_features(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
-        """Probabilities and layer4 activation maps from one forward pass."""
-        logits, features = self.logits_and_features(self.to_tensor(arrays))
-        return torch.softmax(logits, dim=1).numpy(), features
+    def predict_with_activations(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, Activations]:
+        """Probabilities and activations (layer4 maps for the heatmap, means for the unfamiliar score) from one
+        forward pass."""
+        logits, activations = self.logits_and_activations(self.to_tensor(arrays))
+        return torch.softmax(logits, dim=1).numpy(), activations

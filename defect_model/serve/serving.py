@@ -1,10 +1,11 @@
 """The fast inference path: an ONNX Runtime graph of a checkpoint, exported once and cached beside it.
 
-The graph has two outputs, the logits and the layer4 activation maps, so a prediction and its
-Grad-CAM heatmap (see explain.fast_gradcam) come from one run of the graph. Before a cached graph
+The graph's outputs are the logits, the layer4 activation maps and the spatial means of layers 1-3, so a
+prediction, its Grad-CAM heatmap (see explain.fast_gradcam) and its unfamiliar score (serve.unfamiliar) come from
+one run of the graph. Before a cached graph
 is used it must belong to the checkpoint (same size and modification time) and must have matched
-torch when it was exported: the logits within onnx_graph.TOLERANCE, the maps within TOLERANCE of
-their largest value.
+torch when it was exported: the logits within onnx_graph.TOLERANCE, the maps and means within
+TOLERANCE of their largest value.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from defect_model.train.model import features_and_logits
+from defect_model.train.model import EARLY_STAGES, forward_parts
 from defect_model.serve.onnx_graph import LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
 
-OUTPUTS = (LOGITS, "features")
+MAPS = "features"
+STAGE_MEANS = tuple(f"{stage}_mean" for stage in EARLY_STAGES)
+OUTPUTS = (LOGITS, MAPS, *STAGE_MEANS)
 
 
 class ServingUnavailable(RuntimeError):
@@ -27,15 +30,15 @@ class ServingUnavailable(RuntimeError):
 
 
 class LogitsAndFeatures(nn.Module):
-    """The graph that is exported: (logits, layer4 maps) from one forward pass."""
+    """The graph that is exported: (logits, layer4 maps, layer1-3 means) from one forward pass."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor):
-        features, logits = features_and_logits(self.net, x)
-        return logits, features
+        logits, activations = forward_parts(self.net, x)
+        return (logits, activations.maps, *(activations.stage_means[stage] for stage in EARLY_STAGES))
 
 
 def serving_paths(checkpoint: Path) -> tuple[Path, Path]:
@@ -72,7 +75,7 @@ def serving_graph(checkpoint: str | Path, net: nn.Module, size: int, stamp: dict
     wrapped = LogitsAndFeatures(net).eval()  # net serves inference only: eval mode is its state from now on
     try:
         export_graph(wrapped, size, tmp, OUTPUTS)
-        diff = max_output_diff(tmp, wrapped, size, relative=["features"])
+        diff = max_output_diff(tmp, wrapped, size, relative=[MAPS, *STAGE_MEANS])
         tmp.replace(graph)
         info.write_text(json.dumps({**stamp, "max_abs_diff": diff, "tolerance": TOLERANCE}))
     except OnnxMismatch as exc:

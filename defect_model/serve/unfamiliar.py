@@ -1,36 +1,53 @@
 """How unlike the training photos a photo is: a score from the prediction's own forward pass.
 
-The score is the Mahalanobis distance of the photo's pooled layer4 features (the input of the linear head,
-square-rooted: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class
+For each of layers 2, 3 and 4: the Mahalanobis distance of the photo's spatial means of that stage's output
+(square-rooted: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class
 mean of the training photos, under one covariance shared by all classes and shrunk towards a scaled identity
-(a few hundred photos cannot fill a 512x512 or 2048x2048 covariance). It was chosen over the
-k-nearest-neighbour cosine distance and the energy score, and the root and the shrinkage over plain means and
-other shrinkages, by measurement: bench/results/trust.md. The statistics are plain tensors stored in the checkpoint (`unfamiliar` key) and
-its metadata (`meta["unfamiliar"]`: method, threshold, the share of validation photos it flags), so they
-load with weights_only=True. A checkpoint without them has no score; nothing else changes.
+(a few hundred photos cannot fill a 512x512 or 2048x2048 covariance); each layer's distance is standardised by its
+mean and spread on the training photos, and the score is their sum. Layer4 alone (the head's input) is invariant to
+much of what a camera changes - lighting, focus, contrast - because training taught it to be; the earlier layers
+still see it. Mahalanobis was chosen over the k-nearest-neighbour cosine distance and the energy score, the root
+and the shrinkage over plain means and other shrinkages (bench/results/trust.md), and layers 2-4 over layer4 alone,
+3-4 and 1-4 on two changes used only for that choice (bench/results/trust-layers.txt).
+
+The statistics are plain tensors stored in the checkpoint (`unfamiliar` key: one dict per layer) and its metadata
+(`meta["unfamiliar"]`: method, features, layers, threshold, the share of validation photos it flags), so they load
+with weights_only=True. Checkpoints from before the layer sum (`features` "mean" or "sqrt-mean") keep their layer4
+score; a checkpoint without statistics has no score, and nothing else changes.
 
 Imports no training code; train.familiarity computes the statistics at the end of training.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from defect_model.train.model import Activations
+
 DEFAULT_FLAG_SHARE = 0.02
 SHRINKAGE = 0.3  # weight of the scaled identity in the shared covariance
-FEATURES = "sqrt-mean"  # what statistics fitted now describe; checkpoints record theirs (older ones: "mean")
+FEATURES = "layers-sqrt-mean"  # what statistics fitted now describe; checkpoints record theirs
+LAYER4_ONLY = ("mean", "sqrt-mean")  # earlier checkpoints' features: layer4's means or their roots
+LAYERS = ("layer2", "layer3", "layer4")
 
 
-def pooled(maps: torch.Tensor | np.ndarray, features: str = FEATURES) -> torch.Tensor:
+def pooled(maps: torch.Tensor | np.ndarray, features: str = "sqrt-mean") -> torch.Tensor:
     """Layer4 maps (N, K, h, w) -> (N, K): what the ResNet's average pool hands its head ("mean"), or its square
-    root ("sqrt-mean"; the maps are post-ReLU, never negative)."""
+    root ("sqrt-mean"; the maps are post-ReLU, never negative). The features of checkpoints from before the layer
+    sum, and of the benchmark's comparison scores."""
     means = torch.as_tensor(maps).float().mean(dim=(2, 3))
-    if features not in ("mean", "sqrt-mean"):
+    if features not in LAYER4_ONLY:
         raise ValueError(f"unknown unfamiliar-score features {features!r}")
     return means.sqrt() if features == "sqrt-mean" else means
+
+
+def layer_features(activations: Activations, layers: Sequence[str] = LAYERS) -> dict[str, torch.Tensor]:
+    """Each layer's square-rooted spatial means (N, K_layer): the features the layered score is fitted on."""
+    return {layer: activations.means(layer).clamp_min(0).sqrt() for layer in layers}
 
 
 def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -64,6 +81,26 @@ def mahalanobis_scores(features: torch.Tensor, stats: dict[str, torch.Tensor]) -
     return torch.cdist(projected, centres).pow(2).min(dim=1).values.numpy()
 
 
+def fit_layers(features: Mapping[str, torch.Tensor], labels: torch.Tensor, num_classes: int,
+               shrinkage: float = SHRINKAGE) -> dict[str, dict[str, torch.Tensor]]:
+    """Per layer: fit_mahalanobis, and the mean and spread of the training photos' own distances ("centre",
+    "scale"), which put every layer's distance on one scale before they are summed."""
+    stats = {}
+    for layer, values in features.items():
+        fitted = fit_mahalanobis(values, labels, num_classes, shrinkage)
+        own = mahalanobis_scores(values, fitted)
+        fitted["centre"] = torch.tensor(float(own.mean()))
+        fitted["scale"] = torch.tensor(max(float(own.std()), 1e-6))  # guards a degenerate layer, never divides by 0
+        stats[layer] = fitted
+    return stats
+
+
+def layered_scores(features: Mapping[str, torch.Tensor], stats: Mapping[str, dict]) -> np.ndarray:
+    """The sum over the fitted layers of each layer's standardised Mahalanobis distance."""
+    return sum((mahalanobis_scores(features[layer], fitted) - float(fitted["centre"])) / float(fitted["scale"])
+               for layer, fitted in stats.items())
+
+
 def knn_scores(features: torch.Tensor, train_features: torch.Tensor, k: int = 10) -> np.ndarray:
     """1 - cosine similarity to the k-th nearest training photo (for comparison in the benchmark)."""
     a = torch.nn.functional.normalize(features.float(), dim=1)
@@ -95,13 +132,21 @@ class Familiarity:
 
     @classmethod
     def from_checkpoint(cls, payload: dict) -> "Familiarity | None":
-        """From a loaded checkpoint; None for one trained before the score existed."""
+        """From a loaded checkpoint; None for one trained before the score existed (or with unreadable statistics)."""
         stats, info = payload.get("unfamiliar"), payload["meta"].get("unfamiliar")
         if not isinstance(stats, dict) or not isinstance(info, dict) or "threshold" not in info:
             return None
-        if not all(isinstance(stats.get(k), torch.Tensor) for k in ("means", "whiten")):
-            return None
-        return cls(stats, float(info["threshold"]), info)
+        if info.get("features", "mean") in LAYER4_ONLY:
+            parts, keys = [stats], ("means", "whiten")
+        else:
+            parts, keys = [stats.get(layer) for layer in info.get("layers", ())], ("means", "whiten", "centre", "scale")
+        usable = parts and all(isinstance(part, dict) and all(isinstance(part.get(k), torch.Tensor) for k in keys)
+                               for part in parts)
+        return cls(stats, float(info["threshold"]), info) if usable else None
 
-    def scores(self, maps: torch.Tensor) -> np.ndarray:
-        return mahalanobis_scores(pooled(maps, self.info.get("features", "mean")), self.stats)
+    def scores(self, activations: Activations) -> np.ndarray:
+        features = self.info.get("features", "mean")
+        if features in LAYER4_ONLY:
+            return mahalanobis_scores(pooled(activations.maps, features), self.stats)
+        layers = self.info["layers"]
+        return layered_scores(layer_features(activations, layers), {layer: self.stats[layer] for layer in layers})

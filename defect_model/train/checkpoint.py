@@ -27,15 +27,21 @@ def save_checkpoint(path: str | Path, model_state: dict, meta: dict, training_st
 
 
 def add_to_checkpoint(path: str | Path, key: str, tensors: dict, meta: dict) -> None:
-    """Store `tensors` (plain tensors) under `key` and merge `meta` (JSON-able) into the metadata of the
-    checkpoint at `path`, rewriting it whole (the weights and any training state stay as they are)."""
+    """Store `tensors` (plain tensors, or dicts of them) under `key` and merge `meta` (JSON-able) into the metadata
+    of the checkpoint at `path`, rewriting it whole (the weights and any training state stay as they are)."""
     payload = load_checkpoint(path)
     json.dumps(meta)
-    if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+    if not all(_plain_tensors(v) for v in tensors.values()):
         raise TypeError("a checkpoint holds plain tensors only")
     payload[key] = dict(tensors)
     payload["meta"] = {**payload["meta"], **meta}
     write_atomic(Path(path), lambda handle: torch.save(payload, handle), mode="wb")
+
+
+def _plain_tensors(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_tensors(v) for k, v in value.items())
+    return isinstance(value, torch.Tensor)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -12,26 +12,28 @@ from torch import nn
 
 from defect_model.photos.preprocess import normalize_batch
 from defect_model.runs.durable import write_text_atomic
-from defect_model.serve.unfamiliar import FEATURES, SHRINKAGE, calibrate, fit_mahalanobis, mahalanobis_scores, pooled
+from defect_model.serve.unfamiliar import FEATURES, LAYERS, SHRINKAGE, calibrate, fit_layers, layer_features, layered_scores
 from defect_model.train import checkpoint as ckpt
 from defect_model.train.data import DecodedImages
-from defect_model.train.model import features_and_logits
+from defect_model.train.model import forward_parts
 
 BATCH = 64
 
 
 @torch.inference_mode()
-def pooled_features(model: nn.Module, images: DecodedImages, mean, std,
-                    device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled layer4 features (N, K) and logits (N, C) of decoded photos, the model in eval mode."""
+def pooled_features(model: nn.Module, images: DecodedImages, mean, std, device: torch.device = torch.device("cpu"),
+                    layers=LAYERS) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each layer's features (unfamiliar.layer_features: layer -> (N, K_layer)) and the logits (N, C) of decoded
+    photos, the model in eval mode."""
     model.eval()
-    features, logits = [], []
+    features, logits = {layer: [] for layer in layers}, []
     for start in range(0, len(images.paths), BATCH):
         batch = normalize_batch(images.pixels[start:start + BATCH], mean, std, channels_last=False).to(device)
-        maps, out = features_and_logits(model, batch)
-        features.append(pooled(maps.float().cpu()))
+        out, activations = forward_parts(model, batch)
+        for layer, values in layer_features(activations, layers).items():
+            features[layer].append(values.float().cpu())
         logits.append(out.float().cpu())
-    return torch.cat(features), torch.cat(logits)
+    return {layer: torch.cat(values) for layer, values in features.items()}, torch.cat(logits)
 
 
 def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, num_classes: int, mean, std,
@@ -39,12 +41,12 @@ def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, 
     """(tensors, metadata) for checkpoint.add_to_checkpoint, statistics from `train` and threshold from `val`,
     and the validation photos' scores (in `val`'s order)."""
     train_features, _ = pooled_features(model, train, mean, std, device)
-    stats = fit_mahalanobis(train_features, train.labels, num_classes)
-    val_scores = mahalanobis_scores(pooled_features(model, val, mean, std, device)[0], stats)
+    stats = fit_layers(train_features, train.labels, num_classes)
+    val_scores = layered_scores(pooled_features(model, val, mean, std, device)[0], stats)
     threshold = calibrate(val_scores, flag_share)
-    info = {"method": "mahalanobis", "features": FEATURES, "shrinkage": SHRINKAGE, "threshold": threshold, "flag_share": flag_share,
-            "val_flag_rate": float(np.mean(val_scores > threshold)), "train_images": len(train.paths),
-            "val_images": len(val.paths)}
+    info = {"method": "mahalanobis", "features": FEATURES, "layers": list(LAYERS), "shrinkage": SHRINKAGE,
+            "threshold": threshold, "flag_share": flag_share, "val_flag_rate": float(np.mean(val_scores > threshold)),
+            "train_images": len(train.paths), "val_images": len(val.paths)}
     return stats, {"unfamiliar": info}, np.asarray(val_scores)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torchvision import models
@@ -28,16 +30,35 @@ def head_linear(net: nn.Module) -> nn.Linear:
     return net.fc[-1]
 
 
-def features_and_logits(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass that also returns the layer4 activation maps.
+EARLY_STAGES = ("layer1", "layer2", "layer3")  # the stages before layer4, whose spatial means a forward pass also gives
+
+
+class Activations(NamedTuple):
+    """What a forward pass gives besides the logits: layer4's maps (the head's input; the Grad-CAM's) and the spatial
+    means of the earlier stages' outputs (the unfamiliar score's other inputs)."""
+
+    maps: torch.Tensor  # (N, K, h, w)
+    stage_means: dict[str, torch.Tensor]  # EARLY_STAGES -> (N, K_stage)
+
+    def means(self, stage: str) -> torch.Tensor:
+        """Spatial means (N, K) of a stage's output, layer4 included."""
+        return self.maps.float().mean(dim=(2, 3)) if stage == "layer4" else self.stage_means[stage].float()
+
+
+def forward_parts(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Activations]:
+    """One forward pass: the logits and the activations the heatmap and the unfamiliar score need.
 
     Calls the ResNet stages directly instead of registering hooks, so it is
     safe on a model shared between threads.
     """
     x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-    x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
-    logits = net.fc(torch.flatten(net.avgpool(x), 1))
-    return x, logits
+    means = {}
+    for stage in EARLY_STAGES:
+        x = getattr(net, stage)(x)
+        means[stage] = x.mean(dim=(2, 3))
+    maps = net.layer4(x)
+    logits = net.fc(torch.flatten(net.avgpool(maps), 1))
+    return logits, Activations(maps, means)
 
 
 def warm_start(net: nn.Module, state: dict, source_classes: list[str] | None, classes: list[str],

@@ -231,8 +231,8 @@ def reference_photo_stats(run: RunDir, predictor=None, limit: int = REFERENCE_LI
             if scoring:
                 arrays.append(predictor.prepare(photo))
         if arrays and (len(arrays) == batch or position == len(paths) - 1):
-            _, features = predictor.predict_with_features(arrays)
-            stats["unfamiliar_score"] += [float(v) for v in predictor.unfamiliar_scores(features)]
+            _, activations = predictor.predict_with_activations(arrays)
+            stats["unfamiliar_score"] += [float(v) for v in predictor.unfamiliar_scores(activations)]
             arrays = []
     return stats
 

@@ -2,6 +2,7 @@
 calibrated on validation, and the verdict "needs a person" above it."""
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -195,3 +196,26 @@ def test_a_checkpoint_from_before_the_check_has_no_score_and_still_inspects(trai
     assert result.verdict == "reject"  # judged by confidence alone, as before
     assert store.inspections()["unfamiliar_score"].isna().all()
     assert verify(store.path) == []
+
+
+def test_a_run_from_before_the_layer_sum_gets_todays_statistics_and_flags(trained_run, tmp_path):
+    """familiarity.add_to_run (what bench/trust uses for runs trained before): the same statistics the end of
+    training writes, fitted on the run's own split, and the validation flags rewritten to match."""
+    from defect_model.runs.folders import RunDir
+    from defect_model.train.familiarity import add_to_run
+    from defect_model.workflows.review import load_review
+
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(trained_run.path, copy.path)
+    payload = load_checkpoint(copy.checkpoint)
+    trained = payload["meta"]["unfamiliar"]
+    save_checkpoint(copy.checkpoint, payload["model"], {k: v for k, v in payload["meta"].items() if k != "unfamiliar"})
+    assert Predictor.from_checkpoint(copy.checkpoint, backend="torch").familiarity is None
+
+    meta = add_to_run(copy.path)["unfamiliar"]
+    assert meta["added_after_training"] and meta["layers"] == list(LAYERS)
+    assert meta["threshold"] == pytest.approx(trained["threshold"], rel=1e-3)  # same model, same photos
+    predictor = Predictor.from_checkpoint(copy.checkpoint, backend="torch")
+    assert predictor.unfamiliar_threshold == meta["threshold"]
+    table = load_review(copy).predictions
+    assert (table["unfamiliar"] == (table["unfamiliar_score"] > meta["threshold"])).all()

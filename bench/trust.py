@@ -6,10 +6,10 @@
 Unfamiliar photos: a model trained on NEU-CLS split.csv scores its own validation photos (ordinary) against
 ELPV photos, the synthetic demo set and the NEU validation photos under a strong lighting shift
 (`lighting_shift`); AUROC of each pair, the share of NEU validation photos above the calibrated threshold,
-and the score's cost beside the prediction's. The Mahalanobis score the product uses is compared with the
-k-nearest-neighbour cosine distance and the energy score on the same features (why Mahalanobis was chosen).
-A run trained before the statistics existed gets them through `familiarity.add_to_run` (the same code the
-end of training runs).
+and the score's cost beside the prediction's. The score the product uses (Mahalanobis summed over layers 2-4) is
+compared with Mahalanobis on layer4 alone (the product's earlier score), the k-nearest-neighbour cosine distance
+and the energy score. A run trained before today's statistics existed gets them through
+`familiarity.add_to_run` (the same code the end of training runs).
 
 Operating point: on an ELPV model (product preset, good class `functional`), the least review load at
 "at most 5 % escapes" over its validation predictions (defect threshold: the Inspect default 0.7).

@@ -92,7 +92,7 @@ def test_screenshots_of_inspect_review_and_models(browser, trained_run, tmp_path
     write_run(runs, dataset, "20260103-120000-resnet18-stopped", started="2026-01-03T12:00:00+00:00"
               ).write_status("cancelled")
     monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
-    photos = {f"line3_{label}-{i:02d}.png": photo_bytes(label, 300 + i, 160)
+    photos = {f"line3_{label}-{i:02d}.png": photo_bytes(label, 300 + i)
               for i, label in enumerate(["ok", "pit", "scratch", "crack", "stain", "ok", "pit"])}
     photos["half-copied.png"] = corrupt_png()
     for name, data in photos.items():

@@ -26,7 +26,7 @@ def test_an_unfamiliar_photo_needs_a_person_with_its_reason(browser, trained_run
     noise = io.BytesIO()
     Image.fromarray(np.random.default_rng(4).integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(noise, "PNG")
     (tmp_path / "noise.png").write_bytes(noise.getvalue())
-    (tmp_path / "ok-part.png").write_bytes(photo_bytes("ok", 1, 160))
+    (tmp_path / "ok-part.png").write_bytes(photo_bytes("ok", 1))  # the model's own size
 
     with inspector_page(browser, runs, tmp_path, 1400, 2000) as page:
         upload_files(page, [tmp_path / "ok-part.png", tmp_path / "noise.png"])
@@ -34,6 +34,7 @@ def test_an_unfamiliar_photo_needs_a_person_with_its_reason(browser, trained_run
         card = page.locator(".st-key-inspect-result-1")
         expect(card).to_contain_text("needs a person")
         expect(card).to_contain_text("unfamiliar photo")
+        expect(page.locator(".st-key-inspect-result-0")).not_to_contain_text("unfamiliar photo")  # the demo photo
         card.get_by_role("button", name="Open").click()
         detail = page.locator(".st-key-inspect-detail")
         expect(detail).to_contain_text("noise.png")

@@ -57,7 +57,7 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_user_errors_are_messages_not_tracebacks(tmp_path):
-    result = cli("train", "--data", tmp_path / "missing", check=False)
+    result = cli("train", "--data", tmp_path / "missing", "--run-dir", tmp_path / "run", check=False)
     assert result.returncode == 2
     assert "missing: the folder does not exist" in result.stderr and "Traceback" not in result.stderr
     result = cli("train", "--data", tmp_path, "--backbone", "vgg", check=False)

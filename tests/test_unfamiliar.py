@@ -153,6 +153,9 @@ def test_a_checkpoint_with_the_earlier_layer4_score_keeps_it(trained_run, predic
     broken = dict(meta, unfamiliar=dict(meta["unfamiliar"], features="layers-sqrt-mean", layers=["layer2"]))
     torch.save({"model": payload["model"], "meta": broken, "unfamiliar": stats}, earlier)
     assert Predictor.from_checkpoint(earlier, backend="torch").familiarity is None  # statistics that do not fit
+    unknown = dict(meta, unfamiliar=dict(meta["unfamiliar"], features="layers-sqrt-mean", layers=["layer9"]))
+    torch.save({"model": payload["model"], "meta": unknown, "unfamiliar": {"layer9": stats}}, earlier)
+    assert Predictor.from_checkpoint(earlier, backend="torch").familiarity is None  # a layer the network lacks
 
 
 def test_the_score_separates_demo_photos_from_noise(predictor):

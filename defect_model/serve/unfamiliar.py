@@ -15,7 +15,8 @@ The statistics are plain tensors stored in the checkpoint (`unfamiliar` key: one
 with weights_only=True. Checkpoints from before the layer sum (`features` "mean" or "sqrt-mean") keep their layer4
 score; a checkpoint without statistics has no score, and nothing else changes.
 
-Imports no training code; train.familiarity computes the statistics at the end of training.
+Imports no training code (only the model's Activations); train.familiarity computes the statistics at the end of
+training.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from defect_model.train.model import Activations
+from defect_model.train.model import EARLY_STAGES, Activations
 
 DEFAULT_FLAG_SHARE = 0.02
 SHRINKAGE = 0.3  # weight of the scaled identity in the shared covariance
@@ -138,8 +139,10 @@ class Familiarity:
             return None
         if info.get("features", "mean") in LAYER4_ONLY:
             parts, keys = [stats], ("means", "whiten")
+        elif set(info.get("layers", ())) <= {*EARLY_STAGES, "layer4"}:
+            parts, keys = [stats.get(layer) for layer in info["layers"]], ("means", "whiten", "centre", "scale")
         else:
-            parts, keys = [stats.get(layer) for layer in info.get("layers", ())], ("means", "whiten", "centre", "scale")
+            return None
         usable = parts and all(isinstance(part, dict) and all(isinstance(part.get(k), torch.Tensor) for k in keys)
                                for part in parts)
         return cls(stats, float(info["threshold"]), info) if usable else None

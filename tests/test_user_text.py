@@ -145,3 +145,51 @@ def test_the_inspect_page_shows_a_hostile_file_name_literally(inspect_env):
     errors = [shown(e.value) for e in [*app.error, *app.caption]]  # a card's error is a red caption
     assert any(f"{broken}: " in error for error in errors), errors
     assert_shown_literally(app, broken)
+
+
+CHART_NAMES = HOSTILE_NAMES + ["<a href='http://evil.example'>click</a>", "<b>bold</b><br>x", "&lt;b&gt; &#60;i>"]
+
+
+def _strings(value) -> list[str]:
+    """Every string in a figure's data and layout that Plotly draws (customdata only comes back on a click)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() if k != "customdata" for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    if hasattr(value, "tolist"):
+        return _strings(value.tolist())
+    return []
+
+
+def test_chart_labels_show_names_as_written():
+    """Plotly reads <b>, <i>, <br>, <span style>, <a href> and entities in labels, titles and hover texts: every
+    name reaches a chart with & < > escaped (Plotly turns the escapes back into the characters)."""
+    import html
+
+    import numpy as np
+
+    from defect_model.workflows.inspection import FileResult
+    from ui.inspect_widgets import probability_chart
+    from ui.review_widgets import confusion_figure
+    from ui.text import plot_text
+
+    for name in CHART_NAMES:
+        label = plot_text(name)
+        assert html.unescape(label) == name and "<" not in label and ">" not in label
+        assert re.findall(r"&[#\w]+;", label) == re.findall(r"&(?:amp|lt|gt);", label)  # only the escapes
+    classes = CHART_NAMES[-3:] + ["ok"]
+    result = FileResult(index=0, name="x.png", sha256="0", time="", model_id="m", threshold=0.5, verdict="reject",
+                        classes=classes, probabilities=np.array([0.7, 0.1, 0.1, 0.1]))
+    cells = np.arange(16).reshape(4, 4)
+    for figure in (probability_chart(result, ["ok"], 0.5),
+                   confusion_figure(cells, classes, title=f"A: {classes[0]}"),
+                   confusion_figure(cells, classes, normalise=True)):
+        shown_text = _strings(figure.to_dict())
+        for name in classes[:3]:
+            assert not any(name in s for s in shown_text), name
+            assert any(plot_text(name) in s for s in shown_text), name
+    # a click on a cell still answers with the names themselves
+    points = confusion_figure(cells, classes).data[1].customdata
+    assert tuple(points[1]) == (classes[0], classes[1])

@@ -25,7 +25,7 @@ from defect_model.serve.verdicts import DEFAULT_THRESHOLD, UNFAMILIAR_REASON, VE
 from ui.inspect_history import decode_ids, encode_ids, restore_batch
 from ui.inspect_model import ActiveModel
 from ui.session import current_actor
-from ui.text import code, md
+from ui.text import code, md, plot_text
 
 QUEUE_KEY = "inspect_queue"
 QUEUE_MODEL_KEY = "inspect_queue_model"  # (run id, checkpoint hash) the batch was inspected with
@@ -450,7 +450,7 @@ def probability_chart(result: FileResult, good_classes: list[str], threshold: fl
     probs = [float(p) for p in result.probabilities][::-1]
     colours = [("#2e7d32" if c in good_classes else "#c62828") if c == result.predicted else "#9aa5b1"
                for c in classes]
-    figure = go.Figure(go.Bar(x=probs, y=classes, orientation="h", marker_color=colours,
+    figure = go.Figure(go.Bar(x=probs, y=[plot_text(c) for c in classes], orientation="h", marker_color=colours,
                               text=[f"{p:.1%}" for p in probs], textposition="outside", cliponaxis=False,
                               hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     figure.add_vline(x=threshold, line_dash="dash", line_color="#555",

@@ -26,7 +26,7 @@ from defect_model.runs.store import InspectionStore
 from ui.job_events import job_progress_ui
 from ui.resources import active_run, predictor_for
 from ui.run_picker import run_select
-from ui.text import md
+from ui.text import md, plot_text
 
 PAGE_SIZE = 6
 THUMB = 176  # pixels: small photos are enlarged to this for the cards
@@ -48,18 +48,20 @@ def confusion_figure(matrix, classes, normalise: bool = False, selected: tuple[s
     shares = row_normalised(counts)
     values = shares if normalise else counts
     classes = list(classes)
+    labels = [plot_text(c) for c in classes]  # what the chart shows; clicks come back with the names themselves
     text = [[f"{shares[i, j]:.0%}<br>({counts[i, j]})" if normalise else str(counts[i, j])
              for j in range(len(classes))] for i in range(len(classes))]
     hover = [[f"true {t}, predicted {p}: {counts[i, j]} photo(s), {shares[i, j]:.0%} of {t}"
-              for j, p in enumerate(classes)] for i, t in enumerate(classes)]
+              for j, p in enumerate(labels)] for i, t in enumerate(labels)]
     figure = go.Figure(go.Heatmap(
-        z=values, x=classes, y=classes, text=text, texttemplate="%{text}", textfont={"size": 15}, hoverinfo="skip",
+        z=values, x=labels, y=labels, text=text, texttemplate="%{text}", textfont={"size": 15}, hoverinfo="skip",
         colorscale="Blues", zmin=0, zmax=1 if normalise else max(1, int(counts.max())),
         colorbar={"title": "share of row" if normalise else "photos"}))
     cells_true = [t for t in classes for _ in classes]
     cells_pred = [p for _ in classes for p in classes]
     figure.add_trace(go.Scatter(
-        x=cells_pred, y=cells_true, mode="markers", customdata=list(zip(cells_true, cells_pred)),
+        x=[p for _ in labels for p in labels], y=[t for t in labels for _ in labels], mode="markers",
+        customdata=list(zip(cells_true, cells_pred)),
         hovertext=[text for row in hover for text in row], hoverinfo="text", showlegend=False, name="cells",
         marker={"symbol": "square", "size": 40, "color": "rgba(0,0,0,0)"},
         selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}}))
@@ -68,7 +70,7 @@ def confusion_figure(matrix, classes, normalise: bool = False, selected: tuple[s
         figure.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
                          line={"color": "#d62728", "width": 3})
     size = height or max(300, 70 * len(classes) + 140)
-    figure.update_layout(title=title or None, height=size, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+    figure.update_layout(title=plot_text(title) if title else None, height=size, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
                          xaxis={"title": "predicted class", "side": "bottom", "type": "category"},
                          yaxis={"title": "true class", "autorange": "reversed", "type": "category"},
                          clickmode="event+select", dragmode=False)
@@ -412,7 +414,8 @@ def metrics_ui(metrics: dict) -> pd.DataFrame:
                "photos predicted right. Precision: of the photos called a class, the share that are; recall: of a "
                "class's photos, the share found; F1 weighs both; macro avg treats every class alike.")
     per_class = table.iloc[:len(metrics["per_class"])]
-    figure = go.Figure([go.Bar(name=name, x=per_class["class"], y=per_class[column], text=per_class[column].round(2))
+    figure = go.Figure([go.Bar(name=name, x=per_class["class"].map(plot_text), y=per_class[column],
+                               text=per_class[column].round(2))
                         for name, column in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))])
     figure.add_hline(y=metrics["macro_f1"], line_dash="dash", line_color="black")
     figure.add_hline(y=metrics["accuracy"], line_dash="dot", line_color="gray")

@@ -4,11 +4,14 @@ Streamlit reads Markdown in st.markdown, st.caption, st.error / warning / info /
 in widget, metric, expander and image-caption labels and help texts. There a file named
 ':green-badge[pass] x.jpg' drew a pass badge and one named '![](http://host/t.png)' loaded a remote
 image. Whatever a user or a file can name goes into those through `md` (or `code`); st.text, st.code,
-st.dataframe and selectbox options show text as it is already.
+st.dataframe and selectbox options show text as it is already. Plotly reads a subset of HTML in chart labels,
+titles and hover texts (<b>, <i>, <br>, <span style>, <a href> links) and entities: names go there through
+`plot_text`.
 """
 
 from __future__ import annotations
 
+import html
 import re
 
 # Every ASCII punctuation character that CommonMark, GitHub's extensions or Streamlit can read as markup
@@ -34,3 +37,9 @@ def code(text: object) -> str:
     fence = "`" * (max(map(len, re.findall(r"`+", plain)), default=0) + 1)
     padded = f" {plain} " if plain.startswith("`") or plain.endswith("`") else plain
     return f"{fence}{padded}{fence}"
+
+
+def plot_text(text: object) -> str:
+    """`text` for a Plotly label, title, legend or hover text, shown as written: with & < > escaped, Plotly finds no
+    tag and no entity in it (it turns the escapes back into the characters)."""
+    return html.escape(str(text), quote=False)

@@ -18,7 +18,7 @@ from defect_model.runs.folders import data_root
 from defect_model.runs.store import InspectionStore
 from defect_model.photos.synthetic import ensure_demo_dataset
 from ui.address import keep, restore
-from ui.text import md
+from ui.text import md, plot_text
 
 DEMO, UPLOADED, FOLDER, ZIP = "Demo dataset", "Uploaded dataset", "Folder on the server", "Upload a .zip"
 SOURCES = (DEMO, UPLOADED, FOLDER, ZIP)
@@ -181,7 +181,8 @@ def insights_for(dataset: Dataset) -> DatasetInsights | None:
 def insights_ui(insights: DatasetInsights) -> None:
     """Photos per class (imbalance called out), samples, sizes and modes, unusable files."""
     few = set(insights.minority_classes())
-    counts = pd.DataFrame({"class": list(insights.counts), "photos": list(insights.counts.values()),
+    counts = pd.DataFrame({"class": [plot_text(c) for c in insights.counts],
+                           "photos": list(insights.counts.values()),
                            "share": ["few photos" if c in few else "enough" for c in insights.counts]})
     left, right = st.columns([3, 2])
     with left:

@@ -89,3 +89,22 @@ def test_run_files_and_checkpoints_reach_the_disk_before_they_replace_the_old_on
     assert [os.path.basename(p).split(".")[0] for p in temporary] == ["status", "checkpoint", "config"]
     assert synced.count(str(tmp_path)) == 3  # each rename made durable
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.yaml", "status"]  # no .tmp left
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_file_left(tmp_path):
+    """SIGKILL skips the clean-up of a write in progress; the next write of that file removes the leftover once it
+    is old enough that no live writer can own it, and leaves other files' temporaries and fresh ones alone."""
+    import time
+
+    from defect_model.runs.durable import STALE_TMP_S
+
+    old = time.time() - STALE_TMP_S - 60
+    killed = tmp_path / "checkpoint.pt.k1ll3d.tmp"
+    in_progress = tmp_path / "checkpoint.pt.l1v3.tmp"
+    other = tmp_path / "status.0ld.tmp"
+    for path in (killed, in_progress, other):
+        path.write_bytes(b"x" * 1000)
+    for path in (killed, other):
+        os.utime(path, (old, old))
+    ckpt.save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.zeros(2)}, {"classes": ["a"]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", in_progress.name, other.name]

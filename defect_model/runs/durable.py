@@ -3,21 +3,28 @@ library only, so the run folder's readers and the engine may both use it).
 
 A file is written beside its target under a name of its own, fsynced, renamed over the target, and the
 rename made durable by an fsync of the folder: a crash at any moment leaves the old file or the new one,
-never an empty or half-written one, and no temporary file.
+never an empty or half-written one. A process killed mid-write (SIGKILL, power cut) leaves its temporary file
+behind - for a checkpoint, hundreds of MB - so the next write of the same file removes the ones left long enough
+ago that no live writer can still own them.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+STALE_TMP_S = 3600.0  # a temporary file untouched this long belongs to a writer that died (a write takes seconds)
 
 
 def write_atomic(path: str | Path, write: Callable[[IO], None], mode: str = "w", newline: str | None = None) -> None:
     """Replace `path` with what `write(handle)` writes, whole or not at all."""
     path = Path(path)
+    remove_stale_tmp(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, newline=newline) as handle:
@@ -29,6 +36,19 @@ def write_atomic(path: str | Path, write: Callable[[IO], None], mode: str = "w",
         if os.path.exists(tmp):
             os.unlink(tmp)
     fsync_folder(path.parent)
+
+
+def remove_stale_tmp(path: Path, older_than_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove the temporary files earlier writes of `path` left when they were killed; returns them."""
+    removed, now = [], time.time()
+    for tmp in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: the write itself goes on
+    return removed
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -191,8 +191,10 @@ def cmd_train(args, dist) -> int:
     from defect_model.runs.jobs import JobError
     from defect_model.runs.folders import RunDir
     from defect_model.train import distributed
+    from defect_model.train.data import require_dataset_folder
 
     request = config_from_args(args)
+    require_dataset_folder(request.data_dir)  # before a run folder exists: a mistyped path leaves no failed run
     run = RunDir(Path(distributed.from_main(dist, lambda: str(_new_run_folder(args, request).path))))
     try:
         return train_run_folder(run, dist)

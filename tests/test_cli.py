@@ -60,6 +60,7 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path):
     result = cli("train", "--data", tmp_path / "missing", "--run-dir", tmp_path / "run", check=False)
     assert result.returncode == 2
     assert "missing: the folder does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # a mistyped path leaves no failed run behind
     result = cli("train", "--data", tmp_path, "--backbone", "vgg", check=False)
     assert result.returncode == 2 and "backbone 'vgg'" in result.stderr
 

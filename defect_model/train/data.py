@@ -105,13 +105,19 @@ def _scan_class(root: Path, class_dir: Path, items: list, skipped: list) -> None
             skipped.append((rel, f"not a photo (extension not one of {', '.join(IMAGE_EXTENSIONS)})"))
 
 
-def scan_image_folder(root: str | Path) -> DatasetScan:
-    """List the photos of a class-per-folder dataset; non-photos, links and empty class folders are reported."""
+def require_dataset_folder(root: str | Path) -> Path:
+    """`root` when it is a folder; else a DatasetError that says what it is instead."""
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"{root}: the folder does not exist. Check the path.")
     if not root.is_dir():
         raise DatasetError(f"{root}: this is a file, not a folder. Give the folder that holds one sub-folder per class.")
+    return root
+
+
+def scan_image_folder(root: str | Path) -> DatasetScan:
+    """List the photos of a class-per-folder dataset; non-photos, links and empty class folders are reported."""
+    root = require_dataset_folder(root)
     items: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
     class_dirs = []

@@ -306,3 +306,21 @@ def test_a_damaged_zip_between_two_photos_is_one_error_and_the_photos_are_inspec
     assert results["locked.zip"].error.startswith("locked.zip: member 'line/b.png' is encrypted")
     logged = dict(zip(store.inspections()["file_name"], store.inspections()["verdict"]))
     assert logged["damaged.zip"] == logged["locked.zip"] == "error" and len(logged) == 4
+
+
+def test_good_classes_come_from_the_run_and_from_the_checkpoint_when_its_settings_are_gone(tmp_path):
+    """One answer for Inspect, the hot folder and the golden check: the run's settings, else the checkpoint's copy;
+    only classes the model has."""
+    from types import SimpleNamespace
+
+    from defect_model.runs.folders import RunDir
+    from defect_model.train.config import TrainConfig
+    from defect_model.workflows.inspection import good_classes_of
+
+    predictor = SimpleNamespace(classes=["ok", "pit", "scratch"], meta={"config": {"good_classes": ["pit"]}})
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    TrainConfig(data_dir=str(tmp_path), good_classes=["ok", "gone"]).to_yaml(run.config)
+    assert good_classes_of(run, predictor) == ["ok"]
+    run.config.unlink()
+    assert good_classes_of(run, predictor) == ["pit"]

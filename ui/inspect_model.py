@@ -11,6 +11,7 @@ from defect_model.runs.jobs import JobError, running_job, start
 from defect_model.runs.folders import RunDir, data_root, get_active, list_runs
 from defect_model.workflows.operating_point import OperatingPoint, load_point
 from defect_model.workflows.lifecycle import ActivationError, activate, activation_problems
+from defect_model.workflows.inspection import good_classes_of
 from defect_model.photos.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
 from ui.job_events import job_progress_ui
 from ui.monitor_widgets import drift_alarm_ui
@@ -31,15 +32,6 @@ class ActiveModel:
     @property
     def classes(self) -> list[str]:
         return list(self.predictor.classes)
-
-
-def good_classes_of(run: RunDir, predictor) -> list[str]:
-    """The run's settings decide which classes mean a good part; the checkpoint's copy if config.yaml is unreadable."""
-    try:
-        good = run.settings().good_classes
-    except (OSError, ValueError):
-        good = predictor.meta.get("config", {}).get("good_classes", [])
-    return [name for name in good if name in predictor.classes]
 
 
 def active_model_ui() -> ActiveModel | None:

@@ -14,8 +14,7 @@ from defect_model.photos.uploads import Upload
 from defect_model.runs.folders import RunDir, get_active, served_checkpoint
 from defect_model.runs.golden import GoldenSet
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD
-from defect_model.workflows.hotfolder import good_classes_of
-from defect_model.workflows.inspection import InspectionSettings, inspect_batch
+from defect_model.workflows.inspection import InspectionSettings, good_classes_of, inspect_batch
 from defect_model.workflows.operating_point import load_point
 
 COLUMNS = ["photo", "label", "active_class", "active_verdict", "candidate_class", "candidate_verdict", "changed"]
@@ -39,7 +38,7 @@ def verdicts(run: RunDir, checkpoint: Path, photos: list[dict]) -> list[tuple[st
 
     predictor = Predictor.from_checkpoint(checkpoint, backend="torch")
     point = load_point(run)
-    settings = InspectionSettings(run_id=run.run_id, good_classes=good_classes_of(run.path, predictor),
+    settings = InspectionSettings(run_id=run.run_id, good_classes=good_classes_of(run, predictor),
                                   threshold=point.defect_threshold if point else DEFAULT_THRESHOLD,
                                   good_threshold=point.passes_from if point else None)
     return [(r.predicted, r.verdict) for r in inspect_batch(predictor, _uploads(photos), settings)]

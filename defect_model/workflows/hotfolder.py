@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from defect_model.access.audit import connect
-from defect_model.workflows.inspection import FileResult, InspectionSettings, inspect_batch
+from defect_model.workflows.inspection import FileResult, InspectionSettings, good_classes_of, inspect_batch
 from defect_model.workflows.operating_point import OperatingPoint, load_point
 from defect_model.runs.folders import RunDir, file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
 from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
@@ -254,17 +254,6 @@ def active_sha256(runs_dir: str | Path | None = None) -> str:
     return (get_active(runs_dir) or {}).get("sha256", "")
 
 
-def good_classes_of(run_path: Path, predictor) -> list[str]:
-    """The run's settings say which classes are a good part; the checkpoint's copy when config.yaml is gone."""
-    from defect_model.train.config import TrainConfig
-
-    try:
-        good = TrainConfig.from_yaml(run_path / "config.yaml").good_classes
-    except (OSError, ValueError):
-        good = predictor.meta.get("config", {}).get("good_classes", [])
-    return [name for name in good if name in predictor.classes]
-
-
 def load_active_model(runs_dir: str | Path | None = None, threads: int | None = None) -> ActiveModel:
     """The active model's served checkpoint, loaded; WatchError when there is none."""
     from defect_model.runs.folders import active_file
@@ -283,9 +272,9 @@ def load_active_model(runs_dir: str | Path | None = None, threads: int | None = 
 
     predictor = Predictor.from_checkpoint(checkpoint, threads=threads)
     warm_up(predictor)
-    run_path = Path(record.get("path", ""))
+    run = RunDir(Path(record.get("path", "")))
     return ActiveModel(record["run_id"], record.get("sha256", ""), checkpoint, predictor,
-                       good_classes_of(run_path, predictor), load_point(RunDir(run_path)))
+                       good_classes_of(run, predictor), load_point(run))
 
 
 def warm_up(predictor) -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from defect_model.photos.images import ImageError, load_image
 from defect_model.photos.stats import photo_stats
-from defect_model.runs.folders import now_iso
+from defect_model.runs.folders import RunDir, now_iso
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.photos.uploads import Upload, check_size, check_upload
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD, PassThreshold, decide_verdict, is_unfamiliar, verdict_reason
@@ -50,6 +50,16 @@ class InspectionSettings:
     good_threshold: PassThreshold | None = None  # a pass's own threshold(s) (the model's operating point), else `threshold`
     inspector: str = ""
     model_sha256: str = ""  # the served checkpoint's hash, logged with each inspection
+
+
+def good_classes_of(run: RunDir, predictor) -> list[str]:
+    """Which of the model's classes mean a good part: the run's settings say; the checkpoint's copy when the run's
+    config.yaml is unreadable or gone."""
+    try:
+        good = run.settings().good_classes
+    except (OSError, ValueError):
+        good = predictor.meta.get("config", {}).get("good_classes", [])
+    return [name for name in good if name in predictor.classes]
 
 
 @dataclass

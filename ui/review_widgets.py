@@ -70,7 +70,8 @@ def confusion_figure(matrix, classes, normalise: bool = False, selected: tuple[s
         figure.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
                          line={"color": "#d62728", "width": 3})
     size = height or max(300, 70 * len(classes) + 140)
-    figure.update_layout(title=plot_text(title) if title else None, height=size, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+    figure.update_layout(title=plot_text(title) if title else None, height=size,
+                         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
                          xaxis={"title": "predicted class", "side": "bottom", "type": "category"},
                          yaxis={"title": "true class", "autorange": "reversed", "type": "category"},
                          clickmode="event+select", dragmode=False)

@@ -5,7 +5,7 @@ import streamlit as st
 from ui.models_widgets import (active_id, active_summary_ui, activate_ui, compare_pick_ui, comparison_ui,
                                delete_ui, downloads_ui, history_ui, list_runs, manage_pick_ui, review_link_ui,
                                runs_table_ui)
-from ui.accounts_widgets import manage_accounts_ui
+from ui.accounts_widgets import accounts_expander_ui
 from ui.router import require_router
 from ui.session import page_actor
 
@@ -16,6 +16,7 @@ def main() -> None:
     runs = list_runs()
     if not runs:
         st.info("No runs yet. Train a model on the Train page (or start the demo model on Inspect).")
+        accounts_expander_ui(actor)
         return
     active = active_id()
     active_summary_ui(runs, active)
@@ -34,9 +35,7 @@ def main() -> None:
     delete_ui(run, active, actor)
     with st.expander("Who made which model active"):
         history_ui()
-    if actor.may("manage_accounts"):
-        with st.expander("Accounts"):
-            manage_accounts_ui(actor)
+    accounts_expander_ui(actor)
 
 
 require_router()

@@ -227,3 +227,20 @@ def test_the_activation_summary_says_in_red_what_gets_worse(runs):
     text = "\n".join(m.value for m in at.markdown)
     assert ":red[**It misses more defects**: 14.3% of defect photos pass now, 100.0% after.]" in text
     assert "**Recognised less often**: pit 50.0% → 0.0%, scratch 66.7% → 0.0%." in text
+
+
+def test_an_admin_with_no_runs_yet_can_make_accounts_and_sees_each_at_once(tmp_path, monkeypatch):
+    """A first start sends the admin to Models to create accounts, before any run exists; the table shows a saved
+    account on the same click (it was one save behind)."""
+    monkeypatch.setenv("DEFECT_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "app-data" / "inspections.sqlite"))
+    at = open_models()
+    assert any("No runs yet" in i.value for i in at.info)
+    at.text_input(key="account_name").set_value("insp1")
+    at.selectbox(key="account_role").set_value("inspector")
+    at.text_input(key="account_password").set_value("a long enough password 1")
+    next(b for b in at.button if b.label == "Save account").click().run()
+    accounts = next(d.value for d in at.dataframe if "role" in d.value.columns)
+    assert "insp1" in set(accounts["name"]) and set(accounts["disabled"]) == {"no"}
+    assert any("insp1 saved (inspector)" in shown(s.value) for s in at.success)

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from defect_model.access.accounts import ROLES, Actor
+from ui.flash import flash, flash_ui
 from ui.session import accounts
 from ui.text import md
 
@@ -26,11 +27,20 @@ def own_password_ui(actor: Actor) -> None:
             st.success("Password set. Use it to sign in from now on.")
 
 
+def accounts_expander_ui(actor: Actor) -> None:
+    """Admins manage accounts on the Models page, with runs or without (a first start sends the admin there)."""
+    if actor.may("manage_accounts"):
+        with st.expander("Accounts"):
+            manage_accounts_ui(actor)
+
+
 def manage_accounts_ui(actor: Actor) -> None:
     """Admins: the accounts table and a form that creates one or changes its role (and password)."""
     if not actor.may("manage_accounts"):
         return
-    table = pd.DataFrame(accounts().list())
+    flash_ui("accounts", "saved")
+    table = pd.DataFrame(accounts().list(), columns=["name", "role", "created", "disabled"])
+    table["disabled"] = table["disabled"].map(lambda off: "yes" if off else "no")
     st.dataframe(table, hide_index=True, key="accounts_table")
     with st.form("save_account", clear_on_submit=True):
         name_col, role_col, password_col = st.columns(3)
@@ -46,5 +56,5 @@ def manage_accounts_ui(actor: Actor) -> None:
             except (ValueError, PermissionError) as exc:
                 st.error(md(exc))
                 return
-            st.success(f"Account saved ({role}).")
-            st.text(name.strip())
+            flash("accounts", "saved", "success", f"Account {name.strip()} saved ({role}).")
+            st.rerun()  # the table above shows it

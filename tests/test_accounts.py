@@ -78,15 +78,22 @@ def test_only_an_admin_manages_accounts_and_short_passwords_are_refused(accounts
 
 
 def test_the_first_start_makes_an_admin_with_a_one_time_link(accounts):
-    token = accounts.first_admin_link()
-    assert token and accounts.first_admin_link() is None  # only on a database without accounts
+    spent_unused = accounts.first_admin_link()
+    token = accounts.first_admin_link()  # no admin can sign in with a password yet: a new link replaces the first
+    assert spent_unused and token and token != spent_unused
+    with pytest.raises(SignInError, match="used already or has expired"):
+        accounts.use_link(spent_unused)
     actor, session = accounts.use_link(token)
     assert actor == Actor("admin", "admin") and accounts.session_actor(session) == actor
-    with pytest.raises(SignInError, match="used already or has expired"):
+    with pytest.raises(SignInError, match="used already or has expired.*accounts first-link"):
         accounts.use_link(token)
     assert not accounts.has_password("admin")
-    accounts.set_own_password(actor, "the admin's own password")
+    # a reload before the password was set spent the link: the server's first-link gives the admin a way back in
+    again, _ = accounts.use_link(accounts.first_admin_link())
+    accounts.set_own_password(again, "the admin's own password")
+    assert accounts.first_admin_link() is None  # an admin signs in with a password now: no more links
     assert accounts.sign_in("admin", "the admin's own password")[0] == actor
+    assert [row["name"] for row in accounts.list()] == ["admin"]  # one account however many links
 
 
 def test_identity_provider_users_get_their_accounts_role_else_inspector(accounts):

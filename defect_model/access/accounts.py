@@ -242,13 +242,25 @@ class Accounts:
 
     # -- the first start ---------------------------------------------------------
     def first_admin_link(self) -> str | None:
-        """On a database without accounts: create `admin` and return a one-time sign-in token (else None)."""
+        """A one-time sign-in token for `admin` while no admin can sign in with a password: on a database without
+        accounts it creates `admin`; while `admin` has still not set a password (its first link was spent, e.g. by
+        a reload before the password was set) it replaces the earlier links. Else None."""
         with closing(self._connect()) as db, db:
-            if db.execute("SELECT 1 FROM accounts LIMIT 1").fetchone():
+            if not db.execute("SELECT 1 FROM accounts LIMIT 1").fetchone():
+                db.execute("INSERT INTO accounts (name, role, password_hash, created) VALUES (?,?,?,?)",
+                           (ADMIN, "admin", "", _now().isoformat(timespec="seconds")))
+                created = True
+            elif db.execute("SELECT 1 FROM accounts WHERE role = 'admin' AND password_hash != '' AND disabled = 0 "
+                            "LIMIT 1").fetchone():
+                return None  # an admin signs in with a password: accounts are theirs to manage
+            elif db.execute("SELECT 1 FROM accounts WHERE name = ? AND role = 'admin' AND disabled = 0",
+                            (ADMIN,)).fetchone():
+                db.execute("DELETE FROM sessions WHERE name = ? AND kind = 'link'", (ADMIN,))
+                created = False
+            else:
                 return None
-            db.execute("INSERT INTO accounts (name, role, password_hash, created) VALUES (?,?,?,?)",
-                       (ADMIN, "admin", "", _now().isoformat(timespec="seconds")))
-        self.audit.record(Actor("system", "admin"), "account_saved", ADMIN, role="admin", new=True)
+        if created:
+            self.audit.record(Actor("system", "admin"), "account_saved", ADMIN, role="admin", new=True)
         return self._new_token(ADMIN, "link", LINK_HOURS)
 
     def use_link(self, token: str) -> tuple[Actor, str]:
@@ -258,8 +270,9 @@ class Accounts:
                              (_hash_token(token),)).fetchone()
             db.execute("DELETE FROM sessions WHERE token_hash = ? AND kind = 'link'", (_hash_token(token),))
         if row is None or datetime.fromisoformat(row["expires"]) < _now():
-            raise SignInError("This sign-in link was used already or has expired. Restart the dashboard with no "
-                              "accounts, or ask an admin.")
+            raise SignInError("This sign-in link was used already or has expired. While the admin has set no "
+                              "password, `python -m defect_model accounts first-link` on the server (or restarting "
+                              "the dashboard with `make run`) prints a new one; otherwise ask an admin.")
         role = self.role_of(row["name"])
         if role is None:
             raise SignInError(f"The account {row['name']!r} is disabled.")

@@ -118,16 +118,21 @@ def no_model_ui() -> None:
             f"(a ResNet18 on the built-in synthetic photos, at most {DEMO_BUDGET_MIN:g} minutes of training, less "
             "once it has learned them) and use it.",
             icon=":material/info:")
-    actor = current_actor()
     job = running_job()
     finished = [run for run in demo_runs() if run.status().get("state") == "done" and run.checkpoint.is_file()]
     if job is not None:
         st.fragment(training_progress_ui, run_every=2)(job)
     elif finished:
         use_demo_model_ui(finished[0])
-    elif not (actor and actor.may("train")):
+    else:
+        train_demo_button_ui("Train the demo model")
+
+
+def train_demo_button_ui(label: str) -> None:
+    actor = current_actor()
+    if not (actor and actor.may("train")):
         st.caption(":material/lock: An engineer or admin trains models; ask one to start the demo model.")
-    elif st.button("Train the demo model", type="primary", icon=":material/model_training:"):
+    elif st.button(label, type="primary", icon=":material/model_training:", key="demo_train"):
         start_demo_training()
 
 
@@ -159,8 +164,10 @@ def use_demo_model_ui(run: RunDir) -> None:
                icon=":material/check_circle:")
     problems = activation_problems(run)
     if problems:
-        st.error(f"It cannot be used here: {'; '.join(map(md, problems))}. Retrain it on the Train page, or ask the "
-                 "engineer (Models page).", icon=":material/warning:")
+        st.error(f"It cannot be used here: {'; '.join(map(md, problems))}. Train it again (a busy machine can leave "
+                 "too little of its time budget to learn), or ask the engineer (Train and Models pages).",
+                 icon=":material/warning:")
+        train_demo_button_ui("Train the demo model again")
         return
     actor = current_actor()
     if not (actor and actor.may("activate")):

@@ -273,8 +273,8 @@ def summary_ui(results: list[FileResult], threshold: float, good_classes: list[s
     for column, verdict in zip(columns, ("pass", "reject", "needs_person", "error")):
         column.metric(VERDICT_LABELS[verdict].capitalize(), counts[verdict], border=True)
     per_class = class_counts(results)
-    st.caption(f"{len(results)} files · per class: "
-               + " · ".join(f"{md(name)} **{count}**" for name, count in per_class.items()))
+    st.caption(f"{len(results)} files · the model's most likely class (a guess where a person is needed; the "
+               "verdicts are above): " + " · ".join(f"{md(name)} **{count}**" for name, count in per_class.items()))
     unlogged = [r.log_error for r in results if r.log_error]
     if unlogged:
         st.warning("Some results could not be logged:\n\n" + "\n".join(f"- {md(m)}" for m in unlogged),

@@ -47,8 +47,8 @@ def history_filters_ui(store: InspectionStore, classes: list[str], actor: Actor)
 
 def history_ui(store: InspectionStore, classes: list[str], actor: Actor) -> pd.DataFrame:
     """Every inspection, newest first, filtered; returns the table shown."""
-    st.caption(f"Every inspection is kept in {code(store.path)} with a copy of its photo. Corrections go to the "
-               "engineer's review.")
+    where = f" in {code(store.path)}" if actor.may("train") else ""  # a server path is the engineer's business
+    st.caption(f"Every inspection is kept{where} with a copy of its photo. Corrections go to the engineer's review.")
     filters = history_filters_ui(store, classes, actor)
     table = with_corrections(store.inspections(**filters)[COLUMNS], store)
     shown = table.head(MAX_ROWS_SHOWN)

@@ -234,6 +234,8 @@ def test_results_table_csv_and_overlays_zip(predictor, store):
     # The page's threshold decides the verdicts in the export; 1.01 sends every photo to a person.
     strict = pd.read_csv(io.BytesIO(results_csv(results, 1.01, ["ok"])))
     assert list(strict["verdict"]) == ["needs_person", "error", "needs_person"]
+    assert list(strict["logged_verdict"]) == [r.verdict for r in results]  # what the log kept at threshold 0.0
+    assert strict.loc[0, "logged_verdict"] != "needs_person"
     assert verdict_counts(results, 1.01, ["ok"]) == {"pass": 0, "reject": 0, "needs_person": 2, "error": 1}
     assert list(strict["sha256"]) == [sha256_bytes(data) for _, data in files]
 

@@ -47,7 +47,8 @@ def results_table(results: Sequence[FileResult], threshold: float, good_classes:
     """The export table: file name, sha256, predicted class, every probability, verdict, model id, time.
 
     The verdict is the one under `threshold` (the page's current setting), which
-    is also written in its own column; the log keeps the verdict at inspection time.
+    is also written in its own column; `logged_verdict` is the one the log kept at inspection time (they differ
+    when the threshold was moved after inspecting).
     """
     good = list(good_classes)
     classes: list[str] = []
@@ -60,13 +61,14 @@ def results_table(results: Sequence[FileResult], threshold: float, good_classes:
         for name in classes:
             row[probability_column(name)] = probs.get(name, np.nan)
         row.update(confidence=result.confidence if result.ok else np.nan,
-                   verdict=result.verdict_at(threshold, good, good_threshold), model_id=result.model_id, time=result.time,
+                   verdict=result.verdict_at(threshold, good, good_threshold), logged_verdict=result.verdict,
+                   model_id=result.model_id, time=result.time,
                    threshold=threshold, message=result.message, inspection_id=result.inspection_id,
                    unfamiliar_score=result.unfamiliar_score, unfamiliar_threshold=result.unfamiliar_threshold)
         row["reason"] = verdict_reason(row["verdict"], result.unfamiliar)
         rows.append(row)
     columns = (["file_name", "sha256", "predicted"] + [probability_column(c) for c in classes]
-               + ["confidence", "verdict", "reason", "unfamiliar_score", "unfamiliar_threshold", "model_id", "time",
+               + ["confidence", "verdict", "logged_verdict", "reason", "unfamiliar_score", "unfamiliar_threshold", "model_id", "time",
                   "threshold", "message", "inspection_id"])
     return pd.DataFrame(rows, columns=columns)
 

@@ -21,28 +21,27 @@ BATCH = 64
 
 
 @torch.inference_mode()
-def pooled_features(model: nn.Module, images: DecodedImages, mean, std, device: torch.device = torch.device("cpu"),
-                    layers=LAYERS) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Each layer's features (unfamiliar.layer_features: layer -> (N, K_layer)) and the logits (N, C) of decoded
-    photos, the model in eval mode."""
+def pooled_features(model: nn.Module, images: DecodedImages, mean, std,
+                    device: torch.device = torch.device("cpu")) -> dict[str, torch.Tensor]:
+    """Each layer's features (unfamiliar.layer_features: layer -> (N, K_layer)) of decoded photos, the model in
+    eval mode."""
     model.eval()
-    features, logits = {layer: [] for layer in layers}, []
+    features = {layer: [] for layer in LAYERS}
     for start in range(0, len(images.paths), BATCH):
         batch = normalize_batch(images.pixels[start:start + BATCH], mean, std, channels_last=False).to(device)
-        out, activations = forward_parts(model, batch)
-        for layer, values in layer_features(activations, layers).items():
+        _, activations = forward_parts(model, batch)
+        for layer, values in layer_features(activations).items():
             features[layer].append(values.float().cpu())
-        logits.append(out.float().cpu())
-    return {layer: torch.cat(values) for layer, values in features.items()}, torch.cat(logits)
+    return {layer: torch.cat(values) for layer, values in features.items()}
 
 
 def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, num_classes: int, mean, std,
                     flag_share: float, device: torch.device = torch.device("cpu")) -> tuple[dict, dict, np.ndarray]:
     """(tensors, metadata) for checkpoint.add_to_checkpoint, statistics from `train` and threshold from `val`,
     and the validation photos' scores (in `val`'s order)."""
-    train_features, _ = pooled_features(model, train, mean, std, device)
+    train_features = pooled_features(model, train, mean, std, device)
     stats = fit_layers(train_features, train.labels, num_classes)
-    val_scores = layered_scores(pooled_features(model, val, mean, std, device)[0], stats)
+    val_scores = layered_scores(pooled_features(model, val, mean, std, device), stats)
     threshold = calibrate(val_scores, flag_share)
     info = {"method": "mahalanobis", "features": FEATURES, "layers": list(LAYERS), "shrinkage": SHRINKAGE,
             "threshold": threshold, "flag_share": flag_share, "val_flag_rate": float(np.mean(val_scores > threshold)),

@@ -48,7 +48,8 @@ def config_from_args(args: argparse.Namespace, config_class=TrainConfig) -> Trai
 def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m defect_model",
-        description="Train, evaluate and run ResNet defect classifiers on folders of photos.")
+        description="Train, evaluate and run defect classifiers (ResNets; EfficientNet-Lites from ImageNet "
+                    "weights) on folders of photos.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model on a class-per-folder photo dataset",

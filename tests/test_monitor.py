@@ -237,7 +237,7 @@ def test_unfamiliar_scores_of_the_validation_photos_join_the_reference(drift_set
     split = pd.read_csv(run.split)
     val = split[split["split"] == "val"]
     arrays = [predictor.prepare(Image.open(run.settings().data_dir + "/" + p).convert("RGB")) for p in val["path"]]
-    features = layer_features(predictor.predict_with_activations(arrays)[1])
+    features = layer_features(predictor.predict_with_activations(arrays)[1], LAYERS)
     stats = fit_layers(features, torch.tensor([CLASSES.index(c) for c in val["label"]]), len(CLASSES))
     expected = layered_scores(features, stats)
     info = {"features": FEATURES, "layers": list(LAYERS)}

@@ -53,7 +53,8 @@ def test_a_new_setting_appears_in_the_train_form_in_its_group(tmp_path):
 
 @pytest.fixture
 def tiny_backbone(monkeypatch):
-    entry = backbones.Backbone("tiny18", "resnet18", 160, {64: 400.0, 224: 40.0}, "a test entry")
+    entry = backbones.Backbone("tiny18", "resnet", "resnet18", 160, {64: 400.0, 224: 40.0}, "a test entry",
+                                backbones.RESNET_STAGES)
     monkeypatch.setitem(backbones.REGISTRY, "tiny18", entry)
     return entry
 
@@ -73,5 +74,5 @@ def test_a_new_backbone_is_one_registry_entry(tiny_backbone, tmp_path):
     cfg = apply_product_preset(TrainConfig(preset="product", backbone="tiny18", pinned=["backbone"]),
                                {"a": 400, "b": 400}, [(600, 600)] * 5, 200)
     assert cfg.backbone == "tiny18" and cfg.image_size <= 160
-    with pytest.raises(ValueError, match="backbone 'vgg' is not one of resnet50, resnet34, resnet18, tiny18"):
+    with pytest.raises(ValueError, match="backbone 'vgg' is not one of resnet50, resnet34, resnet18, efficientnet_lite0, .*, tiny18"):
         TrainConfig(backbone="vgg")

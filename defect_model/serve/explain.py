@@ -1,7 +1,8 @@
 """Grad-CAM heatmaps: numbers first, drawing in a separate function.
 
-Fast path: for a ResNet (global-average-pool + linear head) Grad-CAM at
-layer4 is the class-weighted sum of the layer4 activations, because the
+Fast path: for every registered backbone (global-average-pool + linear head)
+Grad-CAM at the last stage (a ResNet's layer4, an EfficientNet's head
+convolution) is the class-weighted sum of that stage's activations, because the
 gradient of class k's score with respect to activation map c is W[k, c]/(H*W).
 So the heatmap comes from the prediction's own forward pass, with no hooks.
 Every other method or layer goes through pytorch_grad_cam, inside a `with`
@@ -24,10 +25,15 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from defect_model.photos.images import ImageSource, load_image
 from defect_model.serve.inference import Predictor
-from defect_model.train.model import head_linear
+from defect_model.train.model import head_linear, stage_layer, stages_of
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
-LAYERS = ("layer4", "layer3")
+
+
+def layers_of(predictor: Predictor) -> tuple[str, ...]:
+    """The stages a heatmap can be drawn at: the last (the default; the fast path's) and the one before it."""
+    stages = stages_of(predictor.model)
+    return stages[-1], stages[-2]
 
 # pytorch_grad_cam registers hooks on the (shared) model for the length of a call.
 _HOOKS_LOCK = threading.Lock()
@@ -49,7 +55,7 @@ def _normalise_like_library(raw: np.ndarray, size: int) -> np.ndarray:
 
 def fast_gradcam(predictor: Predictor, arrays: Sequence[np.ndarray],
                  target_classes: Sequence[int | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (N, C) and layer4 Grad-CAM maps (N, S, S) from one forward pass."""
+    """Probabilities (N, C) and last-stage Grad-CAM maps (N, S, S) from one forward pass."""
     probs, activations = predictor.predict_with_activations(arrays)
     return probs, _gradcam_maps(predictor, probs, activations.maps, target_classes)
 
@@ -71,16 +77,18 @@ def heatmaps_and_unfamiliar(predictor: Predictor, arrays: Sequence[np.ndarray]
 
 
 def library_cam(predictor: Predictor, arrays: Sequence[np.ndarray], target_classes: Sequence[int | None] | None = None,
-                method: str = "gradcam", layer: str = "layer4") -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and maps computed by pytorch_grad_cam (any method and layer it offers)."""
+                method: str = "gradcam", layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and maps computed by pytorch_grad_cam (any method it offers, at `layers_of` the network;
+    None: the last stage)."""
     if method not in METHODS:
         raise ValueError(f"unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}")
-    if layer not in LAYERS:
-        raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
+    layer = layer or layers_of(predictor)[0]
+    if layer not in layers_of(predictor):
+        raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(layers_of(predictor))}")
     probs = predictor.predict_arrays(arrays)
     targets = _resolve_targets(probs, target_classes)
     batch = predictor.to_tensor(arrays).requires_grad_(True)
-    target_layer = getattr(predictor.model, layer)[-1]
+    target_layer = stage_layer(predictor.model, layer)
     with _HOOKS_LOCK, METHODS[method](model=predictor.model, target_layers=[target_layer]) as cam:
         maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
     return probs, maps
@@ -94,9 +102,10 @@ def _resolve_targets(probs: np.ndarray, target_classes) -> list[int]:
 
 
 def heatmaps(predictor: Predictor, arrays: Sequence[np.ndarray], target_classes=None,
-             method: str = "gradcam", layer: str = "layer4") -> tuple[np.ndarray, np.ndarray]:
-    """The fastest correct way to get (probabilities, model-sized maps) for this method and layer."""
-    if method == "gradcam" and layer == "layer4" and hasattr(predictor.model, "layer4"):
+             method: str = "gradcam", layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The fastest correct way to get (probabilities, model-sized maps) for this method and layer (None: the
+    last stage)."""
+    if method == "gradcam" and layer in (None, layers_of(predictor)[0]):
         return fast_gradcam(predictor, arrays, target_classes)
     return library_cam(predictor, arrays, target_classes, method, layer)
 
@@ -122,7 +131,7 @@ def heatmap_to_photo(heatmap: np.ndarray, photo_size: tuple[int, int], resize_mo
 
 
 def explain(predictor: Predictor, source: ImageSource, target_class: int | None = None, method: str = "gradcam",
-            layer: str = "layer4", name: str | None = None) -> Explanation:
+            layer: str | None = None, name: str | None = None) -> Explanation:
     """One photo: probabilities and a [0, 1] heatmap at the photo's size for the target (default: predicted) class."""
     photo = load_image(source, name)
     array = predictor.prepare(photo, name)

@@ -12,7 +12,7 @@ from torch import nn
 
 from defect_model.train.checkpoint import load_checkpoint
 from defect_model.photos.images import ImageSource, prepare_array
-from defect_model.train.model import EARLY_STAGES, Activations, build_model, forward_parts
+from defect_model.train.model import Activations, build_model, early_stages, forward_parts
 from defect_model.serve.onnx_graph import INPUT_NAME, LOGITS
 from defect_model.serve.unfamiliar import Familiarity
 from defect_model.photos.preprocess import normalize_batch
@@ -106,10 +106,11 @@ class Predictor:
     # -- output ---------------------------------------------------------
     @torch.inference_mode()
     def logits_and_activations(self, batch: torch.Tensor) -> tuple[torch.Tensor, Activations]:
-        """Logits (N, C) and the activations (layer4 maps, earlier stages' means) from one forward pass (no hooks)."""
+        """Logits (N, C) and the activations (the last stage's maps, earlier stages' means) from one forward pass
+        (no hooks)."""
         if self.session is not None:
             logits, maps, *means = self.session.run(None, {INPUT_NAME: batch.contiguous().numpy()})
-            stage_means = {stage: torch.from_numpy(m) for stage, m in zip(EARLY_STAGES, means)}
+            stage_means = {stage: torch.from_numpy(m) for stage, m in zip(early_stages(self.model), means)}
             return torch.from_numpy(logits), Activations(torch.from_numpy(maps), stage_means)
         return forward_parts(self.model, batch)
 
@@ -144,7 +145,7 @@ class Predictor:
         return None if self.familiarity is None else self.familiarity.scores(activations)
 
     def predict_with_activations(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, Activations]:
-        """Probabilities and activations (layer4 maps for the heatmap, means for the unfamiliar score) from one
+        """Probabilities and activations (the last stage's maps for the heatmap, means for the unfamiliar score) from one
         forward pass."""
         logits, activations = self.logits_and_activations(self.to_tensor(arrays))
         return torch.softmax(logits, dim=1).numpy(), activations

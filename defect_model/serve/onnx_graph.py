@@ -1,7 +1,7 @@
 """ONNX graphs of a model: export, check against torch, open with onnxruntime.
 
 Shared by the user-facing export (`export.py`: one `logits` output) and the serving path
-(`serving.py`: logits plus the layer4 maps the fast Grad-CAM needs).
+(`serving.py`: logits plus the last stage's maps the fast Grad-CAM needs).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 OPSET = 17
 TOLERANCE = 1e-4
 INPUT_NAME = "input"
-LOGITS = "logits"  # every graph's first output (the serving graph adds the layer4 maps)
+LOGITS = "logits"  # every graph's first output (the serving graph adds the maps)
 
 
 class OnnxMismatch(RuntimeError):

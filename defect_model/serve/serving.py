@@ -1,6 +1,6 @@
 """The fast inference path: an ONNX Runtime graph of a checkpoint, exported once and cached beside it.
 
-The graph's outputs are the logits, the layer4 activation maps and the spatial means of layers 1-3, so a
+The graph's outputs are the logits, the last stage's activation maps and the earlier stages' spatial means, so a
 prediction, its Grad-CAM heatmap (see explain.fast_gradcam) and its unfamiliar score (serve.unfamiliar) come from
 one run of the graph. Before a cached graph
 is used it must belong to the checkpoint (same size and modification time) and must have matched
@@ -17,12 +17,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from defect_model.train.model import EARLY_STAGES, forward_parts
+from defect_model.train.model import early_stages, forward_parts
 from defect_model.serve.onnx_graph import LOGITS, OPSET, TOLERANCE, OnnxMismatch, export_graph, max_output_diff, open_session
 
 MAPS = "features"
-STAGE_MEANS = tuple(f"{stage}_mean" for stage in EARLY_STAGES)
-OUTPUTS = (LOGITS, MAPS, *STAGE_MEANS)
+
+
+def stage_mean_names(net: nn.Module) -> tuple[str, ...]:
+    return tuple(f"{stage}_mean" for stage in early_stages(net))
+
+
+def outputs_of(net: nn.Module) -> tuple[str, ...]:
+    """The graph's outputs for this network: logits, the maps, its earlier stages' means (a ResNet's: layer1-3)."""
+    return (LOGITS, MAPS, *stage_mean_names(net))
 
 
 class ServingUnavailable(RuntimeError):
@@ -30,7 +37,7 @@ class ServingUnavailable(RuntimeError):
 
 
 class LogitsAndFeatures(nn.Module):
-    """The graph that is exported: (logits, layer4 maps, layer1-3 means) from one forward pass."""
+    """The graph that is exported: (logits, the last stage's maps, the earlier stages' means) from one pass."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -38,7 +45,7 @@ class LogitsAndFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor):
         logits, activations = forward_parts(self.net, x)
-        return (logits, activations.maps, *(activations.stage_means[stage] for stage in EARLY_STAGES))
+        return (logits, activations.maps, *(activations.stage_means[stage] for stage in early_stages(self.net)))
 
 
 def serving_paths(checkpoint: Path) -> tuple[Path, Path]:
@@ -46,20 +53,22 @@ def serving_paths(checkpoint: Path) -> tuple[Path, Path]:
 
 
 def fingerprint(checkpoint: str | Path) -> dict:
-    """What identifies a checkpoint file's contents for the cache: take it before reading the weights."""
+    """What identifies a checkpoint file's contents for the cache: take it before reading the weights. (The
+    outputs, which depend on the network, are checked when the graph is exported and recorded beside it.)"""
     stat = Path(checkpoint).stat()
-    return {"checkpoint_size": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns, "opset": OPSET,
-            "outputs": list(OUTPUTS)}
+    return {"checkpoint_size": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns, "opset": OPSET}
 
 
-def cached_graph(checkpoint: Path, stamp: dict | None = None) -> Path | None:
-    """The graph exported from the checkpoint identified by `stamp` (default: the file as it is now), or None."""
+def cached_graph(checkpoint: Path, stamp: dict | None = None, outputs: tuple[str, ...] | None = None) -> Path | None:
+    """The graph exported from the checkpoint identified by `stamp` (default: the file as it is now) with these
+    `outputs` (default: whichever it has), or None."""
     graph, info = serving_paths(checkpoint)
     try:
         recorded = json.loads(info.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    fresh = all(recorded.get(k) == v for k, v in (stamp or fingerprint(checkpoint)).items())
+    fresh = all(recorded.get(k) == v for k, v in (stamp or fingerprint(checkpoint)).items()) and (
+        outputs is None or recorded.get("outputs") == list(outputs))
     return graph if fresh and graph.is_file() and recorded.get("max_abs_diff", 1.0) <= TOLERANCE else None
 
 
@@ -67,17 +76,18 @@ def serving_graph(checkpoint: str | Path, net: nn.Module, size: int, stamp: dict
     """Export (or reuse) the serving graph of `checkpoint`, whose weights `net` holds, as read when the
     file's fingerprint was `stamp` (so a checkpoint rewritten meanwhile never gets these weights' graph)."""
     checkpoint = Path(checkpoint)
-    cached = cached_graph(checkpoint, stamp)
+    outputs = outputs_of(net)
+    cached = cached_graph(checkpoint, stamp, outputs)
     if cached is not None:
         return cached
     graph, info = serving_paths(checkpoint)
     tmp = graph.with_name(f"{graph.name}.{os.getpid()}.tmp")
     wrapped = LogitsAndFeatures(net).eval()  # net serves inference only: eval mode is its state from now on
     try:
-        export_graph(wrapped, size, tmp, OUTPUTS)
-        diff = max_output_diff(tmp, wrapped, size, relative=[MAPS, *STAGE_MEANS])
+        export_graph(wrapped, size, tmp, outputs)
+        diff = max_output_diff(tmp, wrapped, size, relative=list(outputs[1:]))
         tmp.replace(graph)
-        info.write_text(json.dumps({**stamp, "max_abs_diff": diff, "tolerance": TOLERANCE}))
+        info.write_text(json.dumps({**stamp, "outputs": list(outputs), "max_abs_diff": diff, "tolerance": TOLERANCE}))
     except OnnxMismatch as exc:
         raise ServingUnavailable(str(exc)) from None
     except Exception as exc:  # a read-only folder, or the exporter or onnxruntime failing in their many ways
@@ -88,7 +98,7 @@ def serving_graph(checkpoint: str | Path, net: nn.Module, size: int, stamp: dict
 
 
 def serving_session(checkpoint: str | Path, net: nn.Module, size: int, stamp: dict, threads: int | None = None):
-    """An onnxruntime session whose outputs are OUTPUTS; raises ServingUnavailable."""
+    """An onnxruntime session whose outputs are outputs_of(net); raises ServingUnavailable."""
     graph = serving_graph(checkpoint, net, size, stamp)
     try:
         return open_session(graph, threads)

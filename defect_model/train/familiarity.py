@@ -12,10 +12,11 @@ from torch import nn
 
 from defect_model.photos.preprocess import normalize_batch
 from defect_model.runs.durable import write_text_atomic
-from defect_model.serve.unfamiliar import FEATURES, LAYERS, SHRINKAGE, calibrate, fit_layers, layer_features, layered_scores
+from defect_model.serve.unfamiliar import (FEATURES, calibrate, fit_layers, layer_features, layered_scores,
+                                           score_layers, shrinkage_for)
 from defect_model.train import checkpoint as ckpt
 from defect_model.train.data import DecodedImages
-from defect_model.train.model import forward_parts
+from defect_model.train.model import forward_parts, stages_of
 
 BATCH = 64
 
@@ -26,11 +27,12 @@ def pooled_features(model: nn.Module, images: DecodedImages, mean, std,
     """Each layer's features (unfamiliar.layer_features: layer -> (N, K_layer)) of decoded photos, the model in
     eval mode."""
     model.eval()
-    features = {layer: [] for layer in LAYERS}
+    layers = score_layers(stages_of(model))
+    features = {layer: [] for layer in layers}
     for start in range(0, len(images.paths), BATCH):
         batch = normalize_batch(images.pixels[start:start + BATCH], mean, std, channels_last=False).to(device)
         _, activations = forward_parts(model, batch)
-        for layer, values in layer_features(activations).items():
+        for layer, values in layer_features(activations, layers).items():
             features[layer].append(values.float().cpu())
     return {layer: torch.cat(values) for layer, values in features.items()}
 
@@ -43,7 +45,8 @@ def fit_familiarity(model: nn.Module, train: DecodedImages, val: DecodedImages, 
     stats = fit_layers(train_features, train.labels, num_classes)
     val_scores = layered_scores(pooled_features(model, val, mean, std, device), stats)
     threshold = calibrate(val_scores, flag_share)
-    info = {"method": "mahalanobis", "features": FEATURES, "layers": list(LAYERS), "shrinkage": SHRINKAGE,
+    shrinkage = {layer: shrinkage_for(values.shape[1], len(values)) for layer, values in train_features.items()}
+    info = {"method": "mahalanobis", "features": FEATURES, "layers": list(stats), "shrinkage": shrinkage,
             "threshold": threshold, "flag_share": flag_share, "val_flag_rate": float(np.mean(val_scores > threshold)),
             "train_images": len(train.paths), "val_images": len(val.paths)}
     return stats, {"unfamiliar": info}, np.asarray(val_scores)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from defect_model.train.backbones import backbone as registered
 from defect_model.runs.events import images_per_s
-from defect_model.train.hardware import cpu_native_bf16
+from defect_model.train.hardware import FP32_ON_CPU, cpu_native_bf16
 from defect_model.runs.folders import RunDir, list_runs
 
 # Where the processor computes bf16 natively, training runs in bf16 mixed precision (`precision: auto`):
@@ -89,7 +89,8 @@ def builtin_images_per_s(name: str, image_size: int) -> float:
     """The registry's measured rate at the nearest measured size, scaled to `image_size`."""
     rates = registered(name).images_per_s
     nearest = min(rates, key=lambda size: abs(size - image_size))
-    speedup = BF16_SPEEDUP if cpu_native_bf16() else 1.0
+    bf16 = cpu_native_bf16() and registered(name).family not in FP32_ON_CPU  # what precision "auto" picks
+    speedup = BF16_SPEEDUP if bf16 else 1.0
     return speedup * _scaled(rates[nearest], nearest, image_size, name)
 
 

@@ -15,6 +15,9 @@ Sections (all by default; with --only, the other sections' earlier results are k
   memory     peak RSS of a 500-photo inspection batch through the page's queue (subprocess)
   dashboard  `streamlit run` to an interactive Inspect page in Chromium, cold (new server) and warm
   reference  reads bench/results/reproduce-neu.json (the 5-epoch CLI run, `bench/reproduce_neu.py`)
+  backbones  per backbone (resnet18 beside the EfficientNet-Lites), at the size the product preset trains it
+             (224 px, the Lites' native size at most): training images/s in the precision a run picks here,
+             one-photo latency, a 32-photo batch and the heatmap's cost, all on the default (ONNX Runtime) path
 
 Writes bench/results/perf.json and perf.md. Not part of CI (about 10 minutes on 2 cores; run it on a
 quiet machine: every figure is a ratio of two timings taken side by side, but both need the cores).
@@ -42,7 +45,8 @@ from reproduce_neu import machine  # noqa: E402
 RESULTS = ROOT / "bench/results/perf"
 NEU = ROOT.parent / "shared/datasets/neu-cls"
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
-SECTIONS = ("matmul", "train", "inspect", "heatmap", "memory", "dashboard", "reference")
+SECTIONS = ("matmul", "train", "inspect", "heatmap", "memory", "dashboard", "reference", "backbones")
+BACKBONES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 TRAIN_IMAGES, VAL_IMAGES, EPOCHS = 1440, 360, 5  # NEU-CLS split.csv
 
 
@@ -287,6 +291,38 @@ def heatmap_section(checkpoint: Path, photos: list[Path], repeats: int) -> dict:
             "library_cost_ratio": times["pytorch_grad_cam"]["median"] / times["predict"]["median"]}
 
 
+def backbones_section(runs: Path, photos: list[Path], repeats: int) -> dict:
+    """Each backbone's training and inspection speed, measured one after the other in this process."""
+    from inspect_latency import make_run
+    from train_throughput import images_per_s
+
+    from defect_model.train.backbones import backbone as registered
+
+    found = {}
+    for name in BACKBONES:
+        size = min(224, registered(name).native_size)
+        run = make_run(runs, f"bench-{name}", name, size, CLASSES)
+        default, _ = predictors(run.checkpoint)
+        batch = photos[:32]
+        from defect_model.serve.explain import explain
+
+        times = alternate({"one_photo": lambda: default.predict(batch[0]),
+                           "batch_32": lambda: default.predict(batch),
+                           "one_photo_with_heatmap": lambda: explain(default, batch[0])}, repeats * 3)
+        found[name] = {
+            "image_size": size, "backend": default.backend,
+            "train_images_per_s": images_per_s(name, size),
+            "one_photo_s": times["one_photo"]["median"],
+            "batch_32_s": times["batch_32"]["median"],
+            "batch_32_photos_per_s": len(batch) / times["batch_32"]["median"],
+            "heatmap_cost_ratio": times["one_photo_with_heatmap"]["median"] / times["one_photo"]["median"],
+            "times_s": times,
+        }
+        print(f"  {name}: {found[name]['train_images_per_s']:.1f} training images/s, one photo "
+              f"{found[name]['one_photo_s'] * 1000:.0f} ms, 32 photos {found[name]['batch_32_s']:.2f} s", flush=True)
+    return found
+
+
 def child_inspect_rss(checkpoint: Path, data: Path, count: int) -> dict:
     """A batch through the Inspect page's own queue (heatmaps, inspection log), in a fresh process."""
     from defect_model.serve.inference import Predictor
@@ -442,6 +478,8 @@ def main() -> None:
                 result["dashboard"] = dashboard_section(runs, args.repeats)
             elif section == "reference":
                 result["reference"] = reference_section(result.get("train"), result.get("inspect"))
+            elif section == "backbones":
+                result["backbones"] = backbones_section(runs, photos, args.repeats)
             print(f"{section} done in {time.perf_counter() - started:.0f} s", flush=True)
             result.setdefault("measured_at", {})[section] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             result["headline"] = headline(result)
@@ -499,6 +537,15 @@ def write_markdown(result: dict, path: Path) -> None:
     lines.append(f"| peak RSS, 500-photo inspection batch | {fmt(h['inspect_500_peak_rss_gib'])} GiB | | | |")
     lines.append(f"| dashboard start to interactive Inspect page | cold {fmt(h['dashboard_cold_start_s'], '.1f')} s, "
                  f"warm {fmt(h['dashboard_warm_start_s'], '.1f')} s | | | |")
+    if result.get("backbones"):
+        lines += ["", "Per backbone, measured one after the other in one run (`--only backbones`), at the size the "
+                  "product preset trains it; training in the precision a run picks here, inspection on the default "
+                  "path:", "",
+                  "| backbone | size | training images/s | one photo, ms | 32 photos, s | heatmap cost |",
+                  "|---|---|---|---|---|---|"]
+        for name, b in result["backbones"].items():
+            lines.append(f"| {name} | {b['image_size']} | {b['train_images_per_s']:.1f} | {1000 * b['one_photo_s']:.0f} "
+                         f"| {b['batch_32_s']:.2f} | {b['heatmap_cost_ratio']:.2f}x |")
     lines += ["", "Medians of alternating repetitions; spreads (min-max) and every sample are in perf.json."]
     if train and "compiled" in train:
         c = train["compiled"]

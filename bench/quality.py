@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -45,12 +47,12 @@ KEYS = ("full/reference", "imbalanced/product", "full/product", "imbalanced/refe
 GOOD = {"elpv": ["functional"]}
 
 
-def train(key: str) -> dict:
+def train(key: str, keep: Path | None = None) -> dict:
     split_key, preset = key.split("/")
     folder, split, extra = SPLITS[split_key]
     data = DATASETS / folder
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
-        run = RunDir(Path(tmp) / "run")
+        run = RunDir((keep or Path(tmp)) / key.replace("/", "-"))
         wall, rss = run_cli(data, data / split, run.path, ["--preset", preset, *extra, *BUDGETS.get(key, [])])
         events = run.read_events()
         metrics = json.loads(run.metrics.read_text())
@@ -58,8 +60,12 @@ def train(key: str) -> dict:
         reproduction = summarise(run, wall, data / split, rss)
     epochs = [e for e in events if e["type"] == "epoch"]
     quality = assess(metrics, GOOD.get(split_key, ()))
+    settings = yaml.safe_load(config)
     return {
         "preset": preset,
+        "backbone": settings["backbone"],
+        "pretrained": bool(settings.get("pretrained")),
+        "image_size": settings["image_size"],
         "dataset": folder,
         "split": split,
         "accuracy": metrics["accuracy"],
@@ -126,10 +132,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench/results/quality"))
     parser.add_argument("--only", nargs="*", help="run only these keys, e.g. imbalanced/product; the others "
                                                   "are kept from earlier results where there are any")
+    parser.add_argument("--keep", help="keep each run folder under this folder (e.g. for bench/trust.py)")
     args = parser.parse_args()
     for folder in sorted({folder for folder, _, _ in SPLITS.values()}):
         if not (DATASETS / folder).is_dir():
             raise SystemExit(f"{DATASETS / folder}: the dataset is not there; this benchmark needs it.")
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     previous = {}
     for done in (out.with_suffix(".json"), out.with_suffix(".partial.json")):  # runs kept from an earlier call
@@ -144,7 +153,7 @@ def main() -> None:
         if key == "full/reference" and args.reuse_reference:
             runs[key] = reference_from_reproduction(Path(args.reuse_reference).resolve())
         else:
-            runs[key] = train(key)
+            runs[key] = train(key, Path(args.keep) if args.keep else None)
             runs[key]["measured"] = time.strftime("%Y-%m-%d") + (", bf16" if cpu_native_bf16() else ", fp32 (no bf16)")
             if key == "full/reference":  # the same run is the reproduction of the published result
                 reproduction = ROOT / "bench/results/reproduce-neu"

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, ".")
 from defect_model.train.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from defect_model.train.hardware import autocast, resolve_precision  # noqa: E402
+from defect_model.train.backbones import backbone as registered  # noqa: E402
 from defect_model.train.model import build_model  # noqa: E402
 from defect_model.photos.preprocess import normalize_batch  # noqa: E402
 
@@ -32,7 +33,7 @@ def images_per_s(backbone: str, size: int, batch: int = 32, warmup: int = 2, ste
     pixels = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     labels = torch.randint(0, 5, (batch,))
     timings = []
-    precision, _ = resolve_precision("auto", torch.device("cpu"))
+    precision, _ = resolve_precision("auto", torch.device("cpu"), registered(backbone).family)
     for i in range(warmup + steps):
         started = time.perf_counter()
         with autocast(precision, torch.device("cpu")):
@@ -49,6 +50,6 @@ def images_per_s(backbone: str, size: int, batch: int = 32, warmup: int = 2, ste
 if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"precision {resolve_precision('auto', torch.device('cpu'))[0]}")
-    for backbone in ("resnet18", "resnet34", "resnet50"):
+    for backbone in sys.argv[1:] or ("resnet18", "resnet34", "resnet50"):
         for size in (64, 224):  # the Train page interpolates between them
             print(f'("{backbone}", {size}): {images_per_s(backbone, size):.1f},', flush=True)

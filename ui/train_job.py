@@ -166,7 +166,8 @@ def live_view(run_path: str, drawn_state: str) -> None:
     events = followed_events(run)
     progress = read_progress(events, now=time.time())
     settings = run_settings(run)
-    st.markdown(f":material/model_training: **Training {md(run.run_id)}** · {md(settings.get('backbone', '?'))} at "
+    st.markdown(f":material/model_training: **Training {md(run.run_id)}** · {md(settings.get('backbone', '?'))}"
+                + (" from ImageNet weights" if settings.get("pretrained") else "") + " at "
                 f"{md(settings.get('image_size', '?'))} px on {code(settings.get('data_dir', '?'))} · "
                 f"pid {md(status.get('pid'))}" + processes_text(status))
     job_progress_ui(run, progress)

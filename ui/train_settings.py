@@ -235,12 +235,14 @@ def estimate_ui(cfg: TrainConfig, insights: DatasetInsights) -> TimeEstimate:
     if resolved.time_budget_min:
         st.markdown(f":material/timer: **Training time budget: {resolved.time_budget_min:g} min** "
                     f"(estimate for {resolved.epochs} epoch(s): {estimate.text()})")
-        st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {resolved.backbone} at "
+        st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {md(resolved.network_text())} at "
                    f"{resolved.image_size} px. The run measures its first epoch, plans its epochs to fit the budget"
                    + (f" and stops early after {resolved.patience} epochs without a better validation score."
                       if resolved.patience else "."))
     else:
         st.markdown(f":material/timer: **Estimated training time: {estimate.text()}**")
         st.caption(f"{train} training photos{per_epoch} and {val} validation photos, {resolved.epochs} epoch(s) of "
-                   f"{resolved.backbone} at {resolved.image_size} px.")
+                   f"{md(resolved.network_text())} at {resolved.image_size} px"
+                   + (f", stopping early after {resolved.patience} epochs without a better validation score."
+                      if resolved.patience else "."))
     return estimate

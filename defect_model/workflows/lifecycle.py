@@ -58,7 +58,8 @@ def run_summary(run: RunDir, active_id: str | None = None) -> dict:
 
 def key_settings(cfg: TrainConfig) -> str:
     """The settings that tell runs apart, in one short line."""
-    parts = [cfg.backbone, f"{cfg.image_size}px", f"{cfg.epochs} ep", f"bs {cfg.batch_size}",
+    network = f"{cfg.backbone} from ImageNet" if cfg.pretrained else cfg.backbone
+    parts = [network, f"{cfg.image_size}px", f"{cfg.epochs} ep", f"bs {cfg.batch_size}",
              f"{cfg.optimizer} lr {cfg.lr:g}"]
     augmentation = getattr(cfg, "augmentation", None) or ("soft" if getattr(cfg, "augment", False) else "none")
     if augmentation != "none":

@@ -200,7 +200,8 @@ def model_summary(run: RunDir) -> dict:
             "recall": metrics.get("per_class", {}) and {c: v.get("recall") for c, v in metrics["per_class"].items()},
             "epochs_trained": len(epochs), "best_epoch": metrics.get("epoch"),
             "training_minutes": (epochs[-1]["time"] - start) / 60 if epochs and start else None,
-            "settings": run.settings().to_dict()}
+            "settings": run.settings().to_dict(),
+            "backbone_text": f"{run.settings().network_text()} at {run.settings().image_size} px"}
 
 
 def operating_point(elpv_run: RunDir) -> dict:
@@ -252,8 +253,8 @@ Held-out changes (never used to choose the variant): {held}.
 Chosen: **Mahalanobis summed over layers {", ".join(u['layers'])}** (the product's score, first row): per layer,
 class means + one shared covariance shrunk {_shrinkage_text(u['shrinkage'])} towards a scaled identity on the square roots of that
 stage's spatial means, each distance standardised by its mean and spread on the training photos, then summed. The
-other rows use the square-rooted pooled layer4 features alone: the product's earlier score (Mahalanobis, layer4
-only), the k-nearest-neighbour cosine distance and the energy score. Mahalanobis, the root and 0.3 were chosen on
+other rows use the square-rooted pooled features of the last stage alone (the head's input): the product's earlier
+score (Mahalanobis on that stage only), the k-nearest-neighbour cosine distance and the energy score. Mahalanobis, the root and 0.3 were chosen on
 these same foreign sets (`bench/results/trust-variants.txt`), so those AUROCs are not a held-out estimate; the layer
 set was chosen on two other changes used for nothing else, noise and low contrast
 (`bench/results/trust-layers.txt`), and the held-out changes were used for no choice at all: they estimate how
@@ -264,7 +265,7 @@ NEU validation photos flagged (the threshold was calibrated on these same photos
 Lighting shift: {u['lighting_shift']}.
 
 Cost: the score on a 32-photo batch's activations takes {u['score_s'] * 1000:.2f} ms against {u['predict_s'] * 1000:.0f} ms
-for the prediction itself (one ONNX pass giving logits, layer4 maps and the earlier layers' means; fastest of 20 runs each; torch and onnxruntime
+for the prediction itself (one ONNX pass giving logits, the last stage's maps and the earlier stages' means; fastest of 20 runs each; torch and onnxruntime
 with the dashboard's inspection threads, {u['threads']}): overhead ratio
 {u['overhead_ratio']:.4f} (target <= 0.10); ratio of the medians {u['overhead_ratio_median']:.4f}, of the CPU
 time {u['overhead_ratio_cpu']:.4f}. With torch's default threads (2 here) the score's worker threads spin and get
@@ -284,12 +285,10 @@ runs inspections with inference_threads(), as measured here.
 | ELPV review load at <= 5 % escapes | reported | {o['review_load']:.1%} (escapes {o['escape_rate']:.1%}) | |
 
 Training ({"at a load average near " + str(result['machine']['load_average_1_5_15'][0]) if result['machine']['load_average_1_5_15'][0] > 2.5 else "on a quiet machine"}):
-the NEU run (`train --preset product --backbone resnet18 --image-size 128 --time-budget-min 12`) trained
-{um['epochs_trained']} epochs in {um['training_minutes']:.1f} min (kept epoch {um['best_epoch']}; validation
-accuracy {um['val_accuracy']:.3f}; `bench/results/quality.md` has 0.975 for the product preset at 224 px given 25
-minutes); the ELPV run (`train --preset product --good-classes functional --time-budget-min 12`) trained
-{om['epochs_trained']} epochs in {om['training_minutes']:.1f} min (accuracy {om['val_accuracy']:.3f}; 0.671 in
-quality.md with a longer budget).
+the NEU run ({um['backbone_text']}) trained {um['epochs_trained']} epochs in {um['training_minutes']:.1f} min (kept
+epoch {um['best_epoch']}; validation accuracy {um['val_accuracy']:.3f}); the ELPV run ({om['backbone_text']}) trained
+{om['epochs_trained']} epochs in {om['training_minutes']:.1f} min (accuracy {om['val_accuracy']:.3f}). Both are the
+product preset's runs of `bench/quality.py` (or RECIPES with `--train`).
 
 ## Operating point (ELPV, product preset, good class `functional`)
 

@@ -232,3 +232,36 @@ def test_the_models_page_export_of_a_pretrained_run_matches_torch(pretrained_run
     with torch.inference_mode():
         expected = predictor.model(batch).numpy()
     np.testing.assert_allclose(run_onnx(result.path, batch.numpy()), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_the_body_can_learn_at_a_share_of_the_heads_rate():
+    from defect_model.train.config import TrainConfig
+    from defect_model.train.engine import make_optimizer, make_scheduler
+
+    net = build_model("efficientnet_lite0", 3)
+    cfg = TrainConfig(backbone="efficientnet_lite0", lr=1e-3, body_lr_share=0.1, schedule="warmup-cosine", epochs=2)
+    optimizer = make_optimizer(net, cfg)
+    head, body = optimizer.param_groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in net.classifier.parameters()}
+    assert len(head["params"]) + len(body["params"]) == len(list(net.parameters()))
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=4)
+    one_rate = make_optimizer(net, TrainConfig(lr=1e-3, schedule="warmup-cosine", epochs=2))
+    assert len(one_rate.param_groups) == 1  # the reference recipe's share, 1: one rate for all
+    alone = make_scheduler(one_rate, cfg, steps_per_epoch=4)
+    for _ in range(6):  # through the warm-up and into the cosine: the schedule moves both groups alike
+        optimizer.step(), scheduler.step(), one_rate.step(), alone.step()
+        assert head["lr"] == pytest.approx(one_rate.param_groups[0]["lr"]) and head["lr"] > 0
+        assert body["lr"] == pytest.approx(0.1 * head["lr"])
+
+
+def test_syncbatchnorm_keeps_an_efficientnets_activations():
+    """torch's converter turned BatchNormAct2d (BatchNorm + ReLU6) into a plain SyncBatchNorm, dropping ReLU6."""
+    from defect_model.train.distributed import sync_batchnorm_of
+
+    net = build_model("efficientnet_lite0", 3, pretrained=True).eval()
+    batch, _ = _photos(2, 64, seed=8)
+    with torch.no_grad():
+        before = net(batch)
+        converted = sync_batchnorm_of(net).eval()
+        assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+        torch.testing.assert_close(converted(batch), before)

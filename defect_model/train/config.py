@@ -145,6 +145,10 @@ class TrainConfig:
     optimizer: str = _setting("adamw", "adamw (reference) or sgd (momentum 0.9, Nesterov)", group="Optimisation",
                               choices=OPTIMIZERS)
     lr: float = _setting(1e-3, "peak learning rate", group="Optimisation", label="Learning rate")
+    body_lr_share: float = _setting(1.0, "share of the peak learning rate the network's body gets; its new head "
+                                         "gets the whole peak (below 1: pretrained features move less than the "
+                                         "head that learns the classes)", group="Optimisation",
+                                    label="Learning rate share of the network's body", bounds=(0.001, 1.0))
     schedule: str = _setting("cosine", "cosine (the reference: stepped once per epoch, no warm-up); warmup-cosine "
                                        "(linear warm-up over the first epoch, at most a quarter of the run, then "
                                        "cosine to 0, stepped every optimizer step); or constant",

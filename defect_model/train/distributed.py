@@ -234,13 +234,21 @@ def check_same_weights(dist: Dist, model: nn.Module, when: str) -> list[str]:
     return prints
 
 
+def sync_batchnorm_of(model: nn.Module) -> nn.Module:
+    """`model` with every BatchNorm synchronised across processes. timm's converter, because torch's turns an
+    EfficientNet's BatchNormAct2d (BatchNorm then ReLU6) into a plain SyncBatchNorm and drops the activation."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
 def wrap(model: nn.Module, dist: Dist, device: torch.device, sync_batchnorm: bool) -> nn.Module:
     """The model as the training steps call it: DistributedDataParallel over several processes (with
     BatchNorm statistics synchronised across them when asked); the model itself otherwise."""
     if not dist.several:
         return model
     if sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = sync_batchnorm_of(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

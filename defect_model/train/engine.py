@@ -37,7 +37,7 @@ from defect_model.train.data import (DatasetScan, DecodedDataset, DecodedImages,
                    stratified_split, write_split_csv)
 from defect_model.train.metrics import metrics_from_predictions
 from defect_model.train.backbones import backbone as registered
-from defect_model.train.model import build_model, warm_start
+from defect_model.train.model import build_model, head_name, warm_start
 from defect_model.photos.preprocess import normalize_batch
 from defect_model.train import presets
 from defect_model.train.quality import assess
@@ -56,9 +56,21 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """One group at the peak learning rate, or (body_lr_share < 1) the head's group at the peak first, then the
+    body's at its share: the schedule scales both alike, and the first group's rate is the one reported."""
+    if cfg.body_lr_share >= 1.0:
+        return [{"params": list(model.parameters())}]
+    head = list(getattr(model, head_name(model)).parameters())
+    in_head = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in in_head]
+    return [{"params": head}, {"params": body, "lr": cfg.lr * cfg.body_lr_share}]
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):

@@ -45,7 +45,7 @@ def build_model(backbone: str, num_classes: int, dropout: float = 0.2,
 
 def head_name(net: nn.Module) -> str:
     """The attribute holding the (dropout, linear) head: `fc` on a ResNet, `classifier` on an EfficientNet."""
-    return "fc" if hasattr(net, "fc") else "classifier"
+    return "fc" if registered(net.backbone_name).family == "resnet" else "classifier"
 
 
 def head_linear(net: nn.Module) -> nn.Linear:
@@ -99,18 +99,11 @@ def forward_parts(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Activa
     return logits, Activations(maps, means)
 
 
-def heatmap_layer(net: nn.Module) -> nn.Module:
-    """The module whose output is the maps (for pytorch_grad_cam's hooks)."""
-    return net.layer4[-1] if hasattr(net, "layer4") else net.bn2
-
-
 def stage_layer(net: nn.Module, stage: str) -> nn.Module:
-    """The module whose output is a named stage's (pytorch_grad_cam on an earlier stage)."""
-    if stage == stages_of(net)[-1]:
-        return heatmap_layer(net)
-    if hasattr(net, "layer4"):
+    """The module whose output is a named stage's output (where pytorch_grad_cam hooks in)."""
+    if registered(net.backbone_name).family == "resnet":
         return getattr(net, stage)[-1]
-    return net.blocks[int(stage.split(".")[1])]
+    return net.bn2 if stage == "head" else net.blocks[int(stage.split(".")[1])]
 
 
 def warm_start(net: nn.Module, state: dict, source_classes: list[str] | None, classes: list[str],

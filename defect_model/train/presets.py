@@ -7,12 +7,12 @@ writing each decision and its reason into the run's config:
   photos of the smallest (resampling a class of a few dozen photos many times an epoch made the network
   memorise them and over-predict them: on ELPV the good class's recall fell to 0.49);
 - augmentation that keeps a defect's class (flips, turns; on small sets also small affine, light);
-- resolution from the photos' own size, up to 224 px: a thin crack that is 2 px wide at 300 px is gone
-  at 128 px, while large photos cost too much per step on a CPU;
+- resolution from the photos' own size, up to the network's native size (224 px; 260 for EfficientNet-Lite2):
+  a thin crack that is 2 px wide at 300 px is gone at 128 px, while large photos cost too much per step on a CPU;
 - a network that starts from ImageNet weights installed with the tool (EfficientNet-Lite0), where the
   weights package is installed; else one suited to the data size and to CPU training from scratch;
-- a budget in time (default: what the reference recipe takes on this machine), spent on that network and
-  size; the run re-plans its epochs after measuring the first one, stops when validation macro-F1 has not
+- from ImageNet weights, a fixed few passes over the photos; from scratch, a budget in time (default: what
+  the reference recipe takes on this machine), spent on that network and size; the run re-plans its epochs after measuring the first one, stops when validation macro-F1 has not
   improved for a while and keeps its best epoch;
 - an optimisation suited to many short epochs from scratch (or a gentler one from a warm start);
 - aspect-preserving resizing (padding) when photos are not square.
@@ -177,8 +177,8 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
         if train_images < SMALL_DATA_IMAGES:
             changes["augmentation"] = "strong"
             decisions.append(f"strong augmentation (flips, 90-degree turns, small shifts/rotations/zoom, "
-                             f"brightness/contrast): {train_images} training photos are few for a network trained "
-                             "from scratch, and surface defects keep their class under these changes")
+                             f"brightness/contrast): {train_images} training photos are few to learn from, and "
+                             "surface defects keep their class under these changes")
         else:
             changes["augmentation"] = "soft"
             decisions.append(f"soft augmentation (flips, 90-degree turns): {train_images} training photos; "
@@ -231,9 +231,8 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
         if passes.seconds <= PRETRAINED_TIME_LIMIT * scratch.seconds:
             fixed_epochs = PRETRAINED_EPOCHS
             changes["time_budget_min"] = 0.0
-            decisions.append(f"{PRETRAINED_EPOCHS} passes over the training photos, whatever the machine's speed "
-                             f"(about {passes.text()} here): from ImageNet weights a network needs a few passes, not "
-                             "a budget filled with them")
+            decisions.append(f"{PRETRAINED_EPOCHS} passes over the training photos, whatever the machine's speed: "
+                             "from ImageNet weights a network needs a few passes, not a budget filled with them")
     if fixed_epochs is None and not budget:
         budget = reference_time.seconds / 60 * (WARM_START_SHARE if cfg.init_from else 1.0)
         budget = changes["time_budget_min"] = max(1.0, round(budget, 1))

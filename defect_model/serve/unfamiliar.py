@@ -1,9 +1,11 @@
 """How unlike the training photos a photo is: a score from the prediction's own forward pass.
 
-For each of layers 2, 3 and 4: the Mahalanobis distance of the photo's spatial means of that stage's output
-(square-rooted: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class
+For each of the network's last three stages (a ResNet's layers 2, 3 and 4; an EfficientNet-Lite's blocks 2 and 4
+and its head): the Mahalanobis distance of the photo's spatial means of that stage's output
+(square-rooted, sign kept: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class
 mean of the training photos, under one covariance shared by all classes and shrunk towards a scaled identity
-(a few hundred photos cannot fill a 512x512 or 2048x2048 covariance); each layer's distance is standardised by its
+(a few hundred photos cannot fill a 512x512 or 2048x2048 covariance; the fewer the photos for the features, the
+more: shrinkage_for); each layer's distance is standardised by its
 mean and spread on the training photos, and the score is their sum. Layer4 alone (the head's input) is invariant to
 much of what a camera changes - lighting, focus, contrast - because training taught it to be; the earlier layers
 still see it. Mahalanobis was chosen over the k-nearest-neighbour cosine distance and the energy score, the root
@@ -15,7 +17,7 @@ The statistics are plain tensors stored in the checkpoint (`unfamiliar` key: one
 with weights_only=True. Checkpoints from before the layer sum (`features` "mean" or "sqrt-mean") keep their layer4
 score; a checkpoint without statistics has no score, and nothing else changes.
 
-Imports no training code (only the model's Activations); train.familiarity computes the statistics at the end of
+Imports no training code (only the model's Activations and the backbone registry's stage names); train.familiarity computes the statistics at the end of
 training.
 """
 
@@ -32,6 +34,9 @@ from defect_model.train.model import Activations
 
 DEFAULT_FLAG_SHARE = 0.02
 SHRINKAGE = 0.3  # the least weight of the scaled identity in the shared covariance (see shrinkage_for)
+FEATURES = "layers-sqrt-mean"  # what statistics fitted now describe; checkpoints record theirs
+LAYER4_ONLY = ("mean", "sqrt-mean")  # earlier checkpoints' features: layer4's means or their roots
+LAYERS = ("layer2", "layer3", "layer4")  # a ResNet's; every backbone scores its own last three stages
 
 
 def shrinkage_for(dims: int, photos: int, least: float = SHRINKAGE) -> float:
@@ -40,9 +45,6 @@ def shrinkage_for(dims: int, photos: int, least: float = SHRINKAGE) -> float:
     fitted on 160 photos with 0.3 scored unseen ordinary photos as far as noise (AUROC 0.35 on the demo set; 0.9
     of the identity: 1.0); a ResNet18 on NEU-CLS or ELPV (512 features, 1,440 or more photos) keeps 0.3."""
     return max(least, dims / (dims + max(photos, 1)))
-FEATURES = "layers-sqrt-mean"  # what statistics fitted now describe; checkpoints record theirs
-LAYER4_ONLY = ("mean", "sqrt-mean")  # earlier checkpoints' features: layer4's means or their roots
-LAYERS = ("layer2", "layer3", "layer4")  # a ResNet's; every backbone scores its own last three stages
 
 
 def score_layers(stages: Sequence[str]) -> tuple[str, ...]:

@@ -74,7 +74,8 @@ def test_the_weights_sit_where_they_were_trained():
             shuffled[key] = state[other]
     wrong = build_model("efficientnet_lite0", 5)
     wrong.load_state_dict(mapped_state(shuffled, wrong, "shuffled"), strict=False)
-    assert mapped > 0.8 and _batchnorm_agreement(wrong, batch) < mapped - 0.2, (mapped, _batchnorm_agreement(wrong, batch))
+    scrambled = _batchnorm_agreement(wrong, batch)
+    assert mapped > 0.7 and scrambled < mapped - 0.2, (mapped, scrambled)  # measured: 0.83 on these photos
 
 
 def test_a_linear_probe_on_the_frozen_imagenet_features_tells_the_classes_apart():

@@ -101,8 +101,8 @@ def main() -> None:
             key = f"{name} @ {args.minutes:g} min"
             result["trials"][key] = {**trial(name, split, args.minutes, Path(tmp)), "budget_minutes": args.minutes}
             t = result["trials"][key]
-            print(f"{key}: accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f}, miss {t['defect_miss_rate']:.3f}, "
-                  f"false reject {t['false_reject_rate']:.3f}, {t['epochs']} epochs", flush=True)
+            print(f"{key}: accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f}, "
+                  f"miss {t['defect_miss_rate']:.3f}, false reject {t['false_reject_rate']:.3f}, {t['epochs']} epochs", flush=True)
             json_path.write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result, RESULTS.with_suffix(".md"))
     print(RESULTS.with_suffix(".md").read_text())

@@ -145,7 +145,7 @@ class Predictor:
         return None if self.familiarity is None else self.familiarity.scores(activations)
 
     def predict_with_activations(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, Activations]:
-        """Probabilities and activations (the last stage's maps for the heatmap, means for the unfamiliar score) from one
-        forward pass."""
+        """Probabilities and activations (the last stage's maps for the heatmap, means for the unfamiliar score)
+        from one forward pass."""
         logits, activations = self.logits_and_activations(self.to_tensor(arrays))
         return torch.softmax(logits, dim=1).numpy(), activations

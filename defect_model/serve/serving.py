@@ -23,13 +23,9 @@ from defect_model.serve.onnx_graph import LOGITS, OPSET, TOLERANCE, OnnxMismatch
 MAPS = "features"
 
 
-def stage_mean_names(net: nn.Module) -> tuple[str, ...]:
-    return tuple(f"{stage}_mean" for stage in early_stages(net))
-
-
 def outputs_of(net: nn.Module) -> tuple[str, ...]:
     """The graph's outputs for this network: logits, the maps, its earlier stages' means (a ResNet's: layer1-3)."""
-    return (LOGITS, MAPS, *stage_mean_names(net))
+    return (LOGITS, MAPS, *(f"{stage}_mean" for stage in early_stages(net)))
 
 
 class ServingUnavailable(RuntimeError):

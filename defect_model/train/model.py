@@ -83,7 +83,7 @@ def forward_parts(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Activa
     means = {}
     if registered(net.backbone_name).family == "resnet":
         x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-        for stage in ("layer1", "layer2", "layer3"):
+        for stage in early_stages(net):
             x = getattr(net, stage)(x)
             means[stage] = x.mean(dim=(2, 3))
         maps = net.layer4(x)

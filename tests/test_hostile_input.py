@@ -49,6 +49,8 @@ PHOTOS = [
     ("photo-named.txt", lambda: corpus.photo(), MESSAGE, "rename it to photo-named.png"),
     ("no-extension", lambda: corpus.photo(), MESSAGE, "a name without an extension"),
     (":green-badge[pass] ![](http:evil:t.png).png", lambda: corpus.photo(), INSPECTED, ""),
+    ("still.gif", lambda: corpus.photo(fmt="GIF"), INSPECTED, ""),  # issue 27: PIL decodes GIFs; no longer refused
+    ("animated.gif", corpus.animated_gif, INSPECTED, "3 frames .an animation.; its first frame was inspected"),
 ]
 ZIPS = [
     ("photos.zip", lambda: corpus.class_zip(), INSPECTED, ""),
@@ -433,3 +435,89 @@ def test_an_older_database_is_anchored_once_by_audit_anchor(tmp_path, monkeypatc
     _sql(path, "DELETE FROM inspections WHERE id = 3")
     assert cli(["audit", "anchor"]) == 2
     assert "Not anchored" in capsys.readouterr().err
+
+
+# -- issue 27: the served ONNX graph swapped beside its read-only checkpoint -----------------------------------------
+def _served_checkpoint(folder):
+    """A small model made active's way: pinned as served/<sha256>.pt, read-only."""
+    from defect_model.runs.folders import pin_checkpoint
+    from defect_model.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", len(CLASSES), 0.0)
+    meta = {"classes": CLASSES, "config": {"backbone": "resnet18", "dropout": 0.0},
+            "preprocessing": {"image_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    save_checkpoint(folder / "checkpoint.pt", model.state_dict(), meta)
+    return pin_checkpoint(folder / "checkpoint.pt", folder / "served")
+
+
+def _bias_to(graph, class_index: int) -> None:
+    """What the tester did: one bias in the graph's last layer, so that every photo comes out that class at 100 %."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    (bias,) = [t for t in model.graph.initializer if t.dims == [len(CLASSES)]]
+    values = numpy_helper.to_array(bias).copy()
+    values[class_index] += 1000.0
+    bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
+    onnx.save(model, str(graph))
+
+
+@pytest.mark.parametrize("also_rewrites_the_record_beside_it", [False, True])
+def test_a_swapped_serving_graph_is_rebuilt_audited_and_logged_by_its_hash(tmp_path, also_rewrites_the_record_beside_it):
+    import json
+
+    from defect_model.access.audit import AuditLog, verify
+    from defect_model.serve.serving import GraphLedger, serving_paths
+
+    served, checkpoint_sha = _served_checkpoint(tmp_path)
+    db = tmp_path / "inspections.sqlite"
+    ledger = GraphLedger(AuditLog(db))
+    first = Predictor.from_checkpoint(served, ledger=ledger)
+    built_sha = first.graph_sha256
+    assert first.backend == "onnxruntime" and len(built_sha) == 64 and first.checkpoint_sha256 == checkpoint_sha
+    graph, info = serving_paths(served)
+    _bias_to(graph, CLASSES.index("ok"))
+    if also_rewrites_the_record_beside_it:
+        import hashlib
+
+        record = json.loads(info.read_text())
+        info.write_text(json.dumps(dict(record, graph_sha256=hashlib.sha256(graph.read_bytes()).hexdigest())))
+    photo = corpus.photo("crack", 1)
+    again = Predictor.from_checkpoint(served, ledger=ledger)
+    plain = Predictor.from_checkpoint(served, backend="torch")
+    assert again.backend == "onnxruntime"
+    np_probs, torch_probs = again.predict([photo_image(photo)]), plain.predict([photo_image(photo)])
+    assert abs(np_probs - torch_probs).max() < 1e-4, "the swapped graph must not judge"
+    assert again.graph_sha256 == built_sha  # the rebuilt graph is the one that was built from the checkpoint
+    (replaced,) = AuditLog(db).events("serving_graph_replaced")
+    assert replaced["target"] == checkpoint_sha and "changed" in replaced["detail"]["problem"]
+    store = InspectionStore(db)
+    (result,) = inspect_batch(again, expand_uploads([("crack.png", photo)]),
+                              InspectionSettings(run_id="r", good_classes=["ok"], model_sha256="from the record"),
+                              store)
+    row = store.inspections().iloc[0]
+    assert (row["model_sha256"], row["graph_sha256"]) == (checkpoint_sha, built_sha)
+    assert verify(db) == []
+
+
+def photo_image(data: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_a_served_checkpoint_changed_after_activation_is_refused(tmp_path):
+    from defect_model.train.checkpoint import CheckpointError
+
+    served, _ = _served_checkpoint(tmp_path)
+    served.chmod(0o644)
+    data = bytearray(served.read_bytes())
+    data[-100] ^= 1
+    served.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="no longer hash to the sha256 it was made active with"):
+        Predictor.from_checkpoint(served)

@@ -64,13 +64,13 @@ def prepare(db: sqlite3.Connection, table: str) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
 
-# Columns the chained tables gained after they already held chained rows (inspections.source,
+# Columns the chained tables gained after they already held chained rows (inspections.source, graph_sha256,
 # inspections.unfamiliar_score, NULL for a model without the statistics, and the photo statistics brightness,
 # contrast, width and height, NULL before the Monitor), with the value those older rows read back with. A
 # row's hash leaves such a column out while it holds that value, so rows hashed before the column existed
 # still verify; any other value is hashed, and so protected, like the rest of the row.
 LATER_COLUMNS = {"source": "browser", "unfamiliar_score": None, "brightness": None, "contrast": None, "width": None,
-                 "height": None}
+                 "height": None, "graph_sha256": ""}
 # Columns a chained row may change after it was written, left out of its hash: inspections.photo_removed, the
 # time photo retention deleted the stored copy (the row keeps the photo's sha256; each clean-up is itself an
 # event in the audit chain).

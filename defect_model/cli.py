@@ -193,6 +193,7 @@ def cmd_train(args, dist) -> int:
     torchrun rank 0 makes the folder and the other processes train into it."""
     import contextlib
 
+    from defect_model.runs.durable import DiskFull
     from defect_model.runs.jobs import JobError
     from defect_model.runs.folders import RunDir
     from defect_model.train import distributed
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except RankFailed:
         return 2  # rank 0 failed at what this process waited for, and reports it
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError) as exc:
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

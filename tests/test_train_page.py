@@ -429,3 +429,14 @@ def test_good_classes_are_suggested_from_names_that_read_like_a_good_part():
 
     classes = ["functional", "possibly_defective", "ok_parts", "not_ok", "no_defect", "Good", "scratch", "free"]
     assert suggested_good_classes(classes) == ["functional", "ok_parts", "no_defect", "Good", "free"]
+
+
+def test_an_empty_class_folder_is_named_where_the_classes_are_shown(env):
+    """Issue 27: its name was only in the collapsed list of files left out of training."""
+    chosen = Path(shutil.copytree(env["data"] / "demo", env["data"] / "with-empty"))
+    (chosen / "rust").mkdir()
+    app = page()
+    app.radio(key="train_source").set_value(FOLDER).run()
+    app.text_input(key="train_folder").set_value(str(chosen)).run()
+    (warning,) = [w for w in app.warning if "without photos" in shown(w.value)]
+    assert "1 class folder(s) without photos, left out of the classes: rust." in shown(warning.value)

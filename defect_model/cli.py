@@ -480,6 +480,7 @@ COMMANDS = {"evaluate": cmd_evaluate,
 def main(argv: list[str] | None = None) -> int:
     from defect_model.train.checkpoint import CheckpointError
     from defect_model.train.data import DatasetError
+    from defect_model.runs.durable import DiskFull
     from defect_model.runs.jobs import JobError
 
     from defect_model.train.distributed import RankFailed

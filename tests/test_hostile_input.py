@@ -521,3 +521,17 @@ def test_a_served_checkpoint_changed_after_activation_is_refused(tmp_path):
     served.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="no longer hash to the sha256 it was made active with"):
         Predictor.from_checkpoint(served)
+
+
+def test_emptying_the_tables_and_deleting_the_head_log_does_not_pass_for_a_new_database(tmp_path):
+    """The head log starts by itself only on a database that never held a chained row; SQLite's AUTOINCREMENT
+    counter remembers the emptied tables."""
+    from defect_model.access import headlog
+    from defect_model.access.audit import verify
+
+    path = _chained_db(tmp_path)
+    _sql(path, "DELETE FROM audit", "DELETE FROM inspections")
+    headlog.head_log_path(path).unlink()
+    InspectionStore(path).log_inspection(file_name="fresh.png", sha256="0" * 64, photo_path="", verdict="pass")
+    assert [f.table for f in verify(path)] == ["head log"]
+    assert "missing or empty" in verify(path)[0].problem

@@ -196,10 +196,9 @@ def verify_all(path: str | Path, tables: tuple[str, ...] = CHAINED_TABLES) -> Ve
              for line, problem in log.problems]
     with closing(sqlite3.connect(path)) as db:
         present = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        heads = headlog.table_heads(db)
-        if not log.exists and any(heads[t]["id"] for t in tables if t in heads):
+        if not log.exists and headlog.ever_written(db):
             found.append(Finding("head log", None, f"{log_path} is missing or empty though the database holds "
-                                                   "chained rows: rows removed from the end cannot be seen. If this "
+                                                   "(or held) chained rows: rows removed from the end cannot be seen. If this "
                                                    "database is from before the head log, start one with `python -m "
                                                    "defect_model audit anchor`; otherwise the log was deleted"))
         for table in tables:

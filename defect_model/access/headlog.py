@@ -128,10 +128,23 @@ def start_entries(db: sqlite3.Connection, kind: str = "start") -> list[dict]:
     return [{"kind": kind, "table": table, **head} for table, head in table_heads(db).items()]
 
 
+def ever_written(db: sqlite3.Connection) -> bool:
+    """Whether a chained table holds or ever held a row: its rows, or SQLite's AUTOINCREMENT counter, which
+    emptying the table leaves behind."""
+    if any(head["id"] for head in table_heads(db).values()):
+        return True
+    try:
+        marks = db.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+    except sqlite3.OperationalError:  # no AUTOINCREMENT table yet
+        return False
+    return any(name in CHAINED_TABLES and seq for name, seq in marks)
+
+
 def start_if_new(log: HeadLog, db: sqlite3.Connection) -> None:
-    """Start the head log of a database that has no chained row yet (a new database); an older database's is
-    started by `audit anchor`, never silently (a deleted head log must not come back as if nothing happened)."""
-    if not log.started() and all(head["id"] == 0 for head in table_heads(db).values()):
+    """Start the head log of a database that never held a chained row (a new database); an older database's is
+    started by `audit anchor`, never silently (a deleted head log must not come back as if nothing happened, nor
+    after the tables were emptied too)."""
+    if not log.started() and not ever_written(db):
         log.append(start_entries(db))
 
 

@@ -527,6 +527,9 @@ def write_markdown(result: dict, path: Path) -> None:
             f"{burst['peak_rss_mib']} MiB | **{burst['peak_rss_delta_mib']} MiB** | {burst['all_answers_s']} s |",
             "", "Checked passwords are counted from the audit trail (one `sign_in_failed` event per checked wrong "
                 "password); memory is the server process's VmRSS sampled every 10 ms."
+            + (" The same burst against the code before issue 27 (commit {commit}, same machine, this script): "
+               "{attempts_checked} of {attempts} passwords checked, peak delta {peak_rss_delta_mib} MiB.".format(
+                   **burst["before_issue_27"]) if burst.get("before_issue_27") else "")
             + (f" Load average at the end: {burst['load_average']}." if burst.get("load_average") else "")]
     if busy:
         lines += ["", f"The load average was above the {m['cpu_cores']} cores: other work (other sessions' tests) "

@@ -535,3 +535,18 @@ def test_emptying_the_tables_and_deleting_the_head_log_does_not_pass_for_a_new_d
     InspectionStore(path).log_inspection(file_name="fresh.png", sha256="0" * 64, photo_path="", verdict="pass")
     assert [f.table for f in verify(path)] == ["head log"]
     assert "missing or empty" in verify(path)[0].problem
+
+
+def test_a_graph_built_before_the_ledger_is_rebuilt_once_and_recorded_without_blame(tmp_path):
+    from defect_model.access.audit import AuditLog
+    from defect_model.serve.serving import GraphLedger
+
+    served, checkpoint_sha = _served_checkpoint(tmp_path)
+    before = Predictor.from_checkpoint(served)  # an Inspect from before: its graph's hash is only beside it
+    log = AuditLog(tmp_path / "inspections.sqlite")
+    after = Predictor.from_checkpoint(served, ledger=GraphLedger(log))
+    again = Predictor.from_checkpoint(served, ledger=GraphLedger(log))
+    assert log.events("serving_graph_replaced") == []
+    (built,) = log.events("serving_graph")
+    assert built["target"] == checkpoint_sha and built["detail"]["graph_sha256"] == after.graph_sha256
+    assert again.graph_sha256 == after.graph_sha256 and before.graph_sha256

@@ -111,3 +111,18 @@ def test_audit_show_into_a_closed_pipe_ends_quietly(db):
     assert done.stdout.count("\n") == 1 and "sign_in" in done.stdout
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 0
+
+
+def test_the_head_log_can_live_elsewhere(tmp_path, monkeypatch):
+    """DEFECT_AUDIT_HEAD_LOG: on another disk or mount than the database, where its writers may only append."""
+    from defect_model.access.headlog import head_log_path
+
+    elsewhere = tmp_path / "other-mount" / "line3.heads"
+    monkeypatch.setenv("DEFECT_AUDIT_HEAD_LOG", str(elsewhere))
+    path = tmp_path / "db" / "inspections.sqlite"
+    AuditLog(path).record(ADMIN, "activate", "run-1")
+    assert head_log_path(path) == elsewhere and elsewhere.is_file()
+    assert not (tmp_path / "db" / "inspections.sqlite.heads").exists()
+    assert verify(path) == []
+    _execute(path, "DELETE FROM audit")
+    assert [f.table for f in verify(path)] == ["audit"]

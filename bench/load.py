@@ -19,6 +19,14 @@ the server's CPU time (utime + stime of its process, from /proc/PID/stat) is rea
 tab open (idle) and then with one tab on the Train page showing the job's live view (watch). The training
 process is separate and not counted. `watch_cpu_fraction` = server CPU seconds / wall seconds (target <= 0.05).
 
+Sign-in burst (issue 27): --burst pages (default 50) sit on the sign-in form of one server with the same account
+and a wrong password each; at one moment every page presses "Sign in". `attempts_checked`: how many of them had
+their password checked (Argon2id), read back from the audit trail (each checked wrong password is one
+`sign_in_failed` event; the lockout refuses the rest before any check), target <= 5. `peak_rss_delta_mib`: the
+server's resident memory (VmRSS, sampled every 10 ms) at its highest during the burst minus just before it,
+target <= 200 MiB (Argon2id takes 64 MiB per check). `--only signin_burst` runs this part alone on a fresh server
+and replaces only the `signin_burst` key of an existing load.json.
+
 The model: the demo recipe (resnet18, 96 px) trained --epochs epochs on the synthetic demo set, good class ok.
 Writes bench/results/load.json and load.md. Not part of CI (several minutes on 2 cores).
 """
@@ -27,10 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
+import re
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -282,6 +293,94 @@ async def watch_job(url: str, pid: int, seconds: float, timeout_ms: int) -> dict
             await browser.close()
 
 
+# -- a burst of sign-ins ------------------------------------------------------------------------------------
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakMemory:
+    """The highest VmRSS of process `pid` while the `with` block runs, sampled every 10 ms."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def signin_burst(url: str, pid: int, name: str, attempts: int, timeout_ms: int) -> dict:
+    """`attempts` pages press Sign in for `name` with a wrong password at the same moment."""
+    from playwright.async_api import async_playwright
+
+    from defect_model.access.accounts import audit_log
+
+    failed_before = sum(e["target"] == name for e in audit_log().events("sign_in_failed", limit=100_000))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            pages = []
+            for i in range(attempts):  # one context per page: each its own Streamlit session, as separate people
+                context = await browser.new_context(viewport={"width": 900, "height": 700})
+                page = await context.new_page()
+                page.set_default_timeout(timeout_ms)
+                await page.goto(url)
+                await page.get_by_label("Account", exact=True).fill(name)
+                await page.get_by_label("Password", exact=True).fill(f"wrong password {i}")
+                pages.append(page)
+            await asyncio.sleep(3)  # the server settles after the pages' first runs
+            before = rss_mib(pid)
+            with PeakMemory(pid) as memory:
+                started = time.perf_counter()
+                await asyncio.gather(*(page.get_by_role("button", name="Sign in").click() for page in pages))
+                answers = await asyncio.gather(*(page.get_by_text(
+                    re.compile("Wrong account name or password|Too many failed sign-ins")).first.inner_text()
+                    for page in pages), return_exceptions=True)
+                wall = time.perf_counter() - started
+                await asyncio.sleep(2)  # memory freed after the checks is still inside the window
+        finally:
+            await browser.close()
+    checked = sum(e["target"] == name for e in audit_log().events("sign_in_failed", limit=100_000)) - failed_before
+    texts = [a if isinstance(a, str) else f"no answer ({type(a).__name__})" for a in answers]
+    return {"attempts": attempts, "attempts_checked": checked, "target_checked": 5,
+            "wrong_password_answers": sum("Wrong account" in t for t in texts),
+            "locked_answers": sum("Too many failed" in t for t in texts),
+            "no_answer": sum(t.startswith("no answer") for t in texts),
+            "rss_before_mib": round(before, 1), "peak_rss_mib": round(memory.peak, 1),
+            "peak_rss_delta_mib": round(memory.peak - before, 1), "target_peak_rss_delta_mib": 200,
+            "all_answers_s": round(wall, 2)}
+
+
+def only_signin_burst(args, command: str) -> None:
+    """The sign-in burst alone, on a fresh server; the other keys of an existing load.json are kept."""
+    out = Path(args.out)
+    result = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
+        tmp = Path(tmp)
+        os.environ["DEFECT_DB"] = str(tmp / "db" / "inspections.sqlite")
+        make_accounts([("engineer1", "engineer")])
+        (tmp / "runs").mkdir()
+        with streamlit_process(tmp / "runs", tmp / "data", tmp / "streamlit.log", timeout=240) as (url, server):
+            burst = asyncio.run(signin_burst(url, server.pid, "engineer1", args.burst, int(args.timeout_s * 1000)))
+    burst.update(command=command, load_average=[round(v, 2) for v in os.getloadavg()])
+    print(json.dumps(burst, indent=2), flush=True)
+    result["signin_burst"] = burst
+    write_report(result, out, write_markdown)
+
+
 # -- report -------------------------------------------------------------------------------------------------
 def percentile(values: list[float], share: float) -> float:
     if not values:
@@ -310,6 +409,8 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="copy the trained model's run folder here")
     parser.add_argument("--screenshots", metavar="DIR", help="save the page of a session that fails here")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="longest wait for one page step")
+    parser.add_argument("--burst", type=int, default=50, help="pages pressing Sign in at once (wrong passwords)")
+    parser.add_argument("--only", choices=("signin_burst",), help="run this part alone; keep the rest of load.json")
     parser.add_argument("--out", default=str(ROOT / "bench/results/load"))
     args = parser.parse_args()
     global SCREENSHOTS
@@ -317,6 +418,8 @@ def main() -> None:
         SCREENSHOTS = Path(args.screenshots)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     command = "python bench/load.py " + " ".join(sys.argv[1:])
+    if args.only == "signin_burst":
+        return only_signin_burst(args, command)
     load_before = [round(v, 2) for v in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
         tmp = Path(tmp)
@@ -341,6 +444,7 @@ def main() -> None:
             times = [t for s in sessions for t in s["times_s"]]
             print(f"inspected: p50 {percentile(times, 0.5):.2f} s, p95 {percentile(times, 0.95):.2f} s, "
                   f"{len(problems)} problem(s)", flush=True)
+            burst = asyncio.run(signin_burst(url, server.pid, "engineer1", args.burst, int(args.timeout_s * 1000)))
 
             job = start_training_job(demo_data, runs)
             time.sleep(20)  # the job imports torch and decodes its photos
@@ -368,6 +472,7 @@ def main() -> None:
         "load_average": {"before": load_before, "inspect_start": load_inspect, "watch_start": load_watch,
                          "after": load_after},
         "server_log_tail": log_lines,
+        "signin_burst": dict(burst, command=command),
     }
     write_report(result, args.out, write_markdown)
 
@@ -408,6 +513,24 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{m['python']}. Load average (1, 5, 15 min): before {load['before']}, when the uploads started "
         f"{load['inspect_start']}, when the watch started {load['watch_start']}, after {load['after']}.",
     ]
+    burst = result.get("signin_burst")
+    if burst:
+        lines += [
+            "", "## Sign-in burst", "",
+            f"Command: `.venv/bin/{burst['command']}`. {burst['attempts']} pages on the sign-in form of one server "
+            "press Sign in at the same moment, one account, a wrong password each.", "",
+            "| attempts | passwords checked (target <= 5) | answered wrong password | answered locked | no answer | "
+            "server memory before | peak | peak delta (target <= 200 MiB) | all answered in |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {burst['attempts']} | **{burst['attempts_checked']}** | {burst['wrong_password_answers']} | "
+            f"{burst['locked_answers']} | {burst['no_answer']} | {burst['rss_before_mib']} MiB | "
+            f"{burst['peak_rss_mib']} MiB | **{burst['peak_rss_delta_mib']} MiB** | {burst['all_answers_s']} s |",
+            "", "Checked passwords are counted from the audit trail (one `sign_in_failed` event per checked wrong "
+                "password); memory is the server process's VmRSS sampled every 10 ms."
+            + (" The same burst against the code before issue 27 (commit {commit}, same machine, this script): "
+               "{attempts_checked} of {attempts} passwords checked, peak delta {peak_rss_delta_mib} MiB.".format(
+                   **burst["before_issue_27"]) if burst.get("before_issue_27") else "")
+            + (f" Load average at the end: {burst['load_average']}." if burst.get("load_average") else "")]
     if busy:
         lines += ["", f"The load average was above the {m['cpu_cores']} cores: other work (other sessions' tests) "
                       "shared the machine with the server, the 8 browsers and the training job, so the times to "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import os
 import sys
 import typing
 from pathlib import Path
@@ -95,7 +96,10 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the tamper-evident audit trail and inspection log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="check the hash chains; names the first row altered or removed")
+    audit_sub.add_parser("verify", help="check the hash chains and their heads against the head log (and its MACs "
+                                        "when DEFECT_AUDIT_KEY is set); names the first problem per table")
+    audit_sub.add_parser("anchor", help="start the head log of a database from before it, or accept rows written "
+                                        "after the anchored heads (refused while anything else is wrong; recorded)")
     show = audit_sub.add_parser("show", help="the newest audit events")
     show.add_argument("--limit", type=int, default=30)
 
@@ -189,6 +193,7 @@ def cmd_train(args, dist) -> int:
     torchrun rank 0 makes the folder and the other processes train into it."""
     import contextlib
 
+    from defect_model.runs.durable import DiskFull
     from defect_model.runs.jobs import JobError
     from defect_model.runs.folders import RunDir
     from defect_model.train import distributed
@@ -405,9 +410,9 @@ def cmd_accounts(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from defect_model.access.accounts import audit_log
-    from defect_model.access.audit import verify
-    from defect_model.runs.store import InspectionStore, default_db_path
+    from defect_model.access.accounts import audit_log, terminal_actor
+    from defect_model.access.audit import anchor, verify_all
+    from defect_model.runs.store import default_db_path
 
     path = default_db_path()
     if args.audit_command == "show":
@@ -415,13 +420,19 @@ def cmd_audit(args) -> int:
             print(f"{event['id']:>6} {event['time']} {event['actor']:<24} {event['action']:<16} {event['target']} "
                   f"{event['detail'] or ''}")
         return 0
-    InspectionStore(path)  # brings an older database's tables up to date before they are read
-    findings = verify(path)
-    if not findings:
-        print(f"{path}: the audit trail and the inspection log verify (no row altered or removed).")
+    if args.audit_command == "anchor":
+        for line in anchor(path, terminal_actor()):
+            print(f"{path}: anchored {line}")
         return 0
-    for finding in findings:
+    # Read as it is: opening it through the store first would quietly recreate a dropped table.
+    result = verify_all(path)
+    if not result.findings:
+        print(f"{path}: the audit trail and the inspection log verify (no row altered or removed; checked "
+              f"{result.mode}).")
+        return 0
+    for finding in result.findings:
         print(f"{path}: {finding.text()}", file=sys.stderr)
+    print(f"{path}: checked {result.mode}.", file=sys.stderr)
     return 1
 
 
@@ -469,6 +480,7 @@ COMMANDS = {"evaluate": cmd_evaluate,
 def main(argv: list[str] | None = None) -> int:
     from defect_model.train.checkpoint import CheckpointError
     from defect_model.train.data import DatasetError
+    from defect_model.runs.durable import DiskFull
     from defect_model.runs.jobs import JobError
 
     from defect_model.train.distributed import RankFailed
@@ -478,9 +490,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in TRAINING:
             return in_process_group(TRAINING[args.command], args)
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (`audit show | head`): what it wanted was written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not raise again
+        return 0
     except RankFailed:
         return 2  # rank 0 failed at what this process waited for, and reports it
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError) as exc:
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -206,3 +206,11 @@ def cp437_names_zip() -> bytes:
 def hidden_files_zip() -> bytes:
     return raw_zip([Member(b"a.png", photo("ok", 4)), Member(b"__MACOSX/._a.png", b"\0\x05\x16\x07"),
                     Member(b".DS_Store", b"\0\0\0\1Bud1")])
+
+
+def animated_gif() -> bytes:
+    """A GIF of three frames (a camera's or a tool's animation): the first frame is the photo."""
+    frames = [make_sample(label, np.random.default_rng(4), 64)[0].convert("P") for label in ("crack", "ok", "pit")]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    return out.getvalue()

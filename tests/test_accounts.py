@@ -109,3 +109,87 @@ def test_every_account_change_and_sign_in_is_in_a_verified_audit_trail(accounts)
     assert [e["action"] for e in accounts.audit.events()][::-1] == ["account_saved", "sign_in"]
     assert verify(accounts.path) == []
     assert terminal_actor().role == "admin" and terminal_actor().name.endswith("(terminal)")
+
+
+class CountingHasher:
+    """The account's PasswordHasher, counting the checks it runs and how many run at once (each a little slower, so
+    that parallel sign-ins overlap as they do on a loaded server)."""
+
+    def __init__(self, inner):
+        import threading
+
+        self.inner, self.lock = inner, threading.Lock()
+        self.checks = self.running = self.most_at_once = 0
+
+    def _count(self, work):
+        import time
+
+        with self.lock:
+            self.checks += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.2)
+            return work()
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def verify(self, stored, password):
+        return self._count(lambda: self.inner.verify(stored, password))
+
+    def hash(self, password):
+        return self._count(lambda: self.inner.hash(password))
+
+
+def _at_once(count, sign_in):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(i):
+        try:
+            sign_in(i)
+        except SignInError as exc:
+            return str(exc)
+        return "signed in"
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(attempt, range(count)))
+
+
+def test_a_burst_of_parallel_wrong_passwords_gets_no_more_checks_than_the_lockout_allows(accounts):
+    accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
+    accounts.hasher = CountingHasher(accounts.hasher)
+    outcomes = _at_once(20, lambda i: accounts.sign_in("eng", f"guess {i}"))
+    assert accounts.hasher.checks == accounts_module.MAX_FAILURES
+    assert outcomes.count("Wrong account name or password.") == accounts_module.MAX_FAILURES
+    assert sum("Too many failed sign-ins" in o for o in outcomes) == 20 - accounts_module.MAX_FAILURES
+    assert len(accounts.audit.events("sign_in_failed")) == accounts_module.MAX_FAILURES
+
+
+def test_password_checks_run_a_few_at_a_time(accounts):
+    """Argon2id takes 64 MiB per check: a burst over many names must not run them all at once."""
+    accounts.hasher = CountingHasher(accounts.hasher)
+    _at_once(10, lambda i: accounts.sign_in(f"name-{i}", "guess"))
+    assert accounts.hasher.checks == 10 and accounts.hasher.most_at_once <= accounts_module.PASSWORD_CHECKS
+
+
+def test_failures_for_unknown_names_reach_the_audit_trail_once_per_window(accounts, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 12, 7, 1, 0, 10, tzinfo=timezone.utc)
+    monkeypatch.setattr(accounts_module, "_now", lambda: start)
+    for i in range(60):
+        with pytest.raises(SignInError, match="Wrong account name or password"):
+            accounts.sign_in(f"made-up-{i}", "guess")
+    (first,) = accounts.audit.events("sign_in_failed")
+    assert first["target"] == "made-up-0" and first["detail"]["unknown_account"] is True
+    monkeypatch.setattr(accounts_module, "_now", lambda: start + timedelta(minutes=16))
+    with pytest.raises(SignInError):
+        accounts.sign_in("one-more", "guess")
+    latest, _ = accounts.audit.events("sign_in_failed")
+    (earlier,) = latest["detail"]["earlier_windows"]
+    assert earlier["attempts"] == 59 and earlier["names"][:2] == ["made-up-0", "made-up-1"]
+    assert len(earlier["names"]) == accounts_module.UNKNOWN_NAMES_KEPT
+    with sqlite3.connect(accounts.path) as db:  # what is kept to count stays one window long
+        assert db.execute("SELECT COUNT(*) FROM sign_in_failures").fetchone()[0] == 1
+    assert verify(accounts.path) == []

@@ -40,7 +40,7 @@ def _execute(path, sql: str, *params) -> None:
 def test_an_untouched_log_verifies(db, capsys):
     assert verify(db) == []
     assert cli(["audit", "verify"]) == 0
-    assert "verify (no row altered or removed)" in capsys.readouterr().out
+    assert "verify (no row altered or removed;" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("table, sql, row, words", [
@@ -94,3 +94,35 @@ def test_resuming_or_retraining_the_active_run_does_not_change_what_inspect_serv
     # ... and Inspect still serves the pinned copy, unchanged.
     after = Predictor.from_checkpoint(served_checkpoint(get_active(runs))).predict(photo)
     assert np.array_equal(after, before)
+
+
+def test_audit_show_into_a_closed_pipe_ends_quietly(db):
+    """`audit show | head -1`: the reader leaves after one line; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    with sqlite3.connect(db) as conn:  # more than a pipe's buffer holds (their chain does not matter here)
+        conn.executemany("INSERT INTO audit (time, actor, action, target) VALUES ('t', 'adm', 'sign_in', ?)",
+                         [(f"n{i}" * 20,) for i in range(3000)])
+    shell = f"{sys.executable} -m defect_model audit show --limit 3000 | head -1"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True,
+                          env={**os.environ, "DEFECT_DB": str(db)}, cwd=__import__("conftest").ROOT)
+    assert done.stdout.count("\n") == 1 and "sign_in" in done.stdout
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 0
+
+
+def test_the_head_log_can_live_elsewhere(tmp_path, monkeypatch):
+    """DEFECT_AUDIT_HEAD_LOG: on another disk or mount than the database, where its writers may only append."""
+    from defect_model.access.headlog import head_log_path
+
+    elsewhere = tmp_path / "other-mount" / "line3.heads"
+    monkeypatch.setenv("DEFECT_AUDIT_HEAD_LOG", str(elsewhere))
+    path = tmp_path / "db" / "inspections.sqlite"
+    AuditLog(path).record(ADMIN, "activate", "run-1")
+    assert head_log_path(path) == elsewhere and elsewhere.is_file()
+    assert not (tmp_path / "db" / "inspections.sqlite.heads").exists()
+    assert verify(path) == []
+    _execute(path, "DELETE FROM audit")
+    assert [f.table for f in verify(path)] == ["audit"]

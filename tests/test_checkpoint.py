@@ -47,3 +47,47 @@ def test_metadata_must_be_plain_data(tmp_path):
     with pytest.raises(TypeError):
         save_checkpoint(tmp_path / "x.pt", {}, {"classes": object()})
     assert not (tmp_path / "x.pt").exists()
+
+
+def _full_disk_for(monkeypatch, prefix: str) -> None:
+    """Writes of files named `prefix`... go to /dev/full, which answers every write with ENOSPC (a full disk)."""
+    import os
+    import tempfile
+
+    from defect_model.runs import durable
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        fd, path = real(*args, **kwargs)
+        if os.path.basename(path).startswith(prefix):
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+        return fd, path
+
+    monkeypatch.setattr(durable.tempfile, "mkstemp", mkstemp)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_named_with_its_free_space(tmp_path, monkeypatch):
+    from defect_model.runs.durable import DiskFull
+
+    _full_disk_for(monkeypatch, "checkpoint.pt")
+    with pytest.raises(DiskFull, match=f"no space left on device in {tmp_path}: free \\d+ MB. Free space there"):
+        save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.zeros(100_000)}, {"classes": ["a"]})
+    assert not list(tmp_path.iterdir()), "nothing half-written is left"
+
+
+def test_a_run_that_fills_the_disk_fails_saying_so_not_with_torchs_words(tiny_dataset, tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from defect_model.runs.durable import DiskFull
+    from defect_model.runs.folders import RunDir
+    from defect_model.train.engine import fit
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    _full_disk_for(monkeypatch, "checkpoint.pt")
+    with pytest.raises(DiskFull):
+        fit(tiny_config(tiny_dataset, image_size=32, batch_size=8), run)
+    error = run.status()["error"]
+    assert error.startswith(f"no space left on device in {run.path}: free ") and "unexpected pos" not in error
+    assert "resume the run" in error

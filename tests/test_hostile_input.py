@@ -49,6 +49,8 @@ PHOTOS = [
     ("photo-named.txt", lambda: corpus.photo(), MESSAGE, "rename it to photo-named.png"),
     ("no-extension", lambda: corpus.photo(), MESSAGE, "a name without an extension"),
     (":green-badge[pass] ![](http:evil:t.png).png", lambda: corpus.photo(), INSPECTED, ""),
+    ("still.gif", lambda: corpus.photo(fmt="GIF"), INSPECTED, ""),  # issue 27: PIL decodes GIFs; no longer refused
+    ("animated.gif", corpus.animated_gif, INSPECTED, "3 frames .an animation.; its first frame was inspected"),
 ]
 ZIPS = [
     ("photos.zip", lambda: corpus.class_zip(), INSPECTED, ""),
@@ -270,3 +272,281 @@ def test_server_folder_outcome(tmp_path, case, build, outcome, expected):
 
 def test_the_corpus_is_big_enough():
     assert len(PHOTOS) + len(ZIPS) + len(TRAIN_ZIPS) + len(FOLDERS) >= 30
+
+
+# -- issue 27: tampering with the audit trail and the inspection log (an operator with access to the database) ---------
+def _chained_db(folder):
+    """A database with 8 inspections and 6 audit events, written the way the tool writes them."""
+    from defect_model.access.accounts import Actor
+    from defect_model.access.audit import AuditLog
+
+    path = folder / "inspections.sqlite"
+    store = InspectionStore(path)
+    for i in range(8):
+        store.log_inspection(file_name=f"p{i}.png", sha256=f"{i:064x}", photo_path="", verdict="pass", inspector="ana",
+                             run_id="run-1", predicted="ok", confidence=0.9, model_sha256="ab" * 32)
+    log = AuditLog(path)
+    for i in range(6):
+        log.record(Actor("adm", "admin"), "activate", f"run-{i}", sha256=f"{i}" * 64)
+    return path
+
+
+def _sql(path, *statements):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        for statement in statements:
+            db.execute(statement)
+
+
+def _recompute_chain(path, table):
+    """What a forger without the key does after editing rows: give every row a fresh, valid hash and link."""
+    import sqlite3
+
+    from defect_model.access.audit import GENESIS, _digest
+
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        prev = GENESIS
+        for row in [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY id")]:
+            row["prev_hash"] = prev
+            row["row_hash"] = _digest(row)
+            db.execute(f"UPDATE {table} SET prev_hash = ?, row_hash = ? WHERE id = ?",
+                       (row["prev_hash"], row["row_hash"], row["id"]))
+            prev = row["row_hash"]
+
+
+def _rewrite_head_log(path):
+    """...and writes a fresh head log for the edited database (without the key, which the forger lacks)."""
+    import sqlite3
+    from contextlib import closing
+
+    from defect_model.access import headlog
+
+    headlog.head_log_path(path).unlink()
+    with headlog.locked(path) as heads, closing(sqlite3.connect(path)) as db:
+        heads.append(headlog.start_entries(db))
+
+
+TAMPER = [  # (case, statements, table named, words)
+    ("newest 3 audit rows deleted", ["DELETE FROM audit WHERE id > 3"], "audit", "rows removed from the end"),
+    ("newest 5 inspections deleted", ["DELETE FROM inspections WHERE id > 3"], "inspections",
+     "rows removed from the end"),
+    ("audit emptied", ["DELETE FROM audit"], "audit", "the table is empty"),
+    ("audit dropped", ["DROP TABLE audit"], "audit", "missing .dropped."),
+    ("inspections dropped", ["DROP TABLE inspections"], "inspections", "missing .dropped."),
+    ("hashes blanked, then rows edited", ["UPDATE inspections SET row_hash = '' WHERE id >= 6",
+                                          "UPDATE inspections SET verdict = 'reject' WHERE id = 7"],
+     "inspections", "hash is blank"),
+    ("every hash blanked", ["UPDATE audit SET row_hash = '', prev_hash = ''"], "audit", "hash is blank"),
+    ("a row appended with a valid hash", [], "audit", "not in the head log"),
+]
+
+
+@pytest.mark.parametrize("case, statements, table, words", TAMPER, ids=[c[0] for c in TAMPER])
+def test_audit_verify_names_each_tampering(tmp_path, monkeypatch, capsys, case, statements, table, words):
+    from defect_model.access.audit import insert_chained, verify
+    from defect_model.cli import main as cli
+
+    path = _chained_db(tmp_path)
+    monkeypatch.setenv("DEFECT_DB", str(path))
+    assert verify(path) == []
+    _sql(path, *statements)
+    if case == "a row appended with a valid hash":
+        import sqlite3
+
+        with sqlite3.connect(path) as db:  # straight into the database, not through the tool
+            insert_chained(db, "audit", {"time": "2026-01-01T00:00:00+00:00", "actor": "adm", "role": "admin",
+                                         "action": "activate", "target": "forged", "detail": "{}"})
+    findings = verify(path)
+    assert [f.table for f in findings] == [table] and re.search(words, findings[0].problem), findings
+    assert cli(["audit", "verify"]) == 1
+    assert f": {table}" in capsys.readouterr().err
+
+
+def test_a_recomputed_chain_fails_against_the_head_log(tmp_path):
+    from defect_model.access.audit import verify
+
+    path = _chained_db(tmp_path)
+    _sql(path, "UPDATE inspections SET verdict = 'reject' WHERE id = 2")
+    _recompute_chain(path, "inspections")
+    (finding,) = verify(path)
+    assert (finding.table, finding.row_id) == ("inspections", 8) and "rewritten" in finding.problem
+
+
+def test_a_recomputed_chain_and_head_log_fail_only_with_the_key(tmp_path, monkeypatch):
+    """With DEFECT_AUDIT_KEY the heads are signed: a forger who rewrites both files cannot sign them. Without a key
+    such a rewrite verifies (the README says so)."""
+    from defect_model.access.audit import verify
+
+    monkeypatch.setenv("DEFECT_AUDIT_KEY", "plant secret kept off the database server")
+    path = _chained_db(tmp_path)
+    assert verify(path) == []
+    monkeypatch.delenv("DEFECT_AUDIT_KEY")  # the forger's shell
+    _sql(path, "DELETE FROM audit WHERE id > 4", "UPDATE inspections SET verdict = 'reject' WHERE id = 2")
+    _recompute_chain(path, "inspections")
+    _rewrite_head_log(path)
+    assert verify(path) == []  # unkeyed: indistinguishable from an honest database
+    monkeypatch.setenv("DEFECT_AUDIT_KEY", "plant secret kept off the database server")
+    (finding,) = verify(path)
+    assert finding.table == "head log" and "MAC" in finding.problem
+    monkeypatch.setenv("DEFECT_AUDIT_KEY", "a guessed key")
+    assert [f.table for f in verify(path)] == ["head log"]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "middle line removed", "newest line removed", "line edited"])
+def test_damage_to_the_head_log_itself_is_named(tmp_path, damage):
+    from defect_model.access import headlog
+    from defect_model.access.audit import verify
+
+    path = _chained_db(tmp_path)
+    log = headlog.head_log_path(path)
+    lines = log.read_bytes().splitlines(keepends=True)
+    if damage == "deleted":
+        log.unlink()
+    elif damage == "middle line removed":
+        log.write_bytes(b"".join(lines[:5] + lines[6:]))
+    elif damage == "newest line removed":  # the log now anchors an older head than the table has
+        log.write_bytes(b"".join(lines[:-1]))
+    else:
+        log.write_bytes(b"".join(lines[:4] + [lines[4].replace(b'"time": "', b'"time": "1')] + lines[5:]))
+    findings = verify(path)
+    expected = {"deleted": "head log", "middle line removed": "head log", "newest line removed": "audit",
+                "line edited": "head log"}[damage]
+    assert [f.table for f in findings] == [expected], findings
+
+
+def test_an_older_database_is_anchored_once_by_audit_anchor(tmp_path, monkeypatch, capsys):
+    """A database from before the head log is named as unanchored until `audit anchor`, which is recorded; anchoring
+    over a removed row is refused."""
+    from defect_model.access import headlog
+    from defect_model.access.audit import verify
+    from defect_model.cli import main as cli
+
+    path = _chained_db(tmp_path)
+    monkeypatch.setenv("DEFECT_DB", str(path))
+    headlog.head_log_path(path).unlink()  # as a database written before the head log existed
+    InspectionStore(path).log_inspection(file_name="later.png", sha256="0" * 64, photo_path="", verdict="pass")
+    assert not headlog.head_log_path(path).is_file() or not headlog.head_log_path(path).read_bytes()
+    assert [f.table for f in verify(path)] == ["head log"]
+    assert cli(["audit", "anchor"]) == 0 and verify(path) == []
+    events = __import__("defect_model.access.audit", fromlist=["AuditLog"]).AuditLog(path).events("head_log_anchored")
+    assert len(events) == 1 and events[0]["detail"]["kind"] == "start"
+    _sql(path, "DELETE FROM inspections WHERE id = 3")
+    assert cli(["audit", "anchor"]) == 2
+    assert "Not anchored" in capsys.readouterr().err
+
+
+# -- issue 27: the served ONNX graph swapped beside its read-only checkpoint -----------------------------------------
+def _served_checkpoint(folder):
+    """A small model made active's way: pinned as served/<sha256>.pt, read-only."""
+    from defect_model.runs.folders import pin_checkpoint
+    from defect_model.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", len(CLASSES), 0.0)
+    meta = {"classes": CLASSES, "config": {"backbone": "resnet18", "dropout": 0.0},
+            "preprocessing": {"image_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    save_checkpoint(folder / "checkpoint.pt", model.state_dict(), meta)
+    return pin_checkpoint(folder / "checkpoint.pt", folder / "served")
+
+
+def _bias_to(graph, class_index: int) -> None:
+    """What the tester did: one bias in the graph's last layer, so that every photo comes out that class at 100 %."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    (bias,) = [t for t in model.graph.initializer if t.dims == [len(CLASSES)]]
+    values = numpy_helper.to_array(bias).copy()
+    values[class_index] += 1000.0
+    bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
+    onnx.save(model, str(graph))
+
+
+@pytest.mark.parametrize("also_rewrites_the_record_beside_it", [False, True])
+def test_a_swapped_serving_graph_is_rebuilt_audited_and_logged_by_its_hash(tmp_path, also_rewrites_the_record_beside_it):
+    import json
+
+    from defect_model.access.audit import AuditLog, verify
+    from defect_model.serve.serving import GraphLedger, serving_paths
+
+    served, checkpoint_sha = _served_checkpoint(tmp_path)
+    db = tmp_path / "inspections.sqlite"
+    ledger = GraphLedger(AuditLog(db))
+    first = Predictor.from_checkpoint(served, ledger=ledger)
+    built_sha = first.graph_sha256
+    assert first.backend == "onnxruntime" and len(built_sha) == 64 and first.checkpoint_sha256 == checkpoint_sha
+    graph, info = serving_paths(served)
+    _bias_to(graph, CLASSES.index("ok"))
+    if also_rewrites_the_record_beside_it:
+        import hashlib
+
+        record = json.loads(info.read_text())
+        info.write_text(json.dumps(dict(record, graph_sha256=hashlib.sha256(graph.read_bytes()).hexdigest())))
+    photo = corpus.photo("crack", 1)
+    again = Predictor.from_checkpoint(served, ledger=ledger)
+    plain = Predictor.from_checkpoint(served, backend="torch")
+    assert again.backend == "onnxruntime"
+    np_probs, torch_probs = again.predict([photo_image(photo)]), plain.predict([photo_image(photo)])
+    assert abs(np_probs - torch_probs).max() < 1e-4, "the swapped graph must not judge"
+    assert again.graph_sha256 == built_sha  # the rebuilt graph is the one that was built from the checkpoint
+    (replaced,) = AuditLog(db).events("serving_graph_replaced")
+    assert replaced["target"] == checkpoint_sha and "changed" in replaced["detail"]["problem"]
+    store = InspectionStore(db)
+    (result,) = inspect_batch(again, expand_uploads([("crack.png", photo)]),
+                              InspectionSettings(run_id="r", good_classes=["ok"], model_sha256="from the record"),
+                              store)
+    row = store.inspections().iloc[0]
+    assert (row["model_sha256"], row["graph_sha256"]) == (checkpoint_sha, built_sha)
+    assert verify(db) == []
+
+
+def photo_image(data: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_a_served_checkpoint_changed_after_activation_is_refused(tmp_path):
+    from defect_model.train.checkpoint import CheckpointError
+
+    served, _ = _served_checkpoint(tmp_path)
+    served.chmod(0o644)
+    data = bytearray(served.read_bytes())
+    data[-100] ^= 1
+    served.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="no longer hash to the sha256 it was made active with"):
+        Predictor.from_checkpoint(served)
+
+
+def test_emptying_the_tables_and_deleting_the_head_log_does_not_pass_for_a_new_database(tmp_path):
+    """The head log starts by itself only on a database that never held a chained row; SQLite's AUTOINCREMENT
+    counter remembers the emptied tables."""
+    from defect_model.access import headlog
+    from defect_model.access.audit import verify
+
+    path = _chained_db(tmp_path)
+    _sql(path, "DELETE FROM audit", "DELETE FROM inspections")
+    headlog.head_log_path(path).unlink()
+    InspectionStore(path).log_inspection(file_name="fresh.png", sha256="0" * 64, photo_path="", verdict="pass")
+    assert [f.table for f in verify(path)] == ["head log"]
+    assert "missing or empty" in verify(path)[0].problem
+
+
+def test_a_graph_built_before_the_ledger_is_rebuilt_once_and_recorded_without_blame(tmp_path):
+    from defect_model.access.audit import AuditLog
+    from defect_model.serve.serving import GraphLedger
+
+    served, checkpoint_sha = _served_checkpoint(tmp_path)
+    before = Predictor.from_checkpoint(served)  # an Inspect from before: its graph's hash is only beside it
+    log = AuditLog(tmp_path / "inspections.sqlite")
+    after = Predictor.from_checkpoint(served, ledger=GraphLedger(log))
+    again = Predictor.from_checkpoint(served, ledger=GraphLedger(log))
+    assert log.events("serving_graph_replaced") == []
+    (built,) = log.events("serving_graph")
+    assert built["target"] == checkpoint_sha and built["detail"]["graph_sha256"] == after.graph_sha256
+    assert again.graph_sha256 == after.graph_sha256 and before.graph_sha256

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -181,6 +182,7 @@ def test_unreadable_files_go_to_the_errors_folder_with_their_message(place, mode
         assert (errors / name).is_file()
         note = (errors / f"{name}.error.txt").read_text()
         assert name in note and note.strip() == lines[name]["error"]
+        assert not re.search(r"upload|page", note, re.IGNORECASE), note  # issue 27: said for the line, not a page
     for seed in range(4):
         line = lines[f"part_{seed}.png"]
         assert line["verdict"] in ("pass", "reject")  # threshold 0: nobody is asked

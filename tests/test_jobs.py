@@ -217,3 +217,21 @@ def test_the_one_job_rule_holds_for_a_terminals_train_and_resume(tiny_dataset, r
     finally:
         other.kill()
         other.wait()
+
+
+def test_the_first_reader_to_see_a_dead_process_writes_interrupted_into_the_status_file(tmp_path):
+    """Issue 27: a SIGKILLed run's file said `running` until it was resumed; now whoever reads it first fixes it."""
+    import sys
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / "request.yaml").write_text("data_dir: x\n")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run.write_status("running", pid=gone.pid)
+    assert run.status()["state"] == "failed" and run.status()["interrupted"]
+    recorded = json.loads(run.status_file.read_text())
+    assert recorded["state"] == "failed" and recorded["interrupted"] is True
+    assert "killed or crashed" in recorded["error"]
+    run.write_status("running", pid=os.getpid())  # a resume: the mark goes with the new process
+    assert "interrupted" not in json.loads(run.status_file.read_text())

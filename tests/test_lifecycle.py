@@ -79,3 +79,40 @@ def test_delete_refuses_the_active_and_a_running_run(dataset, tmp_path):
     assert dataset.exists()
     deleted = audit_log().events("delete")
     assert [(e["target"], e["actor"]) for e in deleted] == [("finished", "adm")]
+
+
+def _spoil(run, how: str) -> None:
+    """A finished run whose metrics look fine but whose checkpoint the line could not use."""
+    import argparse
+
+    import torch
+
+    payload = torch.load(run.checkpoint, weights_only=True)
+    if how == "unpicklable":  # a Python object torch refuses to load with weights_only=True
+        payload["meta"]["config"] = argparse.Namespace(backbone="resnet18")
+    elif how == "wrong shapes":
+        payload["model"] = {k: v for k, v in payload["model"].items() if not k.startswith("fc")}
+    else:  # damaged weights: every verdict would be NaN
+        payload["model"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in payload["model"].items()}
+    torch.save(payload, run.checkpoint)
+
+
+@pytest.mark.parametrize("how, words", [("unpicklable", "does not load: .*not written by this tool, or it was altered"),
+                                        ("wrong shapes", "does not load into its network"),
+                                        ("nan weights", "gives no numbers .NaN. on 8 validation photo")])
+def test_a_checkpoint_the_line_could_not_use_is_never_made_active(dataset, tmp_path, how, words):
+    good = write_run(tmp_path, dataset)
+    activate(good, ADMIN, root=tmp_path)
+    spoiled = write_run(tmp_path, dataset, "spoiled")
+    _spoil(spoiled, how)
+    with pytest.raises(ActivationError, match=f"was not made active .the active model is unchanged.*{words}") as refused:
+        activate(spoiled, ADMIN, root=tmp_path)
+    assert "weights_only=False" not in str(refused.value) and "weights_only" not in str(refused.value)
+    assert get_active(tmp_path)["run_id"] == good.run_id
+    assert [h["run_id"] for h in activation_history()] == [good.run_id]
+
+
+def test_activation_records_what_the_trial_ran_on(dataset, tmp_path):
+    record = activate(write_run(tmp_path, dataset), ADMIN, root=tmp_path)
+    assert record["trial"] == "8 validation photo(s)"
+    assert activation_history()[0]["trial"] == "8 validation photo(s)"

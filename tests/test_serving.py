@@ -81,7 +81,7 @@ def test_the_graph_is_exported_once_per_checkpoint(tmp_path):
     assert graph.stat().st_mtime_ns == written, "a graph of the same checkpoint is reused"
 
     _checkpoint(tmp_path, 1, 64)  # new weights in the same file: the old graph must not serve them
-    assert serving.cached_graph(checkpoint) is None
+    assert serving.cached_graph(checkpoint)[0] is None
     renewed = Predictor.from_checkpoint(checkpoint)
     reference = Predictor.from_checkpoint(checkpoint, backend="torch")
     photo = _photos(1)[0]
@@ -109,9 +109,9 @@ def test_a_graph_recorded_as_disagreeing_is_never_reused(tmp_path):
     Predictor.from_checkpoint(checkpoint)
     graph, info = serving.serving_paths(checkpoint)
     info.write_text(info.read_text().replace('"max_abs_diff": ', '"max_abs_diff": 1.0, "was": '))
-    assert serving.cached_graph(checkpoint) is None
+    assert serving.cached_graph(checkpoint)[0] is None
     os.utime(graph)  # even a newer graph file does not make it trustworthy
-    assert serving.cached_graph(checkpoint) is None
+    assert serving.cached_graph(checkpoint)[0] is None
 
 
 def test_the_numpy_normalisation_of_photos_equals_the_torch_one_used_in_training():
@@ -133,7 +133,7 @@ def test_a_checkpoint_rewritten_while_loading_never_gets_the_old_weights_graph(t
     old = Predictor.from_checkpoint(checkpoint, backend="torch")
     _checkpoint(tmp_path, 1, 64)  # a training job writes the next epoch meanwhile
     serving.serving_graph(checkpoint, old.model, 64, stamp)  # the old weights' graph, recorded as such
-    assert serving.cached_graph(checkpoint) is None
+    assert serving.cached_graph(checkpoint)[0] is None
     photo = _photos(1)[0]
     np.testing.assert_allclose(Predictor.from_checkpoint(checkpoint).predict(photo),
                                Predictor.from_checkpoint(checkpoint, backend="torch").predict(photo),

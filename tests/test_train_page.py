@@ -237,6 +237,26 @@ def test_bad_zips_are_refused_and_a_good_one_is_kept_by_name(env):
     assert fresh.selectbox(key="train_uploaded").options == ["line-3"]
 
 
+def test_settings_changed_before_adding_a_dataset_survive_the_upload(env, live_pid):
+    """Issue 27: "Invalid training settings: lr must be positive; val_fraction ...; mean and std need three values"
+    right after a successful "Add dataset" while another job ran. The form is not drawn while the zip source waits
+    for its zip, Streamlit then drops the fields' state, and a field the user had changed came back at its minimum."""
+    _prepare_run(env, "20260101-120000-resnet18-live", "running", _events(3, 6, 9, time.time() - 10), pid=live_pid)
+    app = page()
+    app.number_input(key="train_lr").set_value(0.005).run()
+    app.number_input(key="train_val_fraction").set_value(0.3).run()
+    app.text_input(key="train_mean").set_value("0.4, 0.4, 0.4").run()
+    app.radio(key="train_source").set_value(ZIP).run()
+    photos = {f"parts/{label}/{p.name}": p.read_bytes()
+              for label in ("ok", "pit") for p in sorted((env["data"] / "demo" / label).iterdir())}
+    _upload(app, "parts.zip", zip_of(photos), name="line-3")
+    assert any("Saved parts.zip as dataset 'line-3'" in shown(s.value) for s in app.success)
+    assert "Invalid training settings" not in errors(app) and not app.error, errors(app)
+    assert app.number_input(key="train_lr").value == 0.005
+    assert app.number_input(key="train_val_fraction").value == 0.3
+    assert app.text_input(key="train_mean").value == "0.4, 0.4, 0.4"
+
+
 # --- the job panel, from prepared run directories ---------------------------------------------------
 
 def _events(epochs: int, steps_per_epoch: int, done_steps: int, t0: float) -> list[dict]:
@@ -267,8 +287,13 @@ def _prepare_run(env, run_id: str, state: str, events: list[dict], pid: int | No
     run.events.write_text("".join(json.dumps(e) + "\n" for e in events))
     run.log.write_text("run directory: somewhere\nepoch 1/3: train loss 1.0000, val loss 1.1000\n")
     run.status_file.write_text(json.dumps({"state": state, "pid": pid, **status}))
-    if state == "done":
-        run.checkpoint.write_bytes(b"stands in for a checkpoint")
+    if state == "done":  # a real one: activation loads it and runs it before it switches (issue 27)
+        from defect_model.train.checkpoint import save_checkpoint
+        from defect_model.train.model import build_model
+
+        save_checkpoint(run.checkpoint, build_model("resnet18", 2, 0.2).state_dict(),
+                        {"classes": ["ok", "pit"], "config": {"backbone": "resnet18", "dropout": 0.2},
+                         "preprocessing": {"image_size": 48, "mean": [0.5] * 3, "std": [0.25] * 3}})
     return run
 
 
@@ -404,3 +429,14 @@ def test_good_classes_are_suggested_from_names_that_read_like_a_good_part():
 
     classes = ["functional", "possibly_defective", "ok_parts", "not_ok", "no_defect", "Good", "scratch", "free"]
     assert suggested_good_classes(classes) == ["functional", "ok_parts", "no_defect", "Good", "free"]
+
+
+def test_an_empty_class_folder_is_named_where_the_classes_are_shown(env):
+    """Issue 27: its name was only in the collapsed list of files left out of training."""
+    chosen = Path(shutil.copytree(env["data"] / "demo", env["data"] / "with-empty"))
+    (chosen / "rust").mkdir()
+    app = page()
+    app.radio(key="train_source").set_value(FOLDER).run()
+    app.text_input(key="train_folder").set_value(str(chosen)).run()
+    (warning,) = [w for w in app.warning if "without photos" in shown(w.value)]
+    assert "1 class folder(s) without photos, left out of the classes: rust." in shown(warning.value)

@@ -52,7 +52,7 @@ UNFAMILIAR_HELP = ("How far the photo lies from the training photos as the netwo
                    "nearest class, on a scale where training photos average 0; the score is their sum). The "
                    "threshold was set at the end of training so that a small share of the validation photos (2 % "
                    "unless the run chose otherwise) lies above it.")
-UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
+UPLOAD_HELP = ("JPG, PNG, BMP, TIF, WebP or GIF photos, or a .zip of them. Drop many at once; they are inspected in "
                "batches while you keep working, and every file is logged.")
 
 

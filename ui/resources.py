@@ -13,9 +13,10 @@ from defect_model.runs.folders import RunDir, get_active, resolve_run, served_ch
                    max_entries=4)
 def _load_predictor(checkpoint: str, mtime: float):
     from defect_model.serve.inference import Predictor  # torch loads here, once, not at start-up
+    from defect_model.serve.serving import GraphLedger
     from defect_model.workflows.inspection import inference_threads
 
-    return Predictor.from_checkpoint(checkpoint, threads=inference_threads())
+    return Predictor.from_checkpoint(checkpoint, threads=inference_threads(), ledger=GraphLedger.default())
 
 
 def predictor_for(run: RunDir, checkpoint: Path | None = None):

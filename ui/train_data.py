@@ -200,6 +200,10 @@ def insights_ui(insights: DatasetInsights) -> None:
         st.caption("Sizes: " + _top(insights.sizes) + "  \nModes: " + _top(insights.modes))
     if warning := insights.imbalance_warning():
         st.warning(md(warning), icon=":material/balance:")
+    if empty := insights.empty_classes:  # said where the classes are, not only in the list of left-out files
+        st.warning(md(f"{len(empty)} class folder(s) without photos, left out of the classes: {', '.join(empty)}. "
+                      "Put their photos in, or remove the folders, if they should not be classes."),
+                   icon=":material/folder_off:")
     with st.expander("Sample photos per class", expanded=True):
         for name in insights.classes:
             label, photos = st.columns([1, 6], vertical_alignment="center")

@@ -21,6 +21,10 @@ from ui.text import md
 
 PINNED_KEY = "train_pinned"  # the fields this session's user changed: the product preset keeps them
 SEEDED_KEY = "train_shown"  # what the form last put into each field it fills in itself
+# The user's own values, outside the widgets: Streamlit drops a widget's state after a run that does not draw it
+# (the form is not drawn while the "Upload a zip" source waits for its zip), and a number field then came back at
+# its minimum ("lr must be positive" right after "Add dataset").
+KEPT_KEY = "train_kept_values"
 # Groups drawn side by side; the first group sits above them, the last in an expander.
 COLUMN_GROUPS = ("Model", "Optimisation", "Data")
 # New runs start from the product preset (it adapts to the data); every recipe field below it shows the
@@ -134,6 +138,13 @@ def settings_ui(data_dir: Path, classes: list[str], insights: DatasetInsights | 
     scope = f"{zlib.crc32(str(data_dir).encode()):08x}"
     seeded = st.session_state.setdefault(SEEDED_KEY, {})
     pinned = st.session_state.setdefault(PINNED_KEY, set())
+    kept = st.session_state.setdefault(KEPT_KEY, {})
+    for setting in in_form:  # a field the last run did not draw lost its state: the user's value comes back
+        key = _key(setting, scope)
+        if setting.name in pinned and key not in st.session_state and key in kept:
+            st.session_state[key] = kept[key]
+        elif setting.name in pinned and key not in st.session_state:
+            pinned.discard(setting.name)  # nothing of theirs to bring back: the form fills it in again
     # A field whose state differs from what the form last put there was set by the user, even where its change
     # arrived while a slow rerun was drawing (its on_change callback is not the only sign).
     pinned |= {s.name for s in in_form if _key(s, scope) in seeded
@@ -168,6 +179,7 @@ def settings_ui(data_dir: Path, classes: list[str], insights: DatasetInsights | 
 
     problems: list[str] = []
     pinned = set(st.session_state.get(PINNED_KEY, set()))
+    kept.update({_key(s, scope): states[s.name] for s in in_form if s.name in pinned})
     values = {s.name: _value_of(s, states[s.name], problems)
               if s.name in pinned or s.name == "good_classes" else _requested_default(s) for s in in_form}
     if problems:

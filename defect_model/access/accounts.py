@@ -9,15 +9,20 @@ hidden button is never the only guard.
 
 Passwords are hashed with Argon2id (argon2-cffi). Sessions and one-time sign-in links are random tokens of
 which only a hash is stored; sessions expire. Repeated failed sign-ins for one account are refused for a
-while. A plant's identity provider (OpenID Connect through Streamlit's st.login) signs people in by their
+while: each attempt is counted as a failure, in one database transaction, before its password is checked, so
+a burst sent at once gets MAX_FAILURES checks, not one per request; the checks (64 MiB of memory each) run at
+most PASSWORD_CHECKS at a time. Failures for names without an account reach the audit trail once per window
+(the first, then a count of the rest), so a flood of made-up names cannot grow it without bound. A plant's identity provider (OpenID Connect through Streamlit's st.login) signs people in by their
 e-mail; their role is the account of that name, else `inspector`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sqlite3
+import threading
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,7 +31,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from defect_model.access.audit import AuditLog
+from defect_model.access.audit import AuditLog, connect
 
 ROLES = ("inspector", "engineer", "admin")
 # action -> the least role allowed to do it
@@ -49,6 +54,9 @@ LINK_HOURS = 24
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 15 * 60
 MIN_PASSWORD = 10
+PASSWORD_CHECKS = 2  # Argon2id checks at once in this process (each takes 64 MiB); the rest wait their turn
+UNKNOWN_NAMES_KEPT = 20  # names kept with a window's count of failures for unknown accounts
+_password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS)
 ADMIN = "admin"
 
 SCHEMA = """
@@ -68,6 +76,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS sign_in_failures (
     name TEXT NOT NULL,
     time TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sign_in_failures_name ON sign_in_failures(name, time);
+CREATE TABLE IF NOT EXISTS unknown_sign_ins (
+    window TEXT PRIMARY KEY,
+    attempts INTEGER NOT NULL,
+    names TEXT NOT NULL DEFAULT '[]'
 );
 """
 
@@ -191,26 +205,25 @@ class Accounts:
     def sign_in(self, name: str, password: str) -> tuple[Actor, str]:
         """(actor, session token) for a right password; SignInError otherwise, and after too many failures."""
         name = name.strip()
-        wait = self._lockout_seconds(name)
-        if wait:
-            raise SignInError(f"Too many failed sign-ins for {name!r}. Wait {wait // 60 + 1} minute(s), or ask an "
-                              "admin to set a new password.")
+        attempt = self._count_attempt(name)  # refuses once MAX_FAILURES are counted, before any check
         with closing(self._connect()) as db:
             row = db.execute("SELECT role, password_hash, disabled FROM accounts WHERE name = ?", (name,)).fetchone()
+        known = row is not None and bool(row["password_hash"]) and not row["disabled"]
         ok = False
-        if row is not None and row["password_hash"] and not row["disabled"]:
-            try:
-                ok = self.hasher.verify(row["password_hash"], password)
-            except (VerificationError, InvalidHashError):
-                ok = False
-        else:
-            self.hasher.hash(password or "x")  # as slow as a real check: no hint that the name is unknown
+        with _password_checks:
+            if known:
+                try:
+                    ok = self.hasher.verify(row["password_hash"], password)
+                except (VerificationError, InvalidHashError):
+                    ok = False
+            else:
+                self.hasher.hash(password or "x")  # as slow as a real check: no hint that the name is unknown
         if not ok:
-            self._fail(name)
+            self._audit_failure(name, known=row is not None)
             raise SignInError("Wrong account name or password.")
         self._clear_failures(name)
         actor = Actor(name, row["role"])
-        self.audit.record(actor, "sign_in", name, method="password")
+        self.audit.record(actor, "sign_in", name, method="password", attempt=attempt)
         return actor, self._new_token(name, "session", SESSION_HOURS)
 
     def sign_in_external(self, email: str) -> tuple[Actor, str]:
@@ -290,25 +303,70 @@ class Accounts:
                        (_hash_token(token), name, kind, expires))
         return token
 
-    def _fail(self, name: str) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute("INSERT INTO sign_in_failures (name, time) VALUES (?, ?)",
-                       (name, _now().isoformat(timespec="seconds")))
-        self.audit.record(Actor(name or "?", ""), "sign_in_failed", name)
+    def _count_attempt(self, name: str) -> int:
+        """Count this attempt as a failure before its password is checked (a right password clears the count), in
+        one write transaction: of any number of attempts sent at once, MAX_FAILURES get a check. Returns the
+        attempt's number in the window; SignInError once the account is locked."""
+        now = _now()
+        since = (now - timedelta(seconds=FAILURE_WINDOW_S)).isoformat(timespec="seconds")
+        with closing(connect(self.path)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM sign_in_failures WHERE time < ?", (since,))  # the table stays one window long
+                times = [r[0] for r in db.execute("SELECT time FROM sign_in_failures WHERE name = ? ORDER BY time",
+                                                  (name,))]
+                if len(times) < MAX_FAILURES:
+                    db.execute("INSERT INTO sign_in_failures (name, time) VALUES (?, ?)",
+                               (name, now.isoformat(timespec="seconds")))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if len(times) >= MAX_FAILURES:
+            oldest = datetime.fromisoformat(times[-MAX_FAILURES])
+            wait = max(1, int(FAILURE_WINDOW_S - (now - oldest).total_seconds()))
+            raise SignInError(f"Too many failed sign-ins for {name!r}. Wait {wait // 60 + 1} minute(s), or ask an "
+                              "admin to set a new password.")
+        return len(times) + 1
+
+    def _audit_failure(self, name: str, known: bool) -> None:
+        """A failure for an account is recorded each time (the lockout bounds them); failures for names without an
+        account once per FAILURE_WINDOW_S window: the window's first, which also reports the earlier windows'
+        counts and names; the rest are counted in `unknown_sign_ins`."""
+        if known:
+            self.audit.record(Actor(name or "?", ""), "sign_in_failed", name)
+            return
+        window = datetime.fromtimestamp(int(_now().timestamp()) // FAILURE_WINDOW_S * FAILURE_WINDOW_S,
+                                        timezone.utc).isoformat(timespec="seconds")
+        with closing(connect(self.path)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT attempts, names FROM unknown_sign_ins WHERE window = ?", (window,)).fetchone()
+                earlier = []
+                if row is None:
+                    earlier = [{"window": r["window"], "attempts": r["attempts"], "names": json.loads(r["names"])}
+                               for r in db.execute("SELECT * FROM unknown_sign_ins WHERE window < ? ORDER BY window",
+                                                   (window,))]
+                    db.execute("DELETE FROM unknown_sign_ins WHERE window < ?", (window,))
+                    db.execute("INSERT INTO unknown_sign_ins (window, attempts, names) VALUES (?, 1, ?)",
+                               (window, json.dumps([name[:100]])))
+                else:
+                    names = json.loads(row["names"])
+                    if name[:100] not in names and len(names) < UNKNOWN_NAMES_KEPT:
+                        names.append(name[:100])
+                    db.execute("UPDATE unknown_sign_ins SET attempts = attempts + 1, names = ? WHERE window = ?",
+                               (json.dumps(names), window))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if row is None:  # the earlier windows' first failures were recorded already: count the rest
+            self.audit.record(Actor(name[:100] or "?", ""), "sign_in_failed", name[:100], unknown_account=True,
+                              window=window, earlier_windows=[dict(e, attempts=e["attempts"] - 1) for e in earlier])
 
     def _clear_failures(self, name: str) -> None:
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))
-
-    def _lockout_seconds(self, name: str) -> int:
-        since = (_now() - timedelta(seconds=FAILURE_WINDOW_S)).isoformat(timespec="seconds")
-        with closing(self._connect()) as db:
-            times = [r[0] for r in db.execute("SELECT time FROM sign_in_failures WHERE name = ? AND time >= ? "
-                                              "ORDER BY time", (name, since))]
-        if len(times) < MAX_FAILURES:
-            return 0
-        oldest = datetime.fromisoformat(times[-MAX_FAILURES])
-        return max(1, int(FAILURE_WINDOW_S - (_now() - oldest).total_seconds()))
 
 
 def open_accounts(path: str | Path | None = None) -> Accounts:

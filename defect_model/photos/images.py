@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # a GIF: its first frame
 # A photo larger than this is refused before it is decoded (decompression bombs).
 MAX_PIXELS = 64_000_000
 # The most memory one photo's pixels may take, decoded and as the RGB copy handed on: width x height x
@@ -90,7 +90,7 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageError(label, "this is not an image file PIL can read",
-                         "Upload a JPEG, PNG, BMP, TIFF or WebP photo.") from None
+                         "Upload a JPEG, PNG, BMP, TIFF, WebP or GIF photo.") from None
     except Image.DecompressionBombError:
         raise ImageError(label, "the photo is too large to decode safely",
                          "Resize it and upload it again.") from None

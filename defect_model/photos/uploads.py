@@ -18,9 +18,9 @@ from defect_model.photos.images import IMAGE_EXTENSIONS, MAX_DECODED_BYTES, Imag
 # refused before it is decoded or copied.
 MAX_PHOTO_BYTES = MAX_DECODED_BYTES
 
-_FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+_FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "GIF": ".gif"}
 _EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
-                    ".tiff": "TIFF", ".webp": "WEBP"}
+                    ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
 
 
 @dataclass
@@ -84,7 +84,7 @@ def check_upload(name: str, data: bytes) -> list[str]:
             advice = (f"It looks like a {found} photo: rename it to {Path(name).stem}{_FORMAT_EXTENSIONS[found]} "
                       "and upload it again.")
         else:
-            advice = "Upload JPEG, PNG, BMP, TIFF or WebP photos, or a .zip of them."
+            advice = "Upload JPEG, PNG, BMP, TIFF, WebP or GIF photos, or a .zip of them."
         raise ImageError(name, f"{kind} is not a photo type this page reads", advice)
     if not data:
         raise ImageError(name, "the file is empty", "Upload the photo again; the copy may not have finished.")
@@ -96,6 +96,7 @@ def photo_notes(name: str, data: bytes) -> list[str]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             found, mode, info = img.format, img.mode, dict(img.info)
+            frames = getattr(img, "n_frames", 1)
     except Exception:
         return []  # decoding reports the real problem
     notes = []
@@ -108,6 +109,8 @@ def photo_notes(name: str, data: bytes) -> list[str]:
         notes.append("16-bit photo scaled to 8 bits per channel")
     if mode == "CMYK":
         notes.append("CMYK photo converted to RGB")
+    if frames > 1:
+        notes.append(f"has {frames} frames (an animation); its first frame was inspected")
     return notes
 
 

@@ -10,8 +10,10 @@ ago that no live writer can still own them.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,19 +21,62 @@ from pathlib import Path
 from typing import IO
 
 STALE_TMP_S = 3600.0  # a temporary file untouched this long belongs to a writer that died (a write takes seconds)
+FULL = (errno.ENOSPC, errno.EDQUOT)
+NEARLY_FULL_BYTES = 64 * 1024**2  # torch's writer reports a failed write as "unexpected pos": with this little free
+
+
+class DiskFull(OSError):
+    """A write that found no space; the message names the folder, its free space and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without "[Errno 28]"
+
+
+def disk_full(exc: BaseException, folder: Path) -> DiskFull | None:
+    """`exc` as a DiskFull naming `folder` when it (or what it was raised from) is a full disk or quota; torch's
+    checkpoint writer turns a failed write into `RuntimeError: ... unexpected pos ...`, which counts when the
+    folder is nearly full. Else None."""
+    free = free_bytes(folder)
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, DiskFull):
+            return seen
+        full = isinstance(seen, OSError) and seen.errno in FULL
+        torch_write = isinstance(seen, RuntimeError) and "unexpected pos" in str(seen) and free < NEARLY_FULL_BYTES
+        if full or torch_write:
+            return DiskFull(errno.ENOSPC, f"no space left on device in {folder}: free {free // 1024**2} MB. Free "
+                                          "space there (delete old runs, or set DEFECT_RUNS_DIR to a larger disk), "
+                                          "then resume the run: it continues from its last saved checkpoint")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
 
 
 def write_atomic(path: str | Path, write: Callable[[IO], None], mode: str = "w", newline: str | None = None) -> None:
-    """Replace `path` with what `write(handle)` writes, whole or not at all."""
+    """Replace `path` with what `write(handle)` writes, whole or not at all; DiskFull when there is no space."""
     path = Path(path)
     remove_stale_tmp(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise disk_full(exc, path.parent) or exc
     try:
         with os.fdopen(fd, mode, newline=newline) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        full = disk_full(exc, path.parent)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -43,8 +43,13 @@ class EventLog:
         self.path = path
 
     def __call__(self, event: dict) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(event) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(event) + "\n")
+        except OSError as exc:
+            from defect_model.runs.durable import disk_full
+
+            raise disk_full(exc, self.path.parent) or exc
 
 
 class Emitter:

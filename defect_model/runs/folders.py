@@ -145,17 +145,31 @@ class RunDir:
         current.update({"state": state, "updated": now_iso()})
         if state != "failed":
             current.pop("error", None)
+            current.pop("interrupted", None)
         write_json_atomic(self.status_file, current)
 
     def status(self) -> dict:
-        """The recorded status; a 'running' run whose process has died is reported as failed."""
+        """The recorded status; a 'running' run whose process has died is reported as failed and `interrupted`,
+        and the file says so from then on (the first reader to see the dead pid writes it)."""
         current = read_json(self.status_file, None) or self._status_without_file()
         if current.get("state") in ("queued", "running") and current.get("pid") \
                 and not process_alive(current.get("pid"), current.get("pid_started")):
-            current = dict(current, state="failed",
+            current = dict(current, state="failed", interrupted=True,
                            error="The training process stopped without finishing (killed or crashed). "
                                  "Resume the run to continue from its last checkpoint.")
+            self._persist_interrupted(current)
         return current
+
+    def _persist_interrupted(self, seen: dict) -> None:
+        """Write what a reader found: the dead process's run as failed (interrupted), unless the file changed
+        meanwhile (a resume started a new process); a folder this reader may not write is left as it is."""
+        recorded = read_json(self.status_file, None)
+        if not recorded or recorded.get("pid") != seen.get("pid") or recorded.get("state") not in ("queued", "running"):
+            return
+        try:
+            self.write_status("failed", error=seen["error"], interrupted=True)
+        except OSError:
+            pass
 
     def _status_without_file(self) -> dict:
         """A run folder without a status: being created (queued) for a moment, else a job that never started."""
@@ -294,6 +308,14 @@ def pin_checkpoint(checkpoint: Path, folder: Path) -> tuple[Path, str]:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return served, digest
+
+
+def pinned_sha256(path: Path) -> str | None:
+    """The sha256 a pinned copy (`<folder>/served/<sha256>.pt`) must hash to; None for any other checkpoint."""
+    path = Path(path)
+    stem = path.name[:-3] if path.name.endswith(".pt") else ""
+    pinned = path.parent.name == SERVED_DIR and len(stem) == 64 and all(c in "0123456789abcdef" for c in stem)
+    return stem if pinned else None
 
 
 def served_checkpoint(record: dict | None) -> Path | None:

@@ -124,6 +124,8 @@ class InspectionStore:
                 db.execute("ALTER TABLE inspections ADD COLUMN source TEXT NOT NULL DEFAULT 'browser'")
             if "unfamiliar_score" not in columns:  # older rows have none (NULL); audit.LATER_COLUMNS
                 db.execute("ALTER TABLE inspections ADD COLUMN unfamiliar_score REAL")
+            if "graph_sha256" not in columns:  # the ONNX graph that judged (audit.LATER_COLUMNS; '' before it)
+                db.execute("ALTER TABLE inspections ADD COLUMN graph_sha256 TEXT NOT NULL DEFAULT ''")
             if "photo_removed" not in columns:  # when retention deleted the stored copy (audit.MUTABLE_COLUMNS)
                 db.execute("ALTER TABLE inspections ADD COLUMN photo_removed TEXT NOT NULL DEFAULT ''")
             for column, kind in PHOTO_STAT_COLUMNS.items():  # what the camera saw (Monitor's drift; NULL before)
@@ -184,9 +186,11 @@ class InspectionStore:
                        inspector: str = "", run_id: str = "", predicted: str = "", confidence: float | None = None,
                        probabilities: dict | None = None, threshold: float | None = None, error: str = "",
                        time: str | None = None, model_sha256: str = "", source: str | None = None,
-                       photo_stats: dict | None = None, unfamiliar_score: float | None = None) -> int:
+                       photo_stats: dict | None = None, unfamiliar_score: float | None = None,
+                       graph_sha256: str = "") -> int:
         """Append one inspection as the next link of the log's hash chain (see audit.py); `photo_stats` are the
-        photo's brightness, contrast, width and height (defect_model.photos.stats)."""
+        photo's brightness, contrast, width and height (defect_model.photos.stats); `model_sha256` and
+        `graph_sha256` name what judged it (the checkpoint's and the ONNX graph's bytes)."""
         if verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {verdict!r}")
         source = source or self.source
@@ -197,7 +201,8 @@ class InspectionStore:
                 "time": time or _now(), "inspector": inspector, "file_name": file_name, "sha256": sha256,
                 "photo_path": str(photo_path), "run_id": run_id, "predicted": predicted, "confidence": confidence,
                 "probabilities": json.dumps(probabilities or {}), "verdict": verdict, "threshold": threshold,
-                "error": error, "model_sha256": model_sha256, "source": source, "unfamiliar_score": unfamiliar_score,
+                "error": error, "model_sha256": model_sha256, "graph_sha256": graph_sha256, "source": source,
+                "unfamiliar_score": unfamiliar_score,
                 **{column: (photo_stats or {}).get(column) for column in PHOTO_STAT_COLUMNS}})
 
     def last_inspection_id(self) -> int:

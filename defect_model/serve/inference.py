@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from defect_model.train.checkpoint import load_checkpoint
+from defect_model.train.checkpoint import CheckpointError, load_checkpoint
 from defect_model.photos.images import ImageSource, prepare_array
 from defect_model.train.model import Activations, build_model, early_stages, forward_parts
 from defect_model.serve.onnx_graph import INPUT_NAME, LOGITS
@@ -49,8 +50,11 @@ class Predictor:
 
     def __init__(self, model: nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
                  meta: dict | None = None, channels_last: bool = True, session=None, backend_note: str = "",
-                 familiarity: Familiarity | None = None):
+                 familiarity: Familiarity | None = None, checkpoint_sha256: str = "", graph_sha256: str = ""):
         self.session = session
+        # What judges: the sha256 of the checkpoint's bytes as loaded and of the ONNX graph's as opened ('' where
+        # torch judges, or for a model not loaded from a file); logged with every inspection.
+        self.checkpoint_sha256, self.graph_sha256 = checkpoint_sha256, graph_sha256 if session is not None else ""
         self.familiarity = familiarity  # None: a checkpoint from before the unfamiliar-photo check
         self.backend = "onnxruntime" if session is not None else "torch"
         self.backend_note = backend_note
@@ -65,33 +69,48 @@ class Predictor:
         self.meta = dict(meta or {})
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, backend: str = "auto", threads: int | None = None,
+                        ledger=None) -> "Predictor":
         """`backend`: auto (onnxruntime when its graph can be exported and checked, else torch),
-        onnxruntime (raise ServingUnavailable if it cannot be used) or torch."""
+        onnxruntime (raise ServingUnavailable if it cannot be used) or torch. A pinned copy of a checkpoint (named
+        by its sha256, runs.folders.pin_checkpoint) must still hash to its name. `ledger` (serving.GraphLedger):
+        where the serving graph's hash is checked and recorded (the served model: the audit trail)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        from defect_model.runs.folders import pinned_sha256
         from defect_model.serve.serving import ServingUnavailable, fingerprint, serving_session
 
         # Taken before reading: which version of the file the weights came from (a missing file is left to
         # load_checkpoint, whose message names it).
-        stamp = fingerprint(path) if backend != "torch" and Path(path).is_file() else {}
-        payload = load_checkpoint(path)
+        path = Path(path)
+        stamp = fingerprint(path) if backend != "torch" and path.is_file() else {}
+        data = path.read_bytes() if path.is_file() else None
+        digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+        pinned = pinned_sha256(path)
+        if pinned and digest != pinned:
+            raise CheckpointError(f"{path}: its contents no longer hash to the sha256 it was made active with (now "
+                                  f"{digest[:12]}...): the served model was changed after activation. Nothing was "
+                                  "inspected with it. An admin makes the run active again on the Models page.")
+        payload = load_checkpoint(path, data)
         meta = payload["meta"]
         config = meta["config"]
         model = build_model(config["backbone"], len(meta["classes"]), config.get("dropout", 0.0))
         model.load_state_dict(payload["model"])
         meta = dict(meta, checkpoint=str(path))
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-        session, note = None, "as asked"
+        session, graph_sha256, note = None, "", "as asked"
         if backend != "torch":
             try:
-                session, note = serving_session(path, model, preprocessing.image_size, stamp, threads), ""
+                session, graph_sha256 = serving_session(path, model, preprocessing.image_size, stamp, threads,
+                                                        ledger, digest)
+                note = ""
             except ServingUnavailable as exc:
                 if backend == "onnxruntime":
                     raise
                 note = f"because {exc}"
         return cls(model, meta["classes"], preprocessing, meta, session=session, backend_note=note,
-                   familiarity=Familiarity.from_checkpoint(payload))
+                   familiarity=Familiarity.from_checkpoint(payload), checkpoint_sha256=digest,
+                   graph_sha256=graph_sha256)
 
     # -- input ----------------------------------------------------------
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:

@@ -37,8 +37,9 @@ def export_graph(module: nn.Module, size: int, path: Path, output_names: Sequenc
                           do_constant_folding=True)
 
 
-def open_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session; `threads` None = onnxruntime's default (all cores)."""
+def open_session(path: str | Path | bytes, threads: int | None = None):
+    """An onnxruntime CPU session of a graph file or a graph's bytes; `threads` None = onnxruntime's default (all
+    cores)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -46,7 +47,8 @@ def open_session(path: str | Path, threads: int | None = None):
         options.intra_op_num_threads = threads
     # Idle worker threads sleep instead of spinning: the dashboard shares its cores with the browser and trainer.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 @torch.inference_mode()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -38,22 +40,35 @@ def add_to_checkpoint(path: str | Path, key: str, tensors: dict, meta: dict) -> 
     write_atomic(Path(path), lambda handle: torch.save(payload, handle), mode="wb")
 
 
+def torch_reason(exc: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to load it with weights_only=False: that would
+    unpickle whatever the file holds, which this tool never does with a file from elsewhere."""
+    text = str(exc)
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"Unsupported (global: GLOBAL [\w.]+|operand \d+|[^\n.]+)", text)
+        what = f" ({found.group(0).replace('GLOBAL ', '')})" if found else ""
+        return (f"it holds something other than tensors and plain data{what}: it was not written by this tool, "
+                "or it was altered")
+    return (text.strip().splitlines() or ["unreadable"])[0][:300]
+
+
 def _plain_tensors(value) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _plain_tensors(v) for k, v in value.items())
     return isinstance(value, torch.Tensor)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint without unpickling anything but tensors and plain data."""
+def load_checkpoint(path: str | Path, data: bytes | None = None) -> dict:
+    """Read a checkpoint without unpickling anything but tensors and plain data; `data`: the file's bytes, read
+    already (by a caller that hashed them: what is loaded is then what was hashed)."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there. Train a model first or pick another run.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(f"{path}: not a readable defect_model checkpoint ({type(exc).__name__}: {exc}). "
-                              "Use a checkpoint.pt written by this tool.") from None
+        raise CheckpointError(f"{path}: not a readable defect_model checkpoint ({type(exc).__name__}: "
+                              f"{torch_reason(exc)}). Use a checkpoint.pt written by this tool.") from None
     if not isinstance(payload, dict) or "model" not in payload or "meta" not in payload:
         raise CheckpointError(f"{path}: this file is not a defect_model checkpoint (no model/meta). "
                               "Use a checkpoint.pt written by this tool.")
@@ -79,7 +94,8 @@ def read_weights(source: str | Path) -> tuple[dict, list[str] | None, Path]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc}). Give a "
+        raise CheckpointError(f"{path}: not a readable weights file ({type(exc).__name__}: {torch_reason(exc)}). "
+                              "Give a "
                               "checkpoint.pt of this tool or a PyTorch state_dict saved with torch.save.") from None
     classes = None
     if isinstance(payload, dict) and isinstance(payload.get("meta"), dict):

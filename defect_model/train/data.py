@@ -20,6 +20,8 @@ from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSam
 from defect_model.runs.durable import write_atomic
 from defect_model.photos.images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
 
+EMPTY_CLASS = "class folder without photos; left out of the classes"
+
 SPLITS = ("train", "val")
 
 
@@ -131,7 +133,7 @@ def scan_image_folder(root: str | Path) -> DatasetScan:
     found = {label for _, label in items}
     classes = [d.name for d in class_dirs if d.name in found]
     empty = [d.name for d in class_dirs if d.name not in found]
-    skipped += [(f"{name}/", "class folder without photos; left out of the classes") for name in empty]
+    skipped += [(f"{name}/", EMPTY_CLASS) for name in empty]
     scan = DatasetScan(root=root, classes=classes, items=items, skipped=skipped)
     check_trainable(scan.counts(), str(root), empty)
     return scan

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 import dataclasses
@@ -31,7 +32,7 @@ from defect_model.train.config import MAX_EPOCHS, TrainConfig
 from defect_model.runs.events import Callback, Emitter, EventLog
 from defect_model.train.augment import augment_batch
 from defect_model.train.hardware import autocast, resolve_precision
-from defect_model.runs.durable import write_text_atomic
+from defect_model.runs.durable import disk_full, write_text_atomic
 from defect_model.train.data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
                    make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
                    stratified_split, write_split_csv)
@@ -368,10 +369,19 @@ def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resum
         distributed.wait_for_all(dist)  # rank 0 has saved the metrics every process returns
         return read_json(run.metrics, {}) or {}
     except BaseException as exc:
-        message = distributed.failure_text(exc, dist) or f"{type(exc).__name__}: {exc}"
-        if writes:
-            run.write_status("failed", error=message)
-        emit("end", state="failed", error=message)
+        full = disk_full(exc, run.path) if isinstance(exc, (OSError, RuntimeError)) else None
+        message = distributed.failure_text(exc, dist) or (str(full) if full else f"{type(exc).__name__}: {exc}")
+        try:
+            if writes:
+                run.write_status("failed", error=message)
+            emit("end", state="failed", error=message)
+        except OSError:  # the disk is full even for the status: the message goes to train.log's stream at least
+            try:
+                print(f"error: {message}", file=sys.stderr, flush=True)
+            except OSError:
+                pass
+        if full is not None:
+            raise full from None
         raise
     finally:
         _restore_sigterm(previous)

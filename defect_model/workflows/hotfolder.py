@@ -269,8 +269,9 @@ def load_active_model(runs_dir: str | Path | None = None, threads: int | None = 
                          "on the Models page (set DEFECT_RUNS_DIR if the runs live elsewhere); then start the "
                          "watcher again.")
     from defect_model.serve.inference import Predictor  # torch loads here, once there is a model to load
+    from defect_model.serve.serving import GraphLedger
 
-    predictor = Predictor.from_checkpoint(checkpoint, threads=threads)
+    predictor = Predictor.from_checkpoint(checkpoint, threads=threads, ledger=GraphLedger.default())
     warm_up(predictor)
     run = RunDir(Path(record.get("path", "")))
     return ActiveModel(record["run_id"], record.get("sha256", ""), checkpoint, predictor,
@@ -313,12 +314,35 @@ def prepare_results(path: Path) -> None:
         append_result(path, list(CSV_COLUMNS))
 
 
+# The photo checks are the Inspect page's and advise uploading; at the line, a camera writes into a folder.
+LINE_WORDS = [
+    (r"Upload (JPEG, PNG[^.]*?photos), or a \.zip of them\.", r"Set the camera to write \1 (zips are not opened "
+                                                               "here)."),
+    (r"Upload an? (JPEG, PNG[^.]*?photo)\.", r"Set the camera to write a \1."),
+    (r"Upload the photo again; the copy may not have finished\.", "Write the photo into the watched folder again; "
+     "the copy may not have finished (have the camera write a NAME.ready marker, or raise --settle)."),
+    (r"(\w[^.;]*?),? and upload it again\.", r"\1, and write it into the watched folder again."),
+    (r"[Uu]pload it again", "write it into the watched folder again"),
+    (r"the Inspect page's", "the dashboard's"),
+    (r"this page", "the hot folder"),
+]
+
+
+def line_words(message: str) -> str:
+    """A photo check's message with its advice put for the hot folder (a folder, not an upload on a page)."""
+    import re
+
+    for pattern, replacement in LINE_WORDS:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
 def csv_line(row: dict) -> list[str]:
     """One CSV line from a logged inspection (a row of the log, or a FileResult's fields in its names)."""
     confidence = row.get("confidence")
     return [row["time"], row["file_name"], row["verdict"], row.get("predicted") or "",
             "" if confidence is None else f"{float(confidence):.4f}", row.get("run_id") or "",
-            str(row.get("id") or ""), " ".join(str(row.get("error") or "").split())]
+            str(row.get("id") or ""), " ".join(line_words(str(row.get("error") or "")).split())]
 
 
 def append_result(path: Path, line: list[str]) -> None:
@@ -388,7 +412,7 @@ def finish(folders: Folders, row: dict, written_ids: set[str] | None = None) -> 
     target = free_name(destination(folders, row["verdict"]), row["file_name"])
     move_photo(folders.processing / row["file_name"], target)
     if row["verdict"] == "error":  # after the move: a crash between leaves the message in the CSV and the log
-        target.with_name(target.name + ERROR_NOTE_SUFFIX).write_text(str(row.get("error") or "") + "\n")
+        target.with_name(target.name + ERROR_NOTE_SUFFIX).write_text(line_words(str(row.get("error") or "")) + "\n")
     return target
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from defect_model.train.data import scan_image_folder
+from defect_model.train.data import EMPTY_CLASS, scan_image_folder
 from defect_model.photos.images import ImageError, load_image
 
 # A class with this many times fewer photos than the largest one is called out.
@@ -39,6 +39,11 @@ class DatasetInsights:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def empty_classes(self) -> list[str]:
+        """Class folders without photos: left out of the classes (the scan lists them among the skipped)."""
+        return [path.rstrip("/") for path, reason in self.skipped if reason.startswith(EMPTY_CLASS)]
 
     @property
     def largest(self) -> str:

@@ -49,7 +49,7 @@ class InspectionSettings:
     threshold: float = DEFAULT_THRESHOLD
     good_threshold: PassThreshold | None = None  # a pass's own threshold(s) (the model's operating point), else `threshold`
     inspector: str = ""
-    model_sha256: str = ""  # the served checkpoint's hash, logged with each inspection
+    model_sha256: str = ""  # the served checkpoint's hash, logged where no model judged (an unreadable file)
 
 
 def good_classes_of(run: RunDir, predictor) -> list[str]:
@@ -88,6 +88,8 @@ class FileResult:
     size_bytes: int = 0
     unfamiliar_score: float | None = None  # None: the model has no unfamiliar-photo statistics
     unfamiliar_threshold: float | None = None
+    model_sha256: str = ""  # what judged it: the checkpoint's bytes as loaded ...
+    graph_sha256: str = ""  # ... and the ONNX graph's as opened ('' where torch judged)
 
     @property
     def unfamiliar(self) -> bool:
@@ -227,6 +229,8 @@ def _predict_ready(predictor, ready, settings: InspectionSettings) -> None:
                 result.unfamiliar_score = float(scores[i])
                 result.unfamiliar_threshold = predictor.unfamiliar_threshold
             result.verdict = result.verdict_at(settings.threshold, settings.good_classes, settings.good_threshold)
+            result.model_sha256 = getattr(predictor, "checkpoint_sha256", "")
+            result.graph_sha256 = getattr(predictor, "graph_sha256", "")
 
 
 def log_result(store: InspectionStore | None, result: FileResult, settings: InspectionSettings) -> None:
@@ -237,7 +241,7 @@ def log_result(store: InspectionStore | None, result: FileResult, settings: Insp
             file_name=result.name, sha256=result.sha256, photo_path=result.photo_path, verdict=result.verdict,
             inspector=settings.inspector, run_id=result.model_id, predicted=result.predicted,
             confidence=result.confidence, probabilities=result.probability_dict(), threshold=result.threshold,
-            error=result.error, time=result.time, model_sha256=settings.model_sha256, photo_stats=result.photo_stats,
-            unfamiliar_score=result.unfamiliar_score)
+            error=result.error, time=result.time, model_sha256=result.model_sha256 or settings.model_sha256,
+            graph_sha256=result.graph_sha256, photo_stats=result.photo_stats, unfamiliar_score=result.unfamiliar_score)
     except Exception as exc:  # the result is still shown; the page says it was not logged
         result.log_error = f"{result.name}: not logged ({type(exc).__name__}: {exc}). Tell the engineer."

@@ -8,6 +8,7 @@ an override whose reason is recorded.
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -89,10 +90,57 @@ def activation_problems(run: RunDir) -> list[str]:
     return quality.problems
 
 
+TRIAL_PHOTOS = 8  # validation photos an activation runs the model on (its first batch, at most this many)
+
+
+def trial_run(run: RunDir, checkpoint: Path) -> dict:
+    """Load `checkpoint` (weights_only, as Inspect will) and run it on the first batch of the run's validation
+    photos, before anything switches; ActivationError, saying why, when it does not load, does not run or gives no
+    numbers. Returns what was tried, for the audit trail. Where the validation photos are gone (the dataset moved),
+    a grey batch of the model's size still proves that it loads and runs."""
+    import numpy as np
+
+    from defect_model.photos.images import ImageError, load_image
+    from defect_model.serve.inference import Predictor
+    from defect_model.train.checkpoint import CheckpointError
+
+    refused = (f"{run.run_id} was not made active (the active model is unchanged): its checkpoint {checkpoint}")
+    try:
+        predictor = Predictor.from_checkpoint(checkpoint, backend="torch")
+    except CheckpointError as exc:
+        raise ActivationError(f"{refused} does not load: {exc} Retrain the run (or resume it), then activate "
+                              "it.") from None
+    except Exception as exc:  # a network the registry lacks, weights of another shape
+        raise ActivationError(f"{refused} does not load into its network ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300]}). Retrain the run, then activate it.") from None
+    arrays = []
+    try:
+        with run.split.open(newline="") as handle:
+            val = [row["path"] for row in csv.DictReader(handle) if row.get("split") == "val"]
+        dataset = Path(run.settings().data_dir)
+        for rel in val[:TRIAL_PHOTOS]:
+            arrays.append(predictor.prepare(load_image(dataset / rel)))
+    except (OSError, ImageError, ValueError, KeyError):
+        pass  # the photos are not all there any more: the grey batch below still runs the model
+    source = f"{len(arrays)} validation photo(s)" if arrays else "a grey photo (the validation photos are gone)"
+    if not arrays:
+        size = predictor.preprocessing.image_size
+        arrays = [np.full((size, size, 3), 128, dtype=np.uint8)]
+    try:
+        probabilities = predictor.predict_arrays(arrays)
+    except Exception as exc:
+        raise ActivationError(f"{refused} fails on {source} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})."
+                              " Retrain the run, then activate it.") from None
+    if not np.isfinite(probabilities).all():
+        raise ActivationError(f"{refused} gives no numbers (NaN) on {source}: its weights are damaged. Retrain the "
+                              "run, then activate it.")
+    return {"trial": source}
+
+
 def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str | Path | None = None) -> dict:
-    """Point the active-model record at a pinned copy of `run`'s checkpoint. A flagged run needs
-    `override_reason` (kept in the record). `activate` is the way in for people: it adds the role check, the
-    run-state check and the audit trail."""
+    """Point the active-model record at a pinned copy of `run`'s checkpoint, once that copy has loaded and run on
+    the first validation photos (trial_run). A flagged run needs `override_reason` (kept in the record).
+    `activate` is the way in for people: it adds the role check, the run-state check and the audit trail."""
     problems = activation_problems(run)
     if problems and not run.checkpoint.is_file():
         raise ActivationError(f"{run.run_id} cannot be the active model: {'; '.join(problems)}.")
@@ -101,8 +149,9 @@ def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str |
                               "Give an override reason to activate it anyway (it is logged).")
     path = active_file(root)
     served, digest = pin_checkpoint(run.checkpoint, path.parent / SERVED_DIR)
+    tried = trial_run(run, served)
     record = {"run_id": run.run_id, "path": str(run.path), "served": str(served), "sha256": digest, "by": by,
-              "at": now_iso()}
+              "at": now_iso(), **tried}
     if problems:
         record.update(override=override_reason.strip(), problems=problems)
     write_json_atomic(path, record)
@@ -123,6 +172,8 @@ def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | P
     if status.get("state") != "done":
         raise ActivationError(f"{run.run_id} did not finish ({status.get('state')}); only a finished run can be "
                               "made active. Resume it on the Train page first.")
+    if run.checkpoint.is_file():
+        trial_run(run, run.checkpoint)  # before the golden set loads it: the clearest refusal comes first
     golden = compare_golden(run, root if root is not None else run.path.parent)
     changes = changed_lines(golden, limit=len(golden))
     if changes and not golden_ack:
@@ -136,7 +187,7 @@ def activate(run: RunDir, actor: Actor, override_reason: str = "", root: str | P
                        override=record.get("override", ""), problems=record.get("problems", []),
                        accuracy=quality.accuracy if quality else None,
                        defect_miss_rate=quality.defect_miss_rate if quality else None,
-                       golden_checked=len(golden), golden_changes_acknowledged=changes)
+                       golden_checked=len(golden), golden_changes_acknowledged=changes, trial=record.get("trial"))
     return record
 
 

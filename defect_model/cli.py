@@ -9,7 +9,7 @@ import sys
 import typing
 from pathlib import Path
 
-from defect_model.train.config import TrainConfig, settings_of
+from defect_model.common.config import TrainConfig, settings_of
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class=TrainConfig) -> None:
     """One option per setting the command line offers; defaults come from the dataclass (the reference recipe)."""
@@ -407,7 +407,8 @@ def cmd_accounts(args) -> int:
 def cmd_audit(args) -> int:
     from defect_model.access.accounts import audit_log
     from defect_model.access.audit import verify
-    from defect_model.runs.store import InspectionStore, default_db_path
+    from defect_model.runs.store import InspectionStore
+    from defect_model.common.places import default_db_path
 
     path = default_db_path()
     if args.audit_command == "show":

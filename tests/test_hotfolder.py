@@ -19,8 +19,8 @@ import torch
 
 from defect_model.access.audit import verify
 from defect_model.train.checkpoint import save_checkpoint
-from defect_model.train.config import TrainConfig
-from defect_model.train.engine import checkpoint_meta
+from defect_model.common.config import TrainConfig
+from defect_model.train.saving import checkpoint_meta
 from defect_model.workflows.hotfolder import (CSV_COLUMNS, HOT_FOLDER, WatchOptions, load_active_model, make_folders, watch,
                                     watcher_status)
 from defect_model.workflows.lifecycle import activate

@@ -45,7 +45,8 @@ from defect_model.access.audit import connect
 from defect_model.workflows.inspection import FileResult, InspectionSettings, good_classes_of, inspect_batch
 from defect_model.workflows.operating_point import OperatingPoint, load_point
 from defect_model.runs.folders import RunDir, file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
-from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.common.places import default_db_path
 from defect_model.photos.uploads import Upload
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD
 

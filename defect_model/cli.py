@@ -342,7 +342,8 @@ def cmd_watch(args) -> int:
     import signal
     import threading
 
-    from defect_model.workflows.hotfolder import HOT_FOLDER, WatchError, WatchOptions, load_active_model, make_folders, watch
+    from defect_model.workflows.hotfolder import HOT_FOLDER, WatchOptions, load_active_model, watch
+    from defect_model.workflows.hotfolder_intake import WatchError, make_folders
     from defect_model.workflows.inspection import inference_threads
     from defect_model.runs.store import InspectionStore
 

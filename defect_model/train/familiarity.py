@@ -1,5 +1,6 @@
 """At the end of training: what the network's features look like on the training photos (the arithmetic:
-unfamiliar_score), with the threshold that flags the chosen share of the validation photos, stored in the run's checkpoint."""
+unfamiliar_score), with the threshold that flags the chosen share of the validation photos, stored in the run's
+checkpoint."""
 
 from __future__ import annotations
 

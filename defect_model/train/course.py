@@ -9,19 +9,12 @@ from dataclasses import dataclass
 
 from defect_model.common.config import MAX_EPOCHS, TrainConfig
 
-
 # A run still near chance, or blind to a class, after this share of its epochs is called out while it runs.
 WARN_AFTER = 0.3
-
-
 # Share of the planned epochs after which a plateau may end a run that is not perfect.
 SETTLED_SHARE = 0.8
-
-
 # A validation macro-F1 this high cannot improve further in any way that matters.
 PERFECT = 0.999
-
-
 # Past the budget by more than this share, a run stops after the epoch it is in instead of starting another.
 BUDGET_SLACK = 0.05
 

@@ -14,16 +14,9 @@ from pathlib import Path
 from defect_model.photos.uploads import Upload
 from defect_model.runs.folders import now_iso, read_json, write_json_atomic
 
-
 STATE_DIR = ".hotfolder"
-
-
 READY_SUFFIX = ".ready"
-
-
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".swp", "~")
-
-
 ERROR_NOTE_SUFFIX = ".error.txt"
 
 

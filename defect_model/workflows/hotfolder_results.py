@@ -10,10 +10,7 @@ from pathlib import Path
 
 from defect_model.workflows.inspection import FileResult
 
-
 CSV_COLUMNS = ("time", "file", "verdict", "class", "confidence", "model", "inspection_id", "error")
-
-
 RESULTS_TAIL_BYTES = 1 << 20  # recovery looks for a crashed batch's lines in this much of the CSV's end
 
 

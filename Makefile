@@ -28,7 +28,9 @@ run: $(VENV)/.installed
 	$(PY) -m defect_model accounts first-link --url http://127.0.0.1:8501
 	$(PY) -m streamlit run app.py $(STREAMLIT_FLAGS)
 
+# The layering contract (.importlinter) first: a wrong-way import fails in seconds, before the long suite.
 test: $(VENV)/.installed system-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

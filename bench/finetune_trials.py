@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from reproduce_neu import machine, run_cli  # noqa: E402
 
 from defect_model.runs.folders import RunDir  # noqa: E402
-from defect_model.train.quality import assess  # noqa: E402
+from defect_model.common.quality import assess  # noqa: E402
 
 ELPV = ROOT.parent / "shared/datasets/elpv"
 GOOD = ["functional"]

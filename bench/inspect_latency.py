@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, sign_in, streamlit_server  # noqa: E402
-from defect_model.train.config import TrainConfig  # noqa: E402
+from defect_model.common.config import TrainConfig  # noqa: E402
 from defect_model.workflows.lifecycle import set_active  # noqa: E402
 from defect_model.runs.folders import RunDir  # noqa: E402
 from report import write_report  # noqa: E402

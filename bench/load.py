@@ -79,7 +79,7 @@ def trained_model(work: Path, runs: Path, epochs: int, reuse: Path | None = None
     import shutil
 
     from defect_model.photos import synthetic
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
     from defect_model.train.engine import fit
     from defect_model.workflows.lifecycle import activation_problems, set_active
     from defect_model.runs.folders import RunDir
@@ -260,7 +260,7 @@ def start_training_job(data: Path, runs: Path):
     """A resnet18 job long enough to be watched for minutes (the Train page's way: jobs.start)."""
     from defect_model.runs import jobs
     from defect_model.access.accounts import Actor
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
 
     cfg = TrainConfig(data_dir=str(data), backbone="resnet18", image_size=96, epochs=200, batch_size=16)
     os.environ["OMP_NUM_THREADS"] = "1"  # the job inherits it: it leaves the server a core on a 2-core machine

@@ -109,7 +109,7 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from defect_model.train.config import IMAGENET_MEAN, IMAGENET_STD
+    from defect_model.common.config import IMAGENET_MEAN, IMAGENET_STD
     from defect_model.train.model import build_model
 
     torch.manual_seed(0)
@@ -137,7 +137,7 @@ def child_train(variant: str, data: Path, warmup: int, steps: int) -> dict:
         return {"variant": variant, "setup_s": setup, "step_s": times[warmup:], "first_steps_s": times[:warmup],
                 "peak_rss_gib": peak_rss_gib(), "precision": "fp32", "layout": "NCHW"}
 
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
     from defect_model.train.data import DecodedDataset, decode_images, make_loader, scan_image_folder
     from defect_model.train.engine import train_one_epoch
     from defect_model.train.hardware import resolve_precision
@@ -296,7 +296,7 @@ def backbones_section(runs: Path, photos: list[Path], repeats: int) -> dict:
     from inspect_latency import make_run
     from train_throughput import images_per_s
 
-    from defect_model.train.backbones import backbone as registered
+    from defect_model.common.backbones import backbone as registered
 
     found = {}
     for name in BACKBONES:

@@ -29,7 +29,7 @@ from reproduce_neu import (kept_findings, machine, run_cli, summarise,  # noqa: 
                            write_markdown as write_reproduction)
 
 from defect_model.train.hardware import cpu_native_bf16  # noqa: E402
-from defect_model.train.quality import assess  # noqa: E402
+from defect_model.common.quality import assess  # noqa: E402
 from defect_model.runs.folders import RunDir  # noqa: E402
 
 DATASETS = ROOT.parent / "shared/datasets"

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, ".")
-from defect_model.train.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from defect_model.common.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from defect_model.train.hardware import autocast, resolve_precision  # noqa: E402
-from defect_model.train.backbones import backbone as registered  # noqa: E402
+from defect_model.common.backbones import backbone as registered  # noqa: E402
 from defect_model.train.model import build_model  # noqa: E402
 from defect_model.photos.preprocess import normalize_batch  # noqa: E402
 

@@ -41,8 +41,8 @@ from defect_model.photos.images import load_image  # noqa: E402
 from defect_model.photos.synthetic import CLASSES as DEMO_CLASSES, make_sample  # noqa: E402
 from defect_model.runs.folders import RunDir  # noqa: E402
 from defect_model.serve.inference import Predictor  # noqa: E402
-from defect_model.serve.unfamiliar import (FEATURES, energy_scores, fit_mahalanobis, knn_scores,  # noqa: E402
-                                          mahalanobis_scores, pooled)
+from defect_model.train.unfamiliar_score import (FEATURES, energy_scores, fit_mahalanobis, knn_scores,  # noqa: E402
+                                                 mahalanobis_scores, pooled)
 from defect_model.train import checkpoint as ckpt  # noqa: E402
 from defect_model.train.familiarity import add_to_run  # noqa: E402
 from defect_model.workflows.inspection import inference_threads  # noqa: E402

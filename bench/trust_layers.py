@@ -11,8 +11,8 @@ import trust as T
 from defect_model.runs.folders import RunDir
 from defect_model.train import checkpoint as ckpt
 from defect_model.train.model import build_model
-from defect_model.train.config import TrainConfig
-from defect_model.serve.unfamiliar import fit_mahalanobis, mahalanobis_scores
+from defect_model.common.config import TrainConfig
+from defect_model.train.unfamiliar_score import fit_mahalanobis, mahalanobis_scores
 from defect_model.serve.inference import Predictor
 torch.set_num_threads(2)
 run = RunDir(Path(sys.argv[1]))

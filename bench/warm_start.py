@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from reproduce_neu import machine, run_cli  # noqa: E402
 
-from defect_model.train.config import TrainConfig  # noqa: E402
+from defect_model.common.config import TrainConfig  # noqa: E402
 from defect_model.train.presets import warm_retrain  # noqa: E402
 from defect_model.runs.folders import RunDir  # noqa: E402
 

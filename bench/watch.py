@@ -48,7 +48,7 @@ from defect_model.runs.folders import RunDir  # noqa: E402
 def demo_run(work: Path, epochs: int) -> tuple[RunDir, str]:
     """The demo model's network and input size (resnet18, 96 px) trained briefly on the synthetic demo set:
     speed depends on the network and the photo size, not on how well it learned."""
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
     from defect_model.train.engine import fit
 
     data = synthetic.ensure_demo_dataset(work / "demo-data")

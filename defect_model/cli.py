@@ -10,7 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
-from defect_model.train.config import TrainConfig, settings_of
+from defect_model.common.config import TrainConfig, settings_of
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class=TrainConfig) -> None:
     """One option per setting the command line offers; defaults come from the dataclass (the reference recipe)."""
@@ -193,7 +193,7 @@ def cmd_train(args, dist) -> int:
     torchrun rank 0 makes the folder and the other processes train into it."""
     import contextlib
 
-    from defect_model.runs.durable import DiskFull
+    from defect_model.common.durable import DiskFull
     from defect_model.runs.jobs import JobError
     from defect_model.runs.folders import RunDir
     from defect_model.train import distributed
@@ -347,7 +347,8 @@ def cmd_watch(args) -> int:
     import signal
     import threading
 
-    from defect_model.workflows.hotfolder import HOT_FOLDER, WatchError, WatchOptions, load_active_model, make_folders, watch
+    from defect_model.workflows.hotfolder import HOT_FOLDER, WatchOptions, load_active_model, watch
+    from defect_model.workflows.hotfolder_intake import WatchError, make_folders
     from defect_model.workflows.inspection import inference_threads
     from defect_model.runs.store import InspectionStore
 
@@ -412,7 +413,7 @@ def cmd_accounts(args) -> int:
 def cmd_audit(args) -> int:
     from defect_model.access.accounts import audit_log, terminal_actor
     from defect_model.access.audit import anchor, verify_all
-    from defect_model.runs.store import default_db_path
+    from defect_model.common.places import default_db_path
 
     path = default_db_path()
     if args.audit_command == "show":
@@ -480,7 +481,7 @@ COMMANDS = {"evaluate": cmd_evaluate,
 def main(argv: list[str] | None = None) -> int:
     from defect_model.train.checkpoint import CheckpointError
     from defect_model.train.data import DatasetError
-    from defect_model.runs.durable import DiskFull
+    from defect_model.common.durable import DiskFull
     from defect_model.runs.jobs import JobError
 
     from defect_model.train.distributed import RankFailed

@@ -13,7 +13,7 @@ import pytest
 
 from defect_model.photos import synthetic
 from defect_model.access.accounts import Actor
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.engine import fit
 from defect_model.runs.folders import RunDir
 

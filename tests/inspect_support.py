@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.workflows.lifecycle import activation_problems, set_active
 from defect_model.runs.folders import RunDir
 from defect_model.photos.synthetic import make_sample

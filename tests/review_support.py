@@ -21,8 +21,8 @@ from PIL import Image
 
 from defect_model.photos import synthetic
 from defect_model.train.checkpoint import save_checkpoint
-from defect_model.train.config import TrainConfig
-from defect_model.train.engine import checkpoint_meta
+from defect_model.common.config import TrainConfig
+from defect_model.train.saving import checkpoint_meta
 from defect_model.train.metrics import metrics_from_predictions
 from defect_model.train.model import build_model
 from defect_model.runs.folders import RunDir, write_json_atomic

@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from defect_model.train.config import TrainConfig
-from defect_model.train.engine import Course, budget_epochs, fit, make_optimizer, make_scheduler, replan_scheduler
+from defect_model.common.config import TrainConfig
+from defect_model.train.course import Course, budget_epochs
+from defect_model.train.engine import fit
+from defect_model.train.optimization import make_optimizer, make_scheduler, replan_scheduler
 from defect_model.train.model import build_model
 from defect_model.runs.folders import RunDir
 from conftest import tiny_config

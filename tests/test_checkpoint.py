@@ -54,7 +54,7 @@ def _full_disk_for(monkeypatch, prefix: str) -> None:
     import os
     import tempfile
 
-    from defect_model.runs import durable
+    from defect_model.common import durable
 
     real = tempfile.mkstemp
 
@@ -69,7 +69,7 @@ def _full_disk_for(monkeypatch, prefix: str) -> None:
 
 
 def test_a_full_disk_while_saving_a_checkpoint_is_named_with_its_free_space(tmp_path, monkeypatch):
-    from defect_model.runs.durable import DiskFull
+    from defect_model.common.durable import DiskFull
 
     _full_disk_for(monkeypatch, "checkpoint.pt")
     with pytest.raises(DiskFull, match=f"no space left on device in {tmp_path}: free \\d+ MB. Free space there"):
@@ -79,7 +79,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_named_with_its_free_space(tmp_
 
 def test_a_run_that_fills_the_disk_fails_saying_so_not_with_torchs_words(tiny_dataset, tmp_path, monkeypatch):
     from conftest import tiny_config
-    from defect_model.runs.durable import DiskFull
+    from defect_model.common.durable import DiskFull
     from defect_model.runs.folders import RunDir
     from defect_model.train.engine import fit
 

@@ -1,6 +1,6 @@
 import pytest
 
-from defect_model.train.config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
+from defect_model.common.config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
 
 
 def test_defaults_are_the_reference_recipe():

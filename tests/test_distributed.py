@@ -21,10 +21,10 @@ from defect_model.runs import jobs
 from defect_model.runs.folders import RunDir, list_runs, process_alive
 from defect_model.train import distributed, hardware
 from defect_model.train.checkpoint import load_checkpoint
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.data import DecodedDataset, DecodedImages, make_loader
 from defect_model.train.distributed import Dist
-from defect_model.train.engine import plan_split, resolve_settings
+from defect_model.train.prepare import plan_split, resolve_settings
 from defect_model.train.presets import resolve, split_batch
 
 # Each subprocess is bounded: a hang fails the test instead of stalling CI.
@@ -146,7 +146,7 @@ def test_processes_are_offered_for_several_gpus_sockets_or_many_cores(machine):
 def _processes_form():
     import streamlit as st
 
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
     from ui.train_processes import processes_ui
 
     cfg = processes_ui(TrainConfig())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from defect_model.train.checkpoint import load_checkpoint
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.hardware import resolve_precision
 from defect_model.train.engine import fit
 from defect_model.serve.inference import Predictor

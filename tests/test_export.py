@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from defect_model.train.checkpoint import CheckpointError
-from defect_model.serve.export import OPSET, TOLERANCE, cached_export, export_onnx, run_onnx
+from defect_model.workflows.onnx_export import OPSET, TOLERANCE, cached_export, export_onnx, run_onnx
 from defect_model.serve.inference import Predictor
 from review_support import make_dataset, write_run
 

@@ -20,10 +20,12 @@ import torch
 
 from defect_model.access.audit import verify
 from defect_model.train.checkpoint import save_checkpoint
-from defect_model.train.config import TrainConfig
-from defect_model.train.engine import checkpoint_meta
-from defect_model.workflows.hotfolder import (CSV_COLUMNS, HOT_FOLDER, WatchOptions, load_active_model, make_folders, watch,
-                                    watcher_status)
+from defect_model.common.config import TrainConfig
+from defect_model.train.saving import checkpoint_meta
+from defect_model.workflows.hotfolder_results import CSV_COLUMNS
+from defect_model.workflows.hotfolder import HOT_FOLDER, WatchOptions, load_active_model, watch
+from defect_model.workflows.hotfolder_intake import make_folders
+from defect_model.workflows.hotfolder_status import watcher_status
 from defect_model.workflows.lifecycle import activate
 from defect_model.train.model import build_model
 from defect_model.runs.folders import RunDir

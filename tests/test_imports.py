@@ -28,3 +28,15 @@ def test_pages_import_only_ui():
         imports = [line for line in page.read_text().splitlines() if line.startswith(("from ", "import "))]
         outside = [line for line in imports if not line.startswith(("import streamlit", "from ui.", "from __future__"))]
         assert not outside, f"{page.name} imports past ui/: {outside}"
+
+
+def test_what_every_layer_reads_loads_no_torch_and_nothing_above_it():
+    """common/ sits below every layer (the settings schema, the backbone names, the model summary, where files live):
+    reading a setting or a summary must not load torch or any other layer of the engine."""
+    code = ("import sys, importlib, pkgutil, defect_model.common as common\n"
+            "for module in pkgutil.iter_modules(common.__path__, 'defect_model.common.'):\n"
+            "    importlib.import_module(module.name)\n"
+            "engine = sorted({m.split('.')[1] for m in sys.modules if m.startswith('defect_model.')})\n"
+            "print('torch' in sys.modules, ','.join(engine))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "common"]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from defect_model.train import timing
-from defect_model.train.backbones import REGISTRY
+from defect_model.common.backbones import REGISTRY
 from defect_model.train.data import DatasetError
 from defect_model.workflows.insights import inspect_dataset
 from defect_model.train.timing import estimate_training_time, format_duration

@@ -316,7 +316,7 @@ def test_good_classes_come_from_the_run_and_from_the_checkpoint_when_its_setting
     from types import SimpleNamespace
 
     from defect_model.runs.folders import RunDir
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
     from defect_model.workflows.inspection import good_classes_of
 
     predictor = SimpleNamespace(classes=["ok", "pit", "scratch"], meta={"config": {"good_classes": ["pit"]}})

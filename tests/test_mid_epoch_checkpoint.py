@@ -11,7 +11,8 @@ import torch
 from conftest import ENGINEER, tiny_config
 from defect_model.train import checkpoint as ckpt
 from defect_model.runs import jobs
-from defect_model.train.engine import CheckpointClock, fit
+from defect_model.train.saving import CheckpointClock
+from defect_model.train.engine import fit
 from defect_model.runs.folders import RunDir, write_json_atomic
 from test_jobs import finished, log_of, root, stop_leftovers, wait_for  # noqa: F401  (fixtures)
 
@@ -96,7 +97,7 @@ def test_a_write_removes_what_a_killed_write_of_the_same_file_left(tmp_path):
     is old enough that no live writer can own it, and leaves other files' temporaries and fresh ones alone."""
     import time
 
-    from defect_model.runs.durable import STALE_TMP_S
+    from defect_model.common.durable import STALE_TMP_S
 
     old = time.time() - STALE_TMP_S - 60
     killed = tmp_path / "checkpoint.pt.k1ll3d.tmp"

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from defect_model.workflows.compare import compare_runs
 from defect_model.workflows.lifecycle import activation_history
-from defect_model.train.quality import assess
+from defect_model.common.quality import assess
 from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import get_active
 from conftest import shown

@@ -19,7 +19,8 @@ from defect_model.access.audit import verify
 from defect_model.photos.uploads import Upload
 from defect_model.runs.store import InspectionStore
 from defect_model.serve.inference import Predictor, Preprocessing
-from defect_model.serve.unfamiliar import FEATURES, LAYERS, Familiarity, calibrate, fit_layers, layer_features, layered_scores
+from defect_model.train.unfamiliar_score import FEATURES, LAYERS, calibrate, fit_layers, layer_features, layered_scores
+from defect_model.serve.unfamiliar import Familiarity
 from defect_model.train.model import build_model
 from defect_model.workflows.inspection import InspectionSettings, inspect_batch
 from defect_model.workflows.monitor import (QUEUE_SOURCE, REFERENCE_FILE, MonitorError, Periods, default_reference,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import shown
 from defect_model.runs.folders import process_start_time
-from defect_model.workflows.hotfolder import status_dir
+from defect_model.workflows.hotfolder_status import status_dir
 from defect_model.workflows.monitor import QUEUE_SOURCE, validation_reference
 from monitor_support import SPIKE_DAY, UNSURE, seeded_log
 from review_support import open_app_page

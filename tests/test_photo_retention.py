@@ -20,7 +20,8 @@ from defect_model.workflows.inspection import InspectionSettings, inspect_batch
 from defect_model.photos.uploads import expand_uploads
 from defect_model.train.model import build_model
 from defect_model.runs.retention import RETENTION_ENV, clean_up_photos, retention_days
-from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.common.places import default_db_path
 from test_inspection import sample_png
 
 CLASSES = ["ok", "pit", "crack"]

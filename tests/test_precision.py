@@ -3,7 +3,7 @@
 import torch
 
 from defect_model.train import hardware
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.engine import fit
 from defect_model.runs.folders import RunDir
 

@@ -3,7 +3,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.engine import fit
 from defect_model.photos import synthetic
 from defect_model.train.presets import (MIN_EPOCHS, MIN_STEPS_PER_EPOCH, PRETRAINED_EPOCHS, PRETRAINED_NETWORK,
@@ -153,7 +153,7 @@ def test_a_wide_photo_is_padded_not_stretched_in_training(tmp_path):
 
 def test_a_long_budget_on_a_small_set_plans_no_more_epochs_than_a_run_may_have(tiny_dataset):
     """A 120-minute budget on a few dozen photos planned 1,545 epochs, and the run failed on its own settings."""
-    from defect_model.train.config import MAX_EPOCHS
+    from defect_model.common.config import MAX_EPOCHS
     from defect_model.train.presets import resolve
 
     counts = {name: 8 for name in ("crack", "ok", "pit", "scratch", "stain")}

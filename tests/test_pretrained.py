@@ -18,8 +18,8 @@ from defect_model.runs.folders import RunDir
 from defect_model.serve.explain import explain
 from defect_model.serve.inference import Predictor
 from defect_model.serve.serving import outputs_of
-from defect_model.serve.unfamiliar import score_layers
-from defect_model.train import backbones
+from defect_model.train.unfamiliar_score import score_layers
+from defect_model.common import backbones
 from defect_model.train.engine import fit
 from defect_model.train.model import build_model, forward_parts
 from defect_model.train.pretrained import WeightsUnavailable, load_imagenet_weights, mapped_state, verified_file
@@ -111,7 +111,7 @@ def test_a_missing_weights_package_says_what_to_install():
 
 
 def test_a_resnet_has_no_packaged_weights():
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
 
     with pytest.raises(ValueError, match="resnet50 has no ImageNet weights"):
         TrainConfig(backbone="resnet50", pretrained=True)
@@ -188,7 +188,7 @@ def test_the_serving_graph_of_a_pretrained_run_equals_torch(pretrained_run):
 @pytest.mark.parametrize("name", backbones.with_weights())
 def test_every_packaged_backbone_serves_through_onnx_equal_to_torch(name, tmp_path):
     from defect_model.train.checkpoint import save_checkpoint
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
 
     entry = backbones.backbone(name)
     cfg = TrainConfig(backbone=name, image_size=64, mean=entry.weights.mean, std=entry.weights.std)
@@ -224,7 +224,7 @@ def test_a_warm_start_from_a_pretrained_run_keeps_its_network(pretrained_run):
 
 
 def test_the_models_page_export_of_a_pretrained_run_matches_torch(pretrained_run):
-    from defect_model.serve.export import TOLERANCE, export_onnx, run_onnx
+    from defect_model.workflows.onnx_export import TOLERANCE, export_onnx, run_onnx
 
     result = export_onnx(pretrained_run)
     assert result.max_abs_diff <= TOLERANCE
@@ -236,8 +236,8 @@ def test_the_models_page_export_of_a_pretrained_run_matches_torch(pretrained_run
 
 
 def test_the_body_can_learn_at_a_share_of_the_heads_rate():
-    from defect_model.train.config import TrainConfig
-    from defect_model.train.engine import make_optimizer, make_scheduler
+    from defect_model.common.config import TrainConfig
+    from defect_model.train.optimization import make_optimizer, make_scheduler
 
     net = build_model("efficientnet_lite0", 3)
     cfg = TrainConfig(backbone="efficientnet_lite0", lr=1e-3, body_lr_share=0.1, schedule="warmup-cosine", epochs=2)

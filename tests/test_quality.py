@@ -1,7 +1,7 @@
 import pandas as pd
 
 from defect_model.train.metrics import metrics_from_predictions
-from defect_model.train.quality import assess
+from defect_model.common.quality import assess
 
 
 def _metrics(true, pred, classes):

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from defect_model.train import backbones
+from defect_model.common import backbones
 from defect_model.cli import build_parser, config_from_args
-from defect_model.train.config import TrainConfig, _setting, settings_of
+from defect_model.common.config import TrainConfig, _setting, settings_of
 
 Extended = dataclasses.make_dataclass(
     "Extended", [("mixup", float, _setting(0.0, "share of photos blended with another one", group="Data",

@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from defect_model.photos import synthetic
-from defect_model.train.config import TrainConfig, settings_of
+from defect_model.common.config import TrainConfig, settings_of
 from defect_model.train.metrics import metrics_from_predictions
 from defect_model.runs.folders import RunDir, get_active, list_runs
 from ui.train_data import FOLDER, UPLOADED, ZIP

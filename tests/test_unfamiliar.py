@@ -15,8 +15,8 @@ from defect_model.photos.synthetic import make_sample
 from defect_model.photos.uploads import Upload
 from defect_model.runs.store import InspectionStore
 from defect_model.serve.inference import Predictor
-from defect_model.serve.unfamiliar import (LAYERS, calibrate, fit_layers, fit_mahalanobis, layered_scores,
-                                          mahalanobis_scores, pooled)
+from defect_model.train.unfamiliar_score import (LAYERS, calibrate, fit_layers, fit_mahalanobis, layered_scores,
+                                                 mahalanobis_scores, pooled)
 from defect_model.serve.verdicts import UNFAMILIAR_REASON, decide_verdict
 from defect_model.train.checkpoint import load_checkpoint, save_checkpoint
 from defect_model.workflows.inspection import InspectionSettings, inspect_batch

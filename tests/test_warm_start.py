@@ -8,7 +8,7 @@ import torch
 from torchvision import models
 
 from defect_model.train.checkpoint import CheckpointError, load_checkpoint, read_weights
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.engine import fit
 from defect_model.train.model import build_model, warm_start
 from defect_model.train.presets import apply_product_preset

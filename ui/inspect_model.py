@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from defect_model.runs.jobs import JobError, running_job, start
-from defect_model.runs.folders import RunDir, data_root, get_active, list_runs
+from defect_model.runs.folders import RunDir, get_active, list_runs
+from defect_model.common.places import data_root
 from defect_model.workflows.operating_point import OperatingPoint, load_point
 from defect_model.workflows.lifecycle import ActivationError, activate, activation_problems
 from defect_model.workflows.inspection import good_classes_of

@@ -19,7 +19,8 @@ from defect_model.workflows.inspection import FileResult, InspectionSettings, in
 from defect_model.workflows.inspection_export import (class_counts, heatmap_for_class, load_stored_photo, overlay_for,
                                            overlays_zip, results_table, verdict_counts)
 from defect_model.workflows.inspection_queue import InspectionQueue
-from defect_model.runs.store import InspectionStore, default_db_path
+from defect_model.runs.store import InspectionStore
+from defect_model.common.places import default_db_path
 from defect_model.workflows.operating_point import record_override
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD, UNFAMILIAR_REASON, VERDICTS, VERDICT_LABELS, PassThreshold
 from ui.inspect_history import decode_ids, encode_ids, restore_batch

@@ -396,7 +396,7 @@ def review_link_ui(run: RunDir) -> None:
 
 
 def downloads_ui(run: RunDir) -> None:
-    from defect_model.serve.export import ExportError, cached_export, export_onnx
+    from defect_model.workflows.onnx_export import ExportError, cached_export, export_onnx
 
     if not run.checkpoint.is_file():
         st.info(md(f"{run.checkpoint}: no checkpoint yet."))

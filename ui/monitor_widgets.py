@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from defect_model.runs.folders import RunDir, resolve_run
-from defect_model.runs.store import SOURCES, InspectionStore, default_db_path
-from defect_model.workflows.hotfolder import watcher_status
+from defect_model.runs.store import SOURCES, InspectionStore
+from defect_model.common.places import default_db_path
+from defect_model.workflows.hotfolder_status import watcher_status
 from defect_model.workflows.monitor import (REFERENCE_FILE, MonitorError, Periods, default_reference, drift_alarm,
                                             load_log)
 from ui.resources import active_run

@@ -16,7 +16,7 @@ from PIL import Image
 
 from defect_model.access.accounts import Actor
 from defect_model.workflows.calibration import reliability
-from defect_model.train.quality import ModelQuality, assess
+from defect_model.common.quality import ModelQuality, assess
 from defect_model.workflows.review import (ReviewData, ReviewError, cell_photos, confusion_counts, decide_inspection,
                                  decision_counts, describe_decision, inspection_corrections, latest_decisions,
                                  load_review, misclassified, photo_file, plain_records, record_decision,
@@ -136,7 +136,7 @@ def store_ui() -> InspectionStore | None:
     try:
         return InspectionStore()
     except Exception as exc:  # sqlite raises several types for a bad path or a locked, damaged file
-        from defect_model.runs.store import default_db_path
+        from defect_model.common.places import default_db_path
 
         st.error(md(f"{default_db_path()}: cannot open the corrections database ({exc}). Check that the folder is "
                     "writable, or set DEFECT_DB to another file."))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from defect_model.access.accounts import Accounts, Actor, PERMISSIONS, SignInError, open_accounts
-from defect_model.runs.store import default_db_path
+from defect_model.common.places import default_db_path
 from ui.text import md
 
 TOKEN_KEY = "session_token"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from defect_model.train.quality import assess
+from defect_model.common.quality import assess
 from defect_model.access.accounts import Actor
 from ui.resources import active_run
 from ui.accounts_widgets import own_password_ui

@@ -14,7 +14,7 @@ import streamlit as st
 from defect_model.photos.archives import ArchiveError, extract_zip
 from defect_model.train.data import DatasetError, allowed_data_folder, data_roots, scan_image_folder
 from defect_model.workflows.insights import DatasetInsights, inspect_dataset
-from defect_model.runs.folders import data_root
+from defect_model.common.places import data_root
 from defect_model.runs.store import InspectionStore
 from defect_model.photos.synthetic import ensure_demo_dataset
 from ui.address import keep, restore

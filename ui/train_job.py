@@ -14,13 +14,14 @@ import streamlit as st
 import yaml
 
 from defect_model.runs import jobs
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.data import DatasetError
 from defect_model.runs.events import curves, progress as read_progress
 from defect_model.train.timing import format_duration
 from defect_model.workflows.lifecycle import activate
-from defect_model.train.quality import assess
-from defect_model.runs.folders import RunDir, get_active, list_runs, runs_root
+from defect_model.common.quality import assess
+from defect_model.runs.folders import RunDir, get_active, list_runs
+from defect_model.common.places import runs_root
 from defect_model.runs.store import InspectionStore
 from ui.flash import flash, flash_ui
 from ui.run_picker import run_select

@@ -7,7 +7,7 @@ import dataclasses
 
 import streamlit as st
 
-from defect_model.train.config import TrainConfig, setting_help
+from defect_model.common.config import TrainConfig, setting_help
 from defect_model.train.engine import training_device
 from defect_model.train.hardware import process_choice
 from ui.text import md

@@ -1,4 +1,4 @@
-"""Train page, settings: one widget per TrainConfig setting, laid out and labelled as defect_model.train.config
+"""Train page, settings: one widget per TrainConfig setting, laid out and labelled as defect_model.common.config
 declares it (group, label, choices, bounds, help), so a setting added there appears here by itself.
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from defect_model.train.config import GROUPS, Setting, TrainConfig, settings_of
+from defect_model.common.config import GROUPS, Setting, TrainConfig, settings_of
 from defect_model.train.data import DatasetError, data_roots, inside_roots, read_split_csv, scan_image_folder
 from defect_model.workflows.insights import DatasetInsights
 from defect_model.train.presets import resolve
-from defect_model.runs.folders import data_root, runs_root
+from defect_model.common.places import data_root, runs_root
 from defect_model.train.timing import TimeEstimate, estimate_training_time
 from ui.text import md
 

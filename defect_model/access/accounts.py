@@ -371,13 +371,13 @@ class Accounts:
 
 def open_accounts(path: str | Path | None = None) -> Accounts:
     """The accounts in the inspection database ($DEFECT_DB, else <data folder>/inspections.sqlite)."""
-    from defect_model.runs.store import default_db_path
+    from defect_model.common.places import default_db_path
 
     return Accounts(path if path is not None else default_db_path())
 
 
 def audit_log(path: str | Path | None = None) -> AuditLog:
-    from defect_model.runs.store import default_db_path
+    from defect_model.common.places import default_db_path
 
     return AuditLog(path if path is not None else default_db_path())
 

@@ -113,7 +113,7 @@ def demo_config(data_dir: str | Path):
 
     Two minutes of budget; it stops sooner once the validation photos are all right for a few epochs.
     """
-    from defect_model.train.config import TrainConfig
+    from defect_model.common.config import TrainConfig
 
     return TrainConfig(data_dir=str(Path(data_dir).resolve()), preset="product", backbone="resnet18",
                        image_size=96, time_budget_min=DEMO_BUDGET_MIN, good_classes=list(GOOD_CLASSES))

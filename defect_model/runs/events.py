@@ -47,7 +47,7 @@ class EventLog:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(event) + "\n")
         except OSError as exc:
-            from defect_model.runs.durable import disk_full
+            from defect_model.common.durable import disk_full
 
             raise disk_full(exc, self.path.parent) or exc
 

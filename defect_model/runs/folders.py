@@ -18,24 +18,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from defect_model.runs import events as event_stream
-from defect_model.train.config import TrainConfig
-from defect_model.runs.durable import write_atomic
-from defect_model.train.quality import ModelQuality, assess
+from defect_model.common.config import TrainConfig
+from defect_model.common.durable import write_atomic
+from defect_model.common.places import runs_root
+from defect_model.common.quality import ModelQuality, assess
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.
 NEVER_STARTED_S = 60
 RUN_LABEL_CHARS = 24
-
-
-def runs_root() -> Path:
-    """Where runs live: $DEFECT_RUNS_DIR, else ./runs."""
-    return Path(os.environ.get("DEFECT_RUNS_DIR", "runs"))
-
-
-def data_root() -> Path:
-    """Where the demo dataset, uploads and the inspection database live: $DEFECT_DATA_DIR, else ./data."""
-    return Path(os.environ.get("DEFECT_DATA_DIR", "data"))
 
 
 def now_iso() -> str:
@@ -280,7 +271,6 @@ def get_active(root: str | Path | None = None) -> dict | None:
     return read_json(active_file(root), None)
 
 
-SERVED_DIR = "served"
 
 
 def file_sha256(path: Path) -> str:
@@ -308,14 +298,6 @@ def pin_checkpoint(checkpoint: Path, folder: Path) -> tuple[Path, str]:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return served, digest
-
-
-def pinned_sha256(path: Path) -> str | None:
-    """The sha256 a pinned copy (`<folder>/served/<sha256>.pt`) must hash to; None for any other checkpoint."""
-    path = Path(path)
-    stem = path.name[:-3] if path.name.endswith(".pt") else ""
-    pinned = path.parent.name == SERVED_DIR and len(stem) == 64 and all(c in "0123456789abcdef" for c in stem)
-    return stem if pinned else None
 
 
 def served_checkpoint(record: dict | None) -> Path | None:

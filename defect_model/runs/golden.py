@@ -8,7 +8,7 @@ from pathlib import Path
 
 from defect_model.access.accounts import Actor, audit_log, require
 from defect_model.access.audit import connect, now_iso
-from defect_model.runs.store import default_db_path
+from defect_model.common.places import default_db_path
 
 SOURCES = ("validation", "correction", "inspection")
 

@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from defect_model.access.accounts import Actor, audit_log, require
-from defect_model.train.config import TrainConfig
-from defect_model.runs.folders import RunDir, list_runs, new_run_dir, process_start_time, runs_root
+from defect_model.common.config import TrainConfig
+from defect_model.runs.folders import RunDir, list_runs, new_run_dir, process_start_time
+from defect_model.common.places import runs_root
 from defect_model.runs.store import InspectionStore
 
 TCMALLOC_CANDIDATES = (

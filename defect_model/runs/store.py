@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from defect_model.access.audit import append_chained, connect, prepare as prepare_chain
-from defect_model.runs.folders import data_root
+from defect_model.common.places import default_db_path
 
 VERDICTS = ("pass", "reject", "needs_person", "error")
 CORRECTION_ACTIONS = ("confirm", "relabel", "unusable")
@@ -68,13 +68,6 @@ CREATE TABLE IF NOT EXISTS corrections (
     note TEXT NOT NULL DEFAULT ''
 );
 """
-
-
-def default_db_path() -> Path:
-    """$DEFECT_DB, else <data folder>/inspections.sqlite."""
-    import os
-
-    return Path(os.environ.get("DEFECT_DB", data_root() / "inspections.sqlite"))
 
 
 def _now() -> str:

@@ -1,1 +1,2 @@
-"""A trained model put to use: probabilities, heatmaps, the ONNX graphs and the verdict rule."""
+"""A trained model put to use: probabilities, heatmaps, the ONNX graphs, the unfamiliar score and the verdict rule.
+Needs only a checkpoint: imports `train` (the model and checkpoint code), `photos` and `common`; never `runs`."""

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from defect_model.common.places import pinned_sha256
 from defect_model.train.checkpoint import CheckpointError, load_checkpoint
 from defect_model.photos.images import ImageSource, prepare_array
 from defect_model.train.model import Activations, build_model, early_stages, forward_parts
@@ -77,7 +78,6 @@ class Predictor:
         where the serving graph's hash is checked and recorded (the served model: the audit trail)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        from defect_model.runs.folders import pinned_sha256
         from defect_model.serve.serving import ServingUnavailable, fingerprint, serving_session
 
         # Taken before reading: which version of the file the weights came from (a missing file is left to

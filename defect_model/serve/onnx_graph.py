@@ -1,6 +1,6 @@
 """ONNX graphs of a model: export, check against torch, open with onnxruntime.
 
-Shared by the user-facing export (`export.py`: one `logits` output) and the serving path
+Shared by the user-facing export (`workflows/onnx_export.py`: one `logits` output) and the serving path
 (`serving.py`: logits plus the last stage's maps the fast Grad-CAM needs).
 """
 

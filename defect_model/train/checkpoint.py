@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from defect_model.runs.durable import write_atomic
+from defect_model.common.durable import write_atomic
 
 FORMAT_VERSION = 1
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import (DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler,
                               WeightedRandomSampler)
 
-from defect_model.runs.durable import write_atomic
+from defect_model.common.durable import write_atomic
 from defect_model.photos.images import IMAGE_EXTENSIONS, ImageError, is_image_name, prepare_array
 
 EMPTY_CLASS = "class folder without photos; left out of the classes"

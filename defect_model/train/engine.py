@@ -1,4 +1,6 @@
-"""Training and evaluation. Emits events to callbacks; never prints, never draws.
+"""The training loop: steps, epochs, validation, the end of a run. Emits events to callbacks; never prints, never
+draws. What it trains on (`prepare`), with what optimiser (`optimization`), how long (`course`) and what it saves
+(`saving`) are modules of their own.
 
 Under torchrun (several processes, `distributed`): `Dist` carries rank and world size, the sampler's share
 of each process is chosen in `data.make_loader`, the model is wrapped in DistributedDataParallel, validation
@@ -15,8 +17,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,26 +24,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defect_model.train import checkpoint as ckpt
-from defect_model.train import distributed
-from defect_model.train.distributed import Dist
-from defect_model.train import familiarity
-from defect_model.train.config import MAX_EPOCHS, TrainConfig
-from defect_model.runs.events import Callback, Emitter, EventLog
-from defect_model.train.augment import augment_batch
-from defect_model.train.hardware import autocast, resolve_precision
-from defect_model.runs.durable import disk_full, write_text_atomic
-from defect_model.train.data import (DatasetScan, DecodedDataset, DecodedImages, apply_corrections, check_trainable, decode_images,
-                   make_loader, photo_sizes, read_corrections_csv, read_split_csv, scan_image_folder,
-                   stratified_split, write_split_csv)
-from defect_model.train.metrics import metrics_from_predictions
-from defect_model.train.backbones import backbone as registered
-from defect_model.train.model import build_model, head_name, warm_start
+from defect_model.common.backbones import backbone as registered
+from defect_model.common.config import TrainConfig
+from defect_model.common.durable import disk_full, write_text_atomic
+from defect_model.common.quality import assess
 from defect_model.photos.preprocess import normalize_batch
-from defect_model.train import presets
-from defect_model.train.quality import assess
+from defect_model.runs.events import Callback, Emitter, EventLog
 from defect_model.runs.folders import RunDir, now_iso, process_start_time, read_json, write_json_atomic
-
+from defect_model.train import checkpoint as ckpt
+from defect_model.train import distributed, familiarity
+from defect_model.train.augment import augment_batch
+from defect_model.train.course import WARN_AFTER, Course, budget_epochs, early_warning
+from defect_model.train.data import DecodedDataset, make_loader
+from defect_model.train.distributed import Dist
+from defect_model.train.hardware import autocast
+from defect_model.train.metrics import metrics_from_predictions
+from defect_model.train.model import build_model, warm_start
+from defect_model.train.optimization import make_optimizer, make_scheduler, replan_scheduler, steps_every_step
+from defect_model.train.prepare import PreparedData, decode_split, plan_split, resolve_settings
+from defect_model.train.saving import MidEpochCheckpoints, checkpoint_meta, save_epoch
 
 
 class Cancelled(Exception):
@@ -54,74 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-
-
-def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """One group at the peak learning rate, or (body_lr_share < 1) the head's group at the peak first, then the
-    body's at its share: the schedule scales both alike, and the first group's rate is the one reported."""
-    if cfg.body_lr_share >= 1.0:
-        return [{"params": list(model.parameters())}]
-    head = list(getattr(model, head_name(model)).parameters())
-    in_head = {id(p) for p in head}
-    body = [p for p in model.parameters() if id(p) not in in_head]
-    return [{"params": head}, {"params": body, "lr": cfg.lr * cfg.body_lr_share}]
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """The learning-rate schedule; `steps_every_step(cfg)` says whether it is stepped per optimizer step.
-
-    cosine (the reference recipe) is stepped once per epoch, without warm-up: the last epoch still
-    trains at lr * (1 + cos(pi * (E-1) / E)) / 2 (about 0.1 * lr for 5 epochs). A per-step cosine
-    decays to ~0 inside the last epoch and left NEU-CLS at 0.944 instead of 0.979
-    (bench/results/reproduce-neu.md). warmup-cosine ramps up linearly over the first epoch (at most a
-    quarter of the run), then follows a cosine to 0 at the last step: the form that suits runs of many
-    short epochs from scratch (the product preset's).
-    """
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
-    if cfg.schedule == "warmup-cosine":
-        total = max(1, steps_per_epoch * cfg.epochs)
-        warmup = max(1, min(steps_per_epoch, total // 4))
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total))
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def replan_scheduler(scheduler, cfg: TrainConfig, epochs: int, steps_per_epoch: int) -> None:
-    """Stretch or shrink the schedule's end to `epochs` (a time budget re-planned after measuring)."""
-    if cfg.schedule == "cosine":
-        scheduler.T_max = max(1, epochs)
-    elif cfg.schedule == "warmup-cosine":
-        scheduler.lr_lambdas[0].total = max(1, steps_per_epoch * epochs)
-
-
-class WarmupCosine:
-    """Share of the peak learning rate per optimizer step. An object, not a lambda, so that the scheduler's
-    state_dict saves `total` and a resumed run keeps a re-planned schedule."""
-
-    def __init__(self, warmup: int, total: int):
-        self.warmup, self.total = warmup, total
-
-    def __call__(self, step: int) -> float:
-        return warmup_cosine_factor(step, self.warmup, self.total)
-
-
-def warmup_cosine_factor(step: int, warmup: int, total: int) -> float:
-    """Share of the peak learning rate for optimizer step `step` (0-based) of `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def steps_every_step(cfg: TrainConfig) -> bool:
-    return cfg.schedule == "warmup-cosine"
 
 
 def to_input(pixels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -219,97 +150,6 @@ def predictions_table(paths: list[str], probs: np.ndarray, labels: np.ndarray, l
     return table
 
 
-@dataclass
-class SplitPlan:
-    scan: DatasetScan
-    rows: list[tuple[str, str, str]]  # (path, label, split) with corrections applied
-    corrections: int
-
-    def counts(self, split: str) -> dict[str, int]:
-        found = {name: 0 for name in self.scan.classes}
-        for _, label, s in self.rows:
-            if s == split:
-                found[label] += 1
-        return found
-
-
-@dataclass
-class PreparedData:
-    classes: list[str]
-    train: DecodedImages
-    val: DecodedImages
-    report: dict
-
-
-def plan_split(cfg: TrainConfig, run: RunDir, reuse_split: bool, write: bool) -> SplitPlan:
-    """Scan the folder and fix the split: the run's own (on resume), a CSV, or seeded 80/20; then corrections."""
-    scan = scan_image_folder(cfg.data_dir)
-    if reuse_split and run.split.is_file():
-        rows = read_split_csv(run.split, scan)
-    elif cfg.split_csv:
-        rows = read_split_csv(cfg.split_csv, scan)
-    else:
-        rows = stratified_split(scan.items, cfg.val_fraction, cfg.seed)
-    if write:
-        write_split_csv(run.split, rows)
-    corrections = read_corrections_csv(cfg.corrections_csv, scan.classes) if cfg.corrections_csv else {}
-    return SplitPlan(scan, apply_corrections(rows, corrections), len(corrections))
-
-
-def decode_split(cfg: TrainConfig, plan: SplitPlan) -> PreparedData:
-    """Decode every photo once at the training size; unreadable ones are reported, not fatal."""
-    scan = plan.scan
-    threads = max(1, torch.get_num_threads())
-    decoded = {}
-    for split in ("train", "val"):
-        part = [(rel, label) for rel, label, s in plan.rows if s == split]
-        decoded[split] = decode_images(scan.root, part, scan.classes, cfg.image_size, cfg.resize_mode, threads)
-    failed = decoded["train"].failed + decoded["val"].failed
-    train_counts = {name: 0 for name in scan.classes}
-    for label in decoded["train"].labels.tolist():
-        train_counts[scan.classes[label]] += 1
-    report = {
-        "root": str(scan.root),
-        "classes": scan.classes,
-        "images": len(scan.items),
-        "train_counts": train_counts,
-        "val_images": len(decoded["val"].paths),
-        "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
-        "unreadable": [{"path": p, "reason": r} for p, r in failed],
-        "corrections_applied": plan.corrections,
-    }
-    check_trainable(train_counts, f"{scan.root} (training split, after skipping unreadable photos)")
-    if len(decoded["val"].paths) == 0:
-        raise ValueError(f"{scan.root}: no readable validation photos. Add photos or change the split.")
-    return PreparedData(scan.classes, decoded["train"], decoded["val"], report)
-
-
-def resolve_settings(cfg: TrainConfig, plan: SplitPlan, device: torch.device, processes: int = 1) -> TrainConfig:
-    """The settings this run trains with on `processes` processes: the preset resolved on the real split and
-    the precision this machine can do, marked resolved (settings that already are come back as they are)."""
-    if cfg.resolved:
-        if cfg.processes != processes:
-            raise ValueError(f"this run trains on {cfg.processes} process(es) and was started on {processes}: "
-                             f"resume it with `torchrun --nproc_per_node={cfg.processes} -m defect_model resume RUN` "
-                             "(the Train page does), so that every step learns from the same batch")
-        return cfg
-    asked = [] if cfg.processes in (1, processes) else [
-        f"{processes} training process(es), not the {cfg.processes} asked for: that is how many were started"]
-    cfg = dataclasses.replace(cfg, processes=processes, decisions=cfg.decisions + asked)
-    train_paths = [rel for rel, _, split in plan.rows if split == "train"]
-    sizes = photo_sizes(plan.scan.root, train_paths, 500) if cfg.preset == "product" else None
-    cfg = presets.resolve(cfg, plan.counts("train"), sizes, sum(plan.counts("val").values()))
-    precision, reason = resolve_precision(cfg.precision, device, registered(cfg.backbone).family)
-    reasons = [reason] if reason else []
-    sync_batchnorm = cfg.sync_batchnorm
-    if sync_batchnorm and processes > 1 and device.type != "cuda":
-        sync_batchnorm = False
-        reasons.append(f"SyncBatchNorm off: torch synchronises BatchNorm only between GPUs, and this run trains on "
-                       f"{device.type.upper()}; each process normalises its own {cfg.batch_size // processes} photos")
-    return dataclasses.replace(cfg, precision=precision, resolved=True, sync_batchnorm=sync_batchnorm,
-                               decisions=cfg.decisions + reasons)
-
-
 LOSS_WEIGHT_POWER = {"none": 0.0, "class": 1.0, "sqrt": 0.5}
 
 
@@ -328,19 +168,6 @@ def training_device(dist: Dist = Dist()) -> torch.device:
     if device.type == "cuda" and dist.several:
         return torch.device("cuda", dist.local_rank)
     return device
-
-
-def checkpoint_meta(cfg: TrainConfig, classes: list[str], run: RunDir, epoch: int, metrics: dict | None) -> dict:
-    return {
-        "classes": classes,
-        "config": cfg.to_dict(),
-        "preprocessing": cfg.preprocessing(),
-        "run_id": run.run_id,
-        "epoch": epoch,
-        "val_accuracy": None if metrics is None else metrics["accuracy"],
-        "val_macro_f1": None if metrics is None else metrics["macro_f1"],
-        "saved_at": now_iso(),
-    }
 
 
 def fit(cfg: TrainConfig, run: RunDir, callbacks: Iterable[Callback] = (), resume: bool = False,
@@ -480,7 +307,7 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
                 course.epochs = planned
                 replan_scheduler(scheduler, cfg, planned, steps_per_epoch)
         if dist.is_main:
-            _save(run, model, optimizer, scheduler, data=data, cfg=cfg, metrics=metrics, table=table,
+            save_epoch(run, model, optimizer, scheduler, data=data, cfg=cfg, metrics=metrics, table=table,
                   next_position=next_position, elapsed=elapsed, course=course, improved=improved)
             mid_epoch.clock.saved()
         quality = assess(metrics, cfg.good_classes)
@@ -521,81 +348,6 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
     return metrics
 
 
-# A run still near chance, or blind to a class, after this share of its epochs is called out while it runs.
-WARN_AFTER = 0.3
-# Share of the planned epochs after which a plateau may end a run that is not perfect.
-SETTLED_SHARE = 0.8
-# A validation macro-F1 this high cannot improve further in any way that matters.
-PERFECT = 0.999
-# Past the budget by more than this share, a run stops after the epoch it is in instead of starting another.
-BUDGET_SLACK = 0.05
-
-
-@dataclass
-class Course:
-    """Where a run is heading: its planned epochs (re-planned once for a time budget) and its best epoch."""
-
-    epochs: int
-    best: float = -1.0
-    best_epoch: int = 0
-    since_best: int = 0
-    replanned: bool = False
-    warned: bool = False
-
-    def record(self, epoch: int, macro_f1: float) -> bool:
-        """Note a finished epoch's score; True when it is the best so far."""
-        if macro_f1 > self.best:
-            self.best, self.best_epoch, self.since_best = macro_f1, epoch, 0
-            return True
-        self.since_best += 1
-        return False
-
-    def stop_reason(self, cfg: TrainConfig, elapsed: float, epoch_seconds: float, epoch: int) -> str | None:
-        """Why the run stops after `epoch` before its planned end, or None to go on."""
-        if epoch >= self.epochs:
-            return None
-        # While the learning rate is high validation scores wobble, and a cosine's low-rate end is where they
-        # gain most (ELPV: a stop after 10 of 13 epochs kept macro-F1 0.43): a plateau counts only in the last
-        # fifth of the plan, or at once when the score cannot get better.
-        settled = epoch >= SETTLED_SHARE * self.epochs or self.best >= PERFECT
-        if cfg.patience and self.since_best >= cfg.patience and settled:
-            return (f"stopped early after epoch {epoch}: validation macro-F1 has not improved for {self.since_best} "
-                    f"epochs (best {self.best:.3f} at epoch {self.best_epoch})")
-        budget = cfg.time_budget_min * 60
-        if budget and elapsed + epoch_seconds > budget * (1 + BUDGET_SLACK):
-            return (f"stopped after epoch {epoch} of {self.epochs}: another epoch ({epoch_seconds:.0f} s) would "
-                    f"overrun the budget of {cfg.time_budget_min:g} min (the machine is slower than measured)")
-        return None
-
-    def state(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_state(cls, state: dict, epochs: int) -> "Course":
-        saved = state.get("course") or {"epochs": epochs, "best": state.get("best_macro_f1", -1.0)}
-        return cls(**saved)
-
-
-def budget_epochs(budget_s: float, elapsed: float, epochs_done: int, epoch_seconds: float) -> int:
-    """Epochs a run can finish within `budget_s`, measured after `epochs_done` epochs took `elapsed` seconds."""
-    more = math.floor(max(0.0, budget_s - elapsed) / max(epoch_seconds, 1e-3))
-    return max(epochs_done, min(MAX_EPOCHS, epochs_done + more))
-
-
-def early_warning(quality, epoch: int, epochs: int, cfg: TrainConfig) -> str:
-    """What an engineer watching a run should know when it is still failing after a fair part of its time."""
-    advice = ["check that the photos of " + quality.worst_class + " are labelled right and that there are enough "
-              "of them"]
-    if cfg.image_size < 224:
-        advice.append(f"small defects may vanish at {cfg.image_size} px: try a larger image size")
-    if cfg.loss_weighting == "none" and cfg.sampling == "shuffle":
-        advice.append("weight the loss by class (loss weighting sqrt) if some classes are rare")
-    kept = " The best epoch so far is kept." if cfg.keep_best else ""
-    return (f"After epoch {epoch} of {epochs} this run still " + "; ".join(quality.problems)
-            + f". It keeps training (early epochs of a from-scratch network are often like this).{kept} "
-            "If it does not improve: " + "; ".join(advice) + ".")
-
-
 def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position: tuple[int, int],
               device: torch.device, dist: Dist = Dist()) -> tuple[dict, pd.DataFrame]:
     """Metrics and predictions over the whole validation set; several processes each predict a share of it and
@@ -609,75 +361,6 @@ def _evaluate(model, val_set, data: PreparedData, cfg, epoch: int, next_position
     metrics = metrics_from_predictions(table, data.classes)
     metrics.update(val_loss=float(losses.mean()), epoch=epoch, complete_epoch=next_position[1] == 0)
     return metrics, table
-
-
-def _save(run: RunDir, model, optimizer, scheduler, *, data: PreparedData, cfg, metrics: dict, table: pd.DataFrame,
-          next_position: tuple[int, int], elapsed: float, course: Course, improved: bool) -> None:
-    """Write predictions, metrics and a checkpoint that resumes at `next_position` (and best.pt if improved)."""
-    write_text_atomic(run.val_predictions, table.to_csv(index=False))
-    write_json_atomic(run.metrics, metrics)
-    meta = checkpoint_meta(cfg, data.classes, run, metrics["epoch"], metrics)
-    state = _weights(model)
-    ckpt.save_checkpoint(run.checkpoint, state, meta,
-                         _training_state(optimizer, scheduler, next_position, elapsed, course))
-    if improved:
-        ckpt.save_checkpoint(run.best_checkpoint, state, meta)
-
-
-def _weights(model) -> dict:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def _training_state(optimizer, scheduler, next_position: tuple[int, int], elapsed: float, course: Course) -> dict:
-    """All that resuming at `next_position` (epoch, steps of it done) needs besides the weights."""
-    return {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "epoch": next_position[0],
-        "step_in_epoch": next_position[1],
-        "elapsed_s": elapsed,
-        "best_macro_f1": course.best,
-        "course": course.state(),
-    }
-
-
-class CheckpointClock:
-    """Whether a mid-epoch checkpoint is due: `every_s` seconds after the last checkpoint (never when 0)."""
-
-    def __init__(self, every_s: float, now: Callable[[], float] = time.monotonic):
-        self.every_s, self.now = every_s, now
-        self.last = now()
-
-    def due(self) -> bool:
-        return self.every_s > 0 and self.now() - self.last >= self.every_s
-
-    def saved(self) -> None:
-        self.last = self.now()
-
-
-class MidEpochCheckpoints:
-    """Called after each step (train_one_epoch's `after_step`): when `checkpoint_every_min` has passed, saves a
-    checkpoint that resumes after this step, through the same file as the end of an epoch. It does not validate:
-    metrics.json, the validation predictions and best.pt stay those of the last full validation, and the
-    checkpoint's metadata has no scores (its weights were never measured)."""
-
-    def __init__(self, run: RunDir, model, optimizer, scheduler, *, cfg: TrainConfig, classes: list[str],
-                 course: Course, started: float, emit: Emitter, steps_per_epoch: int):
-        self.run, self.model, self.optimizer, self.scheduler = run, model, optimizer, scheduler
-        self.cfg, self.classes, self.course, self.started = cfg, classes, course, started
-        self.emit, self.steps_per_epoch = emit, steps_per_epoch
-        self.clock = CheckpointClock(cfg.checkpoint_every_min * 60)
-
-    def __call__(self, epoch: int, step: int) -> None:
-        if not self.clock.due():
-            return
-        meta = checkpoint_meta(self.cfg, self.classes, self.run, epoch, None)
-        training = _training_state(self.optimizer, self.scheduler, (epoch, step),
-                                   time.perf_counter() - self.started, self.course)
-        ckpt.save_checkpoint(self.run.checkpoint, _weights(self.model), meta, training)
-        self.clock.saved()
-        self.emit("checkpoint", epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch)
 
 
 def _promote_best(run: RunDir, model, val_set, data: PreparedData, cfg, device, course: Course,

@@ -1,5 +1,6 @@
-"""At the end of training: what the network's features look like on the training photos (serve.unfamiliar),
-with the threshold that flags the chosen share of the validation photos, stored in the run's checkpoint."""
+"""At the end of training: what the network's features look like on the training photos (the arithmetic:
+unfamiliar_score), with the threshold that flags the chosen share of the validation photos, stored in the run's
+checkpoint."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+from defect_model.common.config import TrainConfig
+from defect_model.common.durable import write_text_atomic
 from defect_model.photos.preprocess import normalize_batch
-from defect_model.runs.durable import write_text_atomic
-from defect_model.serve.unfamiliar import (FEATURES, calibrate, fit_layers, layer_features, layered_scores,
-                                           score_layers, shrinkage_for)
+from defect_model.runs.folders import RunDir
 from defect_model.train import checkpoint as ckpt
 from defect_model.train.data import DecodedImages
-from defect_model.train.model import forward_parts, stages_of
+from defect_model.train.model import build_model, forward_parts, stages_of
+from defect_model.train.prepare import decode_split, plan_split
+from defect_model.train.unfamiliar_score import (FEATURES, calibrate, fit_layers, layer_features, layered_scores,
+                                                 score_layers, shrinkage_for)
 
 BATCH = 64
 
@@ -24,8 +28,8 @@ BATCH = 64
 @torch.inference_mode()
 def pooled_features(model: nn.Module, images: DecodedImages, mean, std,
                     device: torch.device = torch.device("cpu")) -> dict[str, torch.Tensor]:
-    """Each layer's features (unfamiliar.layer_features: layer -> (N, K_layer)) of decoded photos, the model in
-    eval mode."""
+    """Each layer's features (unfamiliar_score.layer_features: layer -> (N, K_layer)) of decoded photos, the model
+    in eval mode."""
     model.eval()
     layers = score_layers(stages_of(model))
     features = {layer: [] for layer in layers}
@@ -76,11 +80,6 @@ def describe(meta: dict) -> str:
 def add_to_run(run_path: str | Path, flag_share: float | None = None) -> dict:
     """Give a finished run's checkpoint its statistics (a run trained before the check existed); returns the
     stored metadata. Decodes the run's own split as training did."""
-    from defect_model.runs.folders import RunDir
-    from defect_model.train.config import TrainConfig
-    from defect_model.train.engine import decode_split, plan_split
-    from defect_model.train.model import build_model
-
     run = RunDir(Path(run_path))
     cfg = TrainConfig.from_yaml(run.config, strict=False)
     payload = ckpt.load_checkpoint(run.checkpoint)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from defect_model.train.backbones import backbone as registered
+from defect_model.common.backbones import backbone as registered
 
 
 def build_model(backbone: str, num_classes: int, dropout: float = 0.2,
@@ -45,7 +45,7 @@ def build_model(backbone: str, num_classes: int, dropout: float = 0.2,
 
 def head_name(net: nn.Module) -> str:
     """The attribute holding the (dropout, linear) head: `fc` on a ResNet, `classifier` on an EfficientNet."""
-    return "fc" if registered(net.backbone_name).family == "resnet" else "classifier"
+    return registered(net.backbone_name).head
 
 
 def head_linear(net: nn.Module) -> nn.Linear:

@@ -30,8 +30,8 @@ from statistics import median
 
 import yaml
 
-from defect_model.train.config import MAX_EPOCHS, TrainConfig
-from defect_model.train.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone as registered
+from defect_model.common.config import MAX_EPOCHS, TrainConfig
+from defect_model.common.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone as registered
 from defect_model.train.timing import STARTUP_S, estimate_training_time
 
 IMBALANCE_LIMIT = 3.0

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from defect_model.train.backbones import Backbone, Weights
+from defect_model.common.backbones import Backbone, Weights, backbone
 
 
 class WeightsUnavailable(RuntimeError):
@@ -62,9 +62,7 @@ def verified_file(weights: Weights) -> Path:
 def mapped_state(source: dict[str, torch.Tensor], net: nn.Module, origin: str) -> dict[str, torch.Tensor]:
     """`source` (another implementation's names, same tensors in the same order) under `net`'s names, without the
     ImageNet classifier. Raises ValueError when a count or shape differs."""
-    from defect_model.train.model import head_name  # model imports this module when asked for weights
-
-    head = head_name(net) + "."
+    head = backbone(net.backbone_name).head + "."
     theirs = [(key, value) for key, value in source.items()
               if not key.endswith("num_batches_tracked") and not key.startswith(("_fc.", "fc.", "classifier."))]
     ours = [key for key in net.state_dict() if not key.endswith("num_batches_tracked") and not key.startswith(head)]

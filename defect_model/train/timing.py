@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from defect_model.train.backbones import backbone as registered
+from defect_model.common.backbones import backbone as registered
 from defect_model.runs.events import images_per_s
 from defect_model.train.hardware import FP32_ON_CPU, cpu_native_bf16
 from defect_model.runs.folders import RunDir, list_runs

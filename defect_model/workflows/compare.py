@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from defect_model.runs.events import curves
-from defect_model.train.quality import assess
+from defect_model.common.quality import assess
 from defect_model.runs.folders import RunDir
 
 

@@ -28,13 +28,7 @@ copied back to be inspected with a new model); the mark limits "already inspecte
 
 from __future__ import annotations
 
-import csv
-import errno
-import fcntl
-import hashlib
-import io
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -42,201 +36,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from defect_model.access.audit import connect
+from defect_model.photos.uploads import Upload
+from defect_model.runs.folders import (RunDir, active_file, file_sha256, get_active, now_iso, process_start_time,
+                                       served_checkpoint, write_json_atomic)
+from defect_model.runs.store import InspectionStore, sha256_bytes
+from defect_model.serve.verdicts import DEFAULT_THRESHOLD
+from defect_model.workflows.hotfolder_intake import (ERROR_NOTE_SUFFIX, Folders, Sighting, WatchError, claim,
+                                                     complete_photos, destination, free_name, lock_folder, move_photo,
+                                                     read_claimed, read_journal, write_journal)
+from defect_model.workflows.hotfolder_results import (append_result, csv_line, ids_in_results, line_words,
+                                                      prepare_results, result_row)
+from defect_model.workflows.hotfolder_status import status_dir, status_file
 from defect_model.workflows.inspection import FileResult, InspectionSettings, good_classes_of, inspect_batch
 from defect_model.workflows.operating_point import OperatingPoint, load_point
-from defect_model.runs.folders import RunDir, file_sha256, get_active, now_iso, process_alive, process_start_time, read_json, served_checkpoint, write_json_atomic
-from defect_model.runs.store import InspectionStore, default_db_path, sha256_bytes
-from defect_model.photos.uploads import Upload
-from defect_model.serve.verdicts import DEFAULT_THRESHOLD
 
 HOT_FOLDER = "hot folder"  # the source, and the inspector, of every row the watcher logs
-STATE_DIR = ".hotfolder"
-READY_SUFFIX = ".ready"
-IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".swp", "~")
-ERROR_NOTE_SUFFIX = ".error.txt"
-CSV_COLUMNS = ("time", "file", "verdict", "class", "confidence", "model", "inspection_id", "error")
 DEFAULT_SETTLE_S = 1.0
 DEFAULT_POLL_S = 0.2
 DEFAULT_BATCH_SIZE = 32
 HEARTBEAT_S = 2.0
-RESULTS_TAIL_BYTES = 1 << 20  # recovery looks for a crashed batch's lines in this much of the CSV's end
-
-
-class WatchError(RuntimeError):
-    """The watcher cannot start or go on; the message names the file or folder and says what to do."""
-
-
-# -- folders ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Folders:
-    incoming: Path
-    done: Path
-    rejects: Path | None
-    errors: Path
-    results: Path
-
-    @property
-    def state(self) -> Path:
-        return self.incoming / STATE_DIR
-
-    @property
-    def processing(self) -> Path:
-        return self.state / "processing"
-
-    @property
-    def journal(self) -> Path:
-        return self.state / "journal.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.state / "lock"
-
-
-def make_folders(incoming: str | Path, done: str | Path, rejects: str | Path | None = None,
-                 errors: str | Path | None = None, results: str | Path | None = None) -> Folders:
-    """The watcher's folders, created where missing; errors default to DONE/errors, results to DONE/results.csv."""
-    incoming = Path(incoming).resolve()
-    if not incoming.is_dir():
-        raise WatchError(f"{incoming}: no such folder to watch. Create it, or give the folder the camera writes "
-                         "into.")
-    done = Path(done).resolve()
-    folders = Folders(incoming=incoming, done=done, rejects=Path(rejects).resolve() if rejects else None,
-                      errors=Path(errors).resolve() if errors else done / "errors",
-                      results=Path(results).resolve() if results else done / "results.csv")
-    for option, folder in (("--done", folders.done), ("--rejects", folders.rejects), ("--errors", folders.errors)):
-        if folder == incoming:
-            raise WatchError(f"{folder}: the {option} folder is the watched folder, so every photo would arrive "
-                             f"again. Give another {option} folder.")
-    for folder in (folders.done, folders.rejects, folders.errors, folders.processing, folders.results.parent):
-        if folder is None:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise WatchError(f"{folder}: the folder cannot be created ({exc.strerror}). Make its parent "
-                             "writable for the watcher's user or choose another folder.") from None
-    return folders
-
-
-def lock_folder(folders: Folders):
-    """An open, exclusively locked file: one watcher per folder (two would claim the same photos)."""
-    handle = open(folders.lock, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
-        raise WatchError(f"{folders.incoming}: another watcher (pid {owner}) is already watching this folder. "
-                         f"Stop it first (kill -TERM {owner}); two watchers would inspect the same photos.") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-# -- arrivals ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Sighting:
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time this size and mtime were first seen
-
-
-def is_candidate(name: str) -> bool:
-    """A file that may be a photo: not hidden, not a marker, not a copy in progress."""
-    lowered = name.lower()
-    return not (name.startswith(".") or lowered.endswith(READY_SUFFIX) or lowered.endswith(IN_PROGRESS_SUFFIXES))
-
-
-def scan(folders: Folders) -> tuple[dict[str, os.stat_result], set[str]]:
-    """(the candidate files at the top of the watched folder, by name, with their stat; the names of markers)."""
-    found, markers = {}, set()
-    with os.scandir(folders.incoming) as entries:
-        for entry in entries:
-            if entry.name.lower().endswith(READY_SUFFIX):
-                markers.add(entry.name)
-            if not is_candidate(entry.name) or Path(entry.path) == folders.results:
-                continue
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    found[entry.name] = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:  # gone between listing and stat
-                continue
-    return found, markers
-
-
-def complete_photos(folders: Folders, sightings: dict[str, Sighting], now: float,
-                    settle_s: float) -> tuple[list[str], dict[str, Sighting]]:
-    """(names completely written, oldest first; the sightings to pass to the next call).
-
-    Complete: a `<name>.ready` marker is there, or the size and mtime have not changed for `settle_s`."""
-    present, markers = scan(folders)
-    updated: dict[str, Sighting] = {}
-    ready = []
-    for name, stat in present.items():
-        before = sightings.get(name)
-        if before is not None and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            updated[name] = before
-        else:
-            updated[name] = Sighting(stat.st_size, stat.st_mtime_ns, now)
-        if name + READY_SUFFIX in markers or now - updated[name].since >= settle_s:
-            ready.append(name)
-    ready.sort(key=lambda name: (present[name].st_mtime_ns, name))
-    return ready, updated
-
-
-# -- the journal and the claim ---------------------------------------------------------------
-def write_journal(folders: Folders, log_before: int) -> None:
-    """Record the log's newest row id before a batch is claimed (see the module's docstring)."""
-    write_json_atomic(folders.journal, {"log_before": int(log_before), "written": now_iso()})
-    fsync_folder(folders.state)
-
-
-def read_journal(folders: Folders) -> int:
-    """The high-water mark of the last batch; 0 without a journal (then any hot-folder row may match)."""
-    return int((read_json(folders.journal, {}) or {}).get("log_before", 0))
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename or a new file in `folder` survive a power cut (the folder's entry, not only the data)."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def claim(folders: Folders, names: list[str]) -> list[str]:
-    """Move photos into processing; returns those claimed (a name still in processing waits for the next batch)."""
-    claimed = []
-    for name in names:
-        target = folders.processing / name
-        if target.exists():
-            continue
-        # The marker goes first: a crash between the two leaves a photo that settles, never a stale marker
-        # that would let a later file of the same name be taken half-written.
-        (folders.incoming / (name + READY_SUFFIX)).unlink(missing_ok=True)
-        try:
-            os.rename(folders.incoming / name, target)
-        except FileNotFoundError:
-            continue
-        claimed.append(name)
-    if claimed:
-        fsync_folder(folders.processing)
-    return claimed
-
-
-def read_claimed(folders: Folders, names: list[str]) -> list[Upload]:
-    uploads = []
-    for name in names:
-        try:
-            uploads.append(Upload(name, (folders.processing / name).read_bytes()))
-        except OSError as exc:
-            uploads.append(Upload(name, b"", f"{name}: the file cannot be read ({exc.strerror}). Check the camera's "
-                                             "file permissions and write the photo again."))
-    return uploads
 
 
 # -- the active model ------------------------------------------------------------------------------
@@ -256,8 +74,6 @@ def active_sha256(runs_dir: str | Path | None = None) -> str:
 
 def load_active_model(runs_dir: str | Path | None = None, threads: int | None = None) -> ActiveModel:
     """The active model's served checkpoint, loaded; WatchError when there is none."""
-    from defect_model.runs.folders import active_file
-
     record = get_active(runs_dir)
     checkpoint = served_checkpoint(record)
     if checkpoint is None:
@@ -299,111 +115,7 @@ def settings_for(model: ActiveModel, threshold: float | None) -> InspectionSetti
                               good_threshold=good_threshold, inspector=HOT_FOLDER, model_sha256=model.sha256)
 
 
-# -- the results CSV -------------------------------------------------------------------------------
-def prepare_results(path: Path) -> None:
-    """Create the CSV with its header; cut a line torn by a crash mid-write, so every line is whole."""
-    with path.open("ab+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - RESULTS_TAIL_BYTES))
-        tail = handle.read()
-        if tail and not tail.endswith(b"\n"):
-            size = size - len(tail) + tail.rfind(b"\n") + 1
-            handle.truncate(size)
-            os.fsync(handle.fileno())
-    if size == 0:
-        append_result(path, list(CSV_COLUMNS))
-
-
-# The photo checks are the Inspect page's and advise uploading; at the line, a camera writes into a folder.
-LINE_WORDS = [
-    (r"Upload (JPEG, PNG[^.]*?photos), or a \.zip of them\.", r"Set the camera to write \1 (zips are not opened "
-                                                               "here)."),
-    (r"Upload an? (JPEG, PNG[^.]*?photo)\.", r"Set the camera to write a \1."),
-    (r"Upload the photo again; the copy may not have finished\.", "Write the photo into the watched folder again; "
-     "the copy may not have finished (have the camera write a NAME.ready marker, or raise --settle)."),
-    (r"(\w[^.;]*?),? and upload it again\.", r"\1, and write it into the watched folder again."),
-    (r"[Uu]pload it again", "write it into the watched folder again"),
-    (r"the Inspect page's", "the dashboard's"),
-    (r"this page", "the hot folder"),
-]
-
-
-def line_words(message: str) -> str:
-    """A photo check's message with its advice put for the hot folder (a folder, not an upload on a page)."""
-    import re
-
-    for pattern, replacement in LINE_WORDS:
-        message = re.sub(pattern, replacement, message)
-    return message
-
-
-def csv_line(row: dict) -> list[str]:
-    """One CSV line from a logged inspection (a row of the log, or a FileResult's fields in its names)."""
-    confidence = row.get("confidence")
-    return [row["time"], row["file_name"], row["verdict"], row.get("predicted") or "",
-            "" if confidence is None else f"{float(confidence):.4f}", row.get("run_id") or "",
-            str(row.get("id") or ""), " ".join(line_words(str(row.get("error") or "")).split())]
-
-
-def append_result(path: Path, line: list[str]) -> None:
-    """Append one line and force it to disk before the photo moves (a PLC may read it at once)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(line)
-    with path.open("a", newline="") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def ids_in_results(path: Path) -> set[str]:
-    """Inspection ids of the lines near the CSV's end (where a crashed batch's lines are)."""
-    try:
-        with path.open("rb") as handle:
-            start = max(0, handle.seek(0, os.SEEK_END) - RESULTS_TAIL_BYTES)
-            handle.seek(start)
-            tail = handle.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return set()
-    lines = tail.splitlines()[1:] if start else tail.splitlines()  # the first line of a tail may be cut
-    index = CSV_COLUMNS.index("inspection_id")
-    return {fields[index] for fields in csv.reader(lines) if len(fields) > index and fields[index]}
-
-
-def result_row(result: FileResult) -> dict:
-    """A FileResult in the log's column names (what csv_line reads)."""
-    return {"time": result.time, "file_name": result.name, "verdict": result.verdict, "predicted": result.predicted,
-            "confidence": result.confidence, "run_id": result.model_id, "id": result.inspection_id,
-            "error": result.error}
-
-
-# -- moving on -------------------------------------------------------------------------------------
-def destination(folders: Folders, verdict: str) -> Path:
-    if verdict == "error":
-        return folders.errors
-    if verdict == "reject" and folders.rejects is not None:
-        return folders.rejects
-    return folders.done
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """`folder/name`, or `stem-2.ext`, `stem-3.ext`, ... when a photo of that name is there already."""
-    target = folder / name
-    number = 2
-    while target.exists() or (folder / (target.name + ERROR_NOTE_SUFFIX)).exists():
-        target = folder / f"{Path(name).stem}-{number}{Path(name).suffix}"
-        number += 1
-    return target
-
-
-def move_photo(source: Path, target: Path) -> None:
-    try:
-        os.replace(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(source, target)  # another file system: copy, then delete
-
-
+# -- finishing a photo -----------------------------------------------------------------------------
 def finish(folders: Folders, row: dict, written_ids: set[str] | None = None) -> Path:
     """The last steps for one logged photo in processing: its CSV line (unless written already), its error note,
     the move. Returns where the photo went."""
@@ -435,34 +147,6 @@ def recover(folders: Folders, store: InspectionStore) -> tuple[list[dict], list[
         finish(folders, row, written)
         settled.append(row)
     return settled, again
-
-
-# -- the heartbeat ---------------------------------------------------------------------------------
-def status_dir(db_path: str | Path | None = None) -> Path:
-    """Where watchers write their status files: a `watchers` folder beside the inspection database."""
-    return Path(db_path or default_db_path()).parent / "watchers"
-
-
-def status_file(folders: Folders, folder: Path) -> Path:
-    return folder / f"{hashlib.sha256(str(folders.incoming).encode()).hexdigest()[:16]}.json"
-
-
-def watcher_status(folder: str | Path | None = None) -> list[dict]:
-    """Every watcher that has run against this database, newest heartbeat first, each with `running` (its
-    process is alive), `heartbeat_age_s`, the folders, model, photo count and its last photo."""
-    folder = Path(folder) if folder is not None else status_dir()
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.glob("*.json"):
-        status = read_json(path, None)
-        if not isinstance(status, dict):
-            continue
-        alive = status.get("state") == "running" and process_alive(status.get("pid"), status.get("pid_started"))
-        status["running"] = bool(alive)
-        status["heartbeat_age_s"] = max(0.0, time.time() - float(status.get("heartbeat_unix", 0)))
-        found.append(status)
-    return sorted(found, key=lambda s: s.get("heartbeat_unix", 0), reverse=True)
 
 
 # -- the loop ----------------------------------------------------------------------------------------

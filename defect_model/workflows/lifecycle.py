@@ -13,8 +13,10 @@ import shutil
 from pathlib import Path
 
 from defect_model.access.accounts import Actor, audit_log, require
-from defect_model.train.config import TrainConfig
-from defect_model.runs.folders import RunDir, SERVED_DIR, active_file, get_active, now_iso, pin_checkpoint, read_json, write_json_atomic
+from defect_model.common.config import TrainConfig
+from defect_model.common.places import SERVED_DIR
+from defect_model.runs.folders import (RunDir, active_file, get_active, now_iso, pin_checkpoint, read_json,
+                                       write_json_atomic)
 from defect_model.workflows.golden_check import changed_lines, compare_golden
 from defect_model.workflows.review import RETRAIN_FILE
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from defect_model.access.accounts import Actor, audit_log, require
-from defect_model.train.config import TrainConfig
+from defect_model.common.config import TrainConfig
 from defect_model.train.presets import warm_retrain
 from defect_model.runs.folders import RunDir, now_iso, write_json_atomic
 from defect_model.runs.store import InspectionStore

@@ -47,6 +47,11 @@ class Backbone:
         return self.stages[-1]
 
     @property
+    def head(self) -> str:
+        """The attribute of a built network that holds its (dropout, linear) head."""
+        return "fc" if self.family == "resnet" else "classifier"
+
+    @property
     def pretrained_available(self) -> bool:
         return self.weights is not None
 

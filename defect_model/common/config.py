@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from defect_model.train import backbones
-from defect_model.runs.durable import write_text_atomic
+from defect_model.common import backbones
+from defect_model.common.durable import write_text_atomic
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "warmup-cosine", "constant")

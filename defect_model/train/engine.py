@@ -488,7 +488,14 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
                 and epoch / course.epochs >= WARN_AFTER):
             course.warned = True
             emit("warning", early=True, text=early_warning(quality, epoch, course.epochs, cfg))
-        reason = course.stop_reason(cfg, elapsed, epoch_seconds, epoch)
+        if finished_epoch and cfg.until_usable and quality.collapsed and epoch >= course.epochs \
+                and course.epochs < min(MAX_EPOCHS, USABLE_LIMIT * cfg.epochs):
+            course.epochs = epoch + 1
+            emit("plan", epochs=course.epochs, total_steps=steps_per_epoch * course.epochs,
+                 text=f"one more epoch ({course.epochs}): after epoch {epoch} the model still "
+                      + "; ".join(quality.problems))
+            replan_scheduler(scheduler, cfg, course.epochs, steps_per_epoch)
+        reason = course.stop_reason(cfg, elapsed, epoch_seconds, epoch, usable=not quality.collapsed)
         if reason:
             emit("decision", text=reason)
             break
@@ -519,6 +526,8 @@ SETTLED_SHARE = 0.8
 PERFECT = 0.999
 # Past the budget by more than this share, a run stops after the epoch it is in instead of starting another.
 BUDGET_SLACK = 0.05
+# A run told to train until usable goes on, one epoch at a time, up to this many times its planned epochs.
+USABLE_LIMIT = 4
 
 
 @dataclass
@@ -540,9 +549,11 @@ class Course:
         self.since_best += 1
         return False
 
-    def stop_reason(self, cfg: TrainConfig, elapsed: float, epoch_seconds: float, epoch: int) -> str | None:
-        """Why the run stops after `epoch` before its planned end, or None to go on."""
-        if epoch >= self.epochs:
+    def stop_reason(self, cfg: TrainConfig, elapsed: float, epoch_seconds: float, epoch: int,
+                    usable: bool = True) -> str | None:
+        """Why the run stops after `epoch` before its planned end, or None to go on (always, for a run told to
+        train until usable whose model is not yet)."""
+        if epoch >= self.epochs or (cfg.until_usable and not usable):
             return None
         # While the learning rate is high validation scores wobble, and a cosine's low-rate end is where they
         # gain most (ELPV: a stop after 10 of 13 epochs kept macro-F1 0.43): a plateau counts only in the last

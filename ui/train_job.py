@@ -239,7 +239,8 @@ def finished_view(run: RunDir) -> None:
     elif state == "cancelled":
         st.warning(f"Training {code(run.run_id)} was cancelled at epoch {progress.epoch}, step {progress.step}; "
                    "its last checkpoint is kept.", icon=":material/stop_circle:")
-    charts_ui(run_figures(events, progress.epochs), key=f"final_{run.run_id}")
+    # A finished run's axis ends where it stopped (an early stop or a spent budget), not at its first plan.
+    charts_ui(run_figures(events, progress.epoch if state == "done" else progress.epochs), key=f"final_{run.run_id}")
     if state in ("failed", "cancelled"):
         if run.checkpoint.is_file():
             where = "from its last checkpoint"

@@ -248,7 +248,7 @@ def test_a_relabel_clicked_twice_is_one_correction_and_the_card_shows_the_new_la
 def test_the_probability_list_always_has_the_photos_label():
     from collections import namedtuple
 
-    from ui.review_widgets import probability_lines
+    from ui.review_cards import probability_lines
 
     classes = [f"c{i}" for i in range(7)]
     Row = namedtuple("Row", ["true_label", "pred_label"] + [f"prob_{c}" for c in classes])

@@ -59,7 +59,7 @@ def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_
         expect(page.locator('[data-testid="stMetric"]', has_text="Needs a person")
                .locator('[data-testid="stMetricValue"]')).not_to_have_text("0")
         for card in (".st-key-inspect-result-0", ".st-key-inspect-result-1"):  # the grid follows the threshold
-            expect(page.locator(card)).to_contain_text("needs a person")
+            expect(page.locator(card)).to_contain_text("NEEDS A PERSON")
         page.locator(".st-key-inspect-detail").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / "inspect-page.png"), full_page=True)
 

@@ -12,11 +12,12 @@ import streamlit as st
 from defect_model.workflows.inspection import FileResult
 from defect_model.workflows.inspection_export import heatmap_for_class, load_stored_photo, overlay_for
 from defect_model.runs.store import InspectionStore
-from defect_model.serve.verdicts import UNFAMILIAR_REASON, VERDICT_LABELS
+from defect_model.serve.verdicts import UNFAMILIAR_REASON
 from ui.inspect_model import ActiveModel
+from ui.layout import page_script
 from ui.text import code, md, plot_text
 from ui.inspect_state import SCROLL_KEY, SELECTED_KEY, current_good_threshold, inspector_name, kept_slider
-from ui.inspect_verdict import badge
+from ui.inspect_verdict import needed_confidence, verdict_banner, verdict_sentence
 
 UNUSABLE = "(photo unusable)"
 
@@ -86,19 +87,17 @@ def scroll_to_detail_ui() -> None:
     """After "Open" (or a table row) chose a photo: bring the detail into view, where it changed. A fixed script
     of ours (no user text) in an invisible frame; its text changes per click, which reloads the frame, so the
     script runs on every click (an st.html script runs only when first drawn)."""
-    import streamlit.components.v1 as components
-
     click = st.session_state.pop(SCROLL_KEY, None)
     if click:
-        components.html(SCROLL_SCRIPT % click, height=0)
+        page_script(SCROLL_SCRIPT % click, "scroll-to-detail")
 
 
 def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
     verdict = result.verdict_at(threshold, model.good_classes, current_good_threshold())
-    title, tag = st.columns([4, 1], vertical_alignment="center")
-    title.markdown(f"#### {md(result.name)}")
+    tag, title = st.columns([1, 2], vertical_alignment="center")
     with tag:
-        badge(verdict)
+        verdict_banner(verdict, "detail")
+    title.markdown(f"**{md(result.name)}**")
     if not result.ok:
         st.error(md(result.error), icon=":material/error:")
         st.caption(f"Logged as an error (inspection {result.inspection_id}); photo fingerprint "
@@ -129,8 +128,8 @@ def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: I
                 heat_col.image(overlay_for(result, opacity, photo, heat),
                                caption=f"Heatmap: where the model looked for “{md(target)}”", width="stretch")
     with chart_col:
-        st.markdown(f"Predicted **{md(result.predicted)}** with {result.confidence:.1%} "
-                    f"(threshold {threshold:.0%}) → **{VERDICT_LABELS[verdict]}**")
+        needed = needed_confidence(result, model.good_classes, threshold, current_good_threshold())
+        st.markdown(verdict_sentence(result, verdict, needed))
         unfamiliar_ui(result, model)
         st.plotly_chart(probability_chart(result, model.good_classes, threshold),
                         key=f"inspect_chart_{result.index}", config={"displayModeBar": False})

@@ -8,12 +8,13 @@ import functools
 import streamlit as st
 
 from defect_model.workflows.inspection import FileResult
-from defect_model.workflows.inspection_export import overlay_for, results_table
+from defect_model.workflows.inspection_export import results_table
 from defect_model.serve.verdicts import VERDICTS, VERDICT_LABELS
 from ui.text import md
 from ui.inspect_detail import select
-from ui.inspect_state import current_good_threshold, kept_value
-from ui.inspect_verdict import badge, describe
+from ui.inspect_state import current_good_threshold
+from ui.layout import COLOURS
+from ui.inspect_verdict import describe, file_name_ui, table_word, verdict_banner
 
 GRID_COLUMNS = 4
 
@@ -51,21 +52,21 @@ def grid_or_table_ui(results: list[FileResult], threshold: float, good_classes: 
 
 
 def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str], selected: int | None) -> None:
-    opacity = kept_value("inspect_opacity", 0.45)
     for start in range(0, len(results), GRID_COLUMNS):
         for column, result in zip(st.columns(GRID_COLUMNS), results[start:start + GRID_COLUMNS]):
             with column, st.container(border=True, key=f"inspect-result-{result.index}"):
-                card_ui(result, result.verdict_at(threshold, good_classes, current_good_threshold()), opacity, result.index == selected)
+                card_ui(result, result.verdict_at(threshold, good_classes, current_good_threshold()),
+                        result.index == selected)
 
 
-def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool) -> None:
-    picture = overlay_for(result, opacity) if result.ok else None
-    if picture is not None:
-        st.image(picture, width="stretch")
-    st.markdown(f"**{md(result.name)}**")
-    badge(verdict)
+def card_ui(result: FileResult, verdict: str, is_selected: bool) -> None:
+    """The verdict first, large; then the photo itself (its heatmap is in the detail), its name and the class."""
+    verdict_banner(verdict, f"card-{result.index}")
+    if result.ok and result.thumbnail is not None:
+        st.image(result.thumbnail, width="stretch")
+    file_name_ui(result.name)
     if result.ok:
-        st.caption(describe(result, verdict))
+        st.caption(describe(result))
         # The card shown in the detail says so on its button: every card of a row stays as tall.
         st.button("Shown above" if is_selected else "Open", key=f"inspect_open_{result.index}", on_click=select,
                   args=(result.index,), icon=":material/arrow_upward:" if is_selected else ":material/zoom_in:",
@@ -75,13 +76,22 @@ def card_ui(result: FileResult, verdict: str, opacity: float, is_selected: bool)
 
 
 def table_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
+    """The verdict first, in words and on its colour; empty cells stay empty (no "None")."""
     table = results_table(results, threshold, good_classes, current_good_threshold())
+    shown = table[["verdict", "file_name", "reason", "predicted", "confidence", "unfamiliar_score", "message"]].copy()
+    colours = shown["verdict"].map(COLOURS)
+    shown["verdict"] = shown["verdict"].map(table_word)
+    for column in ("file_name", "reason", "predicted", "message"):
+        shown[column] = shown[column].fillna("").astype(str)
+    styled = shown.style.apply(lambda _: [f"background-color: {c}; color: white; font-weight: 700" for c in colours],
+                               subset=["verdict"])
     st.dataframe(
-        table[["file_name", "verdict", "reason", "predicted", "confidence", "unfamiliar_score", "message"]],
-        hide_index=True,
+        styled, hide_index=True,
         key="inspect_table", on_select=functools.partial(_select_from_table, [r.index for r in results]),
         selection_mode="single-row",
-        column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,
+        column_config={"verdict": st.column_config.TextColumn("verdict", width="medium"),
+                       "file_name": st.column_config.TextColumn("file name"),
+                       "confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1,
                                                                      format="percent"),
                        "unfamiliar_score": st.column_config.NumberColumn("unfamiliar score", format="%.1f")})
 

@@ -24,11 +24,18 @@ from ui.session import current_actor
 from ui.text import md
 from ui.inspect_detail import detail_ui, scroll_to_detail_ui, selected_result
 from ui.inspect_results import grid_or_table_ui
+from ui.layout import metric_row
 from ui.inspect_state import (BATCH_PARAM, GOOD_THRESHOLD_KEY, QUEUE_KEY, QUEUE_MODEL_KEY, RESTORED_KEY, ROUND_KEY,
                               SEEN_KEY, SELECTED_KEY, current_good_threshold, inspector_name, kept_slider, kept_value)
 
 POLL_SECONDS = 1.0  # while a batch runs; each poll redraws the results, which costs the worker CPU
 FIRST_RESULT_WAIT_S = 3.0  # after an upload, wait this long for the first verdict before drawing the page
+# The lowest confidence a verdict may rest on: below a half, the model favours its class less than all the others
+# together (at 0.31 a clean photo was rejected as "scratch 32.5 %").
+MIN_THRESHOLD = 0.5
+THRESHOLD_HELP = ("How sure the model must be of a photo's class to decide it alone. It never changes which class "
+                  "the model sees, only whether a person decides instead; a photo unlike the training photos goes "
+                  "to a person however sure the model is.")
 UPLOAD_HELP = ("JPG, PNG, BMP, TIF or WebP photos, or a .zip of them. Drop many at once; they are inspected in "
                "batches while you keep working, and every file is logged.")
 
@@ -143,12 +150,12 @@ def threshold_ui(model: ActiveModel) -> float:
         st.caption(f"Operating point of this model: pass from {md(point.describe_pass())}, reject from "
                    f"{point.defect_threshold:.2f}{measured}.")
         return point.defect_threshold
-    return kept_slider("Confidence threshold", 0.0, 1.0, DEFAULT_THRESHOLD, 0.01, key="inspect_threshold",
-                       help="A photo whose most likely class is below this probability goes to a person "
-                          "instead of pass / reject. Changing it re-decides the results shown and exported; "
-                          "the log keeps the verdict given at inspection time.")
-
-
+    value = kept_slider("Confidence a verdict needs", MIN_THRESHOLD, 1.0, DEFAULT_THRESHOLD, 0.01,
+                        key="inspect_threshold", help=THRESHOLD_HELP)
+    st.caption(f"Below {value:.0%} a photo goes to a person; at or above it, it passes or is rejected by the class "
+               "the model sees. Moving it re-decides the photos on this page and the CSV; the inspection log keeps "
+               "each photo's verdict as it was inspected.")
+    return value
 
 
 def upload_ui() -> list[tuple[str, bytes]]:
@@ -226,9 +233,8 @@ def progress_ui(queue: InspectionQueue, done: int, total: int) -> None:
 
 def summary_ui(results: list[FileResult], threshold: float, good_classes: list[str]) -> None:
     counts = verdict_counts(results, threshold, good_classes, current_good_threshold())
-    columns = st.columns(4)
-    for column, verdict in zip(columns, ("pass", "reject", "needs_person", "error")):
-        column.metric(VERDICT_LABELS[verdict].capitalize(), counts[verdict], border=True)
+    metric_row([(VERDICT_LABELS[verdict].capitalize(), str(counts[verdict]), None)
+                for verdict in ("pass", "reject", "needs_person", "error")], border=True)
     per_class = class_counts(results)
     st.caption(f"{len(results)} files · the model's most likely class (a guess where a person is needed; the "
                "verdicts are above): " + " · ".join(f"{md(name)} **{count}**" for name, count in per_class.items()))

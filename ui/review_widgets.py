@@ -17,6 +17,7 @@ from defect_model.workflows.review import ReviewData, ReviewError, confusion_cou
 from defect_model.runs.folders import RunDir, list_runs
 from defect_model.runs.store import InspectionStore
 from ui.resources import active_run
+from ui.layout import metric_row
 from ui.run_picker import run_select
 from ui.text import md, plot_text
 
@@ -86,8 +87,7 @@ def quality_header(metrics: dict, good_classes, compact: bool = False) -> ModelQ
     if compact:
         st.markdown(" · ".join(f"**{label}** {value}" for label, value, _ in numbers))
     else:
-        for column, (label, value, help_text) in zip(st.columns(len(numbers)), numbers):
-            column.metric(label, value, help=help_text)
+        metric_row(numbers)
     st.caption("Recall per class: " + ", ".join(f"{md(c)} {r:.0%}" for c, r in quality.recall.items()))
     return quality
 
@@ -199,12 +199,9 @@ def metrics_ui(metrics: dict) -> pd.DataFrame:
 def calibration_ui(data: ReviewData) -> float:
     bins = st.slider("Confidence bins", 5, 20, 10, key="calibration_bins")
     result = reliability(data.predictions, data.classes, bins)
-    a, b, c, d = st.columns(4)
-    a.metric("Expected calibration error", f"{result.ece:.3f}",
-             help="Average gap between confidence and accuracy, weighted by the photos in each bin. 0 = calibrated.")
-    b.metric("Largest bin gap", f"{result.mce:.3f}")
-    c.metric("Mean confidence", pct(result.mean_confidence))
-    d.metric("Accuracy", pct(result.accuracy))
+    metric_row([("Expected calibration error", f"{result.ece:.3f}", "Average gap between confidence and accuracy, "
+                 "weighted by the photos in each bin. 0 = calibrated."), ("Largest bin gap", f"{result.mce:.3f}", None),
+                ("Mean confidence", pct(result.mean_confidence), None), ("Accuracy", pct(result.accuracy), None)])
     gap = result.mean_confidence - result.accuracy
     verdict = ("over-confident: it claims more than it delivers" if gap > 0.02 else
                "under-confident: it is right more often than it claims" if gap < -0.02 else "about calibrated")

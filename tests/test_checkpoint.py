@@ -47,3 +47,22 @@ def test_metadata_must_be_plain_data(tmp_path):
     with pytest.raises(TypeError):
         save_checkpoint(tmp_path / "x.pt", {}, {"classes": object()})
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_model_download_leaves_out_the_training_state_and_predicts_the_same(trained_run, tmp_path):
+    """Issue #26 item 9: the Models page offers the weights without the optimizer state (135.7 MB for a resnet18
+    checkpoint beside a 44.7 MB ONNX file)."""
+    import io
+
+    from defect_model.train.checkpoint import inference_bytes
+
+    full = load_checkpoint(trained_run.checkpoint)
+    assert "training" in full  # AdamW moments, scheduler and random state
+    data = inference_bytes(trained_run.checkpoint)
+    assert len(data) < 0.6 * trained_run.checkpoint.stat().st_size
+    slim = torch.load(io.BytesIO(data), weights_only=True)
+    assert "training" not in slim and slim["meta"] == full["meta"]
+    (tmp_path / "model.pt").write_bytes(data)
+    photo = np.asarray(make_sample("pit", np.random.default_rng(3), 96)[0])
+    expected = Predictor.from_checkpoint(trained_run.checkpoint).predict([photo])
+    np.testing.assert_allclose(Predictor.from_checkpoint(tmp_path / "model.pt").predict([photo]), expected, atol=1e-6)

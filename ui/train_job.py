@@ -274,16 +274,17 @@ def done_ui(run: RunDir, settings: dict) -> None:
         return
     actor = current_actor()
     named = bool(actor and actor.may("activate"))
-    if not named:
+    if not named:  # an admin's controls are not shown greyed out to others
         st.caption(":material/lock: Only an admin can make a run active (on this page or on Models).")
+        return
     if quality.collapsed:
         reason_key = f"train_override_{run.run_id}"
         reason = st.text_input("Reason for making a flagged model active (logged with it)", key=reason_key)
-        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not (reason.strip() and named),
+        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not reason.strip(),
                   icon=":material/warning:", on_click=make_active, args=(run.run_id, reason_key))
     else:
         st.button("Make this the active model", key=f"train_activate_{run.run_id}", type="primary",
-                  disabled=not named, icon=":material/verified:", on_click=make_active, args=(run.run_id,))
+                  icon=":material/verified:", on_click=make_active, args=(run.run_id,))
 
 
 def start_ui(cfg: TrainConfig | None, with_corrections: bool = False) -> None:

@@ -130,4 +130,4 @@ def choose_option(page, selectbox, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
     from playwright.sync_api import expect
 
-    expect(selectbox).to_contain_text(option)
+    expect(selectbox.get_by_role("combobox")).to_have_value(option)

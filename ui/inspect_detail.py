@@ -94,10 +94,8 @@ def scroll_to_detail_ui() -> None:
 
 def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
     verdict = result.verdict_at(threshold, model.good_classes, current_good_threshold())
-    tag, title = st.columns([1, 2], vertical_alignment="center")
-    with tag:
-        verdict_banner(verdict, "detail")
-    title.markdown(f"**{md(result.name)}**")
+    verdict_banner(verdict, "detail")
+    st.markdown(f"**{md(result.name)}**")
     if not result.ok:
         st.error(md(result.error), icon=":material/error:")
         st.caption(f"Logged as an error (inspection {result.inspection_id}); photo fingerprint "

@@ -16,7 +16,7 @@ WORDS = {"pass": "PASS", "reject": "REJECT", "needs_person": "NEEDS A PERSON", "
 ICONS = {"pass": ":material/check_circle:", "reject": ":material/cancel:",
          "needs_person": ":material/person_search:", "error": ":material/error:"}
 # For the results table, where no icon font is drawn: a symbol that reads without colour too.
-SYMBOLS = {"pass": "✔", "reject": "✖", "needs_person": "👤", "error": "⚠"}
+SYMBOLS = {"pass": "✔", "reject": "✖", "needs_person": "?", "error": "⚠"}
 
 
 def verdict_banner(verdict: str, key: str) -> None:

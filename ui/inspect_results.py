@@ -61,7 +61,7 @@ def grid_ui(results: list[FileResult], threshold: float, good_classes: list[str]
 
 def card_ui(result: FileResult, verdict: str, is_selected: bool) -> None:
     """The verdict first, large; then the photo itself (its heatmap is in the detail), its name and the class."""
-    verdict_banner(verdict, f"card-{result.index}")
+    verdict_banner(verdict)
     if result.ok and result.thumbnail is not None:
         st.image(result.thumbnail, width="stretch")
     file_name_ui(result.name)

@@ -1,5 +1,5 @@
 """The verdict as an inspector reads it at arm's length: PASS / REJECT / NEEDS A PERSON in large coloured words
-(styled by ui/style.py), and why, in one sentence beside the confidence."""
+(styled by ui/layout.py), and why, in one sentence beside the confidence."""
 
 from __future__ import annotations
 
@@ -13,16 +13,13 @@ from defect_model.serve.verdicts import UNFAMILIAR_REASON, PassThreshold, pass_t
 from ui.text import md
 
 WORDS = {"pass": "PASS", "reject": "REJECT", "needs_person": "NEEDS A PERSON", "error": "NOT INSPECTED"}
-ICONS = {"pass": ":material/check_circle:", "reject": ":material/cancel:",
-         "needs_person": ":material/person_search:", "error": ":material/error:"}
-# For the results table, where no icon font is drawn: a symbol that reads without colour too.
+# Beside the words on the cards and in the table: a symbol that reads without colour too.
 SYMBOLS = {"pass": "✔", "reject": "✖", "needs_person": "?", "error": "⚠"}
 
 
-def verdict_banner(verdict: str, key: str) -> None:
-    """The verdict in large white words on its colour; `key` names the element (CSS .st-key-verdict-...)."""
-    with st.container(key=f"verdict-{verdict}-{key}"):
-        st.markdown(f"{ICONS[verdict]} {WORDS[verdict]}")
+def verdict_banner(verdict: str, size: str = "card") -> None:
+    """The verdict in large white words on its colour (`size`: card or detail); our own words only."""
+    st.html(f'<div class="verdict verdict-{verdict} verdict-{size}">{SYMBOLS[verdict]} {WORDS[verdict]}</div>')
 
 
 def table_word(verdict: str) -> str:

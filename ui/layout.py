@@ -14,15 +14,12 @@ COLOURS = {"pass": "#1b5e20", "reject": "#b71c1c", "needs_person": "#b34700", "e
 NARROW_PX = 1024
 METRIC_WIDTH = 150  # px: a metric narrower than this truncates its number ("31…")
 
-_VERDICT_CSS = "\n".join(f'[class*="st-key-verdict-{verdict}"] {{ background: {colour}; }}'
+_VERDICT_CSS = "\n".join(f'.verdict-{verdict} {{ background: {colour}; }}'
                          for verdict, colour in COLOURS.items())
 STYLE = f"""<style>
-[class*="st-key-verdict-"] {{ border-radius: 0.5rem; padding: 0.3rem 0.75rem; height: auto !important;
-  overflow: visible !important; }}
-[class*="st-key-verdict-"] * {{ overflow: visible !important; }}
-[class*="st-key-verdict-"] p {{ color: #fff; font-weight: 800; font-size: 1.35rem; line-height: 1.25; margin: 0;
-  letter-spacing: 0.02em; }}
-[class*="st-key-verdict-"][class*="-detail"] p {{ font-size: 2rem; }}
+.verdict {{ color: #fff; font-weight: 800; font-size: 1.35rem; line-height: 1.25; letter-spacing: 0.02em;
+  border-radius: 0.5rem; padding: 0.35rem 0.75rem; }}
+.verdict-detail {{ font-size: 2rem; }}
 {_VERDICT_CSS}
 [data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"] p {{ white-space: normal; overflow: visible;
   text-overflow: clip; }}

@@ -95,7 +95,7 @@ def scroll_to_detail_ui() -> None:
 def detail_ui(result: FileResult, model: ActiveModel, threshold: float, store: InspectionStore) -> None:
     verdict = result.verdict_at(threshold, model.good_classes, current_good_threshold())
     verdict_banner(verdict, "detail")
-    st.markdown(f"**{md(result.name)}**")
+    st.markdown(f"#### {md(result.name)}")  # a heading, smaller than the verdict above it
     if not result.ok:
         st.error(md(result.error), icon=":material/error:")
         st.caption(f"Logged as an error (inspection {result.inspection_id}); photo fingerprint "

@@ -1,12 +1,19 @@
 """Router: page config, sign-in, navigation over the pages the signed-in role may use, and the sidebar."""
 
+import functools
+
 import streamlit as st
 
+from ui.layout import apply_layout
 from ui.router import mark_routed
-from ui.session import current_actor, sign_in_page
+from ui.session import current_actor, not_for_role_page, sign_in_page
 from ui.sidebar import sidebar
 
 st.set_page_config(page_title="Defect inspection", page_icon="assets/logo.png", layout="wide")
+apply_layout()
+
+RESTRICTED = [("train", "Train", ":material/model_training:"), ("review", "Review", ":material/fact_check:"),
+              ("models", "Models", ":material/inventory_2:"), ("monitor", "Monitor", ":material/monitoring:")]
 
 actor = current_actor()
 if actor is None:
@@ -17,11 +24,12 @@ if actor is None:
                                 for path in ("inspect", "train", "review", "models", "monitor")], position="hidden")
 else:
     pages = [st.Page("pages/inspect.py", title="Inspect", icon=":material/search:", default=True)]
-    if actor.may("review"):  # engineers and admins; the engine checks each action again
-        pages += [st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-                  st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
-                  st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
-                  st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:")]
+    for path, title, icon in RESTRICTED:
+        if actor.may("review"):  # engineers and admins; the engine checks each action again
+            pages.append(st.Page(f"pages/{path}.py", title=title, icon=icon))
+        else:  # typed or bookmarked by an inspector: a page that says why, not a silent Inspect
+            pages.append(st.Page(functools.partial(not_for_role_page, title, "review"), title=title, icon=icon,
+                                 url_path=path, visibility="hidden"))
     navigation = st.navigation(pages)
 mark_routed()
 sidebar(actor)

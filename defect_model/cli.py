@@ -193,7 +193,6 @@ def cmd_train(args, dist) -> int:
     torchrun rank 0 makes the folder and the other processes train into it."""
     import contextlib
 
-    from defect_model.common.durable import DiskFull
     from defect_model.runs.jobs import JobError
     from defect_model.runs.folders import RunDir
     from defect_model.train import distributed

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from ui.review_widgets import (calibration_ui, cell_ui, confusion_ui, inspection_ui, metrics_ui, misclassified_ui,
-                               quality_header, retrain_ui, review_data_ui, run_choice_ui, store_ui)
+from ui.review_cards import cell_ui, misclassified_ui
+from ui.review_retrain import inspection_ui, retrain_ui
+from ui.review_widgets import (calibration_ui, confusion_ui, metrics_ui, quality_header, review_data_ui, run_choice_ui,
+                               store_ui)
 from ui.golden_ui import mark_golden_ui
 from ui.operating_point_ui import operating_point_ui
 from ui.router import require_router

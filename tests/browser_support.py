@@ -122,3 +122,12 @@ def choose_file(page, uploader, path: Path) -> None:
     expect(chip.locator('[data-testid="stFileChipIconSpinner"]')).to_have_count(0)
     page.wait_for_timeout(300)  # the upload's rerun starts after the chip settles
     expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)
+
+
+def choose_option(page, selectbox, option: str) -> None:
+    """Open a Streamlit selectbox and pick `option` from its list."""
+    selectbox.locator("input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    from playwright.sync_api import expect
+
+    expect(selectbox.get_by_role("combobox")).to_have_value(option)

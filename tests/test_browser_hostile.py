@@ -43,10 +43,11 @@ def test_hostile_uploads_on_the_inspect_page_each_get_their_message(browser, tra
                 expect(card.locator("img")).to_have_count(0)
             else:  # inspected: a verdict and its heatmap overlay
                 expect(card.locator("img")).to_have_count(1)
-        # A file name written as Markdown is shown as its characters: the card's bold title is the whole name,
-        # with no bold, badge or image of its own inside.
+        # A file name written as Markdown is shown as its characters: the card's name is the whole name, with no
+        # bold, badge or image of its own inside.
         named = cards.filter(has_text=MARKDOWN_NAME)
-        expect(named.locator("strong")).to_have_text(MARKDOWN_NAME)
+        expect(named.locator(".file-name")).to_have_text(MARKDOWN_NAME)
+        expect(named.locator(".file-name strong")).to_have_count(0)
         expect(named.locator('[data-testid="stMarkdownBadge"]')).to_have_count(0)
 
         # The 12-bit frame's note says which white it was scaled by (the results CSV's message column).

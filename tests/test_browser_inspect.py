@@ -9,7 +9,6 @@ import pandas as pd
 from playwright.sync_api import expect
 
 from browser_support import sign_in, streamlit_server
-from conftest import PASSWORD
 from inspect_support import CARDS, UPLOADER, active_model_folder, corrupt_png, inspector_page, photo_bytes, upload_files
 
 
@@ -59,7 +58,7 @@ def test_inspector_uploads_three_photos_changes_the_threshold_and_downloads_the_
         expect(page.locator('[data-testid="stMetric"]', has_text="Needs a person")
                .locator('[data-testid="stMetricValue"]')).not_to_have_text("0")
         for card in (".st-key-inspect-result-0", ".st-key-inspect-result-1"):  # the grid follows the threshold
-            expect(page.locator(card)).to_contain_text("needs a person")
+            expect(page.locator(card)).to_contain_text("NEEDS A PERSON")
         page.locator(".st-key-inspect-detail").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / "inspect-page.png"), full_page=True)
 
@@ -129,15 +128,14 @@ def test_a_reload_keeps_the_batch_and_open_scrolls_to_the_detail(browser, tmp_pa
         table = pd.read_csv(download.value.path())
         assert list(table["inspector"]) == ["Ana"] * 9
 
-        # A reload is a new session: sign in again, and the same batch is on the page, read back from the log.
+        # A reload is a new session, still signed in (its cookie, issue #26 item 5), and the same batch is on the
+        # page, read back from the log.
         address = page.url
         page.reload()
-        page.get_by_label("Account", exact=True).fill("Ana")
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Ana · inspector").wait_for()
         page.wait_for_selector(".st-key-inspect-result-8")
         expect(page.locator(CARDS)).to_have_count(9)
         assert page.url == address
         assert sum(int(metric(page, name)) for name in ("Pass", "Reject", "Needs a person", "Error")) == 9
-        expect(page.locator(".st-key-inspect-result-0 img")).to_have_count(1)  # heatmap overlays drawn again
+        expect(page.locator(".st-key-inspect-result-0 img")).to_have_count(1)  # the photo drawn again
         page.screenshot(path=str(artifacts_dir / "inspect-after-reload.png"), full_page=True)

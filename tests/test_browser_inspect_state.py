@@ -62,7 +62,7 @@ def test_the_threshold_and_opacity_survive_the_log_tab_and_the_verdicts_follow(b
         threshold.press("End")  # 100 %: nothing is that sure, every photo goes to a person
         expect(threshold).to_have_attribute("aria-valuetext", "1.00")
         for index in (0, 1):
-            expect(_card(page, index)).to_contain_text("needs a person")
+            expect(_card(page, index)).to_contain_text("NEEDS A PERSON")
         opacity = _slider(page, "inspect_opacity")
         opacity.focus()
         opacity.press("Home")
@@ -73,14 +73,14 @@ def test_the_threshold_and_opacity_survive_the_log_tab_and_the_verdicts_follow(b
         expect(_slider(page, "inspect_threshold")).to_have_attribute("aria-valuetext", "1.00")
         expect(_slider(page, "inspect_opacity")).to_have_attribute("aria-valuetext", kept_opacity)
         for index in (0, 1):
-            expect(_card(page, index)).to_contain_text("needs a person")
+            expect(_card(page, index)).to_contain_text("NEEDS A PERSON")
 
         threshold = _slider(page, "inspect_threshold")
         threshold.focus()
         threshold.press("Home")  # the lowest threshold: every confident photo gets its verdict again
         expect(threshold).not_to_have_attribute("aria-valuetext", "1.00")
         for index in (0, 1):
-            expect(_card(page, index)).not_to_contain_text("needs a person")
+            expect(_card(page, index)).not_to_contain_text("NEEDS A PERSON")
 
 
 def test_a_change_of_the_active_model_starts_a_new_batch(browser, trained_run, tmp_path, monkeypatch):

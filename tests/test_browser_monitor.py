@@ -58,7 +58,7 @@ def test_monitor_charts_drift_and_queue_label(browser, tmp_path, artifacts_dir, 
 
         # The drift the Monitor found is on the Inspect page's model line too.
         page.get_by_role("link", name="Inspect", exact=True).click()
-        page.get_by_text("Drift: the photos of its last 7 days of inspections differ").wait_for()
+        page.get_by_text("this week's photos look different from the ones the model learned from").wait_for()
         _shot(page, shots, "05-inspect-drift-alarm")
 
     saved = env["store"].corrections()

@@ -8,7 +8,9 @@ import json
 
 import pandas as pd
 
-from browser_support import signed_in_page
+from playwright.sync_api import expect
+
+from browser_support import choose_option, signed_in_page
 from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import get_active, list_runs
 from defect_model.runs.store import InspectionStore
@@ -61,8 +63,13 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
         card.scroll_into_view_if_needed()
         _shot(page, shots, "02-cell-opened")
 
-        # The planted photo is a scratch filed as pit: relabel it to scratch (the model's prediction).
+        # The planted photo is a scratch filed as pit: relabel it to scratch (the model's prediction), chosen by
+        # hand: the box starts empty, and Relabel waits for a choice.
         assert PLANTED in card.inner_text()
+        expect(card.locator('[data-testid="stSelectbox"] input')).to_have_attribute("placeholder",
+                                                                            "choose the correct class")
+        expect(card.get_by_role("button", name="Relabel")).to_be_disabled()
+        choose_option(page, card.locator('[data-testid="stSelectbox"]'), "scratch")
         card.get_by_role("button", name="Relabel").click()
         _wait_for_text(page, "relabelled to scratch. Saved as a correction.", 60)
         _shot(page, shots, "03-relabelled")

@@ -32,7 +32,7 @@ def test_an_unfamiliar_photo_needs_a_person_with_its_reason(browser, trained_run
         upload_files(page, [tmp_path / "ok-part.png", tmp_path / "noise.png"])
         expect(page.locator(CARDS)).to_have_count(2)
         card = page.locator(".st-key-inspect-result-1")
-        expect(card).to_contain_text("needs a person")
+        expect(card).to_contain_text("NEEDS A PERSON")
         expect(card).to_contain_text("unfamiliar photo")
         expect(page.locator(".st-key-inspect-result-0")).not_to_contain_text("unfamiliar photo")  # the demo photo
         card.get_by_role("button", name="Open").click()

@@ -149,3 +149,28 @@ def test_a_crashing_run_is_marked_failed_with_the_error(tiny_dataset, tmp_path):
         fit(tiny_config(tiny_dataset, lr=1e12), run)
     status = run.status()
     assert status["state"] == "failed" and "loss became" in status["error"]
+
+
+def test_a_run_told_to_train_until_usable_goes_on_while_flagged_up_to_four_times_its_plan(tiny_dataset, tmp_path):
+    """Issue #26 item 1: a learning rate too small to learn anything keeps the model flagged; the run adds one
+    epoch at a time, each announced, and stops at four times its plan (it does not run forever)."""
+    run = _new_run(tmp_path)
+    seen = []
+    fit(tiny_config(tiny_dataset, epochs=1, lr=1e-9, until_usable=True, patience=1), run, callbacks=[seen.append])
+    epochs = [e for e in seen if e["type"] == "epoch"]
+    plans = [e for e in seen if e["type"] == "plan"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and all(e["collapsed"] for e in epochs)
+    assert [p["epochs"] for p in plans] == [2, 3, 4]
+    assert plans[0]["text"].startswith("one more epoch (2): after epoch 1 the model still")
+    assert run.status()["collapsed"]  # still flagged at the limit: said, not hidden
+
+
+def test_until_usable_holds_off_early_and_budget_stops_only_while_the_model_is_flagged():
+    from defect_model.train.course import Course
+
+    cfg = TrainConfig(until_usable=True, patience=1, time_budget_min=1.0)
+    course = Course(epochs=10, best=0.5, best_epoch=1, since_best=5)
+    assert course.stop_reason(cfg, elapsed=600, epoch_seconds=60, epoch=9, usable=False) is None
+    assert "stopped early" in course.stop_reason(cfg, elapsed=600, epoch_seconds=60, epoch=9, usable=True)
+    plain = dataclasses.replace(cfg, until_usable=False)
+    assert course.stop_reason(plain, elapsed=600, epoch_seconds=60, epoch=9, usable=False) is not None

@@ -147,3 +147,26 @@ def test_progress_and_curves_follow_a_resumed_run():
     ended = resumed + [{"type": "end", "time": 40.0, "state": "done"}]
     assert read_progress(ended).end_state == "done" and read_progress(ended).fraction == 1.0
     assert read_progress([]).text().startswith("Starting")
+
+
+def test_time_left_and_the_epochs_shown_follow_the_budget_before_the_run_replans():
+    """Issue #26 item 2: a 2-minute run planned for 10 epochs from a built-in guess, measured at 1 s a step (30 s
+    an epoch), shows the 3 epochs its budget buys and at most the budget's end as time left, not 10 epochs."""
+    start = {"type": "start", "time": 0.0, "epochs": 10, "steps_per_epoch": 30, "total_steps": 300,
+             "train_images": 960, "val_images": 60, "start_epoch": 1, "skip_steps": 0,
+             "config": {"time_budget_min": 2.0}}
+    events = [start] + [_step(1, s, s, float(s), per_epoch=30, total=300) for s in range(1, 11)]
+    progress = read_progress(events)
+    assert progress.epochs == 3 and progress.total_steps == 90  # 120 s // (30 s + a validation of ~0.6 s)
+    assert progress.text().startswith("Epoch 1/3 · step 10/30")
+    assert progress.eta_s <= 120 * 1.05 - 10 and progress.eta_s == pytest.approx(80 + 3 * 60 / 32 / 3 * 1, rel=0.05)
+
+    slow = [start] + [_step(1, s, s, 10.0 * s, per_epoch=30, total=300) for s in range(1, 11)]  # 10 s a step
+    progress = read_progress(slow)
+    assert progress.epochs == 1  # one epoch already takes longer than the budget: it stops after it
+    assert progress.eta_s == pytest.approx(20 * 10 + 60 * 10 / 32 / 3)  # the rest of the epoch it is in
+
+    unbudgeted = dict(start, config={"time_budget_min": 0})
+    assert read_progress([unbudgeted] + events[1:]).epochs == 10
+    replanned = events + [{"type": "plan", "time": 31.0, "epochs": 4, "total_steps": 120, "text": "4 epochs"}]
+    assert read_progress(replanned).epochs == 4

@@ -185,11 +185,12 @@ def test_the_threshold_decides_needs_a_person(env):
     assert len(cards(at)) == 3
     at.slider(key="inspect_threshold").set_value(1.0).run()
     assert metrics(at)["Needs a person"] == sum(r.confidence < 1.0 for r in results) >= unsure
-    at.slider(key="inspect_threshold").set_value(0.0).run()
+    at.slider(key="inspect_threshold").set_value(0.5).run()  # the lowest a verdict may rest on
     counts = metrics(at)
-    assert counts["Needs a person"] == 0 and counts["Pass"] + counts["Reject"] == 3
-    predicted = [r.predicted for r in results]
-    assert counts["Pass"] == predicted.count("ok")  # "ok" is the good class; every other class is a reject
+    sure = [r for r in results if r.confidence >= 0.5]
+    assert counts["Needs a person"] == 3 - len(sure) and counts["Pass"] + counts["Reject"] == len(sure)
+    # "ok" is the good class; every other class is a reject
+    assert counts["Pass"] == [r.predicted for r in sure].count("ok")
     # The log keeps the verdicts given at inspection time (default threshold 0.7).
     assert set(store().inspections()["threshold"]) == {0.7}
 
@@ -330,11 +331,14 @@ def test_another_inspector_or_model_does_not_get_the_batch(quick):
 
 
 def test_open_scrolls_to_the_detail(quick):
+    def scroll_scripts():  # the sidebar's own scripts (session cookie, closing on narrow screens) left aside
+        return [frame.proto.srcdoc for frame in at.get("iframe") if "scrollIntoView" in frame.proto.srcdoc]
+
     at = upload(app(), [("a.png", photo_bytes("ok", 71)), ("b.png", photo_bytes("pit", 72))])
-    assert not at.get("iframe")
+    assert not scroll_scripts()
     at.button(key="inspect_open_1").click().run()
     assert at.session_state["inspect_selected"] == 1
-    scripts = [frame.proto.srcdoc for frame in at.get("iframe")]
-    assert len(scripts) == 1 and "scrollIntoView" in scripts[0] and "inspect-detail" in scripts[0]
+    scripts = scroll_scripts()
+    assert len(scripts) == 1 and "inspect-detail" in scripts[0]
     at.run()
-    assert not at.get("iframe"), "only right after the click"
+    assert not scroll_scripts(), "only right after the click"

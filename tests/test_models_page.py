@@ -107,7 +107,8 @@ def test_make_active_records_who_and_when(runs):
 def test_an_engineer_compares_but_cannot_activate_or_delete(runs):
     at = open_models("engineer")
     run_choice(at, "manage_run").set_value(runs["better"].run_id).run()
-    assert at.button(key=f"activate_{runs['better'].run_id}").disabled
+    # An admin's control is not shown to an engineer (not even greyed out); the page says who may.
+    assert not [b for b in at.button if b.key == f"activate_{runs['better'].run_id}"]
     assert any("Only an admin can make a model active" in c.value for c in at.caption)
     assert not [b for b in at.button if b.key == f"delete_{runs['better'].run_id}"]
     assert any("Only an admin can delete a run" in c.value for c in at.caption)

@@ -77,7 +77,11 @@ def test_a_cell_lists_its_photos_and_a_relabel_writes_one_row(env):
     assert listed["path"].tolist() == [PLANTED]
     assert any("1 photo(s) of pit predicted as scratch" in m.value for m in at.markdown)
 
-    at.selectbox(key=f"cell:{PLANTED}:new_label").set_value("scratch")
+    # Never pre-filled with the model's answer (issue #26 item 3): empty, and Relabel waits for a choice.
+    box = at.selectbox(key=f"cell:{PLANTED}:new_label")
+    assert box.value is None and box.proto.placeholder == "choose the correct class"
+    assert at.button(key=f"cell:{PLANTED}:relabel").disabled
+    at.selectbox(key=f"cell:{PLANTED}:new_label").set_value("scratch").run()
     at.button(key=f"cell:{PLANTED}:relabel").click().run()
     assert not at.exception
     rows = env["store"].corrections()
@@ -111,7 +115,9 @@ def test_an_inspector_cannot_reach_the_review_page_by_its_address(env):
     sign_in(at, "inspector")
     at.switch_page("pages/review.py")
     at.run()
-    assert [t.value for t in at.title] != ["Review"]  # only Inspect is routed for an inspector
+    # The address opens a page that says why, not the Review page (issue #26 item 5: not a silent Inspect either)
+    assert any("Review is not available for your role (inspector)" in e.value for e in at.error)
+    assert not at.metric and not [t for t in at.tabs]
     assert not [b for b in at.button if b.key and b.key.endswith((":relabel", ":confirm", ":unusable"))]
 
 
@@ -152,7 +158,7 @@ def test_retrain_with_corrections_trains_on_the_corrected_labels(env):
     at = open_review()
     before = tree_fingerprint(env["dataset"])
     at.multiselect(key="wrong_true").set_value(["pit"]).run()
-    at.selectbox(key=f"wrong:{PLANTED}:new_label").set_value("scratch")
+    at.selectbox(key=f"wrong:{PLANTED}:new_label").set_value("scratch").run()  # Relabel waits for a choice
     at.button(key=f"wrong:{PLANTED}:relabel").click().run()
     at.selectbox(key="cell_true").set_value("ok")
     at.selectbox(key="cell_pred").set_value("ok")
@@ -232,7 +238,7 @@ def test_inspector_correction_cards_name_the_uploaded_file_not_the_stored_copy(e
 def test_a_relabel_clicked_twice_is_one_correction_and_the_card_shows_the_new_label(env):
     at = open_review()
     at.multiselect(key="wrong_true").set_value(["pit"]).run()
-    at.selectbox(key=f"wrong:{PLANTED}:new_label").set_value("scratch")
+    at.selectbox(key=f"wrong:{PLANTED}:new_label").set_value("scratch").run()  # Relabel waits for a choice
     at.button(key=f"wrong:{PLANTED}:relabel").click().run()
     at.button(key=f"wrong:{PLANTED}:relabel").click().run()
     assert len(env["store"].corrections()) == 1
@@ -248,7 +254,7 @@ def test_a_relabel_clicked_twice_is_one_correction_and_the_card_shows_the_new_la
 def test_the_probability_list_always_has_the_photos_label():
     from collections import namedtuple
 
-    from ui.review_widgets import probability_lines
+    from ui.review_cards import probability_lines
 
     classes = [f"c{i}" for i in range(7)]
     Row = namedtuple("Row", ["true_label", "pred_label"] + [f"prob_{c}" for c in classes])

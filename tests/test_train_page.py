@@ -358,7 +358,9 @@ def test_a_finished_run_shows_its_curves_and_is_made_active(env):
     assert any("finished in 1 min 15 s" in s.value for s in app.success)
     scores = chart_traces(app, f"final_{run.run_id}_scores")
     assert scores["macro-F1"] == pytest.approx([0.55, 0.65, 0.75])
-    assert app.button(key=f"train_activate_{run.run_id}").disabled  # an engineer may not: admins choose
+    # an engineer may not (admins choose): the button is not shown, the page says who may
+    assert not [b for b in app.button if b.key == f"train_activate_{run.run_id}"]
+    assert any("Only an admin can make a run active" in c.value for c in app.caption)
     app = page("admin")
     app.button(key=f"train_activate_{run.run_id}").click().run()
     assert get_active()["run_id"] == run.run_id and "override" not in get_active()

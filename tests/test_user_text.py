@@ -171,7 +171,7 @@ def test_chart_labels_show_names_as_written():
     import numpy as np
 
     from defect_model.workflows.inspection import FileResult
-    from ui.inspect_widgets import probability_chart
+    from ui.inspect_detail import probability_chart
     from ui.review_widgets import confusion_figure
     from ui.text import plot_text
 

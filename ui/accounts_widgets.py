@@ -24,7 +24,9 @@ def own_password_ui(actor: Actor) -> None:
             except ValueError as exc:
                 st.error(md(exc))
                 return
-            st.success("Password set. Use it to sign in from now on.")
+            # Said where the warning was, at the top of the sidebar, on a run that no longer draws the warning.
+            flash("account", "password", "success", "Password set. Use it to sign in from now on.")
+            st.rerun()
 
 
 def accounts_expander_ui(actor: Actor) -> None:

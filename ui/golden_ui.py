@@ -68,12 +68,13 @@ def mark_golden_ui(data: ReviewData, store: InspectionStore | None, actor: Actor
                "that would change, and activation with changes needs an explicit acknowledgement.")
     root = Path(data.dataset)
     val = data.predictions[["path", "true_label"]]
-    choice = st.multiselect("Validation photos", list(val["path"]), key="golden_val",
+    # No "Select all": as the list's first option it marked 60 photos golden by accident.
+    choice = st.multiselect("Validation photos", list(val["path"]), key="golden_val", select_all=False,
                             format_func=lambda p: f"{p} ({val.set_index('path').loc[p, 'true_label']})")
     confirmed = store.corrections(status="confirmed") if store is not None else pd.DataFrame()
     confirmed = confirmed[confirmed["new_label"].notna()] if len(confirmed) else confirmed
     fixed = st.multiselect("Photos with a confirmed label (corrections and inspections)",
-                           list(confirmed["id"]) if len(confirmed) else [], key="golden_fixed",
+                           list(confirmed["id"]) if len(confirmed) else [], key="golden_fixed", select_all=False,
                            format_func=lambda i: _correction_name(confirmed, i))
     if st.button("Mark as golden", key="golden_add", icon=":material/workspace_premium:",
                  disabled=not (choice or fixed)):

@@ -13,7 +13,7 @@ from defect_model.common.places import data_root
 from defect_model.workflows.operating_point import OperatingPoint, load_point
 from defect_model.workflows.lifecycle import ActivationError, activate, activation_problems
 from defect_model.workflows.inspection import good_classes_of
-from defect_model.photos.synthetic import DEMO_BUDGET_MIN, demo_config, ensure_demo_dataset
+from defect_model.photos.synthetic import demo_config, ensure_demo_dataset
 from ui.job_events import job_progress_ui
 from ui.monitor_widgets import drift_alarm_ui
 from ui.session import current_actor
@@ -87,9 +87,10 @@ def model_line_ui(model: ActiveModel) -> None:
     except (OSError, ValueError):
         problems = []
     if problems:
-        st.error("This model is flagged as useless: " + "; ".join(map(md, problems)) + ". It may pass defective "
-                 "parts: tell the engineer, and send doubtful parts to a person.", icon=":material/warning:")
-    drift_alarm_ui(model.run)
+        st.error("This model is flagged: " + "; ".join(map(md, problems)) + ". It may pass defective parts: "
+                 "send doubtful parts to a person and tell the engineer.", icon=":material/warning:")
+    actor = current_actor()
+    drift_alarm_ui(model.run, engineer=bool(actor and actor.may("review")))
     if not model.good_classes:
         st.caption("This run marks no class as a good part (as in NEU-CLS, where every class is a defect), so no "
                    "photo passes: a confident prediction is a **reject**, an unsure one goes to a person.")
@@ -116,8 +117,9 @@ def demo_runs() -> list[RunDir]:
 def no_model_ui() -> None:
     st.info("No model is active yet, so photos cannot be inspected. The engineer trains one on the Train page "
             "and makes it active on the Models page, or you can train the small demo model here "
-            f"(a ResNet18 on the built-in synthetic photos, at most {DEMO_BUDGET_MIN:g} minutes of training, less "
-            "once it has learned them) and use it.",
+            "(a network started from ImageNet weights, one pass over built-in synthetic photos: under a minute on "
+            "a quiet machine, several on a busy one, and it keeps training until it recognises every class; the "
+            "time left shown is measured from its own speed) and use it.",
             icon=":material/info:")
     job = running_job()
     finished = [run for run in demo_runs() if run.status().get("state") == "done" and run.checkpoint.is_file()]
@@ -165,8 +167,8 @@ def use_demo_model_ui(run: RunDir) -> None:
                icon=":material/check_circle:")
     problems = activation_problems(run)
     if problems:
-        st.error(f"It cannot be used here: {'; '.join(map(md, problems))}. Train it again (a busy machine can leave "
-                 "too little of its time budget to learn), or ask the engineer (Train and Models pages).",
+        st.error(f"It cannot be used here: {'; '.join(map(md, problems))}. Train it again, or ask the engineer "
+                 "(Train and Models pages).",
                  icon=":material/warning:")
         train_demo_button_ui("Train the demo model again")
         return

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from defect_model.train.checkpoint import CheckpointError
 from defect_model.workflows.compare import Switch, compare_runs, epoch_curves, switch_summary
 from defect_model.access.accounts import Actor
 from defect_model.workflows.lifecycle import (ActivationError, DeleteError, activate, activation_history, activation_problems,
@@ -155,11 +156,15 @@ def curves_figure(a: RunDir, b: RunDir) -> go.Figure:
         curves = epoch_curves(run)
         name = f"{tag.upper()} {run.run_id}"
         color = COLORS[tag]
-        for column, dash, col in (("train_loss", "dot", 1), ("val_loss", "solid", 1),
-                                  ("val_accuracy", "solid", 2), ("val_macro_f1", "dot", 2)):
+        # A one-epoch run draws each curve as a single dot: the marker's shape and fill tell the curves apart.
+        for column, dash, symbol, col in (("train_loss", "dot", "diamond-open", 1), ("val_loss", "solid", "circle", 1),
+                                          ("val_accuracy", "solid", "circle", 2),
+                                          ("val_macro_f1", "dot", "diamond-open", 2)):
             figure.add_trace(go.Scatter(x=curves["epoch"], y=curves[column], mode="lines+markers",
                                         name=f"{tag.upper()} {column.replace('_', ' ')}", legendgroup=name,
-                                        line={"color": color, "dash": dash}), row=1, col=col)
+                                        line={"color": color, "dash": dash},
+                                        marker={"symbol": symbol, "size": 10, "line": {"width": 2, "color": color}}),
+                             row=1, col=col)
     figure.update_xaxes(title_text="epoch", dtick=1)
     # The top margin leaves the toolbar (shown on hover) a row of its own above the subplot titles.
     figure.update_layout(height=420, margin={"l": 10, "r": 10, "t": 70, "b": 10},
@@ -275,19 +280,20 @@ def activate_ui(run: RunDir, actor: Actor, active: str | None) -> None:
                 "on the Train page.", icon=":material/stop_circle:")
         return
     golden_changes_ui(run)
-    allowed = actor.may("activate")
-    if not allowed:
-        st.caption(":material/lock: Only an admin can make a model active.")
     problems = activation_problems(run)
     needs_override = bool(problems)
-    reason_key = None
     if needs_override:
         st.error(f"{code(run.run_id)} is flagged: {'; '.join(map(md, problems))}. It would pass defective parts, so "
                  "it can only be made active with an override reason, which is recorded.", icon=":material/warning:")
+    if not actor.may("activate"):  # an admin's controls are not shown greyed out to others
+        st.caption(":material/lock: Only an admin can make a model active.")
+        return
+    reason_key = None
+    if needs_override:
         reason_key = f"override_{run.run_id}"
         st.text_input("Override reason", key=reason_key, placeholder="why this model must go live anyway")
     if st.button("Make active anyway…" if needs_override else "Make active…", key=f"activate_{run.run_id}",
-                 type="secondary" if needs_override else "primary", disabled=not allowed,
+                 type="secondary" if needs_override else "primary",
                  help="Shows what changes for the inspectors (classes, defect miss rate, recall per class) and asks "
                       "you to confirm."):
         confirm_activation_dialog(run, actor, reason_key, active)
@@ -395,6 +401,13 @@ def review_link_ui(run: RunDir) -> None:
         st.switch_page("pages/review.py")
 
 
+@st.cache_data(max_entries=2, show_spinner="Preparing the model for download…")
+def _inference_checkpoint(path: str, mtime: float) -> bytes:
+    from defect_model.train.checkpoint import inference_bytes
+
+    return inference_bytes(path)
+
+
 def downloads_ui(run: RunDir) -> None:
     from defect_model.workflows.onnx_export import ExportError, cached_export, export_onnx
 
@@ -403,11 +416,20 @@ def downloads_ui(run: RunDir) -> None:
         return
     size_mb = run.checkpoint.stat().st_size / 1e6
     left, right = st.columns(2)
-    left.download_button(f"Download checkpoint.pt ({size_mb:.1f} MB)", data=run.checkpoint.read_bytes,
+    try:
+        weights = _inference_checkpoint(str(run.checkpoint), run.checkpoint.stat().st_mtime)
+    except (CheckpointError, OSError) as exc:
+        left.error(md(exc))
+    else:
+        left.download_button(f"Download the model ({len(weights) / 1e6:.1f} MB)", data=weights,
+                             file_name=f"{run.run_id}-model.pt", mime="application/octet-stream",
+                             key=f"download_model_{run.run_id}", icon=":material/download:", on_click="ignore")
+        left.caption("The weights and their metadata, without the training state: load with "
+                     "`defect_model.serve.inference.Predictor.from_checkpoint` (weights_only).")
+    left.download_button(f"Full checkpoint, to resume training ({size_mb:.1f} MB)", data=run.checkpoint.read_bytes,
                          file_name=f"{run.run_id}-checkpoint.pt", mime="application/octet-stream",
-                         key=f"download_ckpt_{run.run_id}", icon=":material/download:")
-    left.caption("PyTorch state_dict plus JSON metadata; load with "
-                 "`defect_model.serve.inference.Predictor.from_checkpoint` (weights_only).")
+                         key=f"download_ckpt_{run.run_id}", icon=":material/download:", type="tertiary",
+                         on_click="ignore")
     export = cached_export(run)
     with right:
         slot = st.empty()
@@ -426,7 +448,8 @@ def downloads_ui(run: RunDir) -> None:
             st.download_button(f"Download model.onnx ({path.stat().st_size / 1e6:.1f} MB)", data=path.read_bytes,
                                file_name=f"{run.run_id}.onnx", mime="application/octet-stream",
                                key=f"download_onnx_{run.run_id}", icon=":material/download:")
-            st.caption(md(export.describe()))
+            st.caption(md(export.describe()).replace(md(f"`{export.input_name}`"), code(export.input_name))
+                       .replace(md(f"`{export.output_name}`"), code(export.output_name)))
 
 
 def _delete(run: RunDir, actor: Actor, confirm_key: str) -> None:

@@ -14,7 +14,7 @@ from defect_model.runs.store import InspectionStore
 from defect_model.workflows.monitor import MonitorError, label_from_queue, label_queue
 from ui.monitor_widgets import LogView, csv_download_ui
 from ui.resources import predictor_for
-from ui.review_widgets import photo_image, photo_overlays, show_image
+from ui.review_cards import photo_image, photo_overlays, show_image
 from ui.text import md
 
 SHOWN = 6

@@ -133,21 +133,22 @@ ALARM_DAYS = 7
 @st.cache_data(ttl=300, max_entries=4, show_spinner=False)
 def _drifted(db_path: str, run_path: str, reference_mtime: float) -> list[str]:
     """At most every five minutes per model and reference: the log is read whole, which an inspector should not
-    wait for."""
-    return [d.text() for d in drift_alarm(InspectionStore(db_path), RunDir(Path(run_path)), ALARM_DAYS)]
+    wait for. The names of the drifted features."""
+    return [d.feature for d in drift_alarm(InspectionStore(db_path), RunDir(Path(run_path)), ALARM_DAYS)]
 
 
-def drift_alarm_ui(run: RunDir) -> None:
-    """A warning when the last week's photos drifted from the model's validation photos (once the Monitor page
-    has read those)."""
+def drift_alarm_ui(run: RunDir, engineer: bool = False) -> None:
+    """One plain line when the last week's photos drifted from the model's validation photos (once the Monitor page
+    has read those); the statistics stay on the Monitor page, which an engineer gets a link to."""
     try:
         reference = run.path / REFERENCE_FILE
         read_at = reference.stat().st_mtime if reference.is_file() else 0.0
         drifted = _drifted(str(default_db_path()), str(run.path), read_at)
     except (OSError, ValueError, sqlite3.Error):  # advice only: inspecting goes on without it
         return
-    if drifted:
-        st.warning(f"Drift: the photos of its last {ALARM_DAYS} days of inspections differ from this model's "
-                   "validation photos ("
-                   + "; ".join(map(md, drifted)) + "). Verdicts may be less reliable: tell the engineer "
-                   "(Monitor page).", icon=":material/warning:")
+    if not drifted:
+        return
+    words = ", ".join(md(name.replace("_", " ")) for name in drifted[:3]) + (" …" if len(drifted) > 3 else "")
+    st.markdown(f":orange[:material/warning: **Drift:** this week's photos look different from the ones the model "
+                f"learned from ({words}); its verdicts may be less reliable. "
+                + ("Details on the Monitor page.]" if engineer else "The engineer has been told on Monitor.]"))

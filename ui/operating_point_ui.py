@@ -11,6 +11,7 @@ from defect_model.serve.verdicts import DEFAULT_THRESHOLD
 from defect_model.workflows.operating_point import (OperatingPoint, least_review_load, load_point, per_class,
                                                     probability_table, save_point, sweep)
 from defect_model.workflows.review import ReviewData
+from ui.layout import metric_row
 from ui.text import code, md
 
 STATIC_CHART = {"displayModeBar": False}
@@ -52,14 +53,10 @@ def operating_point_ui(data: ReviewData, actor: Actor) -> OperatingPoint | None:
     best = least_review_load(probs, labels, data.classes, good, limit / 100, defect, unfamiliar)
     curve = sweep(probs, labels, data.classes, good, defect, unfamiliar)
     st.plotly_chart(trade_off_figure(curve, best, limit / 100), key="op_chart", config=STATIC_CHART)
-    a, b, c, d = st.columns(4)
-    if best.class_thresholds:
-        a.metric("Pass from", "per class", help=best.describe_pass(3))
-    else:
-        a.metric("Pass from", f"{best.good_threshold:.3f}")
-    b.metric("Escapes", f"{best.escape_rate:.1%}")
-    c.metric("Review load", f"{best.review_load:.1%}")
-    d.metric("Good photos rejected", f"{best.false_reject_rate:.1%}")
+    metric_row([("Pass from", "per class", best.describe_pass(3)) if best.class_thresholds else
+                ("Pass from", f"{best.good_threshold:.3f}", None),
+                ("Escapes", f"{best.escape_rate:.1%}", None), ("Review load", f"{best.review_load:.1%}", None),
+                ("Good photos rejected", f"{best.false_reject_rate:.1%}", None)])
     if best.class_thresholds:
         st.caption("Each good class passes from its own probability (the threshold column): the least review load "
                    "for this limit, lower than one threshold for every good class gives.")
@@ -101,7 +98,9 @@ def trade_off_figure(curve, best: OperatingPoint, limit: float) -> go.Figure:
     name = "chosen point (per-class thresholds)" if best.class_thresholds else "chosen point"
     figure.add_trace(go.Scatter(x=[best.review_load], y=[best.escape_rate], mode="markers", name=name,
                                 marker={"size": 14, "color": "#2e7d32", "symbol": "star"}))
-    figure.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h"},
+    # The legend above the plot: below it, a narrow page put it over the x-axis title.
+    figure.update_layout(height=400, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
                          xaxis={"title": "review load (photos sent to a person)", "tickformat": ".0%"},
                          yaxis={"title": "escape rate (defective photos that pass)", "tickformat": ".0%"})
     return figure

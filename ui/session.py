@@ -4,18 +4,36 @@ One code path for both ways in: a local account (name and password) or the plant
 (Streamlit's st.login, when `[auth]` is set in .streamlit/secrets.toml) both end in a session token of
 defect_model.access.accounts, checked again on every page run, so an expired session or a disabled account
 ends at the next click.
+
+A reload keeps the session: the same opaque token is kept in a cookie (SameSite=Strict, for the session's
+12 hours, cleared by Sign out) and read back through st.context.cookies when a new browser session starts, then
+checked server-side like any token. Streamlit reads cookies but sets none outside st.login's identity-provider
+flow, so a small script of ours (no user text) sets and clears it in the page.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
+
 import streamlit as st
 
-from defect_model.access.accounts import Accounts, Actor, PERMISSIONS, SignInError, open_accounts
+from defect_model.access.accounts import SESSION_HOURS, Accounts, Actor, PERMISSIONS, SignInError, open_accounts
 from defect_model.common.places import default_db_path
+from ui.layout import page_script
 from ui.text import md
 
 TOKEN_KEY = "session_token"
 LINK_PARAM = "token"
+COOKIE = "defect_session"
+COOKIE_EXPIRES_KEY = "session_cookie_expires"  # set at sign-in: this session's cookie is still to be written
+SIGNED_OUT_KEY = "signed_out"
+COOKIE_SCRIPT = """<script>
+(() => {
+  const secure = window.parent.location.protocol === "https:" ? "; Secure" : "";
+  window.parent.document.cookie = %s + "; Path=/; SameSite=Strict" + secure;
+})();
+</script>"""
 
 
 @st.cache_resource(show_spinner=False)
@@ -28,7 +46,34 @@ def accounts() -> Accounts:
 
 
 def current_actor() -> Actor | None:
-    return accounts().session_actor(st.session_state.get(TOKEN_KEY))
+    """The signed-in actor: this browser session's token, else (a reload, a typed address) the cookie's."""
+    token = st.session_state.get(TOKEN_KEY)
+    if token is None and not st.session_state.get(SIGNED_OUT_KEY):
+        remembered = cookie_token()
+        if remembered and accounts().session_actor(remembered) is not None:
+            st.session_state[TOKEN_KEY] = token = remembered
+    return accounts().session_actor(token)
+
+
+def cookie_token() -> str | None:
+    try:
+        value = st.context.cookies.get(COOKIE)
+    except Exception:  # no browser behind this session (a bare script run)
+        return None
+    return value if isinstance(value, str) and value else None  # AppTest's stand-in context holds no strings
+
+
+def session_cookie_ui(actor: Actor | None) -> None:
+    """Write the session's cookie once after a sign-in, or clear a cookie that no longer signs anyone in (signed
+    out, expired, revoked). Nothing is drawn (a frame of height 0)."""
+    token = st.session_state.get(TOKEN_KEY)
+    if actor is not None and token and COOKIE_EXPIRES_KEY in st.session_state and cookie_token() != token:
+        value = f"{COOKIE}={token}; Expires={st.session_state[COOKIE_EXPIRES_KEY]}"
+    elif actor is None and (cookie_token() or st.session_state.get(SIGNED_OUT_KEY)):
+        value = f"{COOKIE}=; Max-Age=0"
+    else:
+        return
+    page_script(COOKIE_SCRIPT % json.dumps(value), "session-cookie")
 
 
 def identity_provider_configured() -> bool:
@@ -39,7 +84,10 @@ def identity_provider_configured() -> bool:
 
 
 def _start_session(actor: Actor, token: str) -> None:
+    st.session_state.pop(SIGNED_OUT_KEY, None)
     st.session_state[TOKEN_KEY] = token
+    expires = datetime.now(timezone.utc) + timedelta(hours=SESSION_HOURS)
+    st.session_state[COOKIE_EXPIRES_KEY] = expires.strftime("%a, %d %b %Y %H:%M:%S GMT")
     st.toast(f"Signed in as {md(actor.name)} ({actor.role})")
 
 
@@ -77,6 +125,7 @@ def sign_in_page() -> None:
             st.rerun()
     st.caption("No account yet? An admin creates one on the Models page (Accounts), or on the server: "
                "`python -m defect_model accounts add NAME --role inspector`.")
+    session_cookie_ui(None)
 
 
 def sign_out() -> None:
@@ -85,6 +134,7 @@ def sign_out() -> None:
         accounts().sign_out(token)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
+    st.session_state[SIGNED_OUT_KEY] = True  # the cookie is cleared on the next run, and not read back before
     if identity_provider_configured() and getattr(st.user, "is_logged_in", False):
         st.logout()
 
@@ -97,3 +147,12 @@ def page_actor(action: str) -> Actor:
         st.error(f"{who}: it needs the {PERMISSIONS[action]} role. Ask an admin.", icon=":material/lock:")
         st.stop()
     return actor
+
+
+def not_for_role_page(title: str, action: str) -> None:
+    """A page the signed-in role may not use, asked for by its address: say so, and offer the way back."""
+    actor = current_actor()
+    st.title(title)
+    st.error(f"{title} is not available for your role ({actor.role if actor else 'not signed in'}): it needs the "
+             f"{PERMISSIONS[action]} role. Ask an admin if you need it.", icon=":material/lock:")
+    st.page_link("pages/inspect.py", label="Go to Inspect", icon=":material/search:")

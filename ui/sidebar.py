@@ -6,9 +6,11 @@ import streamlit as st
 
 from defect_model.common.quality import assess
 from defect_model.access.accounts import Actor
+from ui.flash import flash_ui
+from ui.layout import close_sidebar_on_navigation
 from ui.resources import active_run
 from ui.accounts_widgets import own_password_ui
-from ui.session import accounts, sign_out
+from ui.session import accounts, session_cookie_ui, sign_out
 from ui.text import md
 
 
@@ -36,6 +38,7 @@ def sidebar(actor: Actor | None) -> None:
             return
         st.text(f"{actor.name} · {actor.role}")  # user text shown as text, never as markdown
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=sign_out, type="tertiary")
+        flash_ui("account", "password")
         needs_password = "@" not in actor.name and not accounts().has_password(actor.name)
         if needs_password:
             st.warning("Set a password for your account: the sign-in link works only once.", icon=":material/key:")
@@ -48,3 +51,5 @@ def sidebar(actor: Actor | None) -> None:
                                                "makes it active."))
         else:
             model_card(run)
+        session_cookie_ui(actor)
+        close_sidebar_on_navigation()

@@ -240,7 +240,8 @@ def finished_view(run: RunDir) -> None:
     elif state == "cancelled":
         st.warning(f"Training {code(run.run_id)} was cancelled at epoch {progress.epoch}, step {progress.step}; "
                    "its last checkpoint is kept.", icon=":material/stop_circle:")
-    charts_ui(run_figures(events, progress.epochs), key=f"final_{run.run_id}")
+    # A finished run's axis ends where it stopped (an early stop or a spent budget), not at its first plan.
+    charts_ui(run_figures(events, progress.epoch if state == "done" else progress.epochs), key=f"final_{run.run_id}")
     if state in ("failed", "cancelled"):
         if run.checkpoint.is_file():
             where = "from its last checkpoint"
@@ -274,16 +275,17 @@ def done_ui(run: RunDir, settings: dict) -> None:
         return
     actor = current_actor()
     named = bool(actor and actor.may("activate"))
-    if not named:
+    if not named:  # an admin's controls are not shown greyed out to others
         st.caption(":material/lock: Only an admin can make a run active (on this page or on Models).")
+        return
     if quality.collapsed:
         reason_key = f"train_override_{run.run_id}"
         reason = st.text_input("Reason for making a flagged model active (logged with it)", key=reason_key)
-        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not (reason.strip() and named),
+        st.button("Make active anyway", key=f"train_activate_{run.run_id}", disabled=not reason.strip(),
                   icon=":material/warning:", on_click=make_active, args=(run.run_id, reason_key))
     else:
         st.button("Make this the active model", key=f"train_activate_{run.run_id}", type="primary",
-                  disabled=not named, icon=":material/verified:", on_click=make_active, args=(run.run_id,))
+                  icon=":material/verified:", on_click=make_active, args=(run.run_id,))
 
 
 def start_ui(cfg: TrainConfig | None, with_corrections: bool = False) -> None:

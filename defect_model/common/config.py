@@ -142,6 +142,10 @@ class TrainConfig:
                              label="Stop after epochs without gain (0 = never)", bounds=(0, MAX_EPOCHS))
     keep_best: bool = _setting(False, "when the run ends, its model is the epoch with the best validation macro-F1 "
                                       "instead of the last one", group="Optimisation", label="Keep the best epoch")
+    until_usable: bool = _setting(False, "keep training past the planned epochs, one at a time, while validation "
+                                         "still flags the model (a class never recognised, or near chance), up to "
+                                         "four times the plan; and no early or budget stop before it is usable",
+                                  group="Optimisation", label="Train until the model is usable")
     batch_size: int = _setting(32, "photos per optimizer step", group="Optimisation", bounds=(1, MAX_BATCH_SIZE))
     optimizer: str = _setting("adamw", "adamw (reference) or sgd (momentum 0.9, Nesterov)", group="Optimisation",
                               choices=OPTIMIZERS)

@@ -105,15 +105,23 @@ def ensure_demo_dataset(out: str | Path, per_class: int = 60, seed: int = 0) -> 
     return out
 
 
-DEMO_BUDGET_MIN = 2.0
+# Passes over the demo photos (an epoch draws 960 of them, 30 steps) the demo model is planned for: from ImageNet
+# weights EfficientNet-Lite0 at 96 px reached validation accuracy 0.97 to 0.98 after its first (11 s on 2 quiet
+# cores, 5 min with both cores busy and other work queued). The run goes on while the model is not usable yet
+# (`until_usable`), so a busy machine makes it slower, never useless.
+DEMO_EPOCHS = 1
+DEMO_IMAGE_SIZE = 96
 
 
 def demo_config(data_dir: str | Path):
-    """The demo model: the product preset on a small network at the demo photos' size (a minute or two on 2 cores).
+    """The demo model: the product preset at the demo photos' size, a few passes, until the model is usable.
 
-    Two minutes of budget; it stops sooner once the validation photos are all right for a few epochs.
+    No time budget: on a busy machine a budget ran out after one epoch and left a useless model. The preset
+    starts from ImageNet weights where the weights package is installed (else a small network from scratch),
+    and the run trains past its plan while validation still flags the model.
     """
     from defect_model.common.config import TrainConfig
 
-    return TrainConfig(data_dir=str(Path(data_dir).resolve()), preset="product", backbone="resnet18",
-                       image_size=96, time_budget_min=DEMO_BUDGET_MIN, good_classes=list(GOOD_CLASSES))
+    return TrainConfig(data_dir=str(Path(data_dir).resolve()), preset="product", image_size=DEMO_IMAGE_SIZE,
+                       epochs=DEMO_EPOCHS, until_usable=True, good_classes=list(GOOD_CLASSES),
+                       pinned=["epochs", "image_size", "until_usable"])

@@ -198,15 +198,19 @@ def progress(events: list[dict], now: float | None = None) -> Progress:
     steps_per_epoch = int(start.get("steps_per_epoch", 0))
     done_steps = int(last.get("global_step", (int(start.get("start_epoch", 1)) - 1) * steps_per_epoch
                               + int(start.get("skip_steps", 0)))) if start else 0
+    pace = _pace(start, steps, of_type(events, "epoch"), events)
+    epochs = int(plan.get("epochs", 0))
+    if pace and plan is start:  # not re-planned yet: what the budget buys at the pace measured so far
+        epochs = _budget_epochs(start, pace, int(last.get("epoch", 1)), epochs)
     return Progress(
         started=bool(start),
         epoch=int(last.get("epoch", start.get("start_epoch", 1))),
-        epochs=int(plan.get("epochs", 0)),
+        epochs=epochs,
         step=int(last.get("step", start.get("skip_steps", 0))),
         steps_per_epoch=steps_per_epoch,
         global_step=done_steps,
-        total_steps=int(plan.get("total_steps", 0)),
-        eta_s=_eta(start, plan, steps, of_type(events, "epoch"), events, now),
+        total_steps=epochs * steps_per_epoch if pace and plan is start else int(plan.get("total_steps", 0)),
+        eta_s=_eta(start, pace, last, epochs, now),
         images_per_s=float(last["images_per_s"]) if last.get("images_per_s") else None,
         end_state=end.get("state") if end else None,
         error=end.get("error", "") if end else "",
@@ -215,9 +219,17 @@ def progress(events: list[dict], now: float | None = None) -> Progress:
     )
 
 
-def _eta(start: dict, plan: dict, steps: list[dict], epochs_seen: list[dict], events: list[dict],
-         now: float | None) -> float | None:
-    """Seconds left: remaining steps at this process's pace, plus the validation passes still to come."""
+# A run stops once another epoch would pass its budget by more than this share (the engine's BUDGET_SLACK).
+BUDGET_SLACK = 0.05
+
+
+def _budget_s(start: dict) -> float:
+    return float((start.get("config") or {}).get("time_budget_min") or 0) * 60
+
+
+def _pace(start: dict, steps: list[dict], epochs_seen: list[dict], events: list[dict]) -> tuple[float, float] | None:
+    """(seconds per training step, seconds per validation pass) measured by this process, or None before its
+    steps after warm-up."""
     timed = steps[WARMUP_STEPS:]
     gaps = [b["time"] - a["time"] for a, b in zip(timed, timed[1:]) if a["epoch"] == b["epoch"]]
     if not gaps:
@@ -231,10 +243,33 @@ def _eta(start: dict, plan: dict, steps: list[dict], epochs_seen: list[dict], ev
     else:  # a forward pass is about a third of a training step
         per_photo = seconds_per_step * start.get("steps_per_epoch", 0) / max(1, start.get("train_images", 1))
         eval_s = per_photo * start.get("val_images", 0) / 3
-    last = steps[-1]
-    remaining_steps = max(0, int(plan.get("total_steps", 0)) - int(last["global_step"]))
-    remaining_evals = max(0, int(plan.get("epochs", 0)) - int(last["epoch"]) + 1)
+    return seconds_per_step, eval_s
+
+
+def _budget_epochs(start: dict, pace: tuple[float, float], epoch: int, planned: int) -> int:
+    """The epochs a time-budgeted run will train, at the pace measured so far (as the engine re-plans after its
+    first epoch); `planned` for a run without a budget."""
+    budget = _budget_s(start)
+    if not budget:
+        return planned
+    epoch_s = pace[0] * int(start.get("steps_per_epoch", 0)) + pace[1]
+    return max(epoch, int(budget // max(epoch_s, 1e-3)), 1)
+
+
+def _eta(start: dict, pace: tuple[float, float] | None, last: dict, epochs: int, now: float | None) -> float | None:
+    """Seconds left: remaining steps of the `epochs` the run will train at this process's pace, plus the
+    validation passes still to come; never past the end of a time budget, except to finish the epoch it is in."""
+    if pace is None or not last:
+        return None
+    seconds_per_step, eval_s = pace
+    steps_per_epoch = int(start.get("steps_per_epoch", 0))
+    remaining_steps = max(0, epochs * steps_per_epoch - int(last["global_step"]))
+    remaining_evals = max(0, epochs - int(last["epoch"]) + 1)
     eta = remaining_steps * seconds_per_step + remaining_evals * eval_s
+    budget = _budget_s(start)
+    if budget and start.get("time"):
+        this_epoch = max(0, steps_per_epoch - int(last.get("step", 0))) * seconds_per_step + eval_s
+        eta = min(eta, max(this_epoch, start["time"] + budget * (1 + BUDGET_SLACK) - last["time"]))
     if now is not None:
         eta -= max(0.0, now - last["time"])
     return max(0.0, eta)

@@ -17,6 +17,8 @@ SETTLED_SHARE = 0.8
 PERFECT = 0.999
 # Past the budget by more than this share, a run stops after the epoch it is in instead of starting another.
 BUDGET_SLACK = 0.05
+# A run told to train until usable goes on, one epoch at a time, up to this many times its planned epochs.
+USABLE_LIMIT = 4
 
 
 @dataclass
@@ -38,9 +40,11 @@ class Course:
         self.since_best += 1
         return False
 
-    def stop_reason(self, cfg: TrainConfig, elapsed: float, epoch_seconds: float, epoch: int) -> str | None:
-        """Why the run stops after `epoch` before its planned end, or None to go on."""
-        if epoch >= self.epochs:
+    def stop_reason(self, cfg: TrainConfig, elapsed: float, epoch_seconds: float, epoch: int,
+                    usable: bool = True) -> str | None:
+        """Why the run stops after `epoch` before its planned end, or None to go on (always, for a run told to
+        train until usable whose model is not yet)."""
+        if epoch >= self.epochs or (cfg.until_usable and not usable):
             return None
         # While the learning rate is high validation scores wobble, and a cosine's low-rate end is where they
         # gain most (ELPV: a stop after 10 of 13 epochs kept macro-F1 0.43): a plateau counts only in the last

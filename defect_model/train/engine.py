@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defect_model.common.backbones import backbone as registered
-from defect_model.common.config import TrainConfig
+from defect_model.common.config import MAX_EPOCHS, TrainConfig
 from defect_model.common.durable import disk_full, write_text_atomic
 from defect_model.common.quality import assess
 from defect_model.photos.preprocess import normalize_batch
@@ -34,7 +34,7 @@ from defect_model.runs.folders import RunDir, now_iso, process_start_time, read_
 from defect_model.train import checkpoint as ckpt
 from defect_model.train import distributed, familiarity
 from defect_model.train.augment import augment_batch
-from defect_model.train.course import WARN_AFTER, Course, budget_epochs, early_warning
+from defect_model.train.course import USABLE_LIMIT, WARN_AFTER, Course, budget_epochs, early_warning
 from defect_model.train.data import DecodedDataset, make_loader
 from defect_model.train.distributed import Dist
 from defect_model.train.hardware import autocast
@@ -325,7 +325,14 @@ def _fit(cfg, run, emit, resume, dist, stop_requested) -> dict:
                 and epoch / course.epochs >= WARN_AFTER):
             course.warned = True
             emit("warning", early=True, text=early_warning(quality, epoch, course.epochs, cfg))
-        reason = course.stop_reason(cfg, elapsed, epoch_seconds, epoch)
+        if finished_epoch and cfg.until_usable and quality.collapsed and epoch >= course.epochs \
+                and course.epochs < min(MAX_EPOCHS, USABLE_LIMIT * cfg.epochs):
+            course.epochs = epoch + 1
+            emit("plan", epochs=course.epochs, total_steps=steps_per_epoch * course.epochs,
+                 text=f"one more epoch ({course.epochs}): after epoch {epoch} the model still "
+                      + "; ".join(quality.problems))
+            replan_scheduler(scheduler, cfg, course.epochs, steps_per_epoch)
+        reason = course.stop_reason(cfg, elapsed, epoch_seconds, epoch, usable=not quality.collapsed)
         if reason:
             emit("decision", text=reason)
             break

@@ -2,6 +2,11 @@ import subprocess
 import sys
 
 
+def fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter (one whose imports no other test has made)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
 def test_defect_model_never_imports_streamlit():
     """Every module of every layer, not a hand-picked few: a new module that pulls streamlit in fails here."""
     code = ("import importlib, pkgutil, sys, defect_model\n"
@@ -9,14 +14,12 @@ def test_defect_model_never_imports_streamlit():
             "    if not module.name.endswith('__main__'):\n"
             "        importlib.import_module(module.name)\n"
             "print(len(sys.modules) > 100, 'streamlit' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "False"]
+    assert fresh_python(code).split() == ["True", "False"]
 
 
 def test_importing_the_package_does_not_load_torch():
     code = "import sys, defect_model; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    assert fresh_python(code).strip() == "False"
 
 
 def test_pages_import_only_ui():
@@ -38,5 +41,4 @@ def test_what_every_layer_reads_loads_no_torch_and_nothing_above_it():
             "    importlib.import_module(module.name)\n"
             "engine = sorted({m.split('.')[1] for m in sys.modules if m.startswith('defect_model.')})\n"
             "print('torch' in sys.modules, ','.join(engine))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "common"]
+    assert fresh_python(code).split() == ["False", "common"]

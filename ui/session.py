@@ -48,11 +48,13 @@ def accounts() -> Accounts:
 def current_actor() -> Actor | None:
     """The signed-in actor: this browser session's token, else (a reload, a typed address) the cookie's."""
     token = st.session_state.get(TOKEN_KEY)
-    if token is None and not st.session_state.get(SIGNED_OUT_KEY):
-        remembered = cookie_token()
-        if remembered and accounts().session_actor(remembered) is not None:
-            st.session_state[TOKEN_KEY] = token = remembered
-    return accounts().session_actor(token)
+    remembered = token is None and not st.session_state.get(SIGNED_OUT_KEY)
+    if remembered:
+        token = cookie_token()
+    actor = accounts().session_actor(token)
+    if remembered and actor is not None:
+        st.session_state[TOKEN_KEY] = token
+    return actor
 
 
 def cookie_token() -> str | None:

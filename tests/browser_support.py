@@ -94,6 +94,9 @@ def sign_in(page, url: str | None, role: str = "admin", name: str | None = None)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text(f"{actor.name} · {actor.role}").wait_for(timeout=60_000)
+    # The session cookie is written by a script in a frame after the page shows the name; a typed address or a
+    # reload before it has run starts signed out (a busy CI machine lost that race).
+    page.wait_for_function("document.cookie.includes('defect_session=')", timeout=60_000)
     return actor
 
 

@@ -16,11 +16,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Chromium for the browser tests and tcmalloc for faster training; both optional for `make run`.
+# Chromium for the browser tests, PostgreSQL for the several-lines tests (each test run starts its own throwaway
+# cluster) and tcmalloc for faster training; all optional for `make run`.
 system-deps:
-	@if ! command -v chromium >/dev/null || ! test -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 -o -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4; then \
+	@if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 -o -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4; then \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium libtcmalloc-minimal4 >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium postgresql libtcmalloc-minimal4 >/dev/null; \
 	fi
 
 run: $(VENV)/.installed

@@ -114,3 +114,20 @@ def pytest_configure(config):
 
 
 from browser_support import browser  # noqa: E402,F401  (fixture)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """One real PostgreSQL server for the whole run (tests/postgres_support.py); stopped at the end."""
+    from postgres_support import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture()
+def postgres_url(postgres_server_url):
+    """A new empty database of its own for one test, on the run's PostgreSQL server."""
+    from postgres_support import fresh_database
+
+    return fresh_database(postgres_server_url)

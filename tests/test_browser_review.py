@@ -191,7 +191,7 @@ def test_make_active_asks_first_with_what_changes(browser, tmp_path, artifacts_d
         dialog.get_by_text("Inspections will use").wait_for()
         for words in ("Classes (unchanged)", "recall is the share", "Recorded as made active by Ana"):
             assert dialog.get_by_text(words).count(), words
-        assert dialog.locator('[data-testid="stDataFrame"]').count() == 2  # overall numbers; recall per class
+        expect(dialog.locator('[data-testid="stDataFrame"]')).to_have_count(2)  # overall numbers; recall per class
         _shot(page, shots, "12-activation-confirmation")
         dialog.get_by_role("button", name="Cancel").click()
         dialog.wait_for(state="detached")

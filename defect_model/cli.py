@@ -275,10 +275,11 @@ def train_run_folder(run, dist, clear_cancel: bool = False) -> int:
 
 
 def cmd_worker(args) -> int:
+    from defect_model.runs.jobs import train_taken_job
     from defect_model.runs.queue import QueueError, run_worker
 
     try:
-        return run_worker(name=args.name)
+        return run_worker(train_taken_job, name=args.name)
     except QueueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -270,12 +270,13 @@ def _defer(run: RunDir) -> RunDir:
     return run
 
 
-def train_taken_job(run: RunDir, *, worker: str, job_id: int | None,
+def train_taken_job(run_id: str, *, worker: str, job_id: int | None,
                     should_abort: Callable[[], bool] = lambda: False) -> str:
     """What a worker does with a job it took from the queue: refuse a run cancelled (or no longer waiting) before
     it started, else run the run's training command here, marked running on this host, and beat its heartbeat
     until the process ends. A stop of the worker (`should_abort`) asks the run to stop after its current step.
-    Returns the run's final state."""
+    Returns the run's final state. `run_id`: a run of this machine's runs folder ($DEFECT_RUNS_DIR)."""
+    run = RunDir(runs_root() / run_id)
     if not run.exists():
         return "missing"  # deleted while it waited: nothing to train
     status = run.status()
@@ -297,13 +298,18 @@ def train_taken_job(run: RunDir, *, worker: str, job_id: int | None,
         return "failed"
     run.write_status("running", pid=process.pid, pid_started=process_start_time(process.pid), host=this_host(),
                      worker=worker, queue_job=job_id, claimed=now_iso(), waiting=None)
-    _follow(run, process, should_abort)
+    stopped = _follow(run, process, should_abort)
     run.mark_dead_run_failed()  # ended without writing its end (killed, out of memory): failed, resumable
-    return run.status()["state"]
+    state = run.status()["state"]
+    if stopped and state == "cancelled":
+        run.write_status("cancelled", note=f"stopped because worker {worker} on {this_host()} was stopped; resume "
+                                           "it to continue from its checkpoint")
+    return state
 
 
-def _follow(run: RunDir, process: subprocess.Popen, should_abort: Callable[[], bool]) -> None:
-    """Wait for the training process, beating the run's heartbeat; pass a stop of the worker on as a cancel."""
+def _follow(run: RunDir, process: subprocess.Popen, should_abort: Callable[[], bool]) -> bool:
+    """Wait for the training process, beating the run's heartbeat; pass a stop of the worker on as a cancel.
+    Returns whether the worker was stopped meanwhile."""
     last_beat, asked = 0.0, False
     while True:
         if time.monotonic() - last_beat >= HEARTBEAT_S:
@@ -311,7 +317,7 @@ def _follow(run: RunDir, process: subprocess.Popen, should_abort: Callable[[], b
             last_beat = time.monotonic()
         try:
             process.wait(timeout=1)
-            return
+            return asked
         except subprocess.TimeoutExpired:
             pass
         if not asked and should_abort():

@@ -18,10 +18,12 @@ overlap (the run id is the job's lock), and a run waits in the queue at most onc
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from defect_model.common.places import runs_root
@@ -92,24 +94,23 @@ def require_reachable(url: str) -> None:
 
 
 def make_app(url: str, connections: int = 1):
-    """The procrastinate App on the plant's database, with the training task registered."""
+    """The procrastinate App on the plant's database (dashboards defer and cancel through it by the task's name)."""
     import procrastinate
 
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+    return procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=conninfo(url), min_size=connections, max_size=max(connections, 1)))
+
+
+def register_trainer(app, trainer: Callable[..., str]) -> None:
+    """The queue's one task on a worker's App: train the run folder `run_id` of this machine's runs folder with
+    `trainer(run_id, worker=, job_id=, should_abort=)` (jobs.train_taken_job: the command a dashboard's subprocess
+    runs, torchrun across processes where the run asks for several). Passed in: jobs imports this module."""
+
+    def train_run_folder(context, run_id: str) -> str:
+        return trainer(run_id, worker=context.worker_name or "worker", job_id=context.job.id,
+                       should_abort=context.should_abort)
+
     app.task(name=TASK_NAME, queue=TRAINING_QUEUE, pass_context=True)(train_run_folder)
-    return app
-
-
-def train_run_folder(context, run_id: str) -> str:
-    """The queue's one task, run by a worker: train run folder `run_id` of this machine's runs folder with the
-    command the dashboard's subprocess runs (torchrun across processes where the run asks for several)."""
-    from defect_model.runs.folders import RunDir
-    from defect_model.runs.jobs import train_taken_job
-
-    run = RunDir(runs_root() / run_id)
-    return train_taken_job(run, worker=context.worker_name or "worker", job_id=context.job.id,
-                           should_abort=context.should_abort)
 
 
 def _opened(url: str, connections: int = 1):
@@ -165,7 +166,8 @@ def defer_training(run_id: str, url: str | None = None) -> int:
 
     app = _ready_app(url or database_url())
     try:
-        return app.tasks[TASK_NAME].configure(lock=run_id, queueing_lock=run_id).defer(run_id=run_id)
+        return app.configure_task(TASK_NAME, queue=TRAINING_QUEUE, lock=run_id, queueing_lock=run_id).defer(
+            run_id=run_id)
     except AlreadyEnqueued:
         raise QueueError(f"{run_id} already waits in the training queue for a worker.") from None
     finally:
@@ -182,7 +184,7 @@ def cancel_waiting(run_id: str, url: str | None = None) -> bool:
         app.close()
 
 
-def run_worker(name: str | None = None, wait: bool = True) -> int:
+def run_worker(trainer: Callable[..., str], name: str | None = None, wait: bool = True) -> int:
     """Take training jobs from the queue, one at a time, until stopped (SIGINT/SIGTERM: a running job stops after
     its current step, keeping its checkpoint, and is resumable from any dashboard)."""
     from defect_model.runs.folders import this_host
@@ -203,6 +205,8 @@ def run_worker(name: str | None = None, wait: bool = True) -> int:
     if apply_queue_schema(url):
         _say(f"created the training queue's tables (procrastinate) in {shown_url(url)}")
     app = make_app(url, connections=2)
+    register_trainer(app, trainer)
+    _log_jobs_to_stderr()
     _say(f"worker {name} on {this_host()}: training jobs from queue '{TRAINING_QUEUE}' of {shown_url(url)}; "
          f"runs folder {Path(root).resolve()} (shared with the dashboards); one job at a time. Ctrl-C stops it: a "
          "running job stops after its current step with its checkpoint and can be resumed from any dashboard.")
@@ -210,6 +214,15 @@ def run_worker(name: str | None = None, wait: bool = True) -> int:
                    delete_jobs="successful")
     _say(f"worker {name} stopped")
     return 0
+
+
+def _log_jobs_to_stderr() -> None:
+    """procrastinate's own lines (a job taken, finished, the worker stopping) on the worker's terminal."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger = logging.getLogger("procrastinate")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _say(text: str) -> None:

@@ -269,8 +269,11 @@ def train_run_folder(run, dist, clear_cancel: bool = False) -> int:
         claim_for_this_process(run)
         return run.config.is_file()
 
+    import contextlib
+
     resume = distributed.from_main(dist, claim)
-    metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=resume, dist=dist)
+    with run.beating() if dist.is_main else contextlib.nullcontext():
+        metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=resume, dist=dist)
     return 0 if metrics else 1
 
 

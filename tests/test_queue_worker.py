@@ -222,6 +222,15 @@ def test_a_run_on_another_host_lives_by_its_heartbeat_not_by_a_pid_here(tmp_path
     assert json.loads(run.status_file.read_text())["state"] == "failed"  # persisted for every reader
 
 
+def test_a_training_process_beats_its_heartbeat_while_it_trains(tmp_path):
+    run = remote_run(tmp_path)
+    with run.beating(every=0.05):
+        first = run.heartbeat_file.read_text()
+        wait_for(lambda: run.heartbeat_file.read_text() != first, 10, "a second beat")
+    last = run.heartbeat_file.read_text()
+    assert last.split()[1] == os.uname().nodename and run.seconds_since_heartbeat() < REMOTE_STALE_S
+
+
 def test_a_cancel_never_signals_a_pid_of_another_host(tmp_path, monkeypatch):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

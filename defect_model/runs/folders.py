@@ -13,7 +13,9 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,8 +30,8 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.
 NEVER_STARTED_S = 60
 RUN_LABEL_CHARS = 24
-# A run trained on another machine (a worker's) is alive while its worker's heartbeat is fresh: the worker writes it
-# every HEARTBEAT_S; a pid means nothing off its own host. The limit allows for a shared folder's attribute caching
+# A run trained on another machine (a worker's) is alive while its heartbeat is fresh: its training process writes it
+# every HEARTBEAT_S, and so does the worker while it waits on that process; a pid means nothing off its own host. The limit allows for a shared folder's attribute caching
 # (NFS: up to 60 s) and clocks a few seconds apart; a run quiet for longer is called dead (failed, resumable).
 HEARTBEAT_S = 10
 REMOTE_STALE_S = 120
@@ -127,7 +129,7 @@ class RunDir:
 
     @property
     def heartbeat_file(self) -> Path:
-        """The time a worker last saw the run's training process alive (written by the worker on its host)."""
+        """When the run's training process was last seen alive, by itself or by the worker that started it."""
         return self.path / "heartbeat"
 
     def exists(self) -> bool:
@@ -186,8 +188,34 @@ class RunDir:
                 "continue from its last checkpoint.")
 
     def beat(self) -> None:
-        """Record that the run's training process lives (the worker calls this every HEARTBEAT_S)."""
+        """Record that the run's training process lives (every HEARTBEAT_S, see `beating`)."""
         write_atomic(self.heartbeat_file, lambda handle: handle.write(f"{time.time():.3f} {this_host()}\n"))
+
+    @contextmanager
+    def beating(self, every: float = HEARTBEAT_S):
+        """Beat the heartbeat every `every` seconds from a thread while the block runs (the training process does,
+        whoever started it: a dashboard on another machine sharing the runs folder judges the run by it)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            try:
+                self.beat()
+            except OSError:
+                pass  # a full disk or a lost share: the run's own writes report it
+
+        def loop() -> None:
+            while not stop.wait(every):
+                beat()
+
+        beat()
+
+        thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def seconds_since_heartbeat(self) -> float | None:
         """Seconds since the newest sign of life: the worker's heartbeat, the status or the events written; None

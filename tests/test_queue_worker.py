@@ -107,6 +107,16 @@ def test_a_job_started_on_a_dashboard_waits_queued_and_a_worker_trains_it_to_don
     assert run.heartbeat_file.is_file()
 
 
+def test_a_worker_runs_a_job_of_several_processes_through_torchrun(tiny_dataset, plant):
+    run = jobs.start(tiny_config(tiny_dataset, epochs=1, batch_size=8, image_size=32, processes=2), plant.root,
+                     actor=ENGINEER)
+    worker = plant.start_worker("w1")
+    assert wait_for(lambda: finished(run), 240, "the 2-process run to finish") == "done", log_of(run) + worker.text()
+    status = run.status()
+    assert len(status["ranks"]) == 2 and {rank["host"] for rank in status["ranks"]} == {os.uname().nodename}
+    assert run.settings().processes == 2 and run.checkpoint.is_file()
+
+
 def test_a_cancel_from_the_dashboard_stops_the_worker_job_and_a_resume_queues_it_again(tiny_dataset, plant):
     # 40 training photos in batches of 2: 20 steps, so the cancel lands inside the epoch.
     run = jobs.start(tiny_config(tiny_dataset, epochs=1, batch_size=2, image_size=32), plant.root, actor=ENGINEER)

@@ -188,7 +188,8 @@ def resume(run: RunDir, root: str | Path | None = None, *, actor: Actor) -> RunD
 def claim_for_this_process(run: RunDir) -> None:
     """Record this process as `run`'s trainer, refused while another job runs in the same runs folder: the
     one-job rule for a terminal's `train` and `resume` too, through the same lock the dashboard takes. The
-    job's process may be this one's parent: torchrun's agent, which `start` recorded."""
+    job's process may be this one's parent: torchrun's agent, which `start` recorded. A process a worker started
+    ($DEFECT_QUEUE_JOB) was admitted by the queue, one job per worker, and does not look at other workers' jobs."""
     root = run.path.parent
     from_queue = bool(os.environ.get(QUEUE_JOB_ENV))
     with _start_lock(root):
@@ -237,7 +238,8 @@ def _cancel_waiting(run: RunDir) -> None:
     except queue.QueueError as exc:
         raise JobError(f"{run.run_id}: the cancel is recorded in its folder, but {exc}") from None
     if taken_out:
-        run.write_status("cancelled", note="cancelled while it waited for a worker; resume it to queue it again")
+        run.write_status("cancelled", note="cancelled while it waited for a worker; resume it to queue it again",
+                         waiting=None)
         _log(run, "cancelled while waiting for a worker")
 
 
@@ -260,7 +262,7 @@ def _defer(run: RunDir) -> RunDir:
     waiting = ("waits for a training worker (`python -m defect_model worker` on the training machine) to take it; "
                "it trains there and its progress shows here")
     run.write_status("queued", queue=queue.TRAINING_QUEUE, waiting=waiting, queued=now_iso(), pid=None,
-                     pid_started=None, host=None, worker=None)
+                     pid_started=None, host=None, worker=None, note=None)
     _log(run, f"queued: {waiting}")
     try:
         queue.defer_training(run.run_id)
@@ -281,7 +283,8 @@ def train_taken_job(run_id: str, *, worker: str, job_id: int | None,
         return "missing"  # deleted while it waited: nothing to train
     status = run.status()
     if run.cancel_requested() or status["state"] == "cancelled":
-        run.write_status("cancelled", note=f"cancelled before worker {worker} on {this_host()} started it")
+        run.write_status("cancelled", note=f"cancelled before worker {worker} on {this_host()} started it",
+                         waiting=None)
         _log(run, f"worker {worker} on {this_host()}: cancelled before it started; not trained")
         return "cancelled"
     if status["state"] != "queued" or status.get("pid"):
@@ -313,7 +316,10 @@ def _follow(run: RunDir, process: subprocess.Popen, should_abort: Callable[[], b
     last_beat, asked = 0.0, False
     while True:
         if time.monotonic() - last_beat >= HEARTBEAT_S:
-            run.beat()
+            try:
+                run.beat()
+            except OSError:
+                pass  # a full disk or a lost share: the process's own writes report it; keep following it
             last_beat = time.monotonic()
         try:
             process.wait(timeout=1)

@@ -248,8 +248,8 @@ def test_a_cancel_never_signals_a_pid_of_another_host(tmp_path, monkeypatch):
         run.beat()
         jobs.cancel(run, actor=ENGINEER)
         assert run.cancel_requested()  # the worker's training loop reads it after its step
-        time.sleep(0.5)
-        assert sleeper.poll() is None  # the same pid here is some other process: untouched
+        with pytest.raises(subprocess.TimeoutExpired):  # the same pid here is some other process: untouched
+            sleeper.wait(timeout=1)
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -1,4 +1,5 @@
-"""Command line: `python -m defect_model {train,run,resume,evaluate,predict,demo-data,accounts,audit,photos,watch}`."""
+"""Command line: `python -m defect_model {train,run,resume,worker,evaluate,predict,demo-data,accounts,audit,photos,
+watch,golden}`."""
 
 from __future__ import annotations
 
@@ -72,6 +73,15 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue an interrupted, cancelled or crashed run from its last checkpoint")
     resume.add_argument("run", metavar="RUN", help="run directory or run id")
+
+    worker = sub.add_parser(
+        "worker", help="train the jobs dashboards start, on this machine (a plant's training machine)",
+        description="Take training jobs from the plant's queue (in the PostgreSQL database at $DEFECT_DATABASE_URL) "
+                    "one at a time and train each in the runs folder at $DEFECT_RUNS_DIR, which the dashboards share "
+                    "(mounted at the same path here as there, as are the datasets). Dashboards send jobs here when "
+                    "they run with DEFECT_TRAINING=worker. Ctrl-C or SIGTERM stops the worker; a running job stops "
+                    "after its current step with its checkpoint and can be resumed from any dashboard.")
+    worker.add_argument("--name", help="the worker's name in logs and run statuses (default: HOST-PID)")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its validation photos")
     evaluate.add_argument("run", metavar="RUN", help="run directory or run id")
@@ -259,9 +269,23 @@ def train_run_folder(run, dist, clear_cancel: bool = False) -> int:
         claim_for_this_process(run)
         return run.config.is_file()
 
+    import contextlib
+
     resume = distributed.from_main(dist, claim)
-    metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=resume, dist=dist)
+    with run.beating() if dist.is_main else contextlib.nullcontext():
+        metrics = fit(run.settings(), run, callbacks=[TerminalProgress()], resume=resume, dist=dist)
     return 0 if metrics else 1
+
+
+def cmd_worker(args) -> int:
+    from defect_model.runs.jobs import train_taken_job
+    from defect_model.runs.queue import QueueError, run_worker
+
+    try:
+        return run_worker(train_taken_job, name=args.name)
+    except QueueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_evaluate(args) -> int:
@@ -472,7 +496,7 @@ def cmd_golden(args) -> int:
 
 
 TRAINING = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume}
-COMMANDS = {"evaluate": cmd_evaluate,
+COMMANDS = {"evaluate": cmd_evaluate, "worker": cmd_worker,
             "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
             "watch": cmd_watch, "photos": cmd_photos, "golden": cmd_golden}
 

@@ -11,8 +11,11 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +30,15 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.
 NEVER_STARTED_S = 60
 RUN_LABEL_CHARS = 24
+# A run trained on another machine (a worker's) is alive while its heartbeat is fresh: its training process writes it
+# every HEARTBEAT_S, and so does the worker while it waits on that process; a pid means nothing off its own host. The limit allows for a shared folder's attribute caching
+# (NFS: up to 60 s) and clocks a few seconds apart; a run quiet for longer is called dead (failed, resumable).
+HEARTBEAT_S = 10
+REMOTE_STALE_S = 120
+
+
+def this_host() -> str:
+    return socket.gethostname()
 
 
 def now_iso() -> str:
@@ -115,6 +127,11 @@ class RunDir:
     def log(self) -> Path:
         return self.path / "train.log"
 
+    @property
+    def heartbeat_file(self) -> Path:
+        """When the run's training process was last seen alive, by itself or by the worker that started it."""
+        return self.path / "heartbeat"
+
     def exists(self) -> bool:
         return self.config.is_file() or self.request.is_file()
 
@@ -129,9 +146,12 @@ class RunDir:
 
     # -- status ---------------------------------------------------------
     def write_status(self, state: str, **fields) -> None:
+        """Update the status file; a pid is recorded with its host (it means nothing on another machine)."""
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}")
         current = read_json(self.status_file, {}) or {}
+        if fields.get("pid"):
+            fields.setdefault("host", this_host())
         current.update(fields)
         current.update({"state": state, "updated": now_iso()})
         if state != "failed":
@@ -143,13 +163,74 @@ class RunDir:
         """The recorded status; a 'running' run whose process has died is reported as failed and `interrupted`,
         and the file says so from then on (the first reader to see the dead pid writes it)."""
         current = read_json(self.status_file, None) or self._status_without_file()
-        if current.get("state") in ("queued", "running") and current.get("pid") \
-                and not process_alive(current.get("pid"), current.get("pid_started")):
-            current = dict(current, state="failed", interrupted=True,
-                           error="The training process stopped without finishing (killed or crashed). "
-                                 "Resume the run to continue from its last checkpoint.")
-            self._persist_interrupted(current)
+        if current.get("state") in ("queued", "running") and current.get("pid"):
+            error = self._why_dead(current)
+            if error:
+                current = dict(current, state="failed", interrupted=True, error=error)
+                self._persist_interrupted(current)
         return current
+
+    def _why_dead(self, status: dict) -> str | None:
+        """Why a run recorded as queued or running with a process is dead, or None while it lives. Its pid is
+        checked on its own host only (a record without a host is from this one); a run on another machine lives
+        while its worker's heartbeat is newer than REMOTE_STALE_S."""
+        host = status.get("host")
+        if not host or host == this_host():
+            if process_alive(status.get("pid"), status.get("pid_started")):
+                return None
+            return ("The training process stopped without finishing (killed or crashed). "
+                    "Resume the run to continue from its last checkpoint.")
+        quiet = self.seconds_since_heartbeat()
+        if quiet is not None and quiet <= REMOTE_STALE_S:
+            return None
+        return (f"No sign of life from the training worker on {host} for more than {REMOTE_STALE_S} s (its "
+                f"heartbeat in {self.heartbeat_file} stopped): the worker or its machine stopped. Resume the run to "
+                "continue from its last checkpoint.")
+
+    def beat(self) -> None:
+        """Record that the run's training process lives (every HEARTBEAT_S, see `beating`)."""
+        write_atomic(self.heartbeat_file, lambda handle: handle.write(f"{time.time():.3f} {this_host()}\n"))
+
+    @contextmanager
+    def beating(self, every: float = HEARTBEAT_S):
+        """Beat the heartbeat every `every` seconds from a thread while the block runs (the training process does,
+        whoever started it: a dashboard on another machine sharing the runs folder judges the run by it)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            try:
+                self.beat()
+            except OSError:
+                pass  # a full disk or a lost share: the run's own writes report it
+
+        def loop() -> None:
+            while not stop.wait(every):
+                beat()
+
+        beat()
+
+        thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def seconds_since_heartbeat(self) -> float | None:
+        """Seconds since the newest sign of life: the worker's heartbeat, the status or the events written; None
+        when there is none."""
+        times = []
+        try:
+            times.append(float(self.heartbeat_file.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+        for path in (self.status_file, self.events):
+            try:
+                times.append(path.stat().st_mtime)
+            except OSError:
+                pass
+        return time.time() - max(times) if times else None
 
     def _persist_interrupted(self, seen: dict) -> None:
         """Write what a reader found: the dead process's run as failed (interrupted), unless the file changed

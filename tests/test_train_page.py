@@ -330,6 +330,22 @@ def test_live_view_reads_a_prepared_events_file(env, live_pid):
     assert [r.run_id for r in list_runs()] == [run.run_id]
 
 
+def test_with_training_workers_the_page_says_where_jobs_train(env, monkeypatch, postgres_url):
+    """DEFECT_TRAINING=worker (issue 29): Start says jobs wait for a worker instead of a refusal, a queued job says
+    it waits for a worker (not "pid None"), and the processes are the worker's to choose, not this machine's."""
+    monkeypatch.setenv("DEFECT_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("DEFECT_TRAINING", "worker")
+    run = _prepare_run(env, "20260101-120000-resnet18-queued", "queued", [],
+                       waiting="waits for a training worker", queue="training")
+    app = page()
+    assert any("one job per worker; a start waits in the queue" in c.value for c in app.caption)
+    assert not any("a start is refused" in c.value for c in app.caption)
+    header = next(m.value for m in app.markdown if f"Training {run.run_id}" in m.value.replace("\\", ""))
+    assert "waiting for a training worker" in header and "pid None" not in header
+    processes = app.get_by_key("train_processes")
+    assert processes.max == 8 and "worker machine" in processes.help
+
+
 def test_a_job_whose_process_died_is_shown_failed_with_resume(env):
     dead = subprocess.Popen(["true"])
     dead.wait()

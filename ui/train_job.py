@@ -20,7 +20,7 @@ from defect_model.runs.events import curves, progress as read_progress
 from defect_model.train.timing import format_duration
 from defect_model.workflows.lifecycle import activate
 from defect_model.common.quality import assess
-from defect_model.runs.folders import RunDir, get_active, list_runs
+from defect_model.runs.folders import RunDir, get_active, list_runs, this_host
 from defect_model.common.places import runs_root
 from defect_model.runs.store import InspectionStore
 from ui.flash import flash, flash_ui
@@ -106,6 +106,17 @@ def plain_error(text: str) -> str:
     return re.sub(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b:\s*", "", text or "").strip()
 
 
+def where_text(status: dict) -> str:
+    """Where the job is: waiting for a training worker, on another machine's worker, or this machine's pid."""
+    if status.get("waiting") and status.get("state") == "queued":
+        return "waiting for a training worker"
+    host = status.get("host")
+    if host and host != this_host():
+        return f"on {md(host)}" + (f" (worker {md(status['worker'])})" if status.get("worker") else "") + \
+            f", pid {md(status.get('pid'))}"
+    return f"pid {md(status.get('pid'))}"
+
+
 def processes_text(status: dict) -> str:
     """' · 2 processes (pids 11, 12)' for a run of several processes (torchrun); '' for one."""
     ranks = status.get("ranks") or []
@@ -170,7 +181,7 @@ def live_view(run_path: str, drawn_state: str) -> None:
     st.markdown(f":material/model_training: **Training {md(run.run_id)}** · {md(settings.get('backbone', '?'))}"
                 + (" from ImageNet weights" if settings.get("pretrained") else "") + " at "
                 f"{md(settings.get('image_size', '?'))} px on {code(settings.get('data_dir', '?'))} · "
-                f"pid {md(status.get('pid'))}" + processes_text(status))
+                + where_text(status) + processes_text(status))
     job_progress_ui(run, progress)
     for text in progress.warnings:  # they name classes (folder names): shown as text, not Markdown
         with st.container(border=True):
@@ -290,8 +301,10 @@ def done_ui(run: RunDir, settings: dict) -> None:
 
 def start_ui(cfg: TrainConfig | None, with_corrections: bool = False) -> None:
     """The Start button; a job already running is named, and a second start is refused by jobs."""
-    running = jobs.running_job(runs_root())
-    if running is not None:
+    if jobs.trains_on_workers():
+        st.caption("Jobs train on the plant's training workers (`python -m defect_model worker`), one job per "
+                   "worker; a start waits in the queue until a worker is free.")
+    elif (running := jobs.running_job(runs_root())) is not None:
         st.caption(f"Training job {code(running.run_id)} is running; only one job runs at a time, "
                    "so a start is refused until it finishes or is cancelled.")
     no_good = False

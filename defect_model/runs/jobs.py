@@ -243,6 +243,15 @@ def _cancel_waiting(run: RunDir) -> None:
         _log(run, "cancelled while waiting for a worker")
 
 
+def trains_on_workers() -> bool:
+    """Whether jobs started here go to the plant's training workers (a misconfigured switch reads as no: Start
+    then says what to set)."""
+    try:
+        return queue.queue_in_use()
+    except queue.QueueError:
+        return False
+
+
 def _queue_in_use() -> bool:
     try:
         return queue.queue_in_use()

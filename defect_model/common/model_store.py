@@ -151,7 +151,8 @@ class S3Store:
         self._client = client
         name = hashlib.sha256(f"{endpoint_url or ''}|{self.location}".encode()).hexdigest()[:16]
         self.cache = Path(cache_root if cache_root is not None else data_root() / CACHE_DIR) / name / SERVED_DIR
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the record; downloads have their own, so a download never holds up a page
+        self._fetching = threading.Lock()
         self._seen: tuple[float, str, dict | None] | None = None  # (when asked, ETag, record)
         self._checked: dict[Path, tuple[int, int]] = {}  # cached copies hashed by this process: (mtime_ns, size)
 
@@ -200,7 +201,7 @@ class S3Store:
     def served_path(self, sha256: str) -> Path | None:
         key = self._key(f"{SERVED_DIR}/{sha256}.pt")
         local = self.cache / f"{sha256}.pt"
-        with self._lock:
+        with self._fetching:
             if local.is_file() and self._cached_copy_holds(local, sha256):
                 return local
             self.cache.mkdir(parents=True, exist_ok=True)

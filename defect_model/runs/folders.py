@@ -286,14 +286,19 @@ def pin_checkpoint(checkpoint: Path, folder: Path) -> tuple[Path, str]:
 
 def served_checkpoint(record: dict | None, root: str | Path | None = None) -> Path | None:
     """A local path of the pinned checkpoint an active-model record points at: the store's copy of its sha256
-    (fetched into the local cache for an S3 store, checked against the sha256 there; ModelStoreError when it does
-    not match), else the record's own path, else (older records) the run's own checkpoint."""
+    (fetched into the local cache for an S3 store and checked against the sha256 there: ModelStoreError when it
+    does not match), else the record's own `served` path when it bears that sha256; None when neither is there. Only
+    an older record, without a sha256, falls back to the run's own checkpoint: serving that under a record's sha256
+    would log inspections under a hash the weights may no longer have."""
     if not record:
         return None
-    if record.get("sha256"):
-        served = model_store(root).served_path(str(record["sha256"]))
+    digest = str(record.get("sha256") or "")
+    if digest:
+        served = model_store(root).served_path(digest)
         if served is not None:
             return served
+        named = Path(str(record.get("served") or ""))
+        return named if named.name == f"{digest}.pt" and named.is_file() else None
     if record.get("served") and Path(record["served"]).is_file():
         return Path(record["served"])
     fallback = Path(record.get("path", "")) / "checkpoint.pt"

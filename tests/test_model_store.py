@@ -143,6 +143,7 @@ def test_without_a_store_the_record_and_the_served_copies_stay_in_the_runs_root(
     assert record["served"] == str(served) and record["sha256"] == digest
     assert get_active() == record and (tmp_path / "runs" / "active.json").is_file()
     assert stat.S_IMODE(served.stat().st_mode) == 0o444 and served_checkpoint(record) == served
+    assert stat.S_IMODE((tmp_path / "runs" / "active.json").stat().st_mode) == 0o644  # readable by other users
     served.unlink()  # gone from the store: the run's own checkpoint is not served in its place under this sha256
     assert run.checkpoint.is_file() and served_checkpoint(record) is None
 

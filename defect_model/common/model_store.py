@@ -36,6 +36,7 @@ ENDPOINT_ENV = "DEFECT_S3_ENDPOINT_URL"
 ACTIVE_NAME = "active.json"
 S3_CHECK_S = 2.0  # how often an S3 store is asked whether the record changed (one small request)
 CACHE_DIR = "model-store-cache"
+RECORD_MODE = 0o644  # the record says which model serves: no secret, and servers may run as other users
 
 
 class ModelStoreError(ValueError):
@@ -126,8 +127,12 @@ class FolderStore:
             return None
 
     def write_active(self, record: dict) -> None:
+        def write(handle) -> None:
+            os.fchmod(handle.fileno(), RECORD_MODE)  # the temporary file is the owner's only; other machines read it
+            json.dump(record, handle, indent=2)
+
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.active_file, lambda handle: json.dump(record, handle, indent=2))
+        write_atomic(self.active_file, write)
 
     def version(self) -> str:
         try:

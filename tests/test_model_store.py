@@ -55,7 +55,7 @@ ACTIVATE = ("import sys; from defect_model.access.accounts import Actor; from de
 
 @pytest.fixture()
 def s3(monkeypatch):
-    """A real S3-compatible server (moto's, in a thread of this process) with an empty bucket; its address."""
+    """A real S3-compatible server (moto's, in a thread of this process) with an empty bucket."""
     server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (requirements.txt pins it)")
     import boto3
 
@@ -68,15 +68,16 @@ def s3(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="plant-models")
-    yield endpoint
+    yield server
     server.stop()
 
 
 @pytest.fixture(params=["folder", "s3"])
 def plant(request, tmp_path, monkeypatch):
     """A plant's environment: runs, database and data folder of this machine, the store where the test says."""
+    server = None
     if request.param == "s3":
-        request.getfixturevalue("s3")
+        server = request.getfixturevalue("s3")
         where = "s3://plant-models/line-models"
     else:
         where = str(tmp_path / "shared-store")
@@ -86,7 +87,7 @@ def plant(request, tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return {"kind": request.param, "where": where, "runs": tmp_path / "runs", "db": Path(env["DEFECT_DB"]),
-            "incoming": tmp_path / "in", "done": tmp_path / "done", "tmp": tmp_path}
+            "incoming": tmp_path / "in", "done": tmp_path / "done", "tmp": tmp_path, "s3_server": server}
 
 
 def logged(db: Path) -> list[dict]:
@@ -254,3 +255,23 @@ def test_a_damaged_copy_in_the_s3_cache_is_fetched_again_and_a_swapped_one_never
     cached.write_bytes(flipped(cached.read_bytes()))  # changed after it was fetched, before a load
     with pytest.raises(CheckpointError, match="no longer hash to the sha256 it was made active with"):
         Predictor.from_checkpoint(cached, backend="torch")
+
+
+@pytest.mark.parametrize("plant", ["s3"], indirect=True)
+def test_an_unreachable_bucket_is_a_message_once_then_the_last_record_stands(plant, monkeypatch):
+    from defect_model.common import model_store as stores
+
+    run = make_run(plant["runs"], "20260101-000000-a", seed=0)
+    record = activate(run, ADMIN, override_reason=REASON)
+    monkeypatch.setattr(stores, "S3_CHECK_S", 0.0)  # every read asks the bucket
+    store = S3Store(plant["where"], plant["tmp"] / "cache", os.environ["DEFECT_S3_ENDPOINT_URL"])
+    assert store.read_active() == record
+    plant_server = plant["s3_server"]
+    plant_server.stop()
+    with pytest.raises(ModelStoreError, match="s3://plant-models/line-models/active.json: the model store could not "
+                                              "read the active-model record") as refused:
+        store.read_active()
+    assert "DEFECT_S3_ENDPOINT_URL" in str(refused.value) and "AWS_ACCESS_KEY_ID" in str(refused.value)
+    assert store.read_active() == record  # the last record stands for S3_RETRY_S: no page or poll waits on it
+    with pytest.raises(ModelStoreError):  # a process that never read it has nothing to stand on
+        S3Store(plant["where"], plant["tmp"] / "cache", os.environ["DEFECT_S3_ENDPOINT_URL"]).read_active()

@@ -35,6 +35,7 @@ STORE_ENV = "DEFECT_MODEL_STORE"
 ENDPOINT_ENV = "DEFECT_S3_ENDPOINT_URL"
 ACTIVE_NAME = "active.json"
 S3_CHECK_S = 2.0  # how often an S3 store is asked whether the record changed (one small request)
+S3_RETRY_S = 10.0  # after a failed look: how long the last record read stands before the store is asked again
 CACHE_DIR = "model-store-cache"
 RECORD_MODE = 0o644  # the record says which model serves: no secret, and servers may run as other users
 
@@ -178,8 +179,8 @@ class S3Store:
             from botocore.config import Config
 
             self._client = boto3.client("s3", endpoint_url=self.endpoint_url or None,
-                                        config=Config(connect_timeout=5, read_timeout=60,
-                                                      retries={"max_attempts": 3, "mode": "standard"}))
+                                        config=Config(connect_timeout=3, read_timeout=60,
+                                                      retries={"max_attempts": 2, "mode": "standard"}))
         return self._client
 
     def _failed(self, what: str, key: str, exc: Exception) -> ModelStoreError:
@@ -267,6 +268,9 @@ class S3Store:
                 elif self._missing(exc):
                     etag, record = "", None
                 else:
+                    if seen is not None:  # the last record stands; the next look is S3_RETRY_S away, so that an
+                        # unreachable store does not hold up every page run and every watcher poll with its timeout
+                        self._seen = (time.monotonic() + S3_RETRY_S - S3_CHECK_S, seen[1], seen[2])
                     raise self._failed("read the active-model record", key, exc) from None
             self._seen = (time.monotonic(), etag, record)
             return etag, record

@@ -48,15 +48,16 @@ def make_run(root: Path, name: str, seed: int) -> RunDir:
 
 
 REASON = "model store test; an untrained model"
-ACTIVATE = ("import sys; from defect_model.access.accounts import Actor; from defect_model.runs.folders import RunDir;"
-            " from defect_model.workflows.lifecycle import activate;"
-            f" activate(RunDir(__import__('pathlib').Path(sys.argv[1])), Actor('adm', 'admin'), override_reason={REASON!r})")
+ACTIVATE = ("import sys, pathlib; from defect_model.access.accounts import Actor;"
+            " from defect_model.runs.folders import RunDir; from defect_model.workflows.lifecycle import activate;"
+            f" activate(RunDir(pathlib.Path(sys.argv[1])), Actor('adm', 'admin'), override_reason={REASON!r})")
 
 
 @pytest.fixture()
 def s3(monkeypatch):
     """A real S3-compatible server (moto's, in a thread of this process) with an empty bucket."""
-    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (requirements.txt pins it)")
+    server_module = pytest.importorskip("moto.server",
+                                        reason="moto[server] is not installed (requirements.txt pins it)")
     import boto3
 
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -37,7 +37,11 @@ class ActiveModel:
 
 def active_model_ui() -> ActiveModel | None:
     """The active model, loaded (cached per checkpoint version); None after saying why there is none."""
-    served = served_model()
+    try:
+        served = served_model()
+    except ValueError as exc:  # ModelStoreError: the store's copy is not the one made active, or out of reach
+        st.error(md(exc), icon=":material/error:")
+        return None
     if served is None:
         record = get_active()
         if record:

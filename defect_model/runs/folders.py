@@ -5,14 +5,11 @@ The dashboard and the CLI read and write exactly these files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import secrets
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -23,16 +20,19 @@ from pathlib import Path
 from defect_model.runs import events as event_stream
 from defect_model.common.config import TrainConfig
 from defect_model.common.durable import write_atomic
-from defect_model.common.places import runs_root
+from defect_model.common.model_store import ACTIVE_NAME, FolderStore, model_store
+from defect_model.common.model_store import file_sha256  # noqa: F401  (its home for the run folder's readers)
+from defect_model.common.places import SERVED_DIR, runs_root
 from defect_model.common.quality import ModelQuality, assess
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 # A run folder whose settings are this old without a status was never started by any process.
 NEVER_STARTED_S = 60
 RUN_LABEL_CHARS = 24
-# A run trained on another machine (a worker's) is alive while its heartbeat is fresh: its training process writes it
-# every HEARTBEAT_S, and so does the worker while it waits on that process; a pid means nothing off its own host. The limit allows for a shared folder's attribute caching
-# (NFS: up to 60 s) and clocks a few seconds apart; a run quiet for longer is called dead (failed, resumable).
+# A run trained on another machine (a worker's) is alive while its heartbeat is fresh: its training process writes
+# it every HEARTBEAT_S, and so does the worker while it waits on that process; a pid means nothing off its own host.
+# The limit allows for a shared folder's attribute caching (NFS: up to 60 s) and clocks a few seconds apart; a run
+# quiet for longer is called dead (failed, resumable).
 HEARTBEAT_S = 10
 REMOTE_STALE_S = 120
 
@@ -345,46 +345,42 @@ def resolve_run(ref: str | Path, root: str | Path | None = None) -> RunDir:
 
 
 def active_file(root: str | Path | None = None) -> Path:
-    return (Path(root) if root is not None else runs_root()) / "active.json"
+    """The active-model record's file in the runs root (`root`); where the record really is, with a model store
+    set, says `model_store(root).active_location()`."""
+    return (Path(root) if root is not None else runs_root()) / ACTIVE_NAME
 
 
 def get_active(root: str | Path | None = None) -> dict | None:
-    return read_json(active_file(root), None)
-
-
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The active-model record, from the model store (DEFECT_MODEL_STORE; unset: `root`, default the runs root)."""
+    return model_store(root).read_active()
 
 
 def pin_checkpoint(checkpoint: Path, folder: Path) -> tuple[Path, str]:
-    """A read-only copy of `checkpoint` named by its hash: what Inspect serves, whatever the run does later
-    (a resume or a retrain rewrites the run's own checkpoint.pt, never this copy)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = file_sha256(checkpoint)
-    served = folder / f"{digest}.pt"
-    if not served.is_file():
-        fd, tmp = tempfile.mkstemp(prefix=served.name + ".", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            shutil.copyfile(checkpoint, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, served)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return served, digest
+    """A read-only copy of `checkpoint` named by its hash in `folder` (a folder named `served`, so that every load
+    of it is checked against its name): what Inspect serves, whatever the run does later (a resume or a retrain
+    rewrites the run's own checkpoint.pt, never this copy)."""
+    folder = Path(folder)
+    if folder.name != SERVED_DIR:
+        raise ValueError(f"{folder}: a pinned checkpoint lives in a folder named {SERVED_DIR!r}")
+    digest, served = FolderStore(folder.parent).put_checkpoint(checkpoint)
+    return Path(served), digest
 
 
-def served_checkpoint(record: dict | None) -> Path | None:
-    """The pinned checkpoint an active-model record points at (older records: the run's own checkpoint)."""
+def served_checkpoint(record: dict | None, root: str | Path | None = None) -> Path | None:
+    """A local path of the pinned checkpoint an active-model record points at: the store's copy of its sha256
+    (fetched into the local cache for an S3 store and checked against the sha256 there: ModelStoreError when it
+    does not match), else the record's own `served` path when it bears that sha256; None when neither is there. Only
+    an older record, without a sha256, falls back to the run's own checkpoint: serving that under a record's sha256
+    would log inspections under a hash the weights may no longer have."""
     if not record:
         return None
+    digest = str(record.get("sha256") or "")
+    if digest:
+        served = model_store(root).served_path(digest)
+        if served is not None:
+            return served
+        named = Path(str(record.get("served") or ""))
+        return named if named.name == f"{digest}.pt" and named.is_file() else None
     if record.get("served") and Path(record["served"]).is_file():
         return Path(record["served"])
     fallback = Path(record.get("path", "")) / "checkpoint.pt"

@@ -52,8 +52,9 @@ def compare_golden(candidate: RunDir, runs_root: str | Path | None = None,
     if not photos:
         return pd.DataFrame(columns=COLUMNS)
     after = verdicts(candidate, candidate.checkpoint, photos)
-    record = get_active(runs_root if runs_root is not None else candidate.path.parent)
-    served = served_checkpoint(record) if record else None
+    root = runs_root if runs_root is not None else candidate.path.parent
+    record = get_active(root)
+    served = served_checkpoint(record, root) if record else None
     before = (verdicts(RunDir(Path(record.get("path", ""))), served, photos) if served is not None
               else [("", "")] * len(photos))
     rows = [{"photo": p["photo_path"], "label": p["label"], "active_class": b[0], "active_verdict": b[1],

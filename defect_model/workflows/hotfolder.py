@@ -37,8 +37,9 @@ from pathlib import Path
 
 from defect_model.access.audit import connect
 from defect_model.photos.uploads import Upload
-from defect_model.runs.folders import (RunDir, active_file, file_sha256, get_active, now_iso, process_start_time,
-                                       served_checkpoint, write_json_atomic)
+from defect_model.common.model_store import ActiveWatch, ModelStoreError, model_store
+from defect_model.runs.folders import (RunDir, file_sha256, get_active, now_iso, process_start_time, served_checkpoint,
+                                       write_json_atomic)
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD
 from defect_model.workflows.hotfolder_intake import (ERROR_NOTE_SUFFIX, Folders, Sighting, WatchError, claim,
@@ -68,26 +69,30 @@ class ActiveModel:
     point: OperatingPoint | None = None  # the operating point saved with the run (Review page), if any
 
 
-def active_sha256(runs_dir: str | Path | None = None) -> str:
-    return (get_active(runs_dir) or {}).get("sha256", "")
-
-
 def load_active_model(runs_dir: str | Path | None = None, threads: int | None = None) -> ActiveModel:
-    """The active model's served checkpoint, loaded; WatchError when there is none."""
+    """The active model's served checkpoint, loaded and checked against its sha256; WatchError when there is none
+    or it is not the one made active."""
     record = get_active(runs_dir)
-    checkpoint = served_checkpoint(record)
+    try:
+        checkpoint = served_checkpoint(record, runs_dir)
+    except ModelStoreError as exc:  # the message names the file and what to do
+        raise WatchError(str(exc)) from None
     if checkpoint is None:
-        where = active_file(runs_dir)
+        where = model_store(runs_dir).active_location()
         if record:
             raise WatchError(f"{where}: the active model {record.get('run_id')} has no checkpoint any more. "
                              "Make another model active on the Models page, then start the watcher again.")
         raise WatchError(f"{where}: no model is active, so photos cannot be inspected. An admin makes one active "
-                         "on the Models page (set DEFECT_RUNS_DIR if the runs live elsewhere); then start the "
-                         "watcher again.")
+                         "on the Models page (set DEFECT_MODEL_STORE, or DEFECT_RUNS_DIR, where the record lives "
+                         "elsewhere); then start the watcher again.")
     from defect_model.serve.inference import Predictor  # torch loads here, once there is a model to load
     from defect_model.serve.serving import GraphLedger
+    from defect_model.train.checkpoint import CheckpointError
 
-    predictor = Predictor.from_checkpoint(checkpoint, threads=threads, ledger=GraphLedger.default())
+    try:
+        predictor = Predictor.from_checkpoint(checkpoint, threads=threads, ledger=GraphLedger.default())
+    except CheckpointError as exc:  # a served copy that does not hash to its name, among others
+        raise WatchError(str(exc)) from None
     warm_up(predictor)
     run = RunDir(Path(record.get("path", "")))
     return ActiveModel(record["run_id"], record.get("sha256", ""), checkpoint, predictor,
@@ -274,9 +279,14 @@ def watch(folders: Folders, store: InspectionStore, options: WatchOptions, stop:
 def _loop(folders, store, options, stop, state, heartbeat, on_photo) -> None:
     sightings: dict[str, Sighting] = {}
     beat = time.monotonic()
+    active = ActiveWatch(model_store(options.runs_dir))  # a stat (an ETag for S3) per look, not a read per photo
     while not stop.is_set():
-        if active_sha256(options.runs_dir) not in ("", state.model.sha256):
-            state.model = _reload(options)
+        try:
+            record = active.changed()
+        except ModelStoreError:
+            record = None  # the store did not answer this time: go on with the loaded model, look again next time
+        if record is not None and record.get("sha256", "") not in ("", state.model.sha256):
+            state.model = _reload(options)  # between batches: the old model finished the photos it was judging
         # Photos a crash or a failed log write left in processing come first, then the new arrivals.
         waiting = sorted(p.name for p in folders.processing.iterdir() if p.is_file())
         ready, sightings = complete_photos(folders, sightings, time.monotonic(), options.settle_s)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from defect_model.access.accounts import Actor, audit_log, require
 from defect_model.common.config import TrainConfig
-from defect_model.common.places import SERVED_DIR
-from defect_model.runs.folders import (RunDir, active_file, get_active, now_iso, pin_checkpoint, read_json,
-                                       write_json_atomic)
+from defect_model.common.model_store import model_store
+from defect_model.runs.folders import RunDir, get_active, now_iso, read_json
 from defect_model.workflows.golden_check import changed_lines, compare_golden
 from defect_model.workflows.review import RETRAIN_FILE
 
@@ -149,14 +148,18 @@ def set_active(run: RunDir, by: str = "", override_reason: str = "", root: str |
     if problems and not override_reason.strip():
         raise ActivationError(f"{run.run_id} is flagged: {'; '.join(problems)}. It would pass defective parts. "
                               "Give an override reason to activate it anyway (it is logged).")
-    path = active_file(root)
-    served, digest = pin_checkpoint(run.checkpoint, path.parent / SERVED_DIR)
+    store = model_store(root)
+    digest, where = store.put_checkpoint(run.checkpoint)
+    served = store.served_path(digest)  # from an S3 store: fetched back and checked, as every server will
+    if served is None:
+        raise ActivationError(f"{run.run_id} was not made active: its checkpoint was stored in {where} but cannot be "
+                              f"read back from {store.location}. Check the model store, then activate it again.")
     tried = trial_run(run, served)
-    record = {"run_id": run.run_id, "path": str(run.path), "served": str(served), "sha256": digest, "by": by,
+    record = {"run_id": run.run_id, "path": str(run.path), "served": where, "sha256": digest, "by": by,
               "at": now_iso(), **tried}
     if problems:
         record.update(override=override_reason.strip(), problems=problems)
-    write_json_atomic(path, record)
+    store.write_active(record)
     return record
 
 

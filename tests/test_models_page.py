@@ -245,3 +245,21 @@ def test_an_admin_with_no_runs_yet_can_make_accounts_and_sees_each_at_once(tmp_p
     accounts = next(d.value for d in at.dataframe if "role" in d.value.columns)
     assert "insp1" in set(accounts["name"]) and set(accounts["disabled"]) == {"no"}
     assert any("insp1 saved (inspector)" in shown(s.value) for s in at.success)
+
+
+def test_an_unreachable_model_store_is_said_in_the_sidebar_and_the_page_still_works(runs, monkeypatch):
+    """DEFECT_MODEL_STORE on a bucket nobody answers for (issue 29): every page still draws, without an active
+    model, and the sidebar names the store and what to set, instead of a traceback."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("DEFECT_MODEL_STORE", "s3://plant-models/line-2")
+    monkeypatch.setenv("DEFECT_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    at = open_models()
+    said = "\n".join(shown(e.value) for e in at.sidebar.error)
+    assert "s3://plant-models/line-2/active.json" in said and "DEFECT_S3_ENDPOINT_URL" in said
+    assert run_choice(at, "manage_run").value  # the run list is there to act on

@@ -9,12 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from defect_model.access.accounts import Actor, PermissionDenied
-from defect_model.runs.folders import RunDir, get_active
+from defect_model.runs.folders import RunDir
 from defect_model.runs.golden import GoldenSet
 from defect_model.runs.store import InspectionStore
 from defect_model.workflows.golden_check import compare_golden
 from defect_model.workflows.review import ReviewData
 from ui.text import code, md
+from ui.resources import active_record
 
 
 def golden_ack_key(run: RunDir) -> str:
@@ -34,7 +35,7 @@ def golden_changes_ui(run: RunDir) -> int:
         st.caption(":material/workspace_premium: The golden set is empty: mark the photos that matter most on the "
                    "Review page, and every candidate is checked on them before it goes live.")
         return 0
-    record = get_active(run.path.parent) or {}
+    record = active_record(run.path.parent) or {}
     try:
         table = _comparison(str(run.path), run.checkpoint.stat().st_mtime, str(record.get("sha256", "")),
                             tuple((p["photo_path"], p["label"]) for p in photos))

@@ -13,12 +13,13 @@ from defect_model.workflows.compare import Switch, compare_runs, epoch_curves, s
 from defect_model.access.accounts import Actor
 from defect_model.workflows.lifecycle import (ActivationError, DeleteError, activate, activation_history, activation_problems,
                                     delete_run, run_summary)
-from defect_model.runs.folders import RunDir, get_active, list_runs  # noqa: F401  (list_runs: the page's run list)
+from defect_model.runs.folders import RunDir, list_runs  # noqa: F401  (list_runs: the page's run list)
 from ui.flash import flash, flash_ui
 from ui.golden_ui import golden_acknowledged, golden_changes_ui
 from ui.review_widgets import confusion_figure, quality_header
 from ui.run_picker import run_select, run_state
 from ui.text import code, md
+from ui.resources import active_record
 
 COLORS = {"a": "#1f77b4", "b": "#ff7f0e"}
 LIVE_STATES = ("queued", "running")
@@ -33,7 +34,7 @@ def _flash(where: str, kind: str, text: str) -> None:
 
 
 def active_id() -> str | None:
-    record = get_active()
+    record = active_record()
     return record.get("run_id") if record else None
 
 
@@ -118,7 +119,7 @@ def active_summary_ui(runs: list[RunDir], active: str | None) -> None:
         st.info("No active model. Pick a finished run below and make it active.")
         return
     metrics = run.read_metrics()
-    record = get_active() or {}
+    record = active_record() or {}
     st.markdown(f"**Active model** {code(run.run_id)} — chosen by {md(record.get('by') or '?')} at "
                 f"{str(record.get('at', ''))[:16].replace('T', ' ')} UTC"
                 + (f"; override: {md(record['override'])}" if record.get("override") else ""))

@@ -6,6 +6,7 @@ import streamlit as st
 
 from pathlib import Path
 
+from defect_model.common.model_store import ModelStoreError
 from defect_model.runs.folders import RunDir, get_active, resolve_run, served_checkpoint
 
 
@@ -26,8 +27,27 @@ def predictor_for(run: RunDir, checkpoint: Path | None = None):
     return _load_predictor(str(checkpoint), checkpoint.stat().st_mtime)
 
 
+def active_record(root: Path | None = None) -> dict | None:
+    """The active-model record for pages that only show it; None also when the model store cannot be read (the
+    sidebar says why: store_problem)."""
+    try:
+        return get_active(root)
+    except ModelStoreError:
+        return None
+
+
+def store_problem() -> str | None:
+    """Why the model store (DEFECT_MODEL_STORE) cannot be read right now, or None when it can."""
+    try:
+        get_active()
+    except ModelStoreError as exc:
+        return str(exc)
+    return None
+
+
 def served_model() -> tuple[RunDir, Path, str] | None:
-    """(run, the pinned checkpoint Inspect serves, its sha256) of the active model, or None."""
+    """(run, the pinned checkpoint Inspect serves, its sha256) of the active model, or None. Raises
+    ModelStoreError when the store cannot be read or its copy is not the one made active."""
     record = get_active()
     run = active_run()
     checkpoint = served_checkpoint(record)
@@ -37,7 +57,7 @@ def served_model() -> tuple[RunDir, Path, str] | None:
 
 
 def active_run() -> RunDir | None:
-    record = get_active()
+    record = active_record()
     if not record:
         return None
     try:

@@ -8,7 +8,7 @@ from defect_model.common.quality import assess
 from defect_model.access.accounts import Actor
 from ui.flash import flash_ui
 from ui.layout import close_sidebar_on_navigation
-from ui.resources import active_run
+from ui.resources import active_run, store_problem
 from ui.accounts_widgets import own_password_ui
 from ui.session import accounts, session_cookie_ui, sign_out
 from ui.text import md
@@ -45,7 +45,10 @@ def sidebar(actor: Actor | None) -> None:
         with st.expander("My password", expanded=needs_password):
             own_password_ui(actor)
         run = active_run()
-        if run is None:
+        problem = store_problem()
+        if problem:
+            st.error(md(problem), icon=":material/cloud_off:")
+        elif run is None:
             st.info("No active model yet. " + ("Train one on the Train page, or start the demo model on Inspect."
                                                if actor.may("train") else "An engineer trains one and an admin "
                                                "makes it active."))

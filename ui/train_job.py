@@ -20,7 +20,7 @@ from defect_model.runs.events import curves, progress as read_progress
 from defect_model.train.timing import format_duration
 from defect_model.workflows.lifecycle import activate
 from defect_model.common.quality import assess
-from defect_model.runs.folders import RunDir, get_active, list_runs, this_host
+from defect_model.runs.folders import RunDir, list_runs, this_host
 from defect_model.common.places import runs_root
 from defect_model.runs.store import InspectionStore
 from ui.flash import flash, flash_ui
@@ -29,6 +29,7 @@ from ui.session import current_actor
 from ui.job_events import followed_events, job_progress_ui
 from ui.train_charts import loss_figure, lr_figure, scores_figure
 from ui.text import code, md
+from ui.resources import active_record
 
 REFRESH_S = 2.0
 CHARTS_REFRESH_S = 10.0  # the live view's curves are rebuilt at most this often (they cost the most to draw)
@@ -152,7 +153,7 @@ def job_ui() -> None:
         st.session_state[VIEW_KEY] = st.session_state.pop(FOCUS_KEY)
     if st.session_state.get(VIEW_KEY) not in ids:
         st.session_state[VIEW_KEY] = running.run_id if running else ids[0]
-    run_id = run_select("Run", runs, VIEW_KEY, (get_active() or {}).get("run_id"),
+    run_id = run_select("Run", runs, VIEW_KEY, (active_record() or {}).get("run_id"),
                         help="The running job, or any earlier run: its curves, its log, resume or activate it.").run_id
     if running and running.run_id != run_id:
         st.info(f"Training job {code(running.run_id)} is running.", icon=":material/sync:")
@@ -274,7 +275,7 @@ def done_ui(run: RunDir, settings: dict) -> None:
     quality = assess(metrics, settings.get("good_classes", []))
     elapsed = run.training_seconds()
     took = f" in {format_duration(elapsed)}" if elapsed else ""
-    active = (get_active() or {}).get("run_id") == run.run_id
+    active = (active_record() or {}).get("run_id") == run.run_id
     if quality.collapsed:
         st.error(f"**{md(run.run_id)} finished{took}, but this model is flagged as useless:** "
                  + "; ".join(map(md, quality.problems)) + f". ({md(quality.headline())})", icon=":material/warning:")

@@ -52,6 +52,11 @@ WRONG_WAY = [
     ("defect_model.access.accounts", "from defect_model.runs.store import InspectionStore", "Layers"),
     ("defect_model.workflows.review", "import streamlit", "never imports streamlit"),
     ("pages.inspect", "from defect_model.runs.folders import RunDir", "Pages import only ui"),
+    ("defect_model.runs.store", "import sqlite3", "Only defect_model.database talks to a database"),
+    ("defect_model.access.accounts", "from sqlalchemy import select", "Only defect_model.database talks"),
+    ("ui.inspect_widgets", "import psycopg", "Only defect_model.database talks to a database"),
+    ("defect_model.database.engine", "from defect_model.access.accounts import Actor", "database package imports "
+                                                                                        "only common"),
 ]
 
 

@@ -3,7 +3,6 @@ periods and which of them are the reference, and the CSV download of what a sect
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,7 +12,7 @@ import streamlit as st
 
 from defect_model.runs.folders import RunDir, resolve_run
 from defect_model.runs.store import SOURCES, InspectionStore
-from defect_model.common.places import default_db_path
+from defect_model.database import DatabaseError, location
 from defect_model.workflows.hotfolder_status import watcher_status
 from defect_model.workflows.monitor import (REFERENCE_FILE, MonitorError, Periods, default_reference, drift_alarm,
                                             load_log)
@@ -143,8 +142,8 @@ def drift_alarm_ui(run: RunDir, engineer: bool = False) -> None:
     try:
         reference = run.path / REFERENCE_FILE
         read_at = reference.stat().st_mtime if reference.is_file() else 0.0
-        drifted = _drifted(str(default_db_path()), str(run.path), read_at)
-    except (OSError, ValueError, sqlite3.Error):  # advice only: inspecting goes on without it
+        drifted = _drifted(str(location()), str(run.path), read_at)
+    except (OSError, ValueError, DatabaseError):  # advice only: inspecting goes on without it
         return
     if not drifted:
         return

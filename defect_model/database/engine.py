@@ -181,6 +181,16 @@ def _with_retries(step) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def _forget_in_child() -> None:
+    # A forked child must not use, nor close, its parent's pooled connections: it opens its own.
+    for db in _opened.values():
+        db.engine.dispose(close=False)
+    _opened.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def close_all() -> None:
     """Close every pooled connection of this process (tests, before a database is dropped)."""
     with _lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pandas as pd
-from sqlalchemy import distinct, func, select, update
+from sqlalchemy import func, select, update
 
 from defect_model.database.engine import Database
 from defect_model.database.schema import corrections, inspections
@@ -74,7 +74,7 @@ def distinct_values(db: Database, column: str) -> list[str]:
         raise ValueError(f"no filter on column {column!r}")
     col = inspections.c[column]
     with db.read() as conn:
-        return [row[0] for row in conn.execute(select(distinct(col)).where(col != "").order_by(col))]
+        return [row[0] for row in conn.execute(select(col).distinct().where(col != "").order_by(col))]
 
 
 def by_id(db: Database, ids: list[int]) -> pd.DataFrame:

@@ -57,3 +57,17 @@ def append_rows(where, env: dict, worker: int, count: int, start) -> None:
         store.log_inspection(file_name=f"w{worker}-{i}.png", sha256=f"{worker:032x}{i:032x}", photo_path="",
                              verdict="pass", confidence=0.5 + i / 100, threshold=0.7, inspector=actor.name)
         log.record(actor, "relabel", f"w{worker}-{i}", n=i)
+
+
+def raw_many(where, sql: str, rows: list[tuple]) -> None:
+    """One statement for each of `rows`, straight in the database, in one transaction."""
+    if is_postgres(where):
+        import psycopg
+
+        with psycopg.connect(where) as db, db.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+        return
+    import sqlite3
+
+    with sqlite3.connect(Path(where)) as db:
+        db.executemany(sql, rows)

@@ -6,14 +6,19 @@ from defect_model.runs.store import InspectionStore
 
 
 @pytest.fixture()
-def store(tmp_path):
-    return InspectionStore(tmp_path / "db" / "inspections.sqlite")
+def store(database):
+    """The log on each backend (conftest's `database`: a SQLite file, a PostgreSQL database)."""
+    return InspectionStore(database)
 
 
-def test_wal_mode_and_inspection_round_trip(store):
+def test_a_sqlite_log_is_in_wal_mode(tmp_path):
     import sqlite3
 
+    store = InspectionStore(tmp_path / "db" / "inspections.sqlite")
     assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_inspection_round_trip(store):
     sha, path = store.store_photo(b"fake photo bytes", "a.PNG")
     assert path.read_bytes() == b"fake photo bytes" and path.suffix == ".png"
     first = store.log_inspection(file_name="a.png", sha256=sha, photo_path=path, verdict="reject",

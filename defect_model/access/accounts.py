@@ -19,7 +19,6 @@ e-mail; their role is the account of that name, else `inspector`.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import threading
 from dataclasses import dataclass

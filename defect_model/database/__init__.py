@@ -3,8 +3,9 @@
 `migrations/`), and every statement the engine runs, by area. Nothing else in the project imports sqlalchemy,
 sqlite3 or psycopg; callers catch `DatabaseError`."""
 
-from defect_model.database.engine import (URL_ENV, Database, DatabaseError, DatabaseNotReady, close_all, location, open_as_is,
-                                          open_database, shown_url)
+from defect_model.database.engine import (URL_ENV, Database, DatabaseError, DatabaseNotReady, location, open_as_is,
+                                          shown_url)
+from defect_model.database.opening import close_all, open_database
 
-__all__ = ["URL_ENV", "Database", "DatabaseError", "DatabaseNotReady", "close_all", "location", "open_as_is", "open_database",
-           "shown_url"]
+__all__ = ["URL_ENV", "Database", "DatabaseError", "DatabaseNotReady", "close_all", "location", "open_as_is",
+           "open_database", "shown_url"]

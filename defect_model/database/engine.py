@@ -4,7 +4,7 @@ A location is a PostgreSQL URL (`postgresql://user@host:port/db`, also `postgres
 psycopg 3) or the path of a SQLite file. `location()` is $DEFECT_DATABASE_URL when set, else the SQLite file at
 `default_db_path()`, exactly as before (`make run` needs no service).
 
-SQLite: WAL, a 30 s busy timeout, a connection per use (NullPool, as before: one per call), reads in deferred
+SQLite: WAL, a 30 s busy timeout, a small pool of connections per process, reads in deferred
 transactions and writes in `BEGIN IMMEDIATE` (one writer at a time, decided when the transaction starts, so a
 look-then-write never deadlocks). The file upgrades itself on its first opening in a process.
 PostgreSQL: a small pool per process; a database behind the code's newest migration is refused with what to run
@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from defect_model.common.places import default_db_path
 
 URL_ENV = "DEFECT_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
-OPEN_ATTEMPTS = 20  # about 10 s of retries for a new SQLite file opened by many sessions at once
 
 DatabaseError = SQLAlchemyError  # what callers catch: every failure of a statement, of a connection, or below
 
@@ -110,9 +107,13 @@ class Database:
                 yield conn
 
 
-def _sqlite_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool,
-                           connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+def _sqlite_engine(path: Path, pooled: bool = True) -> Engine:
+    # Pooled: a connection kept open saves opening the file and, above all, SQLite's checkpoint of the WAL with an
+    # fsync whenever a file's last connection closes (9 ms a chained append against 22-27 ms with a connection
+    # per call, on the loaded 2-core machine: /tmp/measure_sqlite.py in the issue-29 note).
+    pool = dict(pool_size=2, max_overflow=30, pool_timeout=60) if pooled else dict(poolclass=NullPool)
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000,
+                                                              "check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -132,69 +133,10 @@ def _postgres_engine(url: str, pooled: bool = True) -> Engine:
     return create_engine(sqlalchemy_url(url), connect_args={"connect_timeout": 10}, **pool)
 
 
-_opened: dict[tuple[str, int], Database] = {}
-_lock = threading.Lock()
-
-
-def open_database(where: str | Path | None = None) -> Database:
-    """The database at `where` (see `location`), ready for this code's statements: a SQLite file is created
-    or upgraded to the newest schema; a PostgreSQL database is checked to be at the newest schema (else
-    DatabaseNotReady names what to run). One per location and process."""
-    from defect_model.database import migrate
-
-    where = location(where)
-    key = (str(where), os.getpid())  # a forked process opens its own connections
-    with _lock:
-        found = _opened.get(key)
-    if found is not None:
-        return found
-    if isinstance(where, Path):
-        where.parent.mkdir(parents=True, exist_ok=True)
-        db = Database(where, _sqlite_engine(where))
-        _with_retries(lambda: migrate.prepare_sqlite(db))
-    else:
-        db = Database(where, _postgres_engine(where))
-        migrate.require_current(db)
-    with _lock:
-        return _opened.setdefault(key, db)
-
-
 def open_as_is(where: str | Path | None = None) -> Database:
     """The database at `where` as it is, neither upgraded nor checked (`db upgrade`, `db check`, `audit verify`);
     unpooled, so nothing stays open after use. A SQLite file that is not there is not made."""
     where = location(where)
     if isinstance(where, Path):
-        return Database(where, _sqlite_engine(where))
+        return Database(where, _sqlite_engine(where, pooled=False))
     return Database(where, _postgres_engine(where, pooled=False))
-
-
-def _with_retries(step) -> None:
-    # A new file's first opening switches it to WAL, which needs it alone; a session holding a read lock while
-    # another waits to write is answered "locked" at once (SQLite skips the busy wait where waiting could
-    # deadlock), so the opening is tried again. Every step of it is idempotent.
-    for attempt in range(OPEN_ATTEMPTS):
-        try:
-            return step()
-        except OperationalError as exc:
-            if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-
-
-def _forget_in_child() -> None:
-    # A forked child must not use, nor close, its parent's pooled connections: it opens its own.
-    for db in _opened.values():
-        db.engine.dispose(close=False)
-    _opened.clear()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
-
-
-def close_all() -> None:
-    """Close every pooled connection of this process (tests, before a database is dropped)."""
-    with _lock:
-        opened = list(_opened.values())
-        _opened.clear()
-    for db in opened:
-        db.engine.dispose()

@@ -43,7 +43,8 @@ def watchers_ui() -> list[dict]:
         last = (f"last photo {code(status.get('last_photo'))} ({md(status.get('last_verdict', ''))}, "
                 f"{md(str(status.get('last_time', ''))[:19].replace('T', ' '))} UTC)"
                 if status.get("last_photo") else "no photo yet")
-        where = f"{code(status.get('incoming', '?'))} with model {code(status.get('model', '?'))}"
+        host = f" (machine {code(status['host'])})" if status.get("host") else ""
+        where = f"{code(status.get('incoming', '?'))}{host} with model {code(status.get('model', '?'))}"
         count = f"{status.get('count', 0)} photo(s) since {md(str(status.get('started', ''))[:16].replace('T', ' '))}"
         if status["running"]:
             st.success(f"Hot folder watcher running on {where}: {count}, {last}.", icon=":material/folder_eye:")

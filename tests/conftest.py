@@ -73,7 +73,10 @@ INSPECTOR = Actor("ana", "inspector")
 
 @pytest.fixture(autouse=True)
 def private_database(tmp_path, monkeypatch):
-    """Every test writes its audit trail and accounts to a database of its own (a test may point elsewhere)."""
+    """Every test writes its audit trail and accounts to a database of its own (a test may point elsewhere): a
+    SQLite file, whatever DEFECT_DATABASE_URL the shell has (the `database` fixture sets one for its PostgreSQL
+    case)."""
+    monkeypatch.delenv("DEFECT_DATABASE_URL", raising=False)
     if "DEFECT_DB" not in os.environ:
         monkeypatch.setenv("DEFECT_DB", str(tmp_path / "test-db" / "inspections.sqlite"))
 

@@ -142,3 +142,23 @@ def test_monitor_sees_watchers_of_every_machine(database, tmp_path):
     mine = [s for s in watcher_status() if s["incoming"] == str(here.incoming)]
     assert len(mine) == 1 and not mine[0]["running"] and mine[0]["count"] == 4
     assert is_postgres(database) == (not open_database().is_sqlite)
+
+
+def test_an_emptied_chain_with_its_head_log_deleted_is_still_seen(database, capsys):
+    """The id counter an emptied table leaves behind (SQLite's sqlite_sequence, PostgreSQL's id sequence) tells
+    a new installation from a wiped one; `audit anchor` starts a head log for a database without one."""
+    from defect_model.access.accounts import Actor
+    from defect_model.access.audit import AuditLog
+    from defect_model.access.headlog import head_log_path
+
+    log = AuditLog()
+    for i in range(3):
+        log.record(Actor("adm", "admin"), "activate", f"run-{i}")
+    head_log_path().unlink()
+    assert "missing or empty" in verify()[0].problem
+    assert cli(["audit", "anchor"]) == 0 and "anchored audit: row 3" in capsys.readouterr().out
+    assert verify() == []
+    raw_sql(database, "DELETE FROM audit")
+    assert "the table is empty" in verify()[0].problem
+    head_log_path().unlink()
+    assert [f.table for f in verify()] == ["head log"] and "missing or empty" in verify()[0].problem

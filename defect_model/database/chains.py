@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, func, insert, literal_column, select, table as sql_table, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from defect_model.database.engine import Database
 from defect_model.database.schema import CHAINED
@@ -47,10 +48,13 @@ def chain_writer(db: Database) -> Iterator[Connection]:
         try:
             yield conn
         finally:
-            if conn.in_transaction():
-                conn.rollback()
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": HEAD_LOG_LOCK})
-            conn.commit()
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": HEAD_LOG_LOCK})
+                conn.commit()
+            except SQLAlchemyError:  # the connection broke: the server ended its session, and with it the lock
+                conn.invalidate()
 
 
 def append(conn: Connection, name: str, values: dict, digest: Callable[[dict], str],

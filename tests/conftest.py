@@ -79,6 +79,10 @@ def private_database(tmp_path, monkeypatch):
     monkeypatch.delenv("DEFECT_DATABASE_URL", raising=False)
     if "DEFECT_DB" not in os.environ:
         monkeypatch.setenv("DEFECT_DB", str(tmp_path / "test-db" / "inspections.sqlite"))
+    yield
+    from defect_model.database import close_all
+
+    close_all()  # the pooled connections to this test's files go with it
 
 
 @pytest.fixture(scope="session")

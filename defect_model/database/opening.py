@@ -4,6 +4,7 @@ PostgreSQL database is checked to be at the newest revision (migrate.py)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ OPEN_ATTEMPTS = 20  # about 10 s of retries for a new SQLite file opened by many
 
 _opened: dict[tuple[str, int], Database] = {}
 _lock = threading.Lock()
+_opening: dict[tuple[str, int], threading.Lock] = {}  # one thread of a process opens a location; the rest wait
 
 
 def open_database(where: str | Path | None = None) -> Database:
@@ -27,8 +29,18 @@ def open_database(where: str | Path | None = None) -> Database:
     key = (str(where), os.getpid())  # a forked process opens its own connections
     with _lock:
         found = _opened.get(key)
+        opening = _opening.setdefault(key, threading.Lock())
     if found is not None and (not isinstance(where, Path) or where.exists()):
         return found
+    with opening:
+        return _open(where, key)
+
+
+def _open(where: str | Path, key: tuple[str, int]) -> Database:
+    with _lock:
+        found = _opened.get(key)
+    if found is not None and (not isinstance(where, Path) or where.exists()):
+        return found  # another thread opened it while this one waited
     if found is not None:  # a SQLite file deleted meanwhile is made again, as a new one
         found.engine.dispose()
     if isinstance(where, Path):
@@ -39,12 +51,8 @@ def open_database(where: str | Path | None = None) -> Database:
         db = Database(where, _postgres_engine(where))
         migrate.require_current(db)
     with _lock:
-        current = _opened.get(key)
-        if current is None or current is found:
-            _opened[key] = db
-            return db
-    db.engine.dispose()  # another thread opened it meanwhile
-    return current
+        _opened[key] = db
+    return db
 
 
 def _with_retries(step) -> None:
@@ -54,7 +62,7 @@ def _with_retries(step) -> None:
     for attempt in range(OPEN_ATTEMPTS):
         try:
             return step()
-        except OperationalError as exc:
+        except (OperationalError, sqlite3.OperationalError) as exc:  # (the WAL switch runs on the driver itself)
             if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
@@ -65,6 +73,7 @@ def _forget_in_child() -> None:
     for db in _opened.values():
         db.engine.dispose(close=False)
     _opened.clear()
+    _opening.clear()  # a lock a parent's thread held at the fork would stay held here
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from defect_model.database.engine import (Database, DatabaseNotReady, URL_ENV, open_as_is, location,
                                           shown_url)
@@ -61,6 +62,8 @@ def prepare_sqlite(db: Database) -> None:
     raw = db.engine.raw_connection()  # outside any transaction: the journal mode cannot change inside one
     try:
         raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:  # the driver's own error, given the type every caller catches (DatabaseError)
+        raise OperationalError("PRAGMA journal_mode=WAL", None, exc) from exc
     finally:
         raw.close()
     with db.read() as conn:

@@ -1,5 +1,5 @@
-"""Command line: `python -m defect_model {train,run,resume,worker,evaluate,predict,demo-data,accounts,audit,photos,
-watch,golden}`."""
+"""Command line: `python -m defect_model {train,run,resume,worker,evaluate,predict,demo-data,accounts,audit,db,
+photos,watch,golden}`."""
 
 from __future__ import annotations
 
@@ -112,6 +112,15 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
                                         "after the anchored heads (refused while anything else is wrong; recorded)")
     show = audit_sub.add_parser("show", help="the newest audit events")
     show.add_argument("--limit", type=int, default=30)
+
+    db = sub.add_parser("db", help="the database's schema: upgrade it, or check where it stands",
+                        description="The database is $DEFECT_DATABASE_URL (PostgreSQL) when set, else the SQLite file "
+                                    "($DEFECT_DB, else data/inspections.sqlite), which upgrades itself on opening. A "
+                                    "PostgreSQL database is upgraded only by `db upgrade`: take a backup first.")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="bring the schema to the newest revision (on PostgreSQL also the training "
+                                      "queue's schema)")
+    db_sub.add_parser("check", help="the current and the newest revision; exits 1 when behind or unreachable")
 
     photos = sub.add_parser("photos", help="the inspection store's kept photo copies")
     photos_sub = photos.add_subparsers(dest="photos_command", required=True)
@@ -433,23 +442,39 @@ def cmd_accounts(args) -> int:
     return 0
 
 
+def cmd_db(args) -> int:
+    from defect_model.database import migrate
+
+    if args.db_command == "upgrade":
+        for line in migrate.upgrade():
+            print(line)
+        return 0
+    state = migrate.check()
+    print(f"{state.where}: current revision {state.current or 'none'}, newest {state.head}",
+          file=sys.stdout if state.ok else sys.stderr)
+    if not state.ok:
+        print(f"error: {state.message}", file=sys.stderr)
+    return 0 if state.ok else 1
+
+
 def cmd_audit(args) -> int:
     from defect_model.access.accounts import audit_log, terminal_actor
     from defect_model.access.audit import anchor, verify_all
-    from defect_model.common.places import default_db_path
+    from defect_model.database import location, shown_url
 
-    path = default_db_path()
+    where = location()
+    path = shown_url(where)
     if args.audit_command == "show":
-        for event in audit_log(path).events(limit=args.limit):
+        for event in audit_log(where).events(limit=args.limit):
             print(f"{event['id']:>6} {event['time']} {event['actor']:<24} {event['action']:<16} {event['target']} "
                   f"{event['detail'] or ''}")
         return 0
     if args.audit_command == "anchor":
-        for line in anchor(path, terminal_actor()):
+        for line in anchor(where, terminal_actor()):
             print(f"{path}: anchored {line}")
         return 0
     # Read as it is: opening it through the store first would quietly recreate a dropped table.
-    result = verify_all(path)
+    result = verify_all(where)
     if not result.findings:
         print(f"{path}: the audit trail and the inspection log verify (no row altered or removed; checked "
               f"{result.mode}).")
@@ -498,7 +523,7 @@ def cmd_golden(args) -> int:
 TRAINING = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume}
 COMMANDS = {"evaluate": cmd_evaluate, "worker": cmd_worker,
             "predict": cmd_predict, "demo-data": cmd_demo_data, "accounts": cmd_accounts, "audit": cmd_audit,
-            "watch": cmd_watch, "photos": cmd_photos, "golden": cmd_golden}
+            "db": cmd_db, "watch": cmd_watch, "photos": cmd_photos, "golden": cmd_golden}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     from defect_model.runs.jobs import JobError
 
     from defect_model.train.distributed import RankFailed
+    from defect_model.database import DatabaseError
 
     args = build_parser().parse_args(argv)
     try:
@@ -520,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except RankFailed:
         return 2  # rank 0 failed at what this process waited for, and reports it
+    except DatabaseError as exc:  # unreachable, behind the code's schema (the message says what to run), or refused
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError, PermissionError, JobError, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -73,9 +73,16 @@ INSPECTOR = Actor("ana", "inspector")
 
 @pytest.fixture(autouse=True)
 def private_database(tmp_path, monkeypatch):
-    """Every test writes its audit trail and accounts to a database of its own (a test may point elsewhere)."""
+    """Every test writes its audit trail and accounts to a database of its own (a test may point elsewhere): a
+    SQLite file, whatever DEFECT_DATABASE_URL the shell has (the `database` fixture sets one for its PostgreSQL
+    case)."""
+    monkeypatch.delenv("DEFECT_DATABASE_URL", raising=False)
     if "DEFECT_DB" not in os.environ:
         monkeypatch.setenv("DEFECT_DB", str(tmp_path / "test-db" / "inspections.sqlite"))
+    yield
+    from defect_model.database import close_all
+
+    close_all()  # the pooled connections to this test's files go with it
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +138,25 @@ def postgres_url(postgres_server_url):
     from postgres_support import fresh_database
 
     return fresh_database(postgres_server_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path, monkeypatch):
+    """The project's database on each backend, as the tool finds it from the environment: a SQLite file
+    ($DEFECT_DB), or a fresh PostgreSQL database at the newest schema ($DEFECT_DATABASE_URL; its head log in the
+    data folder). Yields the location (the file's path, or the URL)."""
+    from defect_model.database import close_all
+
+    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
+    if request.param == "sqlite":
+        where = tmp_path / "app-data" / "inspections.sqlite"
+        monkeypatch.setenv("DEFECT_DB", str(where))
+        monkeypatch.delenv("DEFECT_DATABASE_URL", raising=False)
+    else:
+        from defect_model.database import migrate
+
+        where = request.getfixturevalue("postgres_url")
+        migrate.upgrade(where)
+        monkeypatch.setenv("DEFECT_DATABASE_URL", where)
+    yield where
+    close_all()

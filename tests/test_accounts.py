@@ -1,8 +1,8 @@
 """Accounts, sign-in and roles (defect_model.access.accounts)."""
 
-import sqlite3
-
 import pytest
+
+from database_support import raw_sql
 
 from defect_model.access import accounts as accounts_module
 from defect_model.access.accounts import (Accounts, Actor, PermissionDenied, SignInError, allowed, require, terminal_actor)
@@ -12,8 +12,9 @@ ROOT_ADMIN = Actor("root", "admin")
 
 
 @pytest.fixture()
-def accounts(tmp_path) -> Accounts:
-    return Accounts(tmp_path / "db.sqlite")
+def accounts(database) -> Accounts:
+    """Accounts on each backend (conftest's `database`)."""
+    return Accounts(database)
 
 
 def test_roles_include_what_the_role_below_may_do():
@@ -31,9 +32,9 @@ def test_a_password_signs_in_and_the_session_ends_with_sign_out(accounts):
     accounts.save(ROOT_ADMIN, "eng", "engineer", "a long password")
     actor, token = accounts.sign_in(" eng ", "a long password")
     assert actor == Actor("eng", "engineer") and accounts.session_actor(token) == actor
-    with sqlite3.connect(accounts.path) as db:  # only a hash of the token and an Argon2 hash are stored
-        assert db.execute("SELECT COUNT(*) FROM sessions WHERE token_hash = ?", (token,)).fetchone()[0] == 0
-        assert db.execute("SELECT password_hash FROM accounts WHERE name='eng'").fetchone()[0].startswith("$argon2id$")
+    # only a hash of the token and an Argon2 hash are stored
+    assert raw_sql(accounts.path, "SELECT COUNT(*) FROM sessions WHERE token_hash = ?", (token,))[0][0] == 0
+    assert raw_sql(accounts.path, "SELECT password_hash FROM accounts WHERE name='eng'")[0][0].startswith("$argon2id$")
     accounts.sign_out(token)
     assert accounts.session_actor(token) is None
 
@@ -190,6 +191,6 @@ def test_failures_for_unknown_names_reach_the_audit_trail_once_per_window(accoun
     (earlier,) = latest["detail"]["earlier_windows"]
     assert earlier["attempts"] == 59 and earlier["names"][:2] == ["made-up-0", "made-up-1"]
     assert len(earlier["names"]) == accounts_module.UNKNOWN_NAMES_KEPT
-    with sqlite3.connect(accounts.path) as db:  # what is kept to count stays one window long
-        assert db.execute("SELECT COUNT(*) FROM sign_in_failures").fetchone()[0] == 1
+    # what is kept to count stays one window long
+    assert raw_sql(accounts.path, "SELECT COUNT(*) FROM sign_in_failures")[0][0] == 1
     assert verify(accounts.path) == []

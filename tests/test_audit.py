@@ -2,10 +2,11 @@
 activation pins the served checkpoint."""
 
 import shutil
-import sqlite3
 
 import numpy as np
 import pytest
+
+from database_support import raw_many, raw_rows, raw_sql
 
 from defect_model.access.audit import AuditLog, verify
 from defect_model.cli import main as cli
@@ -18,9 +19,9 @@ from inspect_support import photo_bytes
 
 
 @pytest.fixture()
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "inspections.sqlite"
-    monkeypatch.setenv("DEFECT_DB", str(path))
+def db(database):
+    """A log with chained rows on each backend (conftest's `database`); its location."""
+    path = database
     store = InspectionStore(path)
     for i in range(5):
         store.log_inspection(file_name=f"p{i}.png", sha256=f"{i:064x}", photo_path=f"/photos/p{i}.png",
@@ -33,8 +34,7 @@ def db(tmp_path, monkeypatch):
 
 
 def _execute(path, sql: str, *params) -> None:
-    with sqlite3.connect(path) as db:
-        db.execute(sql, params)
+    raw_sql(path, sql, params)
 
 
 def test_an_untouched_log_verifies(db, capsys):
@@ -60,9 +60,7 @@ def test_an_edited_or_removed_row_is_named(db, capsys, table, sql, row, words):
 
 
 def test_a_row_rewritten_with_a_fresh_hash_still_breaks_the_next_link(db):
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        row = dict(conn.execute("SELECT * FROM inspections WHERE id = 2").fetchone())
+    row = raw_rows(db, "inspections")[1]
     from defect_model.access.audit import _digest
 
     row["verdict"] = "reject"
@@ -102,12 +100,12 @@ def test_audit_show_into_a_closed_pipe_ends_quietly(db):
     import subprocess
     import sys
 
-    with sqlite3.connect(db) as conn:  # more than a pipe's buffer holds (their chain does not matter here)
-        conn.executemany("INSERT INTO audit (time, actor, action, target) VALUES ('t', 'adm', 'sign_in', ?)",
-                         [(f"n{i}" * 20,) for i in range(3000)])
+    # more than a pipe's buffer holds (their chain does not matter here)
+    raw_many(db, "INSERT INTO audit (id, time, actor, action, target) VALUES (?, 't', 'adm', 'sign_in', ?)",
+             [(100 + i, f"n{i}" * 20) for i in range(3000)])
     shell = f"{sys.executable} -m defect_model audit show --limit 3000 | head -1"
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True,
-                          env={**os.environ, "DEFECT_DB": str(db)}, cwd=__import__("conftest").ROOT)
+                          env=dict(os.environ), cwd=__import__("conftest").ROOT)
     assert done.stdout.count("\n") == 1 and "sign_in" in done.stdout
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 0

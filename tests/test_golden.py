@@ -29,12 +29,12 @@ def sure_of(run, name: str):
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, database):
+    """Runs, a dataset and the database on each backend (conftest's `database` sets the data folder and the
+    database's variable)."""
     data = make_dataset(tmp_path / "dataset")
     runs = tmp_path / "runs"
     monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
-    monkeypatch.setenv("DEFECT_DATA_DIR", str(tmp_path / "app-data"))
-    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "app-data" / "inspections.sqlite"))
     active = sure_of(write_run(runs, data, "20260101-120000-line"), "ok")
     set_active(active, by="setup", root=runs)
     flipped = sure_of(write_run(runs, data, "20260102-120000-line-retrain", started="2026-01-02T12:00:00+00:00"),

@@ -318,14 +318,12 @@ def _recompute_chain(path, table):
 
 def _rewrite_head_log(path):
     """...and writes a fresh head log for the edited database (without the key, which the forger lacks)."""
-    import sqlite3
-    from contextlib import closing
-
     from defect_model.access import headlog
+    from defect_model.database import open_as_is
 
     headlog.head_log_path(path).unlink()
-    with headlog.locked(path) as heads, closing(sqlite3.connect(path)) as db:
-        heads.append(headlog.start_entries(db))
+    with headlog.locked(path) as heads, open_as_is(path).read() as conn:
+        heads.append(headlog.start_entries(conn))
 
 
 TAMPER = [  # (case, statements, table named, words)
@@ -353,10 +351,10 @@ def test_audit_verify_names_each_tampering(tmp_path, monkeypatch, capsys, case, 
     assert verify(path) == []
     _sql(path, *statements)
     if case == "a row appended with a valid hash":
-        import sqlite3
+        from defect_model.database import open_as_is
 
-        with sqlite3.connect(path) as db:  # straight into the database, not through the tool
-            insert_chained(db, "audit", {"time": "2026-01-01T00:00:00+00:00", "actor": "adm", "role": "admin",
+        with open_as_is(path).write() as conn:  # straight into the database: no head-log line
+            insert_chained(conn, "audit", {"time": "2026-01-01T00:00:00+00:00", "actor": "adm", "role": "admin",
                                          "action": "activate", "target": "forged", "detail": "{}"})
     findings = verify(path)
     assert [f.table for f in findings] == [table] and re.search(words, findings[0].problem), findings

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from defect_model.access.audit import verify
+from defect_model.database import close_all
 from defect_model.train.checkpoint import save_checkpoint
 from defect_model.common.config import TrainConfig
 from defect_model.train.saving import checkpoint_meta
@@ -260,7 +261,7 @@ def test_two_hundred_photos_are_each_inspected_once_across_a_kill_and_a_restart(
     try:
         wait_for(lambda: len(list(place["done"].glob("*.png"))) == 200, PROCESS_DEADLINE_S, "all 200 photos done")
         time.sleep(0.3)
-        status = [s for s in watcher_status(place["db"].parent / "watchers") if s["running"]]
+        status = [s for s in watcher_status(place["db"]) if s["running"]]
         assert [s["pid"] for s in status] == [second.pid] and status[0]["last_photo"].startswith("burst_")
     finally:
         second.send_signal(signal.SIGTERM)
@@ -278,7 +279,7 @@ def test_two_hundred_photos_are_each_inspected_once_across_a_kill_and_a_restart(
     assert not list(place["incoming"].glob("*.png")) and not any((place["incoming"] / ".hotfolder" /
                                                                  "processing").iterdir())
     assert verify(place["db"]) == []  # the hash chain holds with the source column
-    [status] = watcher_status(place["db"].parent / "watchers")
+    [status] = watcher_status(place["db"])
     assert not status["running"] and status["state"] == "stopped"
 
 
@@ -305,11 +306,13 @@ def test_a_log_from_before_the_source_column_still_verifies_and_reads_as_browser
     path = tmp_path / "old.sqlite"
     store = InspectionStore(path)
     store.log_inspection(file_name="a.png", sha256="1" * 64, photo_path="", verdict="pass", confidence=0.9)
+    close_all()
     with sqlite3.connect(path) as conn:  # rebuild the table as it was before the column, rows and hashes kept
         columns = [r[1] for r in conn.execute("PRAGMA table_info(inspections)") if r[1] != "source"]
         conn.execute(f"CREATE TABLE old AS SELECT {', '.join(columns)} FROM inspections")
         conn.execute("DROP TABLE inspections")
         conn.execute("ALTER TABLE old RENAME TO inspections")
+        conn.execute("DROP TABLE alembic_version")  # a file from before migrations
     InspectionStore(path, source=HOT_FOLDER).log_inspection(file_name="b.png", sha256="2" * 64, photo_path="",
                                                             verdict="reject")
     assert verify(path) == []

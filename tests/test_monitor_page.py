@@ -11,7 +11,7 @@ import pytest
 
 from conftest import shown
 from defect_model.runs.folders import process_start_time
-from defect_model.workflows.hotfolder_status import status_dir
+from defect_model.database import open_database, watchers
 from defect_model.workflows.monitor import QUEUE_SOURCE, validation_reference
 from monitor_support import SPIKE_DAY, UNSURE, seeded_log
 from review_support import open_app_page
@@ -87,15 +87,16 @@ def test_inspect_model_line_shows_the_drift_alarm(env):
 
 
 def test_monitor_page_shows_the_hot_folder_watcher(env, tmp_path):
-    folder = status_dir()
-    folder.mkdir(parents=True)
+    db = open_database()  # the watchers' rows, as two watchers on this machine wrote them
     alive = {"state": "running", "pid": os.getpid(), "pid_started": process_start_time(os.getpid()),
              "heartbeat_unix": time.time(), "incoming": str(tmp_path / "camera1"), "model": env["run"].run_id,
              "count": 17, "started": "2026-02-10T06:00:00+00:00", "last_photo": "cam1_0017.png",
              "last_verdict": "reject", "last_time": "2026-02-10T09:41:07+00:00"}
-    (folder / "camera1.json").write_text(json.dumps(alive))
-    (folder / "camera2.json").write_text(json.dumps({**alive, "pid": 2**22 + 12345, "incoming": "/line/camera2",
-                                                      "heartbeat_unix": time.time() - 3600}))
+    from defect_model.workflows.hotfolder_status import host_name
+
+    watchers.put(db, "camera1", host_name(), alive["incoming"], alive["heartbeat_unix"], alive)
+    watchers.put(db, "camera2", host_name(), "/line/camera2", time.time() - 3600,
+                 {**alive, "pid": 2**22 + 12345, "incoming": "/line/camera2", "heartbeat_unix": time.time() - 3600})
     at = open_app_page("pages/monitor.py", "engineer")
     running = [shown(s.value) for s in at.success if "watcher running" in s.value]
     assert len(running) == 1 and "camera1" in running[0] and "17 photo(s)" in running[0]

@@ -169,8 +169,12 @@ def test_an_older_database_gains_the_removed_mark_and_still_verifies(tmp_path):
     path = tmp_path / "inspections.sqlite"
     store = InspectionStore(path)
     store.log_inspection(file_name="a.png", sha256="a" * 64, photo_path="/p/a.png", verdict="pass", time=OLD)
-    with sqlite3.connect(path) as db:  # as a database written before the column existed
+    from defect_model.database import close_all
+
+    close_all()
+    with sqlite3.connect(path) as db:  # as a database written before the column existed (and migrations)
         db.execute("ALTER TABLE inspections DROP COLUMN photo_removed")
+        db.execute("DROP TABLE alembic_version")
     InspectionStore(path)
     assert verify(path) == [] and list(InspectionStore(path).inspections()["photo_removed"]) == [""]
 

@@ -6,14 +6,19 @@ from defect_model.runs.store import InspectionStore
 
 
 @pytest.fixture()
-def store(tmp_path):
-    return InspectionStore(tmp_path / "db" / "inspections.sqlite")
+def store(database):
+    """The log on each backend (conftest's `database`: a SQLite file, a PostgreSQL database)."""
+    return InspectionStore(database)
 
 
-def test_wal_mode_and_inspection_round_trip(store):
+def test_a_sqlite_log_is_in_wal_mode(tmp_path):
     import sqlite3
 
+    store = InspectionStore(tmp_path / "db" / "inspections.sqlite")
     assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_inspection_round_trip(store):
     sha, path = store.store_photo(b"fake photo bytes", "a.PNG")
     assert path.read_bytes() == b"fake photo bytes" and path.suffix == ".png"
     first = store.log_inspection(file_name="a.png", sha256=sha, photo_path=path, verdict="reject",
@@ -88,3 +93,24 @@ def test_sessions_opening_a_new_database_at_once_all_get_it(tmp_path):
             thread.join()
         assert not errors, errors[0]
         assert {"model_sha256", "source", "photo_removed"} <= set(InspectionStore(path).inspections().columns)
+
+
+def test_processes_opening_a_new_database_at_once_all_get_it(tmp_path):
+    """A dashboard, a watcher and a command started together on a new file: each process makes or finds the
+    schema (BEGIN IMMEDIATE around the upgrade, retries while the WAL switch needs the file alone)."""
+    import multiprocessing
+
+    from database_support import open_new_log
+    from defect_model.access.audit import verify
+
+    context = multiprocessing.get_context("spawn")
+    path, start, results = tmp_path / "new" / "inspections.sqlite", context.Event(), context.Queue()
+    processes = [context.Process(target=open_new_log, args=(path, start, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert outcomes == ["ok"] * 4
+    assert InspectionStore(path).last_inspection_id() == 4 and verify(path) == []

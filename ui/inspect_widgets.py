@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sqlite3
 
 import streamlit as st
 
@@ -16,7 +15,7 @@ from defect_model.workflows.inspection import FileResult, InspectionSettings, in
 from defect_model.workflows.inspection_export import class_counts, overlays_zip, results_table, verdict_counts
 from defect_model.workflows.inspection_queue import InspectionQueue
 from defect_model.runs.store import InspectionStore
-from defect_model.common.places import default_db_path
+from defect_model.database import DatabaseError, location, shown_url
 from defect_model.workflows.operating_point import record_override
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD, VERDICT_LABELS
 from ui.inspect_history import decode_ids, encode_ids, restore_batch
@@ -129,9 +128,10 @@ def store_ui() -> InspectionStore | None:
     """The inspection log; without it nothing is inspected (every inspection must be logged)."""
     try:
         return InspectionStore()
-    except (OSError, sqlite3.Error) as exc:
-        st.error(md(f"{default_db_path()}: the inspection log cannot be opened ({exc}). Make the folder writable "
-                    "or set DEFECT_DB to a writable file, then reload the page."), icon=":material/error:")
+    except (OSError, DatabaseError) as exc:
+        st.error(md(f"{shown_url(location())}: the inspection log cannot be opened ({exc}). Make the folder "
+                    "writable or set DEFECT_DB to a writable file (with DEFECT_DATABASE_URL: check the server, or "
+                    "run `python -m defect_model db upgrade`), then reload the page."), icon=":material/error:")
         return None
 
 

@@ -3,7 +3,6 @@ periods and which of them are the reference, and the CSV download of what a sect
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,7 +12,7 @@ import streamlit as st
 
 from defect_model.runs.folders import RunDir, resolve_run
 from defect_model.runs.store import SOURCES, InspectionStore
-from defect_model.common.places import default_db_path
+from defect_model.database import DatabaseError, location
 from defect_model.workflows.hotfolder_status import watcher_status
 from defect_model.workflows.monitor import (REFERENCE_FILE, MonitorError, Periods, default_reference, drift_alarm,
                                             load_log)
@@ -44,7 +43,8 @@ def watchers_ui() -> list[dict]:
         last = (f"last photo {code(status.get('last_photo'))} ({md(status.get('last_verdict', ''))}, "
                 f"{md(str(status.get('last_time', ''))[:19].replace('T', ' '))} UTC)"
                 if status.get("last_photo") else "no photo yet")
-        where = f"{code(status.get('incoming', '?'))} with model {code(status.get('model', '?'))}"
+        host = f" (machine {code(status['host'])})" if status.get("host") else ""
+        where = f"{code(status.get('incoming', '?'))}{host} with model {code(status.get('model', '?'))}"
         count = f"{status.get('count', 0)} photo(s) since {md(str(status.get('started', ''))[:16].replace('T', ' '))}"
         if status["running"]:
             st.success(f"Hot folder watcher running on {where}: {count}, {last}.", icon=":material/folder_eye:")
@@ -143,8 +143,8 @@ def drift_alarm_ui(run: RunDir, engineer: bool = False) -> None:
     try:
         reference = run.path / REFERENCE_FILE
         read_at = reference.stat().st_mtime if reference.is_file() else 0.0
-        drifted = _drifted(str(default_db_path()), str(run.path), read_at)
-    except (OSError, ValueError, sqlite3.Error):  # advice only: inspecting goes on without it
+        drifted = _drifted(str(location()), str(run.path), read_at)
+    except (OSError, ValueError, DatabaseError):  # advice only: inspecting goes on without it
         return
     if not drifted:
         return

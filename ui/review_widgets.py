@@ -124,10 +124,10 @@ def review_data_ui(run: RunDir) -> ReviewData | None:
 def store_ui() -> InspectionStore | None:
     try:
         return InspectionStore()
-    except Exception as exc:  # sqlite raises several types for a bad path or a locked, damaged file
-        from defect_model.common.places import default_db_path
+    except Exception as exc:  # a bad path, a locked or damaged file, an unreachable server
+        from defect_model.database import location, shown_url
 
-        st.error(md(f"{default_db_path()}: cannot open the corrections database ({exc}). Check that the folder is "
+        st.error(md(f"{shown_url(location())}: cannot open the corrections database ({exc}). Check that the folder is "
                     "writable, or set DEFECT_DB to another file."))
         return None
 

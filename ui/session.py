@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import streamlit as st
 
 from defect_model.access.accounts import SESSION_HOURS, Accounts, Actor, PERMISSIONS, SignInError, open_accounts
-from defect_model.common.places import default_db_path
+from defect_model.database import location
 from ui.layout import page_script
 from ui.text import md
 
@@ -42,7 +42,7 @@ def _accounts(path: str) -> Accounts:
 
 
 def accounts() -> Accounts:
-    return _accounts(str(default_db_path()))
+    return _accounts(str(location()))
 
 
 def current_actor() -> Actor | None:

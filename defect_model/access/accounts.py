@@ -1,4 +1,4 @@
-"""Who may do what: accounts, sign-in sessions and roles, in the project's SQLite database.
+"""Who may do what: accounts, sign-in sessions and roles, in the project's database (defect_model.database).
 
 Roles, each with everything the one before may do:
 - inspector: inspect photos, read their own inspection log;
@@ -19,11 +19,8 @@ e-mail; their role is the account of that name, else `inspector`.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-import sqlite3
 import threading
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +28,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from defect_model.access.audit import AuditLog, connect
+from defect_model.access.audit import AuditLog
+from defect_model.database import accounts as rows, open_database
 
 ROLES = ("inspector", "engineer", "admin")
 # action -> the least role allowed to do it
@@ -58,33 +56,6 @@ PASSWORD_CHECKS = 2  # Argon2id checks at once in this process (each takes 64 Mi
 UNKNOWN_NAMES_KEPT = 20  # names kept with a window's count of failures for unknown accounts
 _password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS)
 ADMIN = "admin"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    password_hash TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'session',
-    expires TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sign_in_failures (
-    name TEXT NOT NULL,
-    time TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sign_in_failures_name ON sign_in_failures(name, time);
-CREATE TABLE IF NOT EXISTS unknown_sign_ins (
-    window TEXT PRIMARY KEY,
-    attempts INTEGER NOT NULL,
-    names TEXT NOT NULL DEFAULT '[]'
-);
-"""
-
 
 class PermissionDenied(PermissionError):
     """The signed-in account's role may not do this; the message says which role may."""
@@ -129,34 +100,25 @@ def _hash_token(token: str) -> str:
 
 
 class Accounts:
-    """Accounts and sessions in the SQLite database at `path` (the inspection database)."""
+    """Accounts and sessions in the database at `path` (the inspection database: a SQLite file or a PostgreSQL
+    URL; default: the project's)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path | None = None):
+        self.db = open_database(path)
+        self.path = self.db.where
         self.audit = AuditLog(self.path)
         self.hasher = PasswordHasher()
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)  # transactions per `with db:` block
-        db.row_factory = sqlite3.Row
-        return db
 
     # -- accounts ----------------------------------------------------------------
     def list(self) -> list[dict]:
-        with closing(self._connect()) as db:
-            return [dict(r) for r in db.execute("SELECT name, role, created, disabled FROM accounts ORDER BY name")]
+        return rows.listing(self.db)
 
     def has_password(self, name: str) -> bool:
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT password_hash FROM accounts WHERE name = ?", (name,)).fetchone()
+        row = rows.account(self.db, name)
         return bool(row and row["password_hash"])
 
     def role_of(self, name: str) -> str | None:
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT role, disabled FROM accounts WHERE name = ?", (name,)).fetchone()
+        row = rows.account(self.db, name)
         return None if row is None or row["disabled"] else row["role"]
 
     def save(self, by: Actor, name: str, role: str, password: str | None = None) -> None:
@@ -170,30 +132,18 @@ class Accounts:
         if name == by.name and role != "admin":
             raise ValueError("You cannot take the admin role from yourself; another admin can.")
         hashed = self._password_hash(password) if password else None
-        with closing(self._connect()) as db, db:
-            exists = db.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone()
-            if exists:
-                db.execute("UPDATE accounts SET role = ?, disabled = 0 WHERE name = ?", (role, name))
-                if hashed:
-                    db.execute("UPDATE accounts SET password_hash = ? WHERE name = ?", (hashed, name))
-            else:
-                db.execute("INSERT INTO accounts (name, role, password_hash, created) VALUES (?,?,?,?)",
-                           (name, role, hashed or "", _now().isoformat(timespec="seconds")))
+        exists = rows.save(self.db, name, role, hashed, _now().isoformat(timespec="seconds"))
         self.audit.record(by, "account_saved", name, role=role, password_changed=bool(hashed), new=not exists)
 
     def disable(self, by: Actor, name: str) -> None:
         require(by, "manage_accounts")
         if name == by.name:
             raise ValueError("You cannot disable your own account.")
-        with closing(self._connect()) as db, db:
-            db.execute("UPDATE accounts SET disabled = 1 WHERE name = ?", (name,))
-            db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+        rows.disable(self.db, name)
         self.audit.record(by, "account_disabled", name)
 
     def set_own_password(self, actor: Actor, password: str) -> None:
-        hashed = self._password_hash(password)
-        with closing(self._connect()) as db, db:
-            db.execute("UPDATE accounts SET password_hash = ? WHERE name = ?", (hashed, actor.name))
+        rows.set_password(self.db, actor.name, self._password_hash(password))
         self.audit.record(actor, "password_changed", actor.name)
 
     def _password_hash(self, password: str) -> str:
@@ -206,8 +156,7 @@ class Accounts:
         """(actor, session token) for a right password; SignInError otherwise, and after too many failures."""
         name = name.strip()
         attempt = self._count_attempt(name)  # refuses once MAX_FAILURES are counted, before any check
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT role, password_hash, disabled FROM accounts WHERE name = ?", (name,)).fetchone()
+        row = rows.account(self.db, name)
         known = row is not None and bool(row["password_hash"]) and not row["disabled"]
         ok = False
         with _password_checks:
@@ -221,7 +170,7 @@ class Accounts:
         if not ok:
             self._audit_failure(name, known=row is not None)
             raise SignInError("Wrong account name or password.")
-        self._clear_failures(name)
+        rows.clear_failures(self.db, name)
         actor = Actor(name, row["role"])
         self.audit.record(actor, "sign_in", name, method="password", attempt=attempt)
         return actor, self._new_token(name, "session", SESSION_HOURS)
@@ -236,9 +185,7 @@ class Accounts:
         """The actor of a live session token, or None (unknown, expired, or the account disabled)."""
         if not token:
             return None
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT name, expires FROM sessions WHERE token_hash = ? AND kind = 'session'",
-                             (_hash_token(token),)).fetchone()
+        row = rows.session(self.db, _hash_token(token), "session")
         if row is None or datetime.fromisoformat(row["expires"]) < _now():
             return None
         role = self.role_of(row["name"])
@@ -248,8 +195,7 @@ class Accounts:
 
     def sign_out(self, token: str) -> None:
         actor = self.session_actor(token)
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM sessions WHERE token_hash = ?", (_hash_token(token),))
+        rows.end_session(self.db, _hash_token(token))
         if actor:
             self.audit.record(actor, "sign_out", actor.name)
 
@@ -258,30 +204,16 @@ class Accounts:
         """A one-time sign-in token for `admin` while no admin can sign in with a password: on a database without
         accounts it creates `admin`; while `admin` has still not set a password (its first link was spent, e.g. by
         a reload before the password was set) it replaces the earlier links. Else None."""
-        with closing(self._connect()) as db, db:
-            if not db.execute("SELECT 1 FROM accounts LIMIT 1").fetchone():
-                db.execute("INSERT INTO accounts (name, role, password_hash, created) VALUES (?,?,?,?)",
-                           (ADMIN, "admin", "", _now().isoformat(timespec="seconds")))
-                created = True
-            elif db.execute("SELECT 1 FROM accounts WHERE role = 'admin' AND password_hash != '' AND disabled = 0 "
-                            "LIMIT 1").fetchone():
-                return None  # an admin signs in with a password: accounts are theirs to manage
-            elif db.execute("SELECT 1 FROM accounts WHERE name = ? AND role = 'admin' AND disabled = 0",
-                            (ADMIN,)).fetchone():
-                db.execute("DELETE FROM sessions WHERE name = ? AND kind = 'link'", (ADMIN,))
-                created = False
-            else:
-                return None
-        if created:
+        done = rows.first_admin(self.db, ADMIN, _now().isoformat(timespec="seconds"))
+        if done is None:
+            return None
+        if done == "created":
             self.audit.record(Actor("system", "admin"), "account_saved", ADMIN, role="admin", new=True)
         return self._new_token(ADMIN, "link", LINK_HOURS)
 
     def use_link(self, token: str) -> tuple[Actor, str]:
         """Trade a one-time sign-in link's token for a session; the link is spent."""
-        with closing(self._connect()) as db, db:
-            row = db.execute("SELECT name, expires FROM sessions WHERE token_hash = ? AND kind = 'link'",
-                             (_hash_token(token),)).fetchone()
-            db.execute("DELETE FROM sessions WHERE token_hash = ? AND kind = 'link'", (_hash_token(token),))
+        row = rows.take_link(self.db, _hash_token(token))
         if row is None or datetime.fromisoformat(row["expires"]) < _now():
             raise SignInError("This sign-in link was used already or has expired. While the admin has set no "
                               "password, `python -m defect_model accounts first-link` on the server (or restarting "
@@ -297,10 +229,7 @@ class Accounts:
     def _new_token(self, name: str, kind: str, hours: float) -> str:
         token = secrets.token_urlsafe(32)
         expires = (_now() + timedelta(hours=hours)).isoformat(timespec="seconds")
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM sessions WHERE expires < ?", (_now().isoformat(timespec="seconds"),))
-            db.execute("INSERT INTO sessions (token_hash, name, kind, expires) VALUES (?,?,?,?)",
-                       (_hash_token(token), name, kind, expires))
+        rows.new_session(self.db, _hash_token(token), name, kind, expires, _now().isoformat(timespec="seconds"))
         return token
 
     def _count_attempt(self, name: str) -> int:
@@ -309,19 +238,7 @@ class Accounts:
         attempt's number in the window; SignInError once the account is locked."""
         now = _now()
         since = (now - timedelta(seconds=FAILURE_WINDOW_S)).isoformat(timespec="seconds")
-        with closing(connect(self.path)) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM sign_in_failures WHERE time < ?", (since,))  # the table stays one window long
-                times = [r[0] for r in db.execute("SELECT time FROM sign_in_failures WHERE name = ? ORDER BY time",
-                                                  (name,))]
-                if len(times) < MAX_FAILURES:
-                    db.execute("INSERT INTO sign_in_failures (name, time) VALUES (?, ?)",
-                               (name, now.isoformat(timespec="seconds")))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        times = rows.count_failure(self.db, name, since, now.isoformat(timespec="seconds"), MAX_FAILURES)
         if len(times) >= MAX_FAILURES:
             oldest = datetime.fromisoformat(times[-MAX_FAILURES])
             wait = max(1, int(FAILURE_WINDOW_S - (now - oldest).total_seconds()))
@@ -338,48 +255,20 @@ class Accounts:
             return
         window = datetime.fromtimestamp(int(_now().timestamp()) // FAILURE_WINDOW_S * FAILURE_WINDOW_S,
                                         timezone.utc).isoformat(timespec="seconds")
-        with closing(connect(self.path)) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT attempts, names FROM unknown_sign_ins WHERE window = ?", (window,)).fetchone()
-                earlier = []
-                if row is None:
-                    earlier = [{"window": r["window"], "attempts": r["attempts"], "names": json.loads(r["names"])}
-                               for r in db.execute("SELECT * FROM unknown_sign_ins WHERE window < ? ORDER BY window",
-                                                   (window,))]
-                    db.execute("DELETE FROM unknown_sign_ins WHERE window < ?", (window,))
-                    db.execute("INSERT INTO unknown_sign_ins (window, attempts, names) VALUES (?, 1, ?)",
-                               (window, json.dumps([name[:100]])))
-                else:
-                    names = json.loads(row["names"])
-                    if name[:100] not in names and len(names) < UNKNOWN_NAMES_KEPT:
-                        names.append(name[:100])
-                    db.execute("UPDATE unknown_sign_ins SET attempts = attempts + 1, names = ? WHERE window = ?",
-                               (json.dumps(names), window))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        if row is None:  # the earlier windows' first failures were recorded already: count the rest
+        earlier = rows.unknown_failure(self.db, window, name[:100], UNKNOWN_NAMES_KEPT)
+        if earlier is not None:  # the earlier windows' first failures were recorded already: count the rest
             self.audit.record(Actor(name[:100] or "?", ""), "sign_in_failed", name[:100], unknown_account=True,
                               window=window, earlier_windows=[dict(e, attempts=e["attempts"] - 1) for e in earlier])
 
-    def _clear_failures(self, name: str) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))
-
 
 def open_accounts(path: str | Path | None = None) -> Accounts:
-    """The accounts in the inspection database ($DEFECT_DB, else <data folder>/inspections.sqlite)."""
-    from defect_model.common.places import default_db_path
-
-    return Accounts(path if path is not None else default_db_path())
+    """The accounts in the inspection database ($DEFECT_DATABASE_URL, else $DEFECT_DB, else
+    <data folder>/inspections.sqlite)."""
+    return Accounts(path)
 
 
 def audit_log(path: str | Path | None = None) -> AuditLog:
-    from defect_model.common.places import default_db_path
-
-    return AuditLog(path if path is not None else default_db_path())
+    return AuditLog(path)
 
 
 def terminal_actor() -> Actor:

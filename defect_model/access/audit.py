@@ -1,4 +1,4 @@
-"""A tamper-evident record: hash-chained rows in the project's SQLite database.
+"""A tamper-evident record: hash-chained rows in the project's database (SQLite or PostgreSQL).
 
 Each chained row carries the hash of the row before it (`prev_hash`) and its own (`row_hash`, over its
 content and `prev_hash`). Editing a row breaks its own hash; removing one breaks the link of the row after
@@ -16,52 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from defect_model.access import headlog
 from defect_model.access.headlog import CHAINED_TABLES, GENESIS
-
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    role TEXT NOT NULL DEFAULT '',
-    action TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT '{}',
-    prev_hash TEXT NOT NULL DEFAULT '',
-    row_hash TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS audit_action ON audit(action);
-"""
-CHAIN_COLUMNS = ("prev_hash", "row_hash")
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection to the project's database in autocommit mode (chained inserts open their own
-    transaction), rows as sqlite3.Row; one per call, so it is safe from several sessions and threads."""
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    return db
-
+from defect_model.database import audit as audit_rows, chains, open_as_is, open_database
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def prepare(db: sqlite3.Connection, table: str) -> None:
-    """Give `table` its chain columns (a database from before the chain gets them empty: unverified rows)."""
-    if table == "audit":
-        db.executescript(AUDIT_SCHEMA)
-    columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    for column in CHAIN_COLUMNS:
-        if column not in columns:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
 
 # Columns the chained tables gained after they already held chained rows (inspections.source, graph_sha256,
@@ -83,33 +47,20 @@ def _digest(row: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def insert_chained(db: sqlite3.Connection, table: str, values: dict) -> tuple[int, str]:
-    """Insert `values` as the next link of `table`'s chain; call inside a write transaction. Returns the row's id
-    and hash."""
-    last = db.execute(f"SELECT row_hash FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
-    prev = (last[0] if last and last[0] else GENESIS)
-    next_id = (db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
-    row = {"id": next_id, **values, "prev_hash": prev}
-    row["row_hash"] = _digest(row)
-    names = list(row)
-    db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-               [row[n] for n in names])
-    return next_id, row["row_hash"]
+def insert_chained(conn, table: str, values: dict) -> tuple[int, str]:
+    """Insert `values` as the next link of `table`'s chain on `conn`, inside the caller's write transaction (no
+    head-log line: what a writer bypassing the tool does). Returns the row's id and hash."""
+    return chains.insert_link(conn, table, values, _digest)
 
 
-def append_chained(db: sqlite3.Connection, table: str, values: dict) -> int:
-    """Insert `values` as the next link of `table` in a transaction of its own (on an autocommit connection):
-    one writer at a time, so the chain stays a chain; then anchor the new head in the head log, under the same
-    lock, so the log's order is the commits' order."""
-    with headlog.locked(headlog.database_file(db)) as heads:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            headlog.start_if_new(heads, db)
-            row_id, row_hash = insert_chained(db, table, values)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+def append_chained(where: str | Path, table: str, values: dict) -> int:
+    """Append `values` as the next link of `table` in a transaction of its own, one writer at a time (the
+    database serialises it: chains.py), so the chain stays a chain; then anchor the new head in the head log
+    while still alone, so the log's order is the commits' order."""
+    db = open_database(where)
+    with chains.chain_writer(db) as conn, headlog.locked(db.where) as heads:
+        row_id, row_hash = chains.append(conn, table, values, _digest,
+                                         first=lambda c: headlog.start_if_new(heads, c))
         if heads.started():
             try:
                 heads.append([{"table": table, "id": row_id, "hash": row_hash}])
@@ -130,14 +81,12 @@ class Finding:
         return f"{where}: {self.problem}"
 
 
-def verify_table(db: sqlite3.Connection, table: str, first: int | None = None) -> Finding | None:
+def verify_table(conn, table: str, first: int | None = None) -> Finding | None:
     """The first row of `table` that was altered or removed, or None when its chain holds. `first`: the row the
     chain starts at (from the head log); without it, the first row that has a hash. From there on a row without
     a hash is a finding (blanked), not a row from before the chain."""
-    db.row_factory = sqlite3.Row
     prev_hash, prev_id, began = GENESIS, 0, False
-    for row in db.execute(f"SELECT * FROM {table} ORDER BY id"):
-        row = dict(row)
+    for row in chains.rows(conn, table):
         began = began or bool(row.get("row_hash")) or (first is not None and row["id"] >= first)
         if not row.get("row_hash"):
             if began:
@@ -156,16 +105,15 @@ def verify_table(db: sqlite3.Connection, table: str, first: int | None = None) -
     return None
 
 
-def check_head(db: sqlite3.Connection, table: str, anchored: dict) -> Finding | None:
+def check_head(conn, table: str, anchored: dict) -> Finding | None:
     """The table's head against the newest head the head log anchored for it."""
-    head = headlog.table_heads(db)[table]
-    top = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+    head = headlog.table_heads(conn)[table]
+    top = chains.top_id(conn, table)
     where = f"the head log (line {anchored['line']}) anchors row {anchored['id']}"
     if anchored["id"] > top:
         now = f"the table ends at row {top}" if top else "the table is empty"
         return Finding(table, anchored["id"], f"rows removed from the end: {where}, {now}")
-    if anchored["id"] and db.execute(f"SELECT row_hash FROM {table} WHERE id = ?",
-                                     (anchored["id"],)).fetchone()[0] != anchored["hash"]:
+    if anchored["id"] and chains.hash_of(conn, table, anchored["id"]) != anchored["hash"]:
         return Finding(table, anchored["id"], f"rewritten: {where} with hash {anchored['hash'][:12]}..., the "
                                               "table's row has another (the chain was recomputed or replaced)")
     if head["id"] > anchored["id"]:
@@ -182,21 +130,22 @@ class Verification:
     mode: str  # what was checked: chains, head log, MACs
 
 
-def verify_all(path: str | Path, tables: tuple[str, ...] = CHAINED_TABLES) -> Verification:
-    """Every chain in the database at `path` and its head against the head log: one finding per broken table or
-    head log (none when all hold), and a line saying what was checked."""
-    path = Path(path)
-    if not path.is_file():
-        return Verification([Finding("database", None, f"{path} does not exist")], "nothing")
+def verify_all(where: str | Path | None = None, tables: tuple[str, ...] = CHAINED_TABLES) -> Verification:
+    """Every chain in the database at `where` (default: the project's) and its head against the head log: one
+    finding per broken table or head log (none when all hold), and a line saying what was checked. The database
+    is read as it is (neither upgraded nor changed)."""
+    db = open_as_is(where)
+    if db.is_sqlite and not Path(db.where).is_file():
+        return Verification([Finding("database", None, f"{db.where} does not exist")], "nothing")
     key = headlog.audit_key()
-    log_path = headlog.head_log_path(path)
+    log_path = headlog.head_log_path(db.where)
     log = headlog.read_head_log(log_path, key)
     found = [Finding("head log", line, f"{log_path}: {problem}" if line is None else f"{log_path} line {line}: "
                                                                                   f"{problem}")
              for line, problem in log.problems]
-    with closing(sqlite3.connect(path)) as db:
-        present = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not log.exists and headlog.ever_written(db):
+    with db.read() as conn:
+        present = chains.tables_present(conn)
+        if not log.exists and headlog.ever_written(conn):
             found.append(Finding("head log", None, f"{log_path} is missing or empty though the database holds "
                                                    "(or held) chained rows: rows removed from the end cannot be seen. If this "
                                                    "database is from before the head log, start one with `python -m "
@@ -209,9 +158,9 @@ def verify_all(path: str | Path, tables: tuple[str, ...] = CHAINED_TABLES) -> Ve
                                                       f"{anchored['id']}"))
                 continue
             start = log.starts.get(table)
-            finding = verify_table(db, table, start["first"] if start else None)
+            finding = verify_table(conn, table, start["first"] if start else None)
             if finding is None and anchored and not log.problems:
-                finding = check_head(db, table, anchored)
+                finding = check_head(conn, table, anchored)
             if finding:
                 found.append(finding)
     if not log.exists:
@@ -226,57 +175,47 @@ def verify_all(path: str | Path, tables: tuple[str, ...] = CHAINED_TABLES) -> Ve
     return Verification(found, mode)
 
 
-def verify(path: str | Path, tables: tuple[str, ...] = CHAINED_TABLES) -> list[Finding]:
+def verify(where: str | Path | None = None, tables: tuple[str, ...] = CHAINED_TABLES) -> list[Finding]:
     """verify_all's findings: empty when every chain holds and matches its anchored head."""
-    return verify_all(path, tables).findings
+    return verify_all(where, tables).findings
 
 
-def anchor(path: str | Path, actor) -> list[str]:
+def anchor(where: str | Path | None, actor) -> list[str]:
     """Start the head log of a database from before it, or accept rows written after the anchored heads; refused
     while anything else is wrong (a removed, rewritten or blanked row is never anchored over). Recorded in the
     audit trail. Returns what was anchored, one line per table."""
-    path = Path(path)
-    problems = [f for f in verify(path) if "not in the head log" not in f.problem
+    problems = [f for f in verify(where) if "not in the head log" not in f.problem
                 and not (f.table == "head log" and "missing or empty" in f.problem)]
     if problems:
         raise ValueError("Not anchored: " + "; ".join(f.text() for f in problems) + ". Find out what changed first.")
-    with headlog.locked(path) as heads, closing(sqlite3.connect(path)) as db:
+    db = open_database(where)
+    with chains.chain_writer(db) as conn, headlog.locked(db.where) as heads:
         kind = "accept" if heads.started() else "start"
-        entries = headlog.start_entries(db, kind)
+        with conn.begin():
+            entries = headlog.start_entries(conn, kind)
         heads.append(entries)
     done = [f"{e['table']}: row {e['id']}" for e in entries]
-    AuditLog(path).record(actor, "head_log_anchored", str(headlog.head_log_path(path)), kind=kind, heads=done)
+    AuditLog(db.where).record(actor, "head_log_anchored", str(headlog.head_log_path(db.where)), kind=kind,
+                              heads=done)
     return done
 
 
 class AuditLog:
     """The `audit` table: who did what to what, and when."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
-            prepare(db, "audit")
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path)
+    def __init__(self, where: str | Path | None = None):
+        self.db = open_database(where)
+        self.path = self.db.where  # a SQLite file's path, or the PostgreSQL URL
 
     def record(self, actor, action: str, target: str = "", **detail) -> int:
         """Append one event; `actor` has `.name` and `.role` (accounts.Actor)."""
-        with closing(self._connect()) as db:
-            return append_chained(db, "audit", {
-                "time": now_iso(), "actor": actor.name, "role": actor.role, "action": action, "target": target,
-                "detail": json.dumps(detail, sort_keys=True, default=str)})
+        return append_chained(self.path, "audit", {
+            "time": now_iso(), "actor": actor.name, "role": actor.role, "action": action, "target": target,
+            "detail": json.dumps(detail, sort_keys=True, default=str)})
 
     def events(self, action: str | None = None, limit: int = 500) -> list[dict]:
         """Newest first; `detail` decoded."""
-        query, params = "SELECT * FROM audit", []
-        if action:
-            query += " WHERE action = ?"
-            params.append(action)
-        with closing(self._connect()) as db:
-            rows = [dict(r) for r in db.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit))]
+        rows = audit_rows.events(self.db, action, limit)
         for row in rows:
             row["detail"] = json.loads(row["detail"] or "{}")
         return rows

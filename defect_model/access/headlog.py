@@ -3,14 +3,20 @@ that row's hash), optionally signed with a key.
 
 A hash chain alone shows a row edited or removed in its middle, but not rows removed from its end, a table
 emptied or dropped, or a chain recomputed from an edited row on: what is left is still a valid chain. The head
-log is a second record, in a file of its own (`<database>.heads`, or $DEFECT_AUDIT_HEAD_LOG), that every
-chained write appends to after its commit: `{"table", "id", "hash", "time", "prev", "mac"}` per line. `prev` is
+log is a second record, in a file of its own, that every chained write appends to after its commit: `{"table", "id", "hash", "time", "prev", "mac"}` per line. `prev` is
 the sha256 of the line before (the log is a chain itself); `mac`, when $DEFECT_AUDIT_KEY is set, is
 HMAC-SHA256 of the line under that key, so whoever lacks the key cannot write a head that verifies.
 
 A log is started automatically for a database without chained rows (a new one); a database that holds chained
 rows from before the head log gets one from `python -m defect_model audit anchor`, which anchors the heads as
 they are then and is recorded in the audit trail. What each mode proves and what it cannot: README (audit).
+
+Where it is: $DEFECT_AUDIT_HEAD_LOG when set; else, for a SQLite file, `<file>.heads` beside it; for PostgreSQL,
+`audit-heads.log` in $DEFECT_MODEL_STORE's folder (a shared folder) or else the data folder. With several
+machines writing to one PostgreSQL database it must be one file on a shared folder that every writer appends to.
+Its lines are written in the commits' order: on SQLite the file is locked (flock) around the chained write and
+its line; on PostgreSQL a session advisory lock in the database does that (database/chains.py), because a file
+lock on a network folder cannot be trusted.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ import hashlib
 import hmac
 import json
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from defect_model.common.places import data_root
+from defect_model.database import chains, location
 
 CHAINED_TABLES = ("audit", "inspections")
 GENESIS = "0" * 64
@@ -34,18 +42,24 @@ KEY_ENV = "DEFECT_AUDIT_KEY"
 TAIL_BYTES = 4096  # the last line is read from at most this far before the end (a line is about 250 bytes)
 
 
-def head_log_path(db_path: str | Path) -> Path:
-    """$DEFECT_AUDIT_HEAD_LOG, else `<database>.heads` beside the database."""
-    return Path(os.environ.get(HEAD_LOG_ENV) or f"{db_path}.heads")
+SHARED_NAME = "audit-heads.log"
+
+
+def head_log_path(where: str | Path | None = None) -> Path:
+    """$DEFECT_AUDIT_HEAD_LOG; else `<file>.heads` beside a SQLite database; else, for PostgreSQL,
+    `<$DEFECT_MODEL_STORE or the data folder>/audit-heads.log` (an s3:// store is no folder: the data folder)."""
+    if os.environ.get(HEAD_LOG_ENV):
+        return Path(os.environ[HEAD_LOG_ENV])
+    where = location(where)
+    if isinstance(where, Path):
+        return Path(f"{where}.heads")
+    store = os.environ.get("DEFECT_MODEL_STORE", "")
+    return (Path(store) if store and "://" not in store else data_root()) / SHARED_NAME
 
 
 def audit_key() -> bytes | None:
     key = os.environ.get(KEY_ENV, "")
     return key.encode() if key else None
-
-
-def database_file(db: sqlite3.Connection) -> Path:
-    return Path(db.execute("PRAGMA database_list").fetchone()[2])
 
 
 def line_digest(raw: bytes) -> str:
@@ -94,58 +108,42 @@ class HeadLog:
 
 
 @contextmanager
-def locked(db_path: str | Path) -> Iterator[HeadLog]:
-    """The head log of the database at `db_path`, held alone (flock) for a chained write or a start: the order of
-    its lines is the order of the commits."""
-    path = head_log_path(db_path)
+def locked(where: str | Path | None = None) -> Iterator[HeadLog]:
+    """The head log of the database at `where`, open for a chained write or a start. For a SQLite file it is
+    held alone (flock), so the order of its lines is the order of the commits; for PostgreSQL the caller holds
+    the database's lock for that (chains.chain_writer)."""
+    where = location(where)
+    path = head_log_path(where)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if isinstance(where, Path):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield HeadLog(fd, path)
     finally:
         os.close(fd)  # releases the lock
 
 
-def table_heads(db: sqlite3.Connection) -> dict[str, dict]:
-    """Each chained table's head as it is: {"id", "hash", "first"} (first: the row its chain starts at, or the row
-    the next write will get when it has no chained row yet). A missing table reads as empty."""
-    present = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    heads = {}
-    for table in CHAINED_TABLES:
-        if table not in present:
-            heads[table] = {"id": 0, "hash": GENESIS, "first": 1}
-            continue
-        last = db.execute(f"SELECT id, row_hash FROM {table} WHERE row_hash != '' ORDER BY id DESC LIMIT 1").fetchone()
-        first = db.execute(f"SELECT MIN(id) FROM {table} WHERE row_hash != ''").fetchone()[0]
-        top = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
-        heads[table] = {"id": last[0] if last else 0, "hash": last[1] if last else GENESIS,
-                        "first": first if first is not None else top + 1}
-    return heads
+def table_heads(conn) -> dict[str, dict]:
+    """Each chained table's head as it is (see chains.table_heads); `conn` is a database connection."""
+    return chains.table_heads(conn, CHAINED_TABLES)
 
 
-def start_entries(db: sqlite3.Connection, kind: str = "start") -> list[dict]:
-    return [{"kind": kind, "table": table, **head} for table, head in table_heads(db).items()]
+def start_entries(conn, kind: str = "start") -> list[dict]:
+    return [{"kind": kind, "table": table, **head} for table, head in table_heads(conn).items()]
 
 
-def ever_written(db: sqlite3.Connection) -> bool:
-    """Whether a chained table holds or ever held a row: its rows, or SQLite's AUTOINCREMENT counter, which
-    emptying the table leaves behind."""
-    if any(head["id"] for head in table_heads(db).values()):
-        return True
-    try:
-        marks = db.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
-    except sqlite3.OperationalError:  # no AUTOINCREMENT table yet
-        return False
-    return any(name in CHAINED_TABLES and seq for name, seq in marks)
+def ever_written(conn) -> bool:
+    """Whether a chained table holds or ever held a row (emptying a table leaves its id counter behind)."""
+    return chains.ever_written(conn, CHAINED_TABLES)
 
 
-def start_if_new(log: HeadLog, db: sqlite3.Connection) -> None:
+def start_if_new(log: HeadLog, conn) -> None:
     """Start the head log of a database that never held a chained row (a new database); an older database's is
     started by `audit anchor`, never silently (a deleted head log must not come back as if nothing happened, nor
     after the tables were emptied too)."""
-    if not log.started() and not ever_written(db):
-        log.append(start_entries(db))
+    if not log.started() and not ever_written(conn):
+        log.append(start_entries(conn))
 
 
 # -- reading and checking -------------------------------------------------------------------------------------

@@ -35,11 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defect_model.access.audit import connect
 from defect_model.photos.uploads import Upload
 from defect_model.common.model_store import ActiveWatch, ModelStoreError, model_store
-from defect_model.runs.folders import (RunDir, file_sha256, get_active, now_iso, process_start_time, served_checkpoint,
-                                       write_json_atomic)
+from defect_model.runs.folders import (RunDir, file_sha256, get_active, now_iso, process_start_time,
+                                       served_checkpoint)
 from defect_model.runs.store import InspectionStore, sha256_bytes
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD
 from defect_model.workflows.hotfolder_intake import (ERROR_NOTE_SUFFIX, Folders, Sighting, WatchError, claim,
@@ -47,7 +46,7 @@ from defect_model.workflows.hotfolder_intake import (ERROR_NOTE_SUFFIX, Folders,
                                                      read_claimed, read_journal, write_journal)
 from defect_model.workflows.hotfolder_results import (append_result, csv_line, ids_in_results, line_words,
                                                       prepare_results, result_row)
-from defect_model.workflows.hotfolder_status import status_dir, status_file
+from defect_model.workflows.hotfolder_status import publish
 from defect_model.workflows.inspection import FileResult, InspectionSettings, good_classes_of, inspect_batch
 from defect_model.workflows.operating_point import OperatingPoint, load_point
 
@@ -163,7 +162,6 @@ class WatchOptions:
     threshold: float | None = None  # None: the model's operating point, else DEFAULT_THRESHOLD
     threads: int | None = None
     runs_dir: str | Path | None = None
-    status_dir: str | Path | None = None
 
 
 @dataclass
@@ -246,30 +244,27 @@ def watch(folders: Folders, store: InspectionStore, options: WatchOptions, stop:
     Raises WatchError when no model is active, the folder is watched already, or the log cannot be written."""
     check_options(options)
     lock = lock_folder(folders)
-    # SQLite folds the WAL into the database, with an fsync, whenever its last connection closes; the store
-    # opens one per call, so without this idle one held open every logged photo paid for that (9 ms a row
-    # against 1 ms, measured on the 2-core machine). It counts once it has read the database; idle, it holds
-    # no lock.
-    keep_open = connect(store.path)
-    keep_open.execute("SELECT 1 FROM inspections LIMIT 1").fetchall()
+    keep_open = store.db.hold_open()
     try:
         model = model or load_active_model(options.runs_dir, options.threads)
         state = WatchState(folders, model)
-        heartbeat = status_file(folders, Path(options.status_dir) if options.status_dir else status_dir(store.path))
-        heartbeat.parent.mkdir(parents=True, exist_ok=True)
+
+        def heartbeat(status: dict) -> None:
+            publish(status, folders, store.path)
+
         prepare_results(folders.results)
         settled, _ = recover(folders, store)
         for row in settled:
             state.record(row)
             if on_photo:
                 on_photo(row)
-        write_json_atomic(heartbeat, state.as_dict("running"))
+        heartbeat(state.as_dict("running"))
         try:
             _loop(folders, store, options, stop, state, heartbeat, on_photo)
         except WatchError as exc:
-            write_json_atomic(heartbeat, state.as_dict("stopped", str(exc)))
+            heartbeat(state.as_dict("stopped", str(exc)))
             raise
-        write_json_atomic(heartbeat, state.as_dict("stopped", "stopped on request"))
+        heartbeat(state.as_dict("stopped", "stopped on request"))
         return state
     finally:
         keep_open.close()
@@ -300,7 +295,7 @@ def _loop(folders, store, options, stop, state, heartbeat, on_photo) -> None:
                 state.record(row)
                 if on_photo:
                     on_photo(row)
-            write_json_atomic(heartbeat, state.as_dict("running"))
+            heartbeat(state.as_dict("running"))
             beat = time.monotonic()
             if log_error:
                 raise WatchError(f"{store.path}: the inspection log cannot be written ({log_error}). The photos not "
@@ -308,7 +303,7 @@ def _loop(folders, store, options, stop, state, heartbeat, on_photo) -> None:
                                  "again; make the database writable first.")
             continue  # more may be ready: no sleep in a burst
         if time.monotonic() - beat >= HEARTBEAT_S:
-            write_json_atomic(heartbeat, state.as_dict("running"))
+            heartbeat(state.as_dict("running"))
             beat = time.monotonic()
         stop.wait(options.poll_s)
 

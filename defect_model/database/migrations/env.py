@@ -1,0 +1,12 @@
+"""Alembic's environment, run by defect_model.database.migrate (configured in code: no alembic.ini). The
+connection comes in `config.attributes["connection"]`, already in the transaction the upgrade runs in."""
+
+from alembic import context
+
+from defect_model.database.schema import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                  transaction_per_migration=False)
+with context.begin_transaction():
+    context.run_migrations()

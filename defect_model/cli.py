@@ -443,11 +443,17 @@ def cmd_accounts(args) -> int:
 
 
 def cmd_db(args) -> int:
-    from defect_model.database import migrate
+    from defect_model.database import location, migrate, shown_url
 
     if args.db_command == "upgrade":
         for line in migrate.upgrade():
             print(line)
+        where = location()
+        if isinstance(where, str):  # PostgreSQL: the training queue's tables (procrastinate's own schema) too
+            from defect_model.runs.queue import apply_queue_schema
+
+            made = apply_queue_schema(where)
+            print(f"{shown_url(where)}: the training queue's tables {'created' if made else 'already there'}")
         return 0
     state = migrate.check()
     print(f"{state.where}: current revision {state.current or 'none'}, newest {state.head}",

@@ -140,6 +140,19 @@ def postgres_url(postgres_server_url):
     return fresh_database(postgres_server_url)
 
 
+@pytest.fixture()
+def plant_database_url(postgres_url):
+    """A fresh PostgreSQL database set up as a plant's is, by `python -m defect_model db upgrade`'s two steps: the
+    newest schema and the training queue's tables."""
+    from defect_model.database import close_all, migrate
+    from defect_model.runs.queue import apply_queue_schema
+
+    migrate.upgrade(postgres_url)
+    apply_queue_schema(postgres_url)
+    yield postgres_url
+    close_all()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path, monkeypatch):
     """The project's database on each backend, as the tool finds it from the environment: a SQLite file

@@ -49,16 +49,15 @@ def steps_seen(run: RunDir, at_least: int) -> bool:
 
 
 @pytest.fixture()
-def plant(postgres_url, tmp_path, monkeypatch):
+def plant(plant_database_url, tmp_path, monkeypatch):
     """A dashboard's environment with the queue switched on, and a way to start worker processes (each stopped,
     and any training process left behind killed, at the end)."""
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("DEFECT_RUNS_DIR", str(root))
-    monkeypatch.setenv("DEFECT_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("DEFECT_DATABASE_URL", plant_database_url)
     monkeypatch.setenv("DEFECT_TRAINING", "worker")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    queue.apply_queue_schema(postgres_url)
     workers: list[tuple[subprocess.Popen, Path]] = []
 
     def start_worker(name: str = "w1") -> SimpleNamespace:
@@ -73,7 +72,7 @@ def plant(postgres_url, tmp_path, monkeypatch):
         assert process.poll() is None, log.read_text()
         return SimpleNamespace(process=process, log=log, text=lambda: log.read_text())
 
-    yield SimpleNamespace(root=root, url=postgres_url, start_worker=start_worker)
+    yield SimpleNamespace(root=root, url=plant_database_url, start_worker=start_worker)
     for process, _ in workers:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -206,6 +205,18 @@ def test_a_queue_without_its_tables_is_refused_with_what_to_run(tiny_dataset, po
     run = list_runs(tmp_path / "runs")[0]
     assert run.run_id in str(refused.value) and run.status()["state"] == "failed"
     assert queue.apply_queue_schema(postgres_url) is True and queue.apply_queue_schema(postgres_url) is False
+
+
+def test_db_upgrade_makes_the_queue_tables_on_postgresql(postgres_url, monkeypatch, capsys):
+    """`python -m defect_model db upgrade` is the one set-up step of a plant's database: the schema and the
+    training queue's tables."""
+    from defect_model.cli import main
+
+    monkeypatch.setenv("DEFECT_DATABASE_URL", postgres_url)
+    assert main(["db", "upgrade"]) == 0
+    assert "the training queue's tables created" in capsys.readouterr().out
+    assert queue.apply_queue_schema(postgres_url) is False  # already there
+    assert main(["db", "upgrade"]) == 0 and "already there" in capsys.readouterr().out
 
 
 def remote_run(tmp_path: Path, **status) -> RunDir:

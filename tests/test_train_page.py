@@ -330,10 +330,10 @@ def test_live_view_reads_a_prepared_events_file(env, live_pid):
     assert [r.run_id for r in list_runs()] == [run.run_id]
 
 
-def test_with_training_workers_the_page_says_where_jobs_train(env, monkeypatch, postgres_url):
+def test_with_training_workers_the_page_says_where_jobs_train(env, monkeypatch, plant_database_url):
     """DEFECT_TRAINING=worker (issue 29): Start says jobs wait for a worker instead of a refusal, a queued job says
     it waits for a worker (not "pid None"), and the processes are the worker's to choose, not this machine's."""
-    monkeypatch.setenv("DEFECT_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("DEFECT_DATABASE_URL", plant_database_url)
     monkeypatch.setenv("DEFECT_TRAINING", "worker")
     run = _prepare_run(env, "20260101-120000-resnet18-queued", "queued", [],
                        waiting="waits for a training worker", queue="training")

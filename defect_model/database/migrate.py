@@ -15,7 +15,6 @@ whichever line's PC restarts first (an older server still running would go on wr
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +112,8 @@ def check(where: str | Path | None = None, db: Database | None = None) -> State:
 
 
 def upgrade(where: str | Path | None = None) -> list[str]:
-    """Bring the database at `where` to the newest revision; on PostgreSQL also the training queue's schema
-    when the queue module is there. Returns what was done, one line each."""
+    """Bring the database at `where` to the newest revision (the training queue's own schema is the queue's: `db
+    upgrade` applies it after this). Returns what was done, one line each."""
     where = location(where)
     db = open_as_is(where)
     done = []
@@ -131,8 +130,6 @@ def upgrade(where: str | Path | None = None) -> list[str]:
                     _upgrade_in(conn)
         done.append(f"{db.shown}: revision {before or 'none'} -> {head()}" if before != head()
                     else f"{db.shown}: already at revision {head()}")
-        if not db.is_sqlite:
-            done += _queue_schema(str(where))
     finally:
         db.engine.dispose()
     return done
@@ -143,18 +140,3 @@ def _revision(db: Database) -> str | None:
         return None
     with db.read() as conn:
         return current(conn)
-
-
-def _queue_schema(url: str) -> list[str]:
-    # The training queue (procrastinate) keeps its own schema, applied by its own module (runs/queue.py, written
-    # beside this work); until that module is there, there is nothing to apply. Imported by name, at run time:
-    # runs/ sits above this package.
-    if importlib.util.find_spec("defect_model.runs.queue") is None:
-        return []
-    queue = importlib.import_module("defect_model.runs.queue")
-    apply = getattr(queue, "apply_queue_schema", None)
-    if apply is None:
-        return []
-    result = apply(url)
-    return [f"{shown_url(url)}: the training queue's schema: {result}" if result else
-            f"{shown_url(url)}: the training queue's schema applied"]

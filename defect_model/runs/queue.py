@@ -24,14 +24,14 @@ import socket
 import sys
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from defect_model.common.places import runs_root
+from defect_model.database import URL_ENV as DATABASE_ENV, shown_url
 
 TRAINING_QUEUE = "training"
 TASK_NAME = "defect_model.train_run_folder"
 TRAINING_ENV = "DEFECT_TRAINING"  # "worker": deferred to the queue; unset or "local": the dashboard's subprocess
-DATABASE_ENV = "DEFECT_DATABASE_URL"
 URL_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
 REACH_TIMEOUT_S = 5
 
@@ -52,14 +52,6 @@ def conninfo(url: str) -> str:
     """The libpq form of a plant URL: SQLAlchemy's `postgresql+psycopg://` spelling accepted."""
     scheme, rest = url.split("://", 1)
     return "postgresql://" + rest if scheme in ("postgresql+psycopg", "postgres") else url
-
-
-def shown_url(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
 
 
 def queue_in_use() -> bool:

@@ -192,3 +192,19 @@ def choose_option(page, selectbox, option: str) -> None:
     from playwright.sync_api import expect
 
     expect(selectbox.get_by_role("combobox")).to_have_value(option)
+
+
+@pytest.fixture(scope="session")
+def model_app(trained_run, tmp_path_factory):
+    """One dashboard for the whole run with the shared trained model active, for the browser tests that only
+    inspect with it (each on a page of its own, signed in afresh, through `use_app`): one server start and one
+    warm-up of the model instead of one per test. A test that changes the active model or the runs starts its
+    own dashboard."""
+    from inspect_support import install_active_run
+
+    base = tmp_path_factory.mktemp("model-app")
+    (base / "runs").mkdir()
+    install_active_run(trained_run, base / "runs")
+    with shared_app(base) as app:
+        yield app
+

@@ -54,6 +54,15 @@ def inspector_page(browser, runs: Path, tmp_path: Path, width: int = 1280, heigh
         yield page
 
 
+def inspector_on(browser, app, monkeypatch, width: int = 1280, height: int = 1600):
+    """A page signed in as inspector Ana on the Inspect page of a shared dashboard (browser_support.model_app)."""
+    from browser_support import signed_in, use_app
+
+    page = signed_in(browser, use_app(app, monkeypatch).url, "inspector", "Ana", width, height)
+    page.wait_for_selector(UPLOADER, state="attached")
+    return page
+
+
 def upload_files(page, paths: list) -> None:
     """Upload `paths` on the Inspect page and wait until the whole batch has its results."""
     from playwright.sync_api import expect

@@ -11,17 +11,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_support import (choose_option, same_session, shared_app, sign_in, signed_in, signed_in_page,
-                             streamlit_server, use_app)
+from browser_support import (choose_option, same_session, sign_in, signed_in, signed_in_page, streamlit_server,
+                             use_app)
 from defect_model.runs.folders import RunDir, write_json_atomic
 from defect_model.common.config import TrainConfig
 from defect_model.train.metrics import summarize
 from defect_model.workflows.monitor import validation_reference
-from inspect_support import UPLOADER, corrupt_png, install_active_run, photo_bytes, upload_files
+from inspect_support import UPLOADER, corrupt_png, photo_bytes, upload_files
 from monitor_support import seeded_log
 from review_support import PLANTED, make_dataset, write_run
 
@@ -182,17 +181,6 @@ def _review_at(page, artifacts_dir, width: int) -> None:
 
 
 # -- items 4 and 8: the verdict first, and the threshold in plain words ----------------------------------
-@pytest.fixture(scope="module")
-def model_app(trained_run, tmp_path_factory):
-    """One dashboard with the shared trained model active, for the tests below that inspect with it (each signs
-    in on a page of its own; what they write goes to this dashboard's database)."""
-    base = tmp_path_factory.mktemp("first-hour-model")
-    (base / "runs").mkdir()
-    install_active_run(trained_run, base / "runs")
-    with shared_app(base) as app:
-        yield app
-
-
 def test_the_verdict_is_large_coloured_and_first_on_card_detail_and_table(browser, model_app, tmp_path,
                                                                        artifacts_dir, monkeypatch):
     """At each size a page load of its own with a new batch, on one server and one sign-in (the session's cookie

@@ -101,7 +101,7 @@ def test_train_the_demo_set_reload_while_it_runs_and_make_it_active(browser, tra
     page.get_by_role("link", name="Train").click()
     page.get_by_text("Photos per class").wait_for(timeout=120_000)  # the demo set, generated on first use
     mark("demo dataset shown")
-    assert page.get_by_text("Demo dataset").is_visible()
+    expect(page.get_by_text("Demo dataset")).to_be_visible()
 
     # A tiny recipe: the reference preset (the product preset would add its step floor), resnet18, 32 px
     # photos, 1 epoch; batches of 2 (120 steps), so that it runs long enough to be reloaded mid-way even

@@ -30,16 +30,6 @@ def install_active_run(source: RunDir, runs_dir: Path, good_classes=("ok",), dat
     return run
 
 
-def active_model_folder(trained_run: RunDir, tmp_path: Path, monkeypatch) -> Path:
-    """A runs folder of its own with `trained_run` active, and a database of its own: what an Inspect browser
-    test serves."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    install_active_run(trained_run, runs)
-    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
-    return runs
-
-
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
 CARDS = '[class*="st-key-inspect-result-"]'
 

@@ -120,7 +120,7 @@ def pytest_configure(config):
     os.environ.setdefault("DEFECT_RUNS_DIR", str(ROOT / "tests" / "artifacts" / "runs-unused"))
 
 
-from browser_support import browser  # noqa: E402,F401  (fixture)
+from browser_support import browser, chromium, model_app  # noqa: E402,F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

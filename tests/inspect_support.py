@@ -30,16 +30,6 @@ def install_active_run(source: RunDir, runs_dir: Path, good_classes=("ok",), dat
     return run
 
 
-def active_model_folder(trained_run: RunDir, tmp_path: Path, monkeypatch) -> Path:
-    """A runs folder of its own with `trained_run` active, and a database of its own: what an Inspect browser
-    test serves."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    install_active_run(trained_run, runs)
-    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
-    return runs
-
-
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
 CARDS = '[class*="st-key-inspect-result-"]'
 
@@ -52,6 +42,15 @@ def inspector_page(browser, runs: Path, tmp_path: Path, width: int = 1280, heigh
     with signed_in_page(browser, runs, tmp_path / "data", "inspector", "Ana", width, height) as page:
         page.wait_for_selector(UPLOADER, state="attached")
         yield page
+
+
+def inspector_on(browser, app, monkeypatch, width: int = 1280, height: int = 1600):
+    """A page signed in as inspector Ana on the Inspect page of a shared dashboard (browser_support.model_app)."""
+    from browser_support import signed_in, use_app
+
+    page = signed_in(browser, use_app(app, monkeypatch).url, "inspector", "Ana", width, height)
+    page.wait_for_selector(UPLOADER, state="attached")
+    return page
 
 
 def upload_files(page, paths: list) -> None:

@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_support import choose_option, sign_in, signed_in_page, streamlit_server
+from browser_support import (choose_option, same_session, sign_in, signed_in, signed_in_page, streamlit_server,
+                             use_app)
 from defect_model.runs.folders import RunDir, write_json_atomic
 from defect_model.common.config import TrainConfig
 from defect_model.train.metrics import summarize
 from defect_model.workflows.monitor import validation_reference
-from inspect_support import UPLOADER, active_model_folder, corrupt_png, photo_bytes, upload_files
+from inspect_support import UPLOADER, corrupt_png, photo_bytes, upload_files
 from monitor_support import seeded_log
 from review_support import PLANTED, make_dataset, write_run
 
@@ -93,9 +93,10 @@ def test_time_left_and_the_chart_follow_the_budget(browser, tmp_path, artifacts_
 
 
 # -- items 3 and 6: Review at a desk and on a tablet -----------------------------------------------------
-@pytest.mark.parametrize("width, height", SIZES)
 def test_review_shows_the_numbers_and_every_tab_and_relabel_waits_for_a_choice(browser, tmp_path, artifacts_dir,
-                                                                              monkeypatch, width, height):
+                                                                              monkeypatch):
+    """At each size a page of its own (the tablet's first, where the sidebar starts folded), on one server and one
+    sign-in: the desk's page carries the session's cookie."""
     dataset = make_dataset(tmp_path / "dataset")
     runs, app_data = tmp_path / "runs", tmp_path / "app-data"
     app_data.mkdir()
@@ -103,181 +104,200 @@ def test_review_shows_the_numbers_and_every_tab_and_relabel_waits_for_a_choice(b
     from defect_model.workflows.lifecycle import set_active
     set_active(write_run(runs, dataset), by="setup", root=runs)
     with streamlit_server(runs, app_data) as url:
-        page = browser.new_page(viewport={"width": width, "height": height})
+        page = browser.new_page(viewport={"width": 768, "height": 1024})
         page.set_default_timeout(90_000)
         sign_in(page, url, "engineer", "Eve")
-        sidebar = page.locator('[data-testid="stSidebar"]')
-        if width < 1024:  # a tablet: the sidebar is opened to choose a page, and closes after the choice
-            if sidebar.get_attribute("data-collapsed") != "false":
-                page.locator('[data-testid="stExpandSidebarButton"]').click()
-            expect(sidebar).to_have_attribute("data-collapsed", "false")
-        page.get_by_role("link", name="Review", exact=True).click()
-        page.get_by_text("Click a cell").wait_for()
-        if width < 1024:
-            expect(sidebar).to_have_attribute("data-collapsed", "true")
-            page.locator('[data-testid="stExpandSidebarButton"]').click()  # the reported case: sidebar open
-            expect(sidebar).to_have_attribute("data-collapsed", "false")
-            page.wait_for_timeout(800)
-        for label, value in (("Defect miss rate", "14.3%"), ("False-reject rate", None)):
-            metric = page.locator('[data-testid="stMetric"]', has_text=label)
-            number = metric.locator('[data-testid="stMetricValue"]')
-            expect(number).to_be_visible()
-            if value:
-                expect(number).to_have_text(value)
-            assert "…" not in number.inner_text()
-            clipped = number.evaluate("el => { const d = el.querySelector('div') || el; "
-                                      "return d.scrollWidth > d.clientWidth + 1; }")
-            assert not clipped, f"{label} is cut off at {width} px"
-            main = box(page.locator('[data-testid="stMain"]'))
-            assert box(number)["x"] + box(number)["width"] <= main["x"] + main["width"] + 1
-        shot(page, artifacts_dir, f"06-review-metrics-{width}")
-        tabs = page.get_by_role("tab")
-        expect(tabs).to_have_count(8)
-        main = box(page.locator('[data-testid="stMain"]'))
-        for i in range(8):
-            tab = tabs.nth(i)
-            expect(tab).to_be_visible()
-            edge = box(tab)
-            assert edge["x"] >= main["x"] - 1 and edge["x"] + edge["width"] <= main["x"] + main["width"] + 1, \
-                f"tab {tab.inner_text()!r} is clipped at {width} px"
-        expect(page.get_by_role("tab", name="Retrain with corrections")).to_be_visible()
+        for width, height in reversed(SIZES):  # the relabel at the desk comes last: the tablet sees it unfiled
+            if width != 768:
+                page = same_session(page, width, height)
+                page.goto(url)
+                expect(page.get_by_text("Eve · engineer")).to_be_visible()
+            _review_at(page, artifacts_dir, width)
 
-        page.get_by_role("tab", name="Misclassified").click()
-        card = page.locator(".st-key-card-wrong-0")
-        card.scroll_into_view_if_needed()
-        select = card.locator('[data-testid="stSelectbox"]')
-        expect(select.locator("input")).to_have_attribute("placeholder", "choose the correct class")
-        relabel = card.get_by_role("button", name="Relabel")
-        expect(relabel).to_be_disabled()  # one click can no longer file the model's wrong answer
-        shot(page, artifacts_dir, f"03-relabel-placeholder-{width}")
-        if width == 1280:
-            assert PLANTED in card.inner_text()
-            choose_option(page, select, "scratch")
-            expect(relabel).to_be_enabled()
-            relabel.click()
-            page.get_by_text("relabelled to scratch. Saved as a correction.").wait_for()
-            undo = card.get_by_role("button", name="Back to pit")
-            expect(undo).to_be_visible()  # the undo stays
-            shot(page, artifacts_dir, "03-relabelled-1280")
 
-        page.get_by_role("link", name="Models", exact=True).click()  # the sidebar is still open from above
-        if width < 1024:
-            expect(sidebar).to_have_attribute("data-collapsed", "true")  # and closes after the choice
-        number = page.locator('[data-testid="stMetric"]', has_text="Defect miss rate").first.locator(
-            '[data-testid="stMetricValue"]')
+def _review_at(page, artifacts_dir, width: int) -> None:
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    if width < 1024:  # a tablet: the sidebar is opened to choose a page, and closes after the choice
+        if sidebar.get_attribute("data-collapsed") != "false":
+            page.locator('[data-testid="stExpandSidebarButton"]').click()
+        expect(sidebar).to_have_attribute("data-collapsed", "false")
+    page.get_by_role("link", name="Review", exact=True).click()
+    page.get_by_text("Click a cell").wait_for()
+    if width < 1024:
+        expect(sidebar).to_have_attribute("data-collapsed", "true")
+        page.locator('[data-testid="stExpandSidebarButton"]').click()  # the reported case: sidebar open
+        expect(sidebar).to_have_attribute("data-collapsed", "false")
+        page.wait_for_timeout(800)
+    for label, value in (("Defect miss rate", "14.3%"), ("False-reject rate", None)):
+        metric = page.locator('[data-testid="stMetric"]', has_text=label)
+        number = metric.locator('[data-testid="stMetricValue"]')
         expect(number).to_be_visible()
+        if value:
+            expect(number).to_have_text(value)
         assert "…" not in number.inner_text()
-        shot(page, artifacts_dir, f"06-models-{width}")
+        clipped = number.evaluate("el => { const d = el.querySelector('div') || el; "
+                                  "return d.scrollWidth > d.clientWidth + 1; }")
+        assert not clipped, f"{label} is cut off at {width} px"
+        main = box(page.locator('[data-testid="stMain"]'))
+        assert box(number)["x"] + box(number)["width"] <= main["x"] + main["width"] + 1
+    shot(page, artifacts_dir, f"06-review-metrics-{width}")
+    tabs = page.get_by_role("tab")
+    expect(tabs).to_have_count(8)
+    main = box(page.locator('[data-testid="stMain"]'))
+    for i in range(8):
+        tab = tabs.nth(i)
+        expect(tab).to_be_visible()
+        edge = box(tab)
+        assert edge["x"] >= main["x"] - 1 and edge["x"] + edge["width"] <= main["x"] + main["width"] + 1, \
+            f"tab {tab.inner_text()!r} is clipped at {width} px"
+    expect(page.get_by_role("tab", name="Retrain with corrections")).to_be_visible()
+
+    page.get_by_role("tab", name="Misclassified").click()
+    card = page.locator(".st-key-card-wrong-0")
+    card.scroll_into_view_if_needed()
+    select = card.locator('[data-testid="stSelectbox"]')
+    expect(select.locator("input")).to_have_attribute("placeholder", "choose the correct class")
+    relabel = card.get_by_role("button", name="Relabel")
+    expect(relabel).to_be_disabled()  # one click can no longer file the model's wrong answer
+    shot(page, artifacts_dir, f"03-relabel-placeholder-{width}")
+    if width == 1280:
+        assert PLANTED in card.inner_text()
+        choose_option(page, select, "scratch")
+        expect(relabel).to_be_enabled()
+        relabel.click()
+        page.get_by_text("relabelled to scratch. Saved as a correction.").wait_for()
+        undo = card.get_by_role("button", name="Back to pit")
+        expect(undo).to_be_visible()  # the undo stays
+        shot(page, artifacts_dir, "03-relabelled-1280")
+
+    page.get_by_role("link", name="Models", exact=True).click()  # the sidebar is still open from above
+    if width < 1024:
+        expect(sidebar).to_have_attribute("data-collapsed", "true")  # and closes after the choice
+    number = page.locator('[data-testid="stMetric"]', has_text="Defect miss rate").first.locator(
+        '[data-testid="stMetricValue"]')
+    expect(number).to_be_visible()
+    assert "…" not in number.inner_text()
+    shot(page, artifacts_dir, f"06-models-{width}")
 
 
 # -- items 4 and 8: the verdict first, and the threshold in plain words ----------------------------------
-@pytest.mark.parametrize("width, height", SIZES)
-def test_the_verdict_is_large_coloured_and_first_on_card_detail_and_table(browser, trained_run, tmp_path,
-                                                                       artifacts_dir, monkeypatch, width, height):
-    runs = active_model_folder(trained_run, tmp_path, monkeypatch)
+def test_the_verdict_is_large_coloured_and_first_on_card_detail_and_table(browser, model_app, tmp_path,
+                                                                       artifacts_dir, monkeypatch):
+    """At each size a page load of its own with a new batch, on one server and one sign-in (the session's cookie
+    keeps the inspector signed in across the second load)."""
+    url = use_app(model_app, monkeypatch).url
     photos = {"good_part_0001.png": photo_bytes("ok", 1, 160), "pitted_part_0002.png": photo_bytes("pit", 2, 160),
               "noise.png": noise_png(), "half.png": corrupt_png()}
     for name, data in photos.items():
         (tmp_path / name).write_bytes(data)
-    with signed_in_page(browser, runs, tmp_path / "data", "inspector", "Ana", width, height) as page:
-        page.wait_for_selector(UPLOADER, state="attached")
-        slider = page.locator('.st-key-inspect_threshold input[type="range"]')
-        slider.focus()
-        slider.press("Home")  # the lowest a verdict may rest on: a half, never 0.31
-        expect(slider).to_have_attribute("aria-valuetext", "0.50")
-        expect(page.get_by_text("Below 50% a photo goes to a person")).to_be_visible()
-        expect(page.get_by_text("the inspection log keeps each photo's verdict as it was inspected")).to_be_visible()
-        upload_files(page, [tmp_path / name for name in photos])
-        page.wait_for_selector(".st-key-inspect-result-3")
+    (width, height), *_ = SIZES
+    page = signed_in(browser, url, "inspector", "Ana", width, height)
+    for width, height in SIZES:
+        if width != page.viewport_size["width"]:
+            page.set_viewport_size({"width": width, "height": height})
+            page.goto(url)
+            expect(page.get_by_text("Ana · inspector")).to_be_visible()
+        _verdicts_at(page, tmp_path, photos, artifacts_dir, width)
 
-        for index in range(4):
-            card = page.locator(f".st-key-inspect-result-{index}")
-            banner = card.locator(".verdict")
-            expect(banner).to_be_visible()
-            word = banner.inner_text().strip()
-            assert any(word.endswith(w) for w in VERDICT_WORDS), word
-            style = banner.evaluate("el => { const s = getComputedStyle(el); return "
-                                    "[parseFloat(s.fontSize), s.color, s.fontWeight, s.backgroundColor]; }")
-            assert style[0] >= 20 and style[1] == "rgb(255, 255, 255)" and int(style[2]) >= 700, style
-            assert style[3] not in ("rgba(0, 0, 0, 0)", "transparent"), style
-            inner = banner.evaluate("el => [el.scrollHeight, el.clientHeight]")
-            assert inner[0] <= inner[1] + 1, f"the verdict is cut off: {inner}"
-            name = card.locator(".file-name")
-            name_size = name.evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
-            assert style[0] >= 1.4 * name_size  # the verdict, not the file name, is the large text
-            assert box(banner)["y"] < box(name)["y"]  # and it comes first
-        # the file name wraps at its separators, never inside ".png", and reads as it is
-        name = page.locator(".st-key-inspect-result-1 .file-name")
-        expect(name).to_have_text("pitted_part_0002.png")
-        extension = name.locator(".ext")
-        expect(extension).to_have_text(".png")
-        assert extension.evaluate("el => getComputedStyle(el).whiteSpace") == "nowrap"
-        # the grid shows the photo (grey metal), not the coloured heatmap
-        picture = page.locator(".st-key-inspect-result-0 img").first
-        rgb = np.asarray(Image.open(io.BytesIO(picture.screenshot())).convert("RGB"), dtype=float)
-        assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() < 8, "the card shows a heatmap, not the photo"
-        # the detail says why in the same sentence as the confidence
-        page.locator(".st-key-inspect-result-2").get_by_role("button", name="Open").click()
-        detail = page.locator(".st-key-inspect-detail")
-        expect(detail.locator(".verdict-needs_person")).to_contain_text("NEEDS A PERSON")
-        expect(detail).to_contain_text(re.compile(r"The model sees \S+ with [\d.]+%, but the photo is unlike the "
-                                                  r"photos this model was trained on"))
-        shot(page, artifacts_dir, f"04-verdict-detail-{width}")
-        grid = page.locator(".st-key-inspect-result-0").locator("xpath=../../..")
-        grid.scroll_into_view_if_needed()
-        shot(page, artifacts_dir, f"04-verdict-cards-{width}")
 
-        page.locator('[data-testid="stButtonGroup"]').get_by_text("Table").click()
-        grid = page.locator('[data-testid="stDataFrame"]')
-        expect(grid).to_be_visible()
-        page.wait_for_timeout(1000)
-        shot(page, artifacts_dir, f"04-verdict-table-{width}", full_page=True)
-        cells = grid.locator('[role="gridcell"]')
-        if cells.count():  # the grid's accessible copy of its cells
-            texts = cells.all_inner_texts()
-            assert any("NEEDS A PERSON" in t for t in texts) and not any(t.strip() == "None" for t in texts)
+def _verdicts_at(page, tmp_path, photos, artifacts_dir, width: int) -> None:
+    page.wait_for_selector(UPLOADER, state="attached")
+    slider = page.locator('.st-key-inspect_threshold input[type="range"]')
+    slider.focus()
+    slider.press("Home")  # the lowest a verdict may rest on: a half, never 0.31
+    expect(slider).to_have_attribute("aria-valuetext", "0.50")
+    expect(page.get_by_text("Below 50% a photo goes to a person")).to_be_visible()
+    expect(page.get_by_text("the inspection log keeps each photo's verdict as it was inspected")).to_be_visible()
+    upload_files(page, [tmp_path / name for name in photos])
+    page.wait_for_selector(".st-key-inspect-result-3")
+
+    for index in range(4):
+        card = page.locator(f".st-key-inspect-result-{index}")
+        banner = card.locator(".verdict")
+        expect(banner).to_be_visible()
+        word = banner.inner_text().strip()
+        assert any(word.endswith(w) for w in VERDICT_WORDS), word
+        style = banner.evaluate("el => { const s = getComputedStyle(el); return "
+                                "[parseFloat(s.fontSize), s.color, s.fontWeight, s.backgroundColor]; }")
+        assert style[0] >= 20 and style[1] == "rgb(255, 255, 255)" and int(style[2]) >= 700, style
+        assert style[3] not in ("rgba(0, 0, 0, 0)", "transparent"), style
+        inner = banner.evaluate("el => [el.scrollHeight, el.clientHeight]")
+        assert inner[0] <= inner[1] + 1, f"the verdict is cut off: {inner}"
+        name = card.locator(".file-name")
+        name_size = name.evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
+        assert style[0] >= 1.4 * name_size  # the verdict, not the file name, is the large text
+        assert box(banner)["y"] < box(name)["y"]  # and it comes first
+    # the file name wraps at its separators, never inside ".png", and reads as it is
+    name = page.locator(".st-key-inspect-result-1 .file-name")
+    expect(name).to_have_text("pitted_part_0002.png")
+    extension = name.locator(".ext")
+    expect(extension).to_have_text(".png")
+    assert extension.evaluate("el => getComputedStyle(el).whiteSpace") == "nowrap"
+    # the grid shows the photo (grey metal), not the coloured heatmap
+    picture = page.locator(".st-key-inspect-result-0 img").first
+    rgb = np.asarray(Image.open(io.BytesIO(picture.screenshot())).convert("RGB"), dtype=float)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() < 8, "the card shows a heatmap, not the photo"
+    # the detail says why in the same sentence as the confidence
+    page.locator(".st-key-inspect-result-2").get_by_role("button", name="Open").click()
+    detail = page.locator(".st-key-inspect-detail")
+    expect(detail.locator(".verdict-needs_person")).to_contain_text("NEEDS A PERSON")
+    expect(detail).to_contain_text(re.compile(r"The model sees \S+ with [\d.]+%, but the photo is unlike the "
+                                              r"photos this model was trained on"))
+    shot(page, artifacts_dir, f"04-verdict-detail-{width}")
+    grid = page.locator(".st-key-inspect-result-0").locator("xpath=../../..")
+    grid.scroll_into_view_if_needed()
+    shot(page, artifacts_dir, f"04-verdict-cards-{width}")
+
+    page.locator('[data-testid="stButtonGroup"]').get_by_text("Table").click()
+    grid = page.locator('[data-testid="stDataFrame"]')
+    expect(grid).to_be_visible()
+    page.wait_for_timeout(1000)
+    shot(page, artifacts_dir, f"04-verdict-table-{width}", full_page=True)
+    cells = grid.locator('[role="gridcell"]')
+    if cells.count():  # the grid's accessible copy of its cells
+        texts = cells.all_inner_texts()
+        assert any("NEEDS A PERSON" in t for t in texts) and not any(t.strip() == "None" for t in texts)
 
 
 # -- item 5: a reload keeps you signed in ----------------------------------------------------------------
-def test_a_reload_keeps_the_session_and_sign_out_ends_it(browser, trained_run, tmp_path, artifacts_dir, monkeypatch):
-    runs = active_model_folder(trained_run, tmp_path, monkeypatch)
-    with streamlit_server(runs, tmp_path / "data") as url:
-        context = browser.new_context(viewport={"width": 768, "height": 1024})
-        page = context.new_page()
-        page.set_default_timeout(90_000)
-        actor = sign_in(page, url, "inspector", "Ana")
-        page.wait_for_function("document.cookie.includes('defect_session=')")
-        [cookie] = [c for c in context.cookies() if c["name"] == "defect_session"]
-        assert cookie["sameSite"] == "Strict" and len(cookie["value"]) >= 40 and "Ana" not in cookie["value"]
-        assert cookie["expires"] > time.time() + 11.9 * 3600
+def test_a_reload_keeps_the_session_and_sign_out_ends_it(browser, model_app, artifacts_dir, monkeypatch):
+    url = use_app(model_app, monkeypatch).url
+    context = browser.new_context(viewport={"width": 768, "height": 1024})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    actor = sign_in(page, url, "inspector", "Ana")
+    page.wait_for_function("document.cookie.includes('defect_session=')")
+    [cookie] = [c for c in context.cookies() if c["name"] == "defect_session"]
+    assert cookie["sameSite"] == "Strict" and len(cookie["value"]) >= 40 and "Ana" not in cookie["value"]
+    assert cookie["expires"] > time.time() + 11.9 * 3600
 
-        page.reload()  # F5, a pull-to-refresh
-        expect(page.get_by_text(f"{actor.name} · inspector")).to_be_visible()
-        page.wait_for_selector(UPLOADER, state="attached")
-        page.goto(url + "/inspect")  # a typed address
-        expect(page.get_by_text(f"{actor.name} · inspector")).to_be_visible()
-        shot(page, artifacts_dir, "05-reloaded-768")
+    page.reload()  # F5, a pull-to-refresh
+    expect(page.get_by_text(f"{actor.name} · inspector")).to_be_visible()
+    page.wait_for_selector(UPLOADER, state="attached")
+    page.goto(url + "/inspect")  # a typed address
+    expect(page.get_by_text(f"{actor.name} · inspector")).to_be_visible()
+    shot(page, artifacts_dir, "05-reloaded-768")
 
-        page.goto(url + "/train")  # a page this role may not use
-        expect(page.get_by_text("Train is not available for your role (inspector)")).to_be_visible()
-        expect(page.get_by_role("link", name="Go to Inspect")).to_be_visible()
-        shot(page, artifacts_dir, "05-not-for-your-role-768")
+    page.goto(url + "/train")  # a page this role may not use
+    expect(page.get_by_text("Train is not available for your role (inspector)")).to_be_visible()
+    expect(page.get_by_role("link", name="Go to Inspect")).to_be_visible()
+    shot(page, artifacts_dir, "05-not-for-your-role-768")
 
-        sidebar = page.locator('[data-testid="stSidebar"]')
-        if sidebar.get_attribute("data-collapsed") != "false":
-            page.locator('[data-testid="stExpandSidebarButton"]').click()
-        sidebar.get_by_role("button", name="Sign out").click()
-        expect(page.get_by_label("Account", exact=True)).to_be_visible()
-        page.wait_for_function("!document.cookie.includes('defect_session=')")
-        page.reload()
-        expect(page.get_by_label("Account", exact=True)).to_be_visible()  # signed out stays signed out
-        expect(page.get_by_text(f"{actor.name} · inspector")).to_have_count(0)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    if sidebar.get_attribute("data-collapsed") != "false":
+        page.locator('[data-testid="stExpandSidebarButton"]').click()
+    sidebar.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Account", exact=True)).to_be_visible()
+    page.wait_for_function("!document.cookie.includes('defect_session=')")
+    page.reload()
+    expect(page.get_by_label("Account", exact=True)).to_be_visible()  # signed out stays signed out
+    expect(page.get_by_text(f"{actor.name} · inspector")).to_have_count(0)
 
-        # A cookie the server does not know (forged, or signed out elsewhere) signs nobody in.
-        context.add_cookies([{**cookie, "value": "x" * 43}])
-        page.reload()
-        expect(page.get_by_label("Account", exact=True)).to_be_visible()
-        context.close()
+    # A cookie the server does not know (forged, or signed out elsewhere) signs nobody in.
+    context.add_cookies([{**cookie, "value": "x" * 43}])
+    page.reload()
+    expect(page.get_by_label("Account", exact=True)).to_be_visible()
+    context.close()
 
 
 # -- item 7: one plain line about drift ------------------------------------------------------------------

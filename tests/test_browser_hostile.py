@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 import hostile_corpus as corpus
 from browser_support import choose_file, sign_in, streamlit_server
-from inspect_support import CARDS, UPLOADER, active_model_folder, inspector_page, upload_files
+from inspect_support import CARDS, UPLOADER, inspector_on, upload_files
 
 MARKDOWN_NAME = ":green-badge[pass] **bold** ![](x).png"
 # upload name -> (bytes, words its result card shows)
@@ -22,37 +22,36 @@ INSPECT_CASES = {
 }
 
 
-def test_hostile_uploads_on_the_inspect_page_each_get_their_message(browser, trained_run, tmp_path, monkeypatch,
+def test_hostile_uploads_on_the_inspect_page_each_get_their_message(browser, model_app, tmp_path, monkeypatch,
                                                                     artifacts_dir):
-    runs = active_model_folder(trained_run, tmp_path, monkeypatch)
     for name, (data, _) in INSPECT_CASES.items():
         (tmp_path / name).write_bytes(data)
 
-    with inspector_page(browser, runs, tmp_path, 1400, 3000) as page:
-        upload_files(page, [tmp_path / name for name in INSPECT_CASES])
-        page.screenshot(path=str(artifacts_dir / "inspect-hostile.png"), full_page=True)
+    page = inspector_on(browser, model_app, monkeypatch, 1400, 3000)
+    upload_files(page, [tmp_path / name for name in INSPECT_CASES])
+    page.screenshot(path=str(artifacts_dir / "inspect-hostile.png"), full_page=True)
 
-        cards = page.locator(CARDS)
-        expect(cards).to_have_count(len(INSPECT_CASES))
-        for name, (_, words) in INSPECT_CASES.items():
-            card = cards.filter(has_text=name.replace("\\", ""))
-            expect(card).to_have_count(1)
-            if words:  # refused: the message names the file and says why; no heatmap
-                expect(card).to_contain_text(f"{name}: ")
-                expect(card).to_contain_text(words)
-                expect(card.locator("img")).to_have_count(0)
-            else:  # inspected: a verdict and its heatmap overlay
-                expect(card.locator("img")).to_have_count(1)
-        # A file name written as Markdown is shown as its characters: the card's name is the whole name, with no
-        # bold, badge or image of its own inside.
-        named = cards.filter(has_text=MARKDOWN_NAME)
-        expect(named.locator(".file-name")).to_have_text(MARKDOWN_NAME)
-        expect(named.locator(".file-name strong")).to_have_count(0)
-        expect(named.locator('[data-testid="stMarkdownBadge"]')).to_have_count(0)
+    cards = page.locator(CARDS)
+    expect(cards).to_have_count(len(INSPECT_CASES))
+    for name, (_, words) in INSPECT_CASES.items():
+        card = cards.filter(has_text=name.replace("\\", ""))
+        expect(card).to_have_count(1)
+        if words:  # refused: the message names the file and says why; no heatmap
+            expect(card).to_contain_text(f"{name}: ")
+            expect(card).to_contain_text(words)
+            expect(card.locator("img")).to_have_count(0)
+        else:  # inspected: a verdict and its heatmap overlay
+            expect(card.locator("img")).to_have_count(1)
+    # A file name written as Markdown is shown as its characters: the card's name is the whole name, with no
+    # bold, badge or image of its own inside.
+    named = cards.filter(has_text=MARKDOWN_NAME)
+    expect(named.locator(".file-name")).to_have_text(MARKDOWN_NAME)
+    expect(named.locator(".file-name strong")).to_have_count(0)
+    expect(named.locator('[data-testid="stMarkdownBadge"]')).to_have_count(0)
 
-        # The 12-bit frame's note says which white it was scaled by (the results CSV's message column).
-        with page.expect_download() as download:
-            page.get_by_role("button", name="Download results CSV").click()
+    # The 12-bit frame's note says which white it was scaled by (the results CSV's message column).
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download results CSV").click()
     table = pd.read_csv(download.value.path()).set_index("file_name")
     assert "taking 4095 as white (the 12 bits its PNG sBIT chunk declares)" in table.loc["twelve-bit.png", "message"]
     assert table.loc["traversal.zip", "verdict"] == "error"

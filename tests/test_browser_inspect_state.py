@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import RunDir
-from inspect_support import CARDS, inspector_page, install_active_run, photo_bytes, upload_files
+from inspect_support import CARDS, inspector_on, inspector_page, install_active_run, photo_bytes, upload_files
 
 
 
@@ -49,38 +49,35 @@ def _tab(page, name: str) -> None:
     page.wait_for_timeout(500)
 
 
-def test_the_threshold_and_opacity_survive_the_log_tab_and_the_verdicts_follow(browser, trained_run, tmp_path,
+def test_the_threshold_and_opacity_survive_the_log_tab_and_the_verdicts_follow(browser, model_app, tmp_path,
                                                                                 monkeypatch):
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    install_active_run(trained_run, runs)
-    monkeypatch.setenv("DEFECT_DB", str(tmp_path / "db" / "inspections.sqlite"))
-    with _inspector_with_two_results(browser, runs, tmp_path) as page:
+    page = inspector_on(browser, model_app, monkeypatch)
+    _upload(page, tmp_path, ["ok-1.png", "pit-2.png"])
 
-        threshold = _slider(page, "inspect_threshold")
-        threshold.focus()
-        threshold.press("End")  # 100 %: nothing is that sure, every photo goes to a person
-        expect(threshold).to_have_attribute("aria-valuetext", "1.00")
-        for index in (0, 1):
-            expect(_card(page, index)).to_contain_text("NEEDS A PERSON")
-        opacity = _slider(page, "inspect_opacity")
-        opacity.focus()
-        opacity.press("Home")
-        kept_opacity = opacity.get_attribute("aria-valuetext")
+    threshold = _slider(page, "inspect_threshold")
+    threshold.focus()
+    threshold.press("End")  # 100 %: nothing is that sure, every photo goes to a person
+    expect(threshold).to_have_attribute("aria-valuetext", "1.00")
+    for index in (0, 1):
+        expect(_card(page, index)).to_contain_text("NEEDS A PERSON")
+    opacity = _slider(page, "inspect_opacity")
+    opacity.focus()
+    opacity.press("Home")
+    kept_opacity = opacity.get_attribute("aria-valuetext")
 
-        _tab(page, "Inspection log")
-        _tab(page, "Inspect photos")
-        expect(_slider(page, "inspect_threshold")).to_have_attribute("aria-valuetext", "1.00")
-        expect(_slider(page, "inspect_opacity")).to_have_attribute("aria-valuetext", kept_opacity)
-        for index in (0, 1):
-            expect(_card(page, index)).to_contain_text("NEEDS A PERSON")
+    _tab(page, "Inspection log")
+    _tab(page, "Inspect photos")
+    expect(_slider(page, "inspect_threshold")).to_have_attribute("aria-valuetext", "1.00")
+    expect(_slider(page, "inspect_opacity")).to_have_attribute("aria-valuetext", kept_opacity)
+    for index in (0, 1):
+        expect(_card(page, index)).to_contain_text("NEEDS A PERSON")
 
-        threshold = _slider(page, "inspect_threshold")
-        threshold.focus()
-        threshold.press("Home")  # the lowest threshold: every confident photo gets its verdict again
-        expect(threshold).not_to_have_attribute("aria-valuetext", "1.00")
-        for index in (0, 1):
-            expect(_card(page, index)).not_to_contain_text("NEEDS A PERSON")
+    threshold = _slider(page, "inspect_threshold")
+    threshold.focus()
+    threshold.press("Home")  # the lowest threshold: every confident photo gets its verdict again
+    expect(threshold).not_to_have_attribute("aria-valuetext", "1.00")
+    for index in (0, 1):
+        expect(_card(page, index)).not_to_contain_text("NEEDS A PERSON")
 
 
 def test_a_change_of_the_active_model_starts_a_new_batch(browser, trained_run, tmp_path, monkeypatch):

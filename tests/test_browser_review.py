@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from playwright.sync_api import expect
 
-from browser_support import choose_option, signed_in_page
+from browser_support import choose_option, shared_app, signed_in, signed_in_page, use_app
 from defect_model.workflows.lifecycle import set_active
 from defect_model.runs.folders import get_active, list_runs
 from defect_model.runs.store import InspectionStore
@@ -123,81 +124,92 @@ def test_review_relabel_retrain_compare_activate(browser, tmp_path, artifacts_di
     assert parent["parent_run"] == first.run_id and parent["by"] == "Ana"
 
 
-def _two_runs(tmp_path, monkeypatch):
-    """A dataset, its active run and a second finished run; the app's data folder (and database) beside them."""
-    dataset = make_dataset(tmp_path / "dataset")
-    runs_dir, app_data = tmp_path / "runs", tmp_path / "app-data"
-    app_data.mkdir()
-    monkeypatch.setenv("DEFECT_DB", str(app_data / "inspections.sqlite"))
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A dataset, its active run and a second finished run, served by one dashboard for the two tests below: the
+    first only adds an inspector's correction, the second only changes which run is active (it comes last)."""
+    base = tmp_path_factory.mktemp("two-runs")
+    dataset = make_dataset(base / "dataset")
+    runs_dir = base / "runs"
     first = write_run(runs_dir, dataset)
     set_active(first, by="setup", root=runs_dir)
     second = write_run(runs_dir, dataset, "20260102-120000-resnet18-next", started="2026-01-02T12:00:00+00:00")
-    return dataset, runs_dir, app_data, first, second
+    with shared_app(base, runs_dir) as app:
+        yield app, dataset, first, second
 
 
-def test_a_correction_sent_with_enter_then_the_button_is_stored_once(browser, tmp_path, artifacts_dir, monkeypatch):
+def test_a_correction_sent_with_enter_then_the_button_is_stored_once(browser, two_runs, tmp_path, artifacts_dir,
+                                                                     monkeypatch):
     """Issue 14 item 9: an inspector's correction saved with Enter in the note and then the button is one
     correction, and the Review page names it by the file the inspector uploaded, not by its stored copy."""
     shots = artifacts_dir / "review"
     shots.mkdir(parents=True, exist_ok=True)
-    dataset, runs_dir, app_data, _, _ = _two_runs(tmp_path, monkeypatch)
+    app, dataset, _, _ = two_runs
+    app_data = use_app(app, monkeypatch).data
     upload = tmp_path / "line3_scratch-07.png"
     upload.write_bytes((dataset / PLANTED).read_bytes())
 
-    with signed_in_page(browser, runs_dir, app_data, "admin", "Ana", 1280, 1400) as page:
-        page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached")
-        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(upload)])
-        detail = page.locator(".st-key-inspect-detail")
-        detail.get_by_text("Disagree with the model?").wait_for(timeout=90_000)
+    page = signed_in(browser, app.url, "admin", "Ana", 1280, 1400)
+    page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(upload)])
+    detail = page.locator(".st-key-inspect-detail")
+    detail.get_by_text("Disagree with the model?").wait_for(timeout=90_000)
 
-        # Choose the class, type a note, press Enter (that sends the form), then also click the button.
+    # Choose the class, type a note, press Enter (that sends the form), then also click the button.
+    for attempt in range(3):  # a rerun that lands while the list is open closes it
         detail.get_by_role("combobox", name="the correct class is").click()
-        page.get_by_role("option").first.click()
-        note = detail.locator(".st-key-inspect_correct_note_0 input")
-        note.fill("deep scratch")
-        note.press("Enter")
-        detail.get_by_text("Correction saved").wait_for()
-        detail.get_by_role("button", name="Save correction").click()
-        page.wait_for_timeout(2000)  # the second run of the form has stored whatever it stores
-        _shot(page, shots, "10-correction-enter-then-click")
-        corrections = InspectionStore(app_data / "inspections.sqlite").corrections()
-        assert len(corrections) == 1, corrections[["id", "who", "new_label", "note"]]
-        assert corrections.loc[0, "who"] == "Ana" and corrections.loc[0, "note"] == "deep scratch"
+        try:
+            page.get_by_role("option").first.click(timeout=10_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    note = detail.locator(".st-key-inspect_correct_note_0 input")
+    note.fill("deep scratch")
+    note.press("Enter")
+    detail.get_by_text("Correction saved").wait_for()
+    detail.get_by_role("button", name="Save correction").click()
+    page.wait_for_timeout(2000)  # the second run of the form has stored whatever it stores
+    _shot(page, shots, "10-correction-enter-then-click")
+    corrections = InspectionStore(app_data / "inspections.sqlite").corrections()
+    assert len(corrections) == 1, corrections[["id", "who", "new_label", "note"]]
+    assert corrections.loc[0, "who"] == "Ana" and corrections.loc[0, "note"] == "deep scratch"
 
-        # The engineer's view of it: one proposal, named by the file the inspector uploaded.
-        page.get_by_role("link", name="Review", exact=True).click()
-        page.get_by_role("tab", name="Inspector corrections").click()
-        page.get_by_text("inspector correction(s) waiting").wait_for()
-        cards = page.locator('[class*="st-key-proposal-"]')
-        assert cards.count() == 1
-        text = cards.first.inner_text()
-        assert "line3_scratch-07.png" in text and corrections.loc[0, "sha256"][:12] not in text
-        _shot(page, shots, "11-inspector-correction")
+    # The engineer's view of it: one proposal, named by the file the inspector uploaded.
+    page.get_by_role("link", name="Review", exact=True).click()
+    page.get_by_role("tab", name="Inspector corrections").click()
+    page.get_by_text("inspector correction(s) waiting").wait_for()
+    cards = page.locator('[class*="st-key-proposal-"]')
+    assert cards.count() == 1
+    text = cards.first.inner_text()
+    assert "line3_scratch-07.png" in text and corrections.loc[0, "sha256"][:12] not in text
+    _shot(page, shots, "11-inspector-correction")
 
 
-def test_make_active_asks_first_with_what_changes(browser, tmp_path, artifacts_dir, monkeypatch):
+def test_make_active_asks_first_with_what_changes(browser, two_runs, artifacts_dir, monkeypatch):
     """Issue 14 item 10: "Make active" changes nothing until a summary of what changes (classes, numbers, recall
     per class, who) is confirmed; Cancel leaves the active model as it was."""
     shots = artifacts_dir / "review"
     shots.mkdir(parents=True, exist_ok=True)
-    _, runs_dir, app_data, first, second = _two_runs(tmp_path, monkeypatch)
+    app, _, first, second = two_runs
+    runs_dir = use_app(app, monkeypatch).runs
 
-    with signed_in_page(browser, runs_dir, app_data, "admin", "Ana", 1280, 1400, link="Models") as page:
-        page.get_by_role("heading", name="Manage a run").wait_for()
-        page.get_by_role("button", name="Make active").click()
-        page.wait_for_timeout(2000)  # whatever the click does, it has done it
-        assert get_active(runs_dir)["run_id"] == first.run_id, "made active without a confirmation"
-        dialog = page.get_by_role("dialog")
-        dialog.get_by_text("Inspections will use").wait_for()
-        for words in ("Classes (unchanged)", "recall is the share", "Recorded as made active by Ana"):
-            assert dialog.get_by_text(words).count(), words
-        expect(dialog.locator('[data-testid="stDataFrame"]')).to_have_count(2)  # overall numbers; recall per class
-        _shot(page, shots, "12-activation-confirmation")
-        dialog.get_by_role("button", name="Cancel").click()
-        dialog.wait_for(state="detached")
-        assert get_active(runs_dir)["run_id"] == first.run_id
-        page.get_by_role("button", name="Make active").click()
-        page.get_by_role("dialog").get_by_role("button", name="Yes, make it active").click()
-        _wait_for_text(page, "is now the active model", 60)
+    page = signed_in(browser, app.url, "admin", "Ana", 1280, 1400, link="Models")
+    page.get_by_role("heading", name="Manage a run").wait_for()
+    page.get_by_role("button", name="Make active").click()
+    page.wait_for_timeout(2000)  # whatever the click does, it has done it
+    assert get_active(runs_dir)["run_id"] == first.run_id, "made active without a confirmation"
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Inspections will use").wait_for()
+    for words in ("Classes (unchanged)", "recall is the share", "Recorded as made active by Ana"):
+        assert dialog.get_by_text(words).count(), words
+    expect(dialog.locator('[data-testid="stDataFrame"]')).to_have_count(2)  # overall numbers; recall per class
+    _shot(page, shots, "12-activation-confirmation")
+    dialog.get_by_role("button", name="Cancel").click()
+    dialog.wait_for(state="detached")
+    assert get_active(runs_dir)["run_id"] == first.run_id
+    page.get_by_role("button", name="Make active").click()
+    page.get_by_role("dialog").get_by_role("button", name="Yes, make it active").click()
+    _wait_for_text(page, "is now the active model", 60)
     record = get_active(runs_dir)
     assert record["run_id"] == second.run_id and record["by"] == "Ana"

@@ -3,7 +3,7 @@ folder, started on a free port of 127.0.0.1 and stopped (and removed) when the t
 root, so as root the cluster belongs to the `postgres` account (the Debian package makes it), else to `nobody`.
 
 `make test` installs the package (system-deps); without it the PostgreSQL tests skip with that reason, except
-under CI=true, where a missing server is a failure rather than a silently smaller suite.
+under CI=true, where a missing server is a failure rather than a silently smaller suite (conftest's fixture).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-
 BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # the newest version first
 
 
@@ -30,6 +28,10 @@ def postgres_bin(name: str) -> Path | None:
             return folder / name
     found = shutil.which(name)
     return Path(found) if found else None
+
+
+class PostgresMissing(RuntimeError):
+    """Debian's postgresql binaries are not on this machine."""
 
 
 def _cluster_user() -> str | None:
@@ -61,10 +63,7 @@ def postgres_server() -> Iterator[str]:
     password, 127.0.0.1 only)."""
     initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        message = "PostgreSQL is not installed: `apt-get install -y postgresql` (make test does it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        raise PostgresMissing("PostgreSQL is not installed: `apt-get install -y postgresql` (make test does it)")
     user = _cluster_user()
     home = Path(tempfile.mkdtemp(prefix="defect-pg-"))
     data = home / "data"

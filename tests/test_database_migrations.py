@@ -169,7 +169,9 @@ def _schema_differences(where) -> list:
     db = open_as_is(where)
     try:
         with db.read() as conn:
-            return compare_metadata(MigrationContext.configure(conn), metadata)
+            # Only our tables: on PostgreSQL `db upgrade` also makes the training queue's (procrastinate's own).
+            ours = {"include_name": lambda name, kind, _parents: kind != "table" or name in metadata.tables}
+            return compare_metadata(MigrationContext.configure(conn, opts=ours), metadata)
     finally:
         db.engine.dispose()
 

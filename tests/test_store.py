@@ -31,6 +31,18 @@ def test_inspection_round_trip(store):
     assert list(store.inspections(inspectors=["ana"], classes=["pit"])["id"]) == [first]
 
 
+def test_a_file_name_with_a_nul_character_is_logged_alike_on_both_backends(store, database):
+    """PostgreSQL's text holds no NUL character (SQLite's does): a hostile upload's name with one is logged on
+    both with U+FFFD in its place, hashed as stored, so the chain still verifies."""
+    from defect_model.access.audit import verify
+
+    store.log_inspection(file_name="part\x00.png", sha256="x", photo_path="", verdict="error",
+                         error="part\x00.png: not a photo")
+    row = store.inspections().iloc[0]
+    assert row["file_name"] == "part\ufffd.png" and row["error"] == "part\ufffd.png: not a photo"
+    assert verify(database) == []
+
+
 def test_corrections_export_latest_confirmed_decision(store, tmp_path):
     store.add_correction(source="review", action="relabel", photo_path="pit/1.png", new_label="crack",
                          dataset="/d", status="confirmed", who="eng")

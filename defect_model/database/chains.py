@@ -71,9 +71,15 @@ def append(conn: Connection, name: str, values: dict, digest: Callable[[dict], s
     return row_id, row_hash
 
 
+def storable(value):
+    """A text value as both backends keep it: PostgreSQL's text cannot hold NUL, so U+FFFD stands for it."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def insert_link(conn: Connection, name: str, values: dict, digest: Callable[[dict], str]) -> tuple[int, str]:
     """The insert of one link, inside the caller's write transaction."""
     table = CHAINED[name]
+    values = {key: storable(value) for key, value in values.items()}  # hashed as it will read back
     last = conn.execute(select(table.c.row_hash).order_by(table.c.id.desc()).limit(1)).first()
     prev = last[0] if last and last[0] else GENESIS
     next_id = conn.execute(select(func.coalesce(func.max(table.c.id), 0) + 1)).scalar_one()

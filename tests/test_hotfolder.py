@@ -34,6 +34,7 @@ from defect_model.runs.store import InspectionStore
 
 from conftest import ADMIN
 from inspect_support import corrupt_png, photo_bytes
+from polling import drop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["crack", "ok", "pit"]
@@ -114,22 +115,6 @@ def result_lines(path: Path) -> list[dict]:
         return []
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def wait_for(condition, timeout: float = DEADLINE_S, what: str = "the watcher") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
-
-
-def drop(folder: Path, name: str, data: bytes) -> None:
-    """Put a file into the folder the way a careful writer does: written elsewhere, then renamed in."""
-    staging = folder.parent / "staging"
-    staging.mkdir(exist_ok=True)
-    (staging / name).write_bytes(data)
-    os.replace(staging / name, folder / name)
 
 
 def logged(db: Path) -> list[dict]:

@@ -14,18 +14,9 @@ import pytest
 from conftest import ENGINEER, tiny_config
 from defect_model.runs import jobs
 from defect_model.runs.folders import RunDir, list_runs
+from polling import wait_for
 
 FINAL = ("done", "failed", "cancelled")
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def steps_seen(run: RunDir, epoch: int, at_least: int) -> bool:

@@ -26,6 +26,7 @@ from defect_model.workflows.lifecycle import activate
 
 from conftest import ADMIN
 from inspect_support import photo_bytes
+from polling import drop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["crack", "ok", "pit"]
@@ -100,23 +101,6 @@ def logged(db: Path) -> list[dict]:
             return [dict(row) for row in conn.execute("SELECT * FROM inspections ORDER BY id")]
         except sqlite3.OperationalError:  # the table is being created by the watcher
             return []
-
-
-def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the watcher stopped before {what}: {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.1)
-
-
-def drop(folder: Path, name: str, data: bytes) -> None:
-    staging = folder.parent / "staging"
-    staging.mkdir(exist_ok=True)
-    (staging / name).write_bytes(data)
-    os.replace(staging / name, folder / name)
 
 
 def watcher(plant, env: dict | None = None) -> subprocess.Popen:

@@ -19,18 +19,9 @@ from conftest import ENGINEER, ROOT, tiny_config
 from defect_model.runs import jobs, queue
 from defect_model.runs.folders import REMOTE_STALE_S, RunDir, list_runs, process_alive
 from defect_model.train.checkpoint import load_checkpoint
+from polling import wait_for
 
 FINAL = ("done", "failed", "cancelled")
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def finished(run: RunDir) -> str | None:

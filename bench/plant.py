@@ -14,10 +14,11 @@ record, the audit head log), DEFECT_RUNS_DIR and DEFECT_DATA_DIR (the kept photo
    watchers' folders (half each, renamed in as a camera writes them). p50_s / p95_s: from the upload to each
    result card in the page (as bench/load.py measures it).
 2. Activation: a second model is made active (workflows.lifecycle.activate, as the Models page does on one
-   server); then every 0.5 s each server is handed a new photo through a signed-in page and each watcher gets
-   one in its folder. A server or watcher has "seen" the activation when a photo it judged is logged under the
-   new checkpoint's sha256; activation_seen_s is the latest of those (the time the photo was handed in, after the
-   activation, so at most 0.5 s late), per process and the largest.
+   server); then each server is handed a new photo through a signed-in page every 0.5 s (or as soon as the one
+   before is logged, when that takes longer) and each watcher one every 0.5 s in its folder. A server or watcher
+   has "seen" the activation when a photo it judged is logged under the new checkpoint's sha256; its time is when
+   that photo was handed in, after the activation (an upper bound: the switch came before), and
+   activation_seen_s is the largest over every server and watcher.
 3. The log: every photo handed in (their bytes are all different) must be logged exactly once: `lost` counts
    photos with no row, `duplicated` photos with more than one; `audit_verified`: `python -m defect_model audit
    verify` exits 0 (chains and head log of both tables).
@@ -200,16 +201,21 @@ async def probe_servers(urls: list[str], photos: list[list[Path]], activate_now,
             seen: dict[str, float | None] = {}
 
             async def probe(page, url, files):
-                handed = {}
+                # One photo at a time, each left to be logged before the next (a new upload would replace the one
+                # being judged): the server has seen the activation by the time it was handed the first photo
+                # judged by the new model.
                 for photo in files:
-                    handed[digest(photo)] = time.monotonic()
+                    handed, sha = time.monotonic(), digest(photo)
                     await page.locator(UPLOADER).set_input_files([str(photo)])
-                    await asyncio.sleep(PROBE_EVERY_S)
-                    rows = await asyncio.to_thread(logged_rows)
-                    switched = [handed[s] for s in handed if new_sha in rows.get(s, [])]
-                    if switched:
-                        seen[url] = round(min(switched) - activated_at, 2)
+                    while sha not in (rows := await asyncio.to_thread(logged_rows)):
+                        if time.monotonic() - handed > SEEN_LIMIT_S:
+                            seen[url] = None
+                            return
+                        await asyncio.sleep(0.1)
+                    if new_sha in rows[sha]:
+                        seen[url] = round(handed - activated_at, 2)
                         return
+                    await asyncio.sleep(max(0.0, handed + PROBE_EVERY_S - time.monotonic()))
                     if time.monotonic() - activated_at > SEEN_LIMIT_S:
                         break
                 seen[url] = None

@@ -32,7 +32,7 @@ run: $(VENV)/.installed
 # The layering contract (.importlinter) first: a wrong-way import fails in seconds, before the long suite.
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 bench: $(VENV)/.installed
 	$(PY) bench/reproduce_neu.py

@@ -1,9 +1,8 @@
-"""Two dashboard servers of one plant (one database, one model store) in a real browser: a sign-in on one is valid on
-the other, and a model made active elsewhere is what the other serves at its next page run, without a restart."""
+"""Two dashboard servers of one plant (one PostgreSQL database, one model store) in a real browser: a sign-in on one
+is valid on the other, and a model made active elsewhere is what the other serves at its next page run, without a
+restart."""
 
 from __future__ import annotations
-
-import os
 
 from playwright.sync_api import expect
 
@@ -19,13 +18,14 @@ def served(page):
     return page.locator('[data-testid="stCaptionContainer"]', has_text="classes: crack, ok, pit").first
 
 
-def test_a_sign_in_and_an_activation_are_seen_by_the_other_server(browser, tmp_path, monkeypatch, artifacts_dir):
+def test_a_sign_in_and_an_activation_are_seen_by_the_other_server(browser, tmp_path, monkeypatch, artifacts_dir,
+                                                                  plant_database_url):
     runs = tmp_path / "runs"  # shared in a plant, as the database and the store are
+    monkeypatch.setenv("DEFECT_DATABASE_URL", plant_database_url)  # the one database both servers use
     monkeypatch.setenv("DEFECT_MODEL_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("DEFECT_RUNS_DIR", str(runs))
     first, second = make_run(runs, "20260101-000000-first", 0), make_run(runs, "20260102-000000-second", 1)
     activate(first, ADMIN, override_reason=REASON)
-    assert os.environ["DEFECT_DB"]  # the one database both servers open (conftest's private one)
     (tmp_path / "data-a").mkdir()
     (tmp_path / "data-b").mkdir()
     with streamlit_server(runs, tmp_path / "data-a") as line1, streamlit_server(runs, tmp_path / "data-b") as line2:

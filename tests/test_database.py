@@ -109,9 +109,9 @@ def test_a_server_refuses_a_postgres_database_behind_the_code(postgres_url, monk
     with pytest.raises(DatabaseNotReady, match="python -m defect_model db upgrade"):
         InspectionStore()
     assert cli(["db", "check"]) == 1 and "without a schema revision" in capsys.readouterr().err
-    assert cli(["db", "upgrade"]) == 0 and "revision none -> 0001" in capsys.readouterr().out
-    assert cli(["db", "upgrade"]) == 0 and "already at revision 0001" in capsys.readouterr().out
-    assert cli(["db", "check"]) == 0 and "current revision 0001, newest 0001" in capsys.readouterr().out
+    assert cli(["db", "upgrade"]) == 0 and "revision none -> 0002" in capsys.readouterr().out
+    assert cli(["db", "upgrade"]) == 0 and "already at revision 0002" in capsys.readouterr().out
+    assert cli(["db", "check"]) == 0 and "current revision 0002, newest 0002" in capsys.readouterr().out
     assert InspectionStore().last_inspection_id() == 0
     close_all()
 

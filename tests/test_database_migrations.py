@@ -179,7 +179,7 @@ def _schema_differences(where) -> list:
 def test_an_empty_postgres_database_gets_the_declared_schema(postgres_url, monkeypatch, capsys):
     monkeypatch.setenv("DEFECT_DATABASE_URL", postgres_url)
     assert cli(["db", "upgrade"]) == 0
-    assert cli(["db", "check"]) == 0 and "current revision 0001, newest 0001" in capsys.readouterr().out
+    assert cli(["db", "check"]) == 0 and "current revision 0002, newest 0002" in capsys.readouterr().out
     assert _schema_differences(postgres_url) == []
 
 
@@ -203,7 +203,7 @@ def test_a_database_written_before_migrations_upgrades_with_nothing_lost(tmp_pat
 
     assert cli(["db", "check"]) == 1
     assert "without a schema revision" in capsys.readouterr().err
-    assert cli(["db", "upgrade"]) == 0 and "revision none -> 0001" in capsys.readouterr().out
+    assert cli(["db", "upgrade"]) == 0 and "revision none -> 0002" in capsys.readouterr().out
     assert cli(["db", "check"]) == 0
 
     for table, rows in before.items():  # every row kept, every old value and hash as it was
@@ -228,3 +228,30 @@ def test_the_old_file_upgrades_itself_when_the_dashboard_opens_it(tmp_path):
     old_database(path, 1)
     assert InspectionStore(path).last_inspection_id() == 5 and migrate.check(path).ok
     assert verify(path) == []
+
+
+def test_a_database_at_the_first_revision_upgrades_to_operating_points_with_its_rows(database, monkeypatch):
+    """Revision 0002 (operating points in the database) on a database the first revision made, on both backends:
+    the log's rows and chain are kept, the new table is there, and db check then passes."""
+    from alembic import command
+
+    InspectionStore(database).log_inspection(file_name="a.png", sha256="a" * 64, photo_path="", verdict="pass")
+    close_all()
+    db = open_as_is(database)
+    try:
+        with db.engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql("DROP TABLE operating_points")
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    finally:
+        db.engine.dispose()
+    assert not migrate.check(database).ok
+    db = open_as_is(database)
+    try:
+        with db.engine.connect() as conn, conn.begin():
+            assert migrate.current(conn) == "0001"
+            command.upgrade(migrate._config(conn), "head")
+    finally:
+        db.engine.dispose()
+    assert migrate.check(database).ok
+    assert _schema_differences(database) == []
+    assert list(InspectionStore(database).inspections()["file_name"]) == ["a.png"] and verify(database) == []

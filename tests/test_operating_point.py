@@ -1,7 +1,6 @@
 """The operating point: escapes against review load on a hand-made table of probabilities."""
 
 import itertools
-import json
 
 import numpy as np
 import pytest
@@ -184,8 +183,26 @@ def test_a_point_with_per_class_thresholds_is_saved_and_read_back(tmp_path):
     point = least_review_load(PROBS_2, LABELS_2, CLASSES_2, GOOD_2, 0.0, 0.7)
     save_point(run, point, ENGINEER)
     assert load_point(run) == point
-    assert json.loads((run.path / "operating_point.json").read_text())["class_thresholds"] == {"ok": 0.7,
-                                                                                                 "rework": 0.85}
+    from defect_model.database import open_database, operating_points
+
+    saved = operating_points.newest(open_database(), run.run_id)  # the plant's one record, not the run folder
+    assert saved["class_thresholds"] == {"ok": 0.7, "rework": 0.85} and saved["by"] == ENGINEER.name
+    assert not (run.path / "operating_point.json").exists()
     assert point.describe_pass() == "0.70 (ok), 0.85 (rework)"
     with pytest.raises(ValueError, match="pass threshold of 'ok'"):
         save_point(run, OperatingPoint(0.5, 0.7, class_thresholds=(("ok", -0.1),)), ENGINEER)
+
+
+def test_the_point_is_the_databases_on_both_backends_and_an_older_runs_file_is_still_read(database, tmp_path):
+    """Issue 29: the saved point lives in the plant's database (every server and watcher reads the same); a run
+    from before keeps the point its folder holds until a new one is saved."""
+    import json
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    older = OperatingPoint(0.8, 0.6)
+    (run.path / "operating_point.json").write_text(json.dumps({**older.to_dict(), "by": "eng", "at": "2026"}))
+    assert load_point(run) == older
+    point = least_review_load(PROBS, LABELS, CLASSES, GOOD, 0.125, 0.7)
+    save_point(run, point, ENGINEER)
+    assert load_point(run) == point

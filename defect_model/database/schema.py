@@ -98,6 +98,15 @@ golden = Table(
 
 # What each hot-folder watcher shows of itself (was a JSON file per watcher beside the SQLite file): one row per
 # watcher (its host and incoming folder), its status as JSON, rewritten at each heartbeat.
+# Every operating point saved for a run, newest last: the one Inspect and the hot folder judge with is the
+# newest (revision 0002; before it, a file in the run folder, still read for runs that have no row).
+operating_points = Table(
+    "operating_points", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _text("run_id", None), _text("time", None), _text("who", None), _text("point", None),
+    Index("operating_points_run", "run_id", "id"),
+)
+
 watchers = Table(
     "watchers", metadata,
     Column("id", Text, primary_key=True),

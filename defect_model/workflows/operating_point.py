@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from defect_model.access.accounts import Actor, audit_log, require
-from defect_model.runs.folders import RunDir, now_iso, read_json, write_json_atomic
+from defect_model.database import open_database, operating_points
+from defect_model.runs.folders import RunDir, now_iso, read_json
 from defect_model.serve.verdicts import DEFAULT_THRESHOLD, PassThreshold, pass_threshold
 
-POINT_FILE = "operating_point.json"
+POINT_FILE = "operating_point.json"  # where a run's point was kept before the database held it (still read)
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,10 @@ def per_class(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], goo
 
 # -- the point saved with a run --------------------------------------------------------------------------
 def load_point(run: RunDir) -> OperatingPoint | None:
-    """The run's saved operating point, or None (then the Inspect page's threshold decides)."""
-    data = read_json(run.path / POINT_FILE, None)
+    """The run's saved operating point, or None (then the Inspect page's threshold decides): the newest one saved
+    in the database (the same for every server and watcher of a plant), else one a run from before kept in its
+    folder."""
+    data = operating_points.newest(open_database(), run.run_id) or read_json(run.path / POINT_FILE, None)
     if not isinstance(data, dict):
         return None
     try:
@@ -237,7 +240,8 @@ def record_override(actor: Actor | None, run_id: str, threshold: float, point: O
 
 
 def save_point(run: RunDir, point: OperatingPoint, actor: Actor) -> dict:
-    """Save `point` with the run (engineers; recorded in the audit trail). Inspect and the hot folder use it."""
+    """Save `point` for the run in the database (engineers; recorded in the audit trail). Inspect and the hot
+    folder of every machine use it from their next photo."""
     require(actor, "review")
     named = [("good threshold", point.good_threshold), ("defect threshold", point.defect_threshold),
              *((f"pass threshold of {name!r}", value) for name, value in point.class_thresholds)]
@@ -245,6 +249,6 @@ def save_point(run: RunDir, point: OperatingPoint, actor: Actor) -> dict:
         if not 0.0 <= value <= 1.0 + 1e-9:
             raise ValueError(f"{name} {value:g} is not a probability; choose one between 0 and 1")
     record = {**point.to_dict(), "by": actor.name, "at": now_iso()}
-    write_json_atomic(run.path / POINT_FILE, record)
+    operating_points.add(open_database(), run.run_id, point.to_dict(), actor.name, record["at"])
     audit_log().record(actor, "operating point", run.run_id, **point.to_dict())
     return record

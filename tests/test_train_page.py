@@ -344,6 +344,7 @@ def test_with_training_workers_the_page_says_where_jobs_train(env, monkeypatch, 
     assert "waiting for a training worker" in header and "pid None" not in header
     processes = app.get_by_key("train_processes")
     assert processes.max == 8 and "worker machine" in processes.help
+    assert not app.button(key=f"train_cancel_{run.run_id}").disabled  # a waiting job can be taken out of the queue
 
 
 def test_a_job_whose_process_died_is_shown_failed_with_resume(env):

@@ -193,7 +193,8 @@ def live_view(run_path: str, drawn_state: str) -> None:
     charts_ui(live_figures(events, progress.epochs, run.run_id), key=f"live_{run.run_id}")
     left, right = st.columns([1, 4])
     with left:
-        starting = not progress.started and status["state"] == "queued"
+        # A dashboard's own process is given a few seconds to start; a job waiting for a worker can go at once.
+        starting = not progress.started and status["state"] == "queued" and not status.get("waiting")
         cancelling = run.cancel_requested()
         st.button("Cancelling…" if cancelling else "Cancel", key=f"train_cancel_{run.run_id}",
                   icon=":material/stop_circle:", disabled=starting or cancelling,

@@ -107,3 +107,27 @@ def upload(at, files: list[tuple[str, bytes]]):
 def metrics(at) -> dict[str, int]:
     """AppTest: the page's metrics, label -> count."""
     return {m.label: int(m.value) for m in at.metric}
+
+
+UNTRAINED_CLASSES = ["crack", "ok", "pit"]
+
+
+def untrained_run(root: Path, name: str, seed: int = 0) -> RunDir:
+    """A finished run with an untrained resnet18 at 64 px (classes UNTRAINED_CLASSES, good class ok), for tests
+    about where models live and how they are served, not how well they judge."""
+    import torch
+
+    from defect_model.train.checkpoint import save_checkpoint
+    from defect_model.train.model import build_model
+    from defect_model.train.saving import checkpoint_meta
+
+    run = RunDir(root / name)
+    run.path.mkdir(parents=True)
+    cfg = TrainConfig(data_dir=str(root / "data"), backbone="resnet18", image_size=64, batch_size=8, epochs=1,
+                      seed=seed, good_classes=["ok"])
+    cfg.to_yaml(run.config)
+    torch.manual_seed(seed)
+    save_checkpoint(run.checkpoint, build_model("resnet18", len(UNTRAINED_CLASSES), 0.0).state_dict(),
+                    checkpoint_meta(cfg, UNTRAINED_CLASSES, run, 1, None))
+    run.write_status("done", started="2026-01-01T00:00:00+00:00")
+    return run

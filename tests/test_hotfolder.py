@@ -16,28 +16,22 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from defect_model.access.audit import verify
 from defect_model.database import close_all
-from defect_model.train.checkpoint import save_checkpoint
-from defect_model.common.config import TrainConfig
-from defect_model.train.saving import checkpoint_meta
 from defect_model.workflows.hotfolder_results import CSV_COLUMNS
 from defect_model.workflows.hotfolder import HOT_FOLDER, WatchOptions, load_active_model, watch
 from defect_model.workflows.hotfolder_intake import make_folders
 from defect_model.workflows.hotfolder_status import watcher_status
 from defect_model.workflows.lifecycle import activate
-from defect_model.train.model import build_model
 from defect_model.runs.folders import RunDir
 from defect_model.runs.store import InspectionStore
 
 from conftest import ADMIN
-from inspect_support import corrupt_png, photo_bytes
+from inspect_support import corrupt_png, photo_bytes, untrained_run
 from polling import drop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["crack", "ok", "pit"]
 DEADLINE_S = 30
 PROCESS_DEADLINE_S = 180  # a watcher process imports torch and loads the model first: slow on a busy 2-core box
 
@@ -46,15 +40,7 @@ PROCESS_DEADLINE_S = 180  # a watcher process imports torch and loads the model 
 def make_active_run(root: Path, name: str, seed: int = 0) -> RunDir:
     """A finished run with an untrained resnet18 at 64 px, made active under `root` by an admin: these tests are
     about files, not accuracy."""
-    run = RunDir(root / name)
-    run.path.mkdir()
-    cfg = TrainConfig(data_dir=str(root / "data"), backbone="resnet18", image_size=64, batch_size=8, epochs=1,
-                      seed=seed, good_classes=["ok"])
-    cfg.to_yaml(run.config)
-    torch.manual_seed(seed)
-    save_checkpoint(run.checkpoint, build_model("resnet18", len(CLASSES), 0.0).state_dict(),
-                    checkpoint_meta(cfg, CLASSES, run, 1, None))
-    run.write_status("done", started="2026-01-01T00:00:00+00:00")
+    run = untrained_run(root, name, seed)
     with pytest.MonkeyPatch.context() as patch:  # activation's audit record goes to a database of its own
         patch.setenv("DEFECT_DB", str(root / "activation.sqlite"))
         activate(run, ADMIN, override_reason="hot folder test; an untrained model", root=root)

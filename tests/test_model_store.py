@@ -14,38 +14,22 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from defect_model.common.config import TrainConfig
 from defect_model.common.model_store import FolderStore, ModelStoreError, S3Store, file_sha256, model_store
 from defect_model.runs.folders import RunDir, get_active, served_checkpoint
-from defect_model.train.checkpoint import save_checkpoint
-from defect_model.train.model import build_model
-from defect_model.train.saving import checkpoint_meta
 from defect_model.workflows.lifecycle import activate
 
 from conftest import ADMIN
-from inspect_support import photo_bytes
+from inspect_support import photo_bytes, untrained_run
 from polling import drop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["crack", "ok", "pit"]
 PROCESS_DEADLINE_S = 180  # a watcher process imports torch and loads the model first: slow on a busy 2-core box
 SWITCH_LIMIT_S = 10.0  # the issue's promise: an activation is served by every watcher within this
 
 
 def make_run(root: Path, name: str, seed: int) -> RunDir:
-    """A finished run with an untrained resnet18 at 64 px (these tests are about where models live, not accuracy)."""
-    run = RunDir(root / name)
-    run.path.mkdir(parents=True)
-    cfg = TrainConfig(data_dir=str(root / "data"), backbone="resnet18", image_size=64, batch_size=8, epochs=1,
-                      seed=seed, good_classes=["ok"])
-    cfg.to_yaml(run.config)
-    torch.manual_seed(seed)
-    save_checkpoint(run.checkpoint, build_model("resnet18", len(CLASSES), 0.0).state_dict(),
-                    checkpoint_meta(cfg, CLASSES, run, 1, None))
-    run.write_status("done", started="2026-01-01T00:00:00+00:00")
-    return run
+    return untrained_run(root, name, seed)
 
 
 REASON = "model store test; an untrained model"

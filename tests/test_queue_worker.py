@@ -20,20 +20,7 @@ from defect_model.runs import jobs, queue
 from defect_model.runs.folders import REMOTE_STALE_S, RunDir, list_runs, process_alive
 from defect_model.train.checkpoint import load_checkpoint
 from polling import wait_for
-
-FINAL = ("done", "failed", "cancelled")
-
-
-def finished(run: RunDir) -> str | None:
-    """The final state once the training process has also written its `end` event."""
-    state = run.status()["state"]
-    events = run.read_events()
-    return state if state in FINAL and events and events[-1]["type"] == "end" else None
-
-
-def log_of(run: RunDir) -> str:
-    return run.log.read_text() if run.log.is_file() else "(no train.log)"
-
+from test_jobs import finished, log_of
 
 def steps_seen(run: RunDir, at_least: int) -> bool:
     return any(e["type"] == "step" and e["step"] >= at_least for e in run.read_events())

@@ -27,37 +27,34 @@ def predictor_for(run: RunDir, checkpoint: Path | None = None):
     return _load_predictor(str(checkpoint), checkpoint.stat().st_mtime)
 
 
+def read_active(root: Path | None = None) -> tuple[dict | None, str | None]:
+    """(the active-model record, None), or (None, why the model store cannot be read right now): one read."""
+    try:
+        return get_active(root), None
+    except ModelStoreError as exc:
+        return None, str(exc)
+
+
 def active_record(root: Path | None = None) -> dict | None:
     """The active-model record for pages that only show it; None also when the model store cannot be read (the
-    sidebar says why: store_problem)."""
-    try:
-        return get_active(root)
-    except ModelStoreError:
-        return None
-
-
-def store_problem() -> str | None:
-    """Why the model store (DEFECT_MODEL_STORE) cannot be read right now, or None when it can."""
-    try:
-        get_active()
-    except ModelStoreError as exc:
-        return str(exc)
-    return None
+    sidebar says why: read_active)."""
+    return read_active(root)[0]
 
 
 def served_model() -> tuple[RunDir, Path, str] | None:
     """(run, the pinned checkpoint Inspect serves, its sha256) of the active model, or None. Raises
     ModelStoreError when the store cannot be read or its copy is not the one made active."""
     record = get_active()
-    run = active_run()
+    run = active_run(record)
     checkpoint = served_checkpoint(record)
     if run is None or checkpoint is None:
         return None
     return run, checkpoint, record.get("sha256", "")
 
 
-def active_run() -> RunDir | None:
-    record = active_record()
+def active_run(record: dict | None = None) -> RunDir | None:
+    """The active model's run, from `record` when the caller has just read it, else from the store."""
+    record = record if record is not None else active_record()
     if not record:
         return None
     try:

@@ -8,7 +8,7 @@ from defect_model.common.quality import assess
 from defect_model.access.accounts import Actor
 from ui.flash import flash_ui
 from ui.layout import close_sidebar_on_navigation
-from ui.resources import active_run, store_problem
+from ui.resources import active_run, read_active
 from ui.accounts_widgets import own_password_ui
 from ui.session import accounts, session_cookie_ui, sign_out
 from ui.text import md
@@ -44,8 +44,8 @@ def sidebar(actor: Actor | None) -> None:
             st.warning("Set a password for your account: the sign-in link works only once.", icon=":material/key:")
         with st.expander("My password", expanded=needs_password):
             own_password_ui(actor)
-        run = active_run()
-        problem = store_problem()
+        record, problem = read_active()
+        run = active_run(record) if record else None
         if problem:
             st.error(md(problem), icon=":material/cloud_off:")
         elif run is None:
